@@ -1,0 +1,129 @@
+//! 8-bit address-space identifiers: lowest free first, no rollover, invalidated before reuse.
+
+use core::fmt;
+
+use crate::machine::Machine;
+
+/// An ARMv7 ASID (CONTEXTIDR.ASID, 8 bits).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Asid(u8);
+
+impl Asid {
+    /// The kernel's ASID. Kernel mappings are global, so it tags nothing.
+    pub const KERNEL: Self = Self(0);
+    /// The ASID with this value.
+    #[must_use]
+    pub const fn new(value: u8) -> Self {
+        Self(value)
+    }
+    /// The 8-bit value.
+    #[must_use]
+    pub const fn value(self) -> u8 {
+        self.0
+    }
+}
+
+impl fmt::Debug for Asid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ASID({})", self.0)
+    }
+}
+
+/// Why an ASID operation was refused. Nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AsidError {
+    /// All of 1..=255 are in use.
+    Exhausted,
+    /// Releasing an ASID that is not allocated (or the kernel's).
+    NotAllocated(Asid),
+}
+
+/// Hands out user ASIDs 1..=255, lowest free first. 0 is the kernel's and is never handed out.
+#[derive(Clone, Debug, Default)]
+pub struct AsidAllocator {
+    in_use: [u64; 4],
+}
+
+impl AsidAllocator {
+    /// An allocator with every user ASID free.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self { in_use: [0; 4] }
+    }
+
+    /// The lowest free ASID.
+    pub fn alloc(&mut self) -> Result<Asid, AsidError> {
+        let value = (1..=255u8)
+            .find(|&a| !self.is_allocated(Asid(a)))
+            .ok_or(AsidError::Exhausted)?;
+        self.in_use[usize::from(value / 64)] |= 1 << (value % 64);
+        Ok(Asid(value))
+    }
+
+    /// Invalidates every TLB entry tagged with `asid` (TLBIASID, DSB, ISB), then frees it: an
+    /// ASID is never handed out again while stale entries could carry it.
+    pub fn release<M: Machine>(&mut self, machine: &mut M, asid: Asid) -> Result<(), AsidError> {
+        if asid == Asid::KERNEL || !self.is_allocated(asid) {
+            return Err(AsidError::NotAllocated(asid));
+        }
+        machine.tlb_invalidate_asid(asid);
+        machine.dsb();
+        machine.isb();
+        self.in_use[usize::from(asid.0 / 64)] &= !(1 << (asid.0 % 64));
+        Ok(())
+    }
+
+    /// Whether the ASID is handed out.
+    #[must_use]
+    pub fn is_allocated(&self, asid: Asid) -> bool {
+        self.in_use[usize::from(asid.0 / 64)] & (1 << (asid.0 % 64)) != 0
+    }
+
+    /// How many ASIDs are handed out.
+    #[must_use]
+    pub fn allocated_count(&self) -> u32 {
+        self.in_use.iter().map(|w| w.count_ones()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::{HostMachine, MachineEvent};
+
+    #[test]
+    fn lowest_first_until_exhausted() {
+        let mut a = AsidAllocator::new();
+        for expect in 1..=255u8 {
+            assert_eq!(a.alloc(), Ok(Asid(expect)));
+        }
+        assert_eq!(a.alloc(), Err(AsidError::Exhausted));
+        assert_eq!(a.allocated_count(), 255);
+    }
+
+    #[test]
+    fn release_invalidates_before_reuse() {
+        let mut a = AsidAllocator::new();
+        let mut m = HostMachine::default();
+        m.set_recording(true);
+        let x = a.alloc().unwrap();
+        let y = a.alloc().unwrap();
+        a.release(&mut m, x).unwrap();
+        assert_eq!(
+            m.take_log(),
+            [
+                MachineEvent::TlbInvalidateAsid(x),
+                MachineEvent::Dsb,
+                MachineEvent::Isb
+            ]
+        );
+        assert_eq!(a.alloc(), Ok(x));
+        assert_eq!(
+            a.release(&mut m, Asid::KERNEL),
+            Err(AsidError::NotAllocated(Asid::KERNEL))
+        );
+        a.release(&mut m, y).unwrap();
+        assert_eq!(a.release(&mut m, y), Err(AsidError::NotAllocated(y)));
+        assert_eq!(a.allocated_count(), 1);
+    }
+}

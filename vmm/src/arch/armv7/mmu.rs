@@ -1,0 +1,1144 @@
+//! `ArchMmu`: one address space's short-descriptor translation tables.
+//!
+//! Every operation is *prepare then commit*: it first reads the tables, checks the whole request
+//! and counts the L2 pages it will need, allocates all of them (giving them back if one
+//! allocation fails), and only then writes descriptors. So an operation that returns an error has
+//! changed no descriptor, no frame and no count.
+//!
+//! Hardware discipline (semantics.md section 13):
+//! - a valid descriptor is never overwritten by another valid one: break-before-make (write
+//!   fault, DSB, invalidate, DSB, write the new value);
+//! - every descriptor that is cleared or narrowed is invalidated (`TLBIMVA` with the space's
+//!   ASID for user spaces, `TLBIMVAA` for the kernel) before the operation returns and before
+//!   any table page it used is freed;
+//! - empty L2 tables are unlinked at once, and an L2 page is freed when none of its four tables
+//!   is in use.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+
+use super::descriptor::{Domain, L1Descriptor, L2Descriptor};
+use super::tlb::{TlbBatch, TlbScope};
+use super::{Asid, AsidAllocator, MappingAttrs, MappingFlags};
+use crate::addr::{PAGE_SIZE, PageRange, PhysAddr, PhysFrame, VirtAddr, VirtPage};
+use crate::machine::Machine;
+use crate::phys::FrameAllocator;
+
+/// First virtual address translated through TTBR1 (TTBCR.N = 2).
+pub const TTBR1_BASE: VirtAddr = VirtAddr::new(0x4000_0000);
+
+const ENTRIES_PER_L2: u32 = 256;
+const L2_TABLE_BYTES: u32 = 1024;
+const TABLES_PER_PAGE: u32 = 4;
+const USER_L1_ENTRIES: u32 = TTBR1_BASE.as_u32() >> 20;
+const KERNEL_L1_ENTRIES: u32 = 4096;
+const KERNEL_L1_FRAMES: u32 = 4;
+
+/// Which half of the address space an [`ArchMmu`] translates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpaceKind {
+    /// The kernel: a 16 KiB L1 table in TTBR1, VA >= 1 GiB, global (nG = 0) mappings only.
+    Kernel,
+    /// A user space: a 4 KiB L1 table in TTBR0, VA < 1 GiB, user (nG = 1) mappings only.
+    User,
+}
+
+/// Why an [`ArchMmu`] operation was refused. Nothing changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// The virtual range is not inside this space's half of the address space.
+    OutOfWindow {
+        /// First page of the request.
+        start: VirtAddr,
+        /// Pages requested.
+        pages: u32,
+    },
+    /// The physical range passes 4 GiB.
+    PhysOutOfRange {
+        /// First frame of the request.
+        start: PhysAddr,
+        /// Pages requested.
+        pages: u32,
+    },
+    /// User spaces take only `USER` mappings and the kernel only non-`USER` ones.
+    InvalidFlags(MappingFlags),
+    /// A page of the target range is already mapped (mapping never replaces silently).
+    AlreadyMapped(VirtAddr),
+    /// The source and target of a move overlap.
+    Overlap,
+    /// A page-table page (or the ASID for a new space) could not be allocated.
+    NoMemory,
+    /// All user ASIDs are in use.
+    NoAsid,
+    /// The tables hold a descriptor this crate never writes (supersection, large page or an
+    /// attribute combination it does not produce).
+    UnsupportedDescriptor {
+        /// Address translated by it.
+        va: VirtAddr,
+        /// The raw descriptor.
+        raw: u32,
+    },
+}
+
+impl fmt::Display for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::OutOfWindow { start, pages } => {
+                write!(
+                    f,
+                    "{pages} pages at {start} are outside this space's window"
+                )
+            }
+            Self::PhysOutOfRange { start, pages } => {
+                write!(
+                    f,
+                    "{pages} frames at {start} pass the end of the physical space"
+                )
+            }
+            Self::InvalidFlags(flags) => write!(f, "flags {flags:?} do not fit this space"),
+            Self::AlreadyMapped(va) => write!(f, "{va} is already mapped"),
+            Self::Overlap => write!(f, "move source and target overlap"),
+            Self::NoMemory => write!(f, "no frame for a page table"),
+            Self::NoAsid => write!(f, "no free ASID"),
+            Self::UnsupportedDescriptor { va, raw } => {
+                write!(f, "unsupported descriptor {raw:#010x} translating {va}")
+            }
+        }
+    }
+}
+
+/// The size of the block a translation comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BlockSize {
+    /// A 1 MiB section.
+    Section,
+    /// A 4 KiB small page.
+    SmallPage,
+}
+
+/// What one page translates to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Translation {
+    /// The frame the page maps.
+    pub frame: PhysFrame,
+    /// Permissions and memory type.
+    pub attrs: MappingAttrs,
+    /// Whether it comes from a section or a small page.
+    pub block: BlockSize,
+}
+
+/// The translation tables of one address space.
+///
+/// The tables live in frames from the pool and are read and written only through the
+/// [`Machine`]. Alongside them the MMU keeps the number of valid entries of each L2 table (so an
+/// empty table is found without scanning) and the number of L2 pages; [`ArchMmu::check`] proves
+/// both agree with the table bytes.
+#[derive(Debug)]
+pub struct ArchMmu {
+    kind: SpaceKind,
+    l1: PhysFrame,
+    asid: Asid,
+    used: Vec<u16>,
+    l2_pages: u32,
+}
+
+/// L2 pages allocated by the prepare step and handed out by the commit step.
+struct Reserved(Vec<PhysFrame>);
+
+impl Reserved {
+    fn allocate<M: Machine>(
+        m: &mut M,
+        frames: &mut FrameAllocator,
+        n: usize,
+    ) -> Result<Self, MapError> {
+        let mut got = Vec::with_capacity(n);
+        for _ in 0..n {
+            match frames.alloc_zeroed(m) {
+                Ok(f) => got.push(f),
+                Err(_) => {
+                    for f in got {
+                        // Just allocated with count 0: freeing cannot fail.
+                        let _ = frames.free(f);
+                    }
+                    return Err(MapError::NoMemory);
+                }
+            }
+        }
+        got.reverse();
+        Ok(Self(got))
+    }
+
+    fn take(&mut self) -> Option<PhysFrame> {
+        self.0.pop()
+    }
+
+    /// Gives back what the commit did not use (nothing, when the plan was exact).
+    fn release(self, frames: &mut FrameAllocator) {
+        for f in self.0 {
+            let _ = frames.free(f);
+        }
+    }
+}
+
+/// The groups of four L1 entries that need a new L2 page, without duplicates.
+#[derive(Default)]
+struct GroupsNeeded(Vec<u32>);
+
+impl GroupsNeeded {
+    fn add(&mut self, group: u32) {
+        if let Err(at) = self.0.binary_search(&group) {
+            self.0.insert(at, group);
+        }
+    }
+}
+
+/// One step of a mapping: a whole section, or a run of small pages inside one MiB.
+enum Chunk {
+    Section {
+        l1: u32,
+        va: VirtPage,
+        frame: PhysFrame,
+    },
+    Pages {
+        l1: u32,
+        va: VirtPage,
+        frame: PhysFrame,
+        count: u32,
+    },
+}
+
+fn chunks(va: VirtPage, frame: PhysFrame, count: u32) -> impl Iterator<Item = Chunk> {
+    let mut done = 0u32;
+    core::iter::from_fn(move || {
+        if done >= count {
+            return None;
+        }
+        let v = VirtPage::from_number(va.number() + done)?;
+        let f = PhysFrame::from_number(frame.number() + done)?;
+        let left = count - done;
+        let l1 = v.number() / ENTRIES_PER_L2;
+        if v.is_section_aligned() && f.is_section_aligned() && left >= ENTRIES_PER_L2 {
+            done += ENTRIES_PER_L2;
+            Some(Chunk::Section {
+                l1,
+                va: v,
+                frame: f,
+            })
+        } else {
+            let n = left.min(ENTRIES_PER_L2 - v.number() % ENTRIES_PER_L2);
+            done += n;
+            Some(Chunk::Pages {
+                l1,
+                va: v,
+                frame: f,
+                count: n,
+            })
+        }
+    })
+}
+
+fn page(number: u32) -> VirtPage {
+    // Callers pass numbers below 2^20 (inside a window); fall back to page 0 rather than panic.
+    VirtPage::from_number(number).unwrap_or_default()
+}
+
+fn frame_plus(frame: PhysFrame, n: u32) -> PhysFrame {
+    frame.checked_add(n).unwrap_or(frame)
+}
+
+impl ArchMmu {
+    /// A user space: a zeroed 4 KiB L1 table and the lowest free ASID.
+    pub fn new_user<M: Machine>(
+        m: &mut M,
+        frames: &mut FrameAllocator,
+        asids: &mut AsidAllocator,
+    ) -> Result<Self, MapError> {
+        let l1 = frames.alloc_zeroed(m).map_err(|_| MapError::NoMemory)?;
+        let asid = match asids.alloc() {
+            Ok(a) => a,
+            Err(_) => {
+                // Just allocated with count 0: freeing cannot fail.
+                let _ = frames.free(l1);
+                return Err(MapError::NoAsid);
+            }
+        };
+        Ok(Self {
+            kind: SpaceKind::User,
+            l1,
+            asid,
+            used: vec![0; USER_L1_ENTRIES as usize],
+            l2_pages: 0,
+        })
+    }
+
+    /// The kernel space: a zeroed, 16 KiB aligned, 16 KiB L1 table; ASID 0; global mappings.
+    pub fn new_kernel<M: Machine>(
+        m: &mut M,
+        frames: &mut FrameAllocator,
+    ) -> Result<Self, MapError> {
+        let l1 = frames
+            .alloc_contiguous(m, KERNEL_L1_FRAMES)
+            .map_err(|_| MapError::NoMemory)?;
+        for i in 0..KERNEL_L1_FRAMES {
+            m.zero_frame(frame_plus(l1, i));
+        }
+        Ok(Self {
+            kind: SpaceKind::Kernel,
+            l1,
+            asid: Asid::KERNEL,
+            used: vec![0; KERNEL_L1_ENTRIES as usize],
+            l2_pages: 0,
+        })
+    }
+
+    /// Kernel or user.
+    #[must_use]
+    pub fn kind(&self) -> SpaceKind {
+        self.kind
+    }
+    /// The space's ASID (0 for the kernel).
+    #[must_use]
+    pub fn asid(&self) -> Asid {
+        self.asid
+    }
+    /// Physical address of the L1 table (the TTBR0 or TTBR1 base).
+    #[must_use]
+    pub fn l1_table(&self) -> PhysAddr {
+        self.l1.start()
+    }
+    /// Page-table pages held: the L1 frames plus the L2 pages.
+    #[must_use]
+    pub fn table_pages(&self) -> u32 {
+        self.l1_frames() + self.l2_pages
+    }
+    /// The pages this space may map.
+    #[must_use]
+    pub fn window(&self) -> PageRange {
+        let (first, end) = self.l1_window();
+        PageRange::new(page(first * ENTRIES_PER_L2), (end - first) * ENTRIES_PER_L2)
+            .expect("both windows are non-empty and end at or below 4 GiB")
+    }
+
+    /// Maps `range` to the frames starting at `frame`. A 1 MiB run whose virtual and physical
+    /// starts are both 1 MiB aligned becomes a section; everything else small pages.
+    pub fn map<M: Machine>(
+        &mut self,
+        m: &mut M,
+        frames: &mut FrameAllocator,
+        range: PageRange,
+        frame: PhysFrame,
+        attrs: MappingAttrs,
+    ) -> Result<(), MapError> {
+        self.check_range(range)?;
+        self.check_flags(attrs.flags)?;
+        if u64::from(frame.number()) + u64::from(range.count()) > u64::from(PhysFrame::COUNT) {
+            return Err(MapError::PhysOutOfRange {
+                start: frame.start(),
+                pages: range.count(),
+            });
+        }
+        let mut needed = GroupsNeeded::default();
+        self.plan_map(m, range.start(), frame, range.count(), &mut needed)?;
+        let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
+        self.commit_map(m, range.start(), frame, range.count(), attrs, &mut reserved);
+        reserved.release(frames);
+        m.dsb();
+        m.isb();
+        Ok(())
+    }
+
+    /// Unmaps every mapped page of `range` (holes are fine) and returns how many were mapped.
+    /// Part of a section is split into small pages first (which may need an L2 page).
+    pub fn unmap<M: Machine>(
+        &mut self,
+        m: &mut M,
+        frames: &mut FrameAllocator,
+        range: PageRange,
+    ) -> Result<u32, MapError> {
+        let mut removed = 0;
+        self.unmap_with(m, frames, range, |_, _| removed += 1)?;
+        Ok(removed)
+    }
+
+    /// Like [`ArchMmu::unmap`], calling `on_removed(page, frame)` for each page unmapped, after
+    /// its TLB entry has been invalidated.
+    pub fn unmap_with<M: Machine, F: FnMut(VirtPage, PhysFrame)>(
+        &mut self,
+        m: &mut M,
+        frames: &mut FrameAllocator,
+        range: PageRange,
+        mut on_removed: F,
+    ) -> Result<(), MapError> {
+        self.check_range(range)?;
+        let mut needed = GroupsNeeded::default();
+        self.plan_splits(m, range, &mut needed)?;
+        let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
+        let mut batch = TlbBatch::new(self.scope());
+        let mut emptied = Vec::new();
+        let mut gone = Vec::new();
+        self.commit_unmap(
+            m,
+            range,
+            &mut reserved,
+            &mut batch,
+            &mut emptied,
+            &mut |p, f| gone.push((p, f)),
+        );
+        batch.flush(m);
+        self.free_emptied(m, frames, emptied);
+        reserved.release(frames);
+        for (p, f) in gone {
+            on_removed(p, f);
+        }
+        Ok(())
+    }
+
+    /// Gives every mapped page of `range` the attributes `attrs` (holes are skipped). Part of a
+    /// section is split first. Changed entries go through break-before-make.
+    pub fn protect<M: Machine>(
+        &mut self,
+        m: &mut M,
+        frames: &mut FrameAllocator,
+        range: PageRange,
+        attrs: MappingAttrs,
+    ) -> Result<(), MapError> {
+        self.check_range(range)?;
+        self.check_flags(attrs.flags)?;
+        let mut needed = GroupsNeeded::default();
+        self.plan_splits(m, range, &mut needed)?;
+        let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
+        let new = attrs.to_page_attributes();
+        for l1 in self.l1_span(range) {
+            let (lo, hi) = Self::clip(range, l1);
+            match self.read_l1(m, l1) {
+                L1Descriptor::Fault | L1Descriptor::Supersection(_) => {}
+                L1Descriptor::Section {
+                    base,
+                    attrs: old,
+                    domain,
+                    ns,
+                    pxn,
+                } if hi - lo == ENTRIES_PER_L2 => {
+                    if old != new {
+                        let desc = L1Descriptor::Section {
+                            base,
+                            attrs: new,
+                            domain,
+                            ns,
+                            pxn,
+                        };
+                        self.break_before_make_l1(m, l1, desc);
+                    }
+                }
+                L1Descriptor::Section { .. } | L1Descriptor::PageTable { .. } => {
+                    let Some(table) = self.table_for_update(m, l1, &mut reserved) else {
+                        continue;
+                    };
+                    let mut changed = Vec::new();
+                    for p in lo..hi {
+                        let pa = Self::l2_entry(table, p);
+                        if let L2Descriptor::Small { base, attrs: old } =
+                            L2Descriptor::decode(m.read_word(pa))
+                            && old != new
+                        {
+                            m.write_word(pa, 0);
+                            changed.push((
+                                pa,
+                                L2Descriptor::Small { base, attrs: new }.encode(),
+                                p,
+                            ));
+                        }
+                    }
+                    if !changed.is_empty() {
+                        let mut batch = TlbBatch::new(self.scope());
+                        for &(_, _, p) in &changed {
+                            batch.push(page(p));
+                        }
+                        batch.flush(m);
+                        for (pa, raw, _) in changed {
+                            m.write_word(pa, raw);
+                        }
+                    }
+                }
+            }
+        }
+        reserved.release(frames);
+        m.dsb();
+        m.isb();
+        Ok(())
+    }
+
+    /// Moves every mapped page of `from` to the same offset from `to`, keeping frames and
+    /// attributes, and returns how many pages moved. The two ranges must not overlap, and the
+    /// target pages of mapped source pages must be unmapped.
+    pub fn move_pages<M: Machine>(
+        &mut self,
+        m: &mut M,
+        frames: &mut FrameAllocator,
+        from: PageRange,
+        to: VirtPage,
+    ) -> Result<u32, MapError> {
+        self.check_range(from)?;
+        let target = PageRange::new(to, from.count()).ok_or(MapError::OutOfWindow {
+            start: to.start(),
+            pages: from.count(),
+        })?;
+        self.check_range(target)?;
+        if from.overlaps(target) {
+            return Err(MapError::Overlap);
+        }
+        // Runs of consecutive source pages with consecutive frames and equal attributes.
+        let mut runs: Vec<(u32, PhysFrame, u32, MappingAttrs)> = Vec::new();
+        for (offset, p) in from.pages().enumerate() {
+            let Some(t) = self.translate(m, p)? else {
+                continue;
+            };
+            let offset = offset as u32;
+            if let Some(last) = runs.last_mut()
+                && last.0 + last.2 == offset
+                && frame_plus(last.1, last.2) == t.frame
+                && last.3 == t.attrs
+            {
+                last.2 += 1;
+                continue;
+            }
+            runs.push((offset, t.frame, 1, t.attrs));
+        }
+        let mut needed = GroupsNeeded::default();
+        for &(offset, frame, count, _) in &runs {
+            self.plan_map(m, page(to.number() + offset), frame, count, &mut needed)?;
+        }
+        self.plan_splits(m, from, &mut needed)?;
+        let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
+        // Map the targets first so no L2 page is freed and then needed again.
+        for &(offset, frame, count, attrs) in &runs {
+            self.commit_map(
+                m,
+                page(to.number() + offset),
+                frame,
+                count,
+                attrs,
+                &mut reserved,
+            );
+        }
+        let mut batch = TlbBatch::new(self.scope());
+        let mut emptied = Vec::new();
+        self.commit_unmap(
+            m,
+            from,
+            &mut reserved,
+            &mut batch,
+            &mut emptied,
+            &mut |_, _| {},
+        );
+        batch.flush(m);
+        self.free_emptied(m, frames, emptied);
+        reserved.release(frames);
+        Ok(runs.iter().map(|r| r.2).sum())
+    }
+
+    /// What `va` translates to, or `None` when it is not mapped.
+    pub fn query<M: Machine>(
+        &self,
+        m: &mut M,
+        va: VirtAddr,
+    ) -> Result<Option<Translation>, MapError> {
+        let p = VirtPage::containing(va);
+        self.check_range(PageRange::new(p, 1).ok_or(MapError::OutOfWindow {
+            start: va,
+            pages: 1,
+        })?)?;
+        self.translate(m, p)
+    }
+
+    /// Every mapped page in ascending order (sections expanded to their 256 pages).
+    pub fn mappings<M: Machine>(
+        &self,
+        m: &mut M,
+    ) -> Result<Vec<(VirtPage, Translation)>, MapError> {
+        let mut out = Vec::new();
+        let (first, end) = self.l1_window();
+        for l1 in first..end {
+            match self.read_l1(m, l1) {
+                L1Descriptor::Fault => {}
+                L1Descriptor::PageTable { .. }
+                | L1Descriptor::Section { .. }
+                | L1Descriptor::Supersection(_) => {
+                    for p in l1 * ENTRIES_PER_L2..(l1 + 1) * ENTRIES_PER_L2 {
+                        if let Some(t) = self.translate(m, page(p))? {
+                            out.push((page(p), t));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tears the space down: invalidates its TLB entries (TLBIASID and frees the ASID for a user
+    /// space, TLBIALL for the kernel), then frees every table page. It does not release the data
+    /// frames still mapped: the owner of the mappings unmaps them first.
+    pub fn destroy<M: Machine>(
+        self,
+        m: &mut M,
+        frames: &mut FrameAllocator,
+        asids: &mut AsidAllocator,
+    ) {
+        match self.kind {
+            SpaceKind::User => {
+                // Allocated by `new_user` and released only here: cannot fail.
+                let _ = asids.release(m, self.asid);
+            }
+            SpaceKind::Kernel => {
+                m.tlb_invalidate_all();
+                m.dsb();
+                m.isb();
+            }
+        }
+        let (first, end) = self.l1_window();
+        for group_first in (first..end).step_by(TABLES_PER_PAGE as usize) {
+            if let Some(p) = self.group_page(m, group_first) {
+                let _ = frames.free(p);
+            }
+        }
+        let _ = frames.free(self.l1);
+    }
+
+    /// The frames holding this space's tables: L1 frames first, then each L2 page.
+    pub fn table_frames<M: Machine>(&self, m: &mut M) -> Vec<PhysFrame> {
+        let mut out: Vec<PhysFrame> = (0..self.l1_frames())
+            .map(|i| frame_plus(self.l1, i))
+            .collect();
+        let (first, end) = self.l1_window();
+        for group_first in (first..end).step_by(TABLES_PER_PAGE as usize) {
+            out.extend(self.group_page(m, group_first));
+        }
+        out
+    }
+
+    /// Checks the tables against the MMU's bookkeeping and the crate's own rules: entries outside
+    /// the window are faults; every L2 table sits at its slot of its group's page and all tables
+    /// of a group share one page; no L2 table is empty; the valid-entry counts and the L2 page
+    /// count match; every descriptor decodes to attributes this space may hold.
+    pub fn check<M: Machine>(&self, m: &mut M) -> Result<(), String> {
+        let (first, end) = self.l1_window();
+        for l1 in 0..self.l1_entries() {
+            let d = self.read_l1(m, l1);
+            if (l1 < first || l1 >= end) && d.is_valid() {
+                return Err(format!("L1[{l1}] outside the window is {d:?}"));
+            }
+        }
+        let mut pages = 0;
+        for group_first in (first..end).step_by(TABLES_PER_PAGE as usize) {
+            let mut group_page = None;
+            for l1 in group_first..group_first + TABLES_PER_PAGE {
+                let va = page(l1 * ENTRIES_PER_L2).start();
+                match self.read_l1(m, l1) {
+                    L1Descriptor::Fault => {
+                        if self.used[l1 as usize] != 0 {
+                            return Err(format!(
+                                "L1[{l1}] is a fault but counts {} entries",
+                                self.used[l1 as usize]
+                            ));
+                        }
+                    }
+                    L1Descriptor::Supersection(raw) => {
+                        return Err(format!("L1[{l1}] is a supersection {raw:#x}"));
+                    }
+                    L1Descriptor::Section { attrs, domain, .. } => {
+                        self.check_attrs(va, attrs, domain)?;
+                        if self.used[l1 as usize] != 0 {
+                            return Err(format!(
+                                "section L1[{l1}] counts {} entries",
+                                self.used[l1 as usize]
+                            ));
+                        }
+                    }
+                    L1Descriptor::PageTable {
+                        table,
+                        domain,
+                        ns,
+                        pxn,
+                    } => {
+                        if domain != Domain::ZERO || ns || pxn {
+                            return Err(format!(
+                                "L1[{l1}] page table has domain {domain:?} ns {ns} pxn {pxn}"
+                            ));
+                        }
+                        let this_page = PhysFrame::containing(table);
+                        if table.as_u32() % PAGE_SIZE != (l1 % TABLES_PER_PAGE) * L2_TABLE_BYTES {
+                            return Err(format!("L1[{l1}] table {table} is not at its slot"));
+                        }
+                        match group_page {
+                            None => group_page = Some(this_page),
+                            Some(g) if g != this_page => {
+                                return Err(format!(
+                                    "L1[{l1}] table {table} is not in its group's page {g:?}"
+                                ));
+                            }
+                            Some(_) => {}
+                        }
+                        let mut valid = 0u32;
+                        for p in l1 * ENTRIES_PER_L2..(l1 + 1) * ENTRIES_PER_L2 {
+                            match L2Descriptor::decode(m.read_word(Self::l2_entry(table, p))) {
+                                L2Descriptor::Fault => {}
+                                L2Descriptor::Small { attrs, .. } => {
+                                    self.check_attrs(page(p).start(), attrs, Domain::ZERO)?;
+                                    valid += 1;
+                                }
+                                L2Descriptor::Large { .. } => {
+                                    return Err(format!("large page at {:?}", page(p)));
+                                }
+                            }
+                        }
+                        if valid == 0 {
+                            return Err(format!("L1[{l1}] points at an empty L2 table"));
+                        }
+                        if valid != u32::from(self.used[l1 as usize]) {
+                            return Err(format!(
+                                "L1[{l1}] has {valid} valid entries but counts {}",
+                                self.used[l1 as usize]
+                            ));
+                        }
+                    }
+                }
+            }
+            pages += u32::from(group_page.is_some());
+        }
+        if pages != self.l2_pages {
+            return Err(format!(
+                "{pages} L2 pages in the tables but {} counted",
+                self.l2_pages
+            ));
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- prepare
+
+    fn plan_map<M: Machine>(
+        &self,
+        m: &mut M,
+        va: VirtPage,
+        frame: PhysFrame,
+        count: u32,
+        needed: &mut GroupsNeeded,
+    ) -> Result<(), MapError> {
+        for chunk in chunks(va, frame, count) {
+            match chunk {
+                Chunk::Section { l1, va, .. } => match self.read_l1(m, l1) {
+                    L1Descriptor::Fault => {}
+                    L1Descriptor::PageTable { table, .. } => {
+                        let first = (va.number()..va.number() + ENTRIES_PER_L2)
+                            .find(|&p| {
+                                L2Descriptor::decode(m.read_word(Self::l2_entry(table, p)))
+                                    .is_valid()
+                            })
+                            .unwrap_or(va.number());
+                        return Err(MapError::AlreadyMapped(page(first).start()));
+                    }
+                    _ => return Err(MapError::AlreadyMapped(va.start())),
+                },
+                Chunk::Pages { l1, va, count, .. } => match self.read_l1(m, l1) {
+                    L1Descriptor::Fault => {
+                        if self.group_page(m, l1).is_none() {
+                            needed.add(l1 / TABLES_PER_PAGE);
+                        }
+                    }
+                    L1Descriptor::PageTable { table, .. } => {
+                        for p in va.number()..va.number() + count {
+                            if L2Descriptor::decode(m.read_word(Self::l2_entry(table, p)))
+                                .is_valid()
+                            {
+                                return Err(MapError::AlreadyMapped(page(p).start()));
+                            }
+                        }
+                    }
+                    _ => return Err(MapError::AlreadyMapped(va.start())),
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Sections only partly inside `range` must be split; note the groups that then need a page.
+    fn plan_splits<M: Machine>(
+        &self,
+        m: &mut M,
+        range: PageRange,
+        needed: &mut GroupsNeeded,
+    ) -> Result<(), MapError> {
+        for l1 in self.l1_span(range) {
+            let (lo, hi) = Self::clip(range, l1);
+            match self.read_l1(m, l1) {
+                L1Descriptor::Supersection(raw) => {
+                    return Err(MapError::UnsupportedDescriptor {
+                        va: page(lo).start(),
+                        raw,
+                    });
+                }
+                L1Descriptor::Section { .. } if hi - lo < ENTRIES_PER_L2 => {
+                    if self.group_page(m, l1).is_none() {
+                        needed.add(l1 / TABLES_PER_PAGE);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- commit
+
+    fn commit_map<M: Machine>(
+        &mut self,
+        m: &mut M,
+        va: VirtPage,
+        frame: PhysFrame,
+        count: u32,
+        attrs: MappingAttrs,
+        reserved: &mut Reserved,
+    ) {
+        let pattrs = attrs.to_page_attributes();
+        for chunk in chunks(va, frame, count) {
+            match chunk {
+                Chunk::Section { l1, frame, .. } => {
+                    let desc = L1Descriptor::Section {
+                        base: frame.start(),
+                        attrs: pattrs,
+                        domain: Domain::ZERO,
+                        ns: false,
+                        pxn: false,
+                    };
+                    self.write_l1(m, l1, desc);
+                }
+                Chunk::Pages {
+                    l1,
+                    va,
+                    frame,
+                    count,
+                } => {
+                    let Some(table) = self.table_for_insert(m, l1, reserved) else {
+                        continue;
+                    };
+                    for i in 0..count {
+                        let desc = L2Descriptor::Small {
+                            base: frame_plus(frame, i).start(),
+                            attrs: pattrs,
+                        };
+                        m.write_word(Self::l2_entry(table, va.number() + i), desc.encode());
+                    }
+                    self.used[l1 as usize] += count as u16;
+                }
+            }
+        }
+    }
+
+    fn commit_unmap<M: Machine>(
+        &mut self,
+        m: &mut M,
+        range: PageRange,
+        reserved: &mut Reserved,
+        batch: &mut TlbBatch,
+        emptied: &mut Vec<(u32, PhysFrame)>,
+        on_removed: &mut dyn FnMut(VirtPage, PhysFrame),
+    ) {
+        for l1 in self.l1_span(range) {
+            let (lo, hi) = Self::clip(range, l1);
+            match self.read_l1(m, l1) {
+                L1Descriptor::Fault | L1Descriptor::Supersection(_) => {}
+                L1Descriptor::Section { base, .. } if hi - lo == ENTRIES_PER_L2 => {
+                    self.write_l1(m, l1, L1Descriptor::Fault);
+                    batch.push(page(lo));
+                    let first = PhysFrame::containing(base);
+                    for i in 0..ENTRIES_PER_L2 {
+                        on_removed(page(lo + i), frame_plus(first, i));
+                    }
+                }
+                L1Descriptor::Section { .. } | L1Descriptor::PageTable { .. } => {
+                    let Some(table) = self.table_for_update(m, l1, reserved) else {
+                        continue;
+                    };
+                    for p in lo..hi {
+                        let pa = Self::l2_entry(table, p);
+                        let frame = match L2Descriptor::decode(m.read_word(pa)) {
+                            L2Descriptor::Fault => continue,
+                            L2Descriptor::Small { base, .. } => PhysFrame::containing(base),
+                            L2Descriptor::Large { base, .. } => {
+                                frame_plus(PhysFrame::containing(base), p % 16)
+                            }
+                        };
+                        m.write_word(pa, 0);
+                        batch.push(page(p));
+                        self.used[l1 as usize] = self.used[l1 as usize].saturating_sub(1);
+                        on_removed(page(p), frame);
+                    }
+                    if self.used[l1 as usize] == 0 {
+                        // The per-page invalidates of this MiB also drop any cached L1 entry.
+                        self.write_l1(m, l1, L1Descriptor::Fault);
+                        emptied.push((l1, PhysFrame::containing(table)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Frees the L2 pages of emptied tables whose group has no table left. Call after the TLB
+    /// batch is flushed.
+    fn free_emptied<M: Machine>(
+        &mut self,
+        m: &mut M,
+        frames: &mut FrameAllocator,
+        emptied: Vec<(u32, PhysFrame)>,
+    ) {
+        for (l1, p) in emptied {
+            if self.group_page(m, l1).is_none() && frames.free(p).is_ok() {
+                self.l2_pages -= 1;
+            }
+        }
+    }
+
+    /// The L2 table for a fault L1 entry about to receive pages: the group's page if it has one,
+    /// else a reserved page.
+    fn table_for_insert<M: Machine>(
+        &mut self,
+        m: &mut M,
+        l1: u32,
+        reserved: &mut Reserved,
+    ) -> Option<PhysAddr> {
+        if let L1Descriptor::PageTable { table, .. } = self.read_l1(m, l1) {
+            return Some(table);
+        }
+        let group = match self.group_page(m, l1) {
+            Some(p) => p,
+            None => {
+                let p = reserved.take()?;
+                self.l2_pages += 1;
+                p
+            }
+        };
+        let table = Self::slot(group, l1);
+        self.write_l1(
+            m,
+            l1,
+            L1Descriptor::PageTable {
+                table,
+                domain: Domain::ZERO,
+                ns: false,
+                pxn: false,
+            },
+        );
+        Some(table)
+    }
+
+    /// The L2 table of an L1 entry that is a page table or a section (split first).
+    fn table_for_update<M: Machine>(
+        &mut self,
+        m: &mut M,
+        l1: u32,
+        reserved: &mut Reserved,
+    ) -> Option<PhysAddr> {
+        match self.read_l1(m, l1) {
+            L1Descriptor::PageTable { table, .. } => Some(table),
+            L1Descriptor::Section { base, attrs, .. } => {
+                let group = match self.group_page(m, l1) {
+                    Some(p) => p,
+                    None => match reserved.take() {
+                        Some(p) => {
+                            self.l2_pages += 1;
+                            p
+                        }
+                        // The plan reserved one; without it leave the section whole.
+                        None => return None,
+                    },
+                };
+                let table = Self::slot(group, l1);
+                let first = PhysFrame::containing(base);
+                for i in 0..ENTRIES_PER_L2 {
+                    let desc = L2Descriptor::Small {
+                        base: frame_plus(first, i).start(),
+                        attrs,
+                    };
+                    m.write_word(
+                        Self::l2_entry(table, l1 * ENTRIES_PER_L2 + i),
+                        desc.encode(),
+                    );
+                }
+                self.used[l1 as usize] = ENTRIES_PER_L2 as u16;
+                let desc = L1Descriptor::PageTable {
+                    table,
+                    domain: Domain::ZERO,
+                    ns: false,
+                    pxn: false,
+                };
+                self.break_before_make_l1(m, l1, desc);
+                Some(table)
+            }
+            L1Descriptor::Fault | L1Descriptor::Supersection(_) => None,
+        }
+    }
+
+    /// Replaces a valid L1 entry: fault, DSB, invalidate, DSB, new value.
+    fn break_before_make_l1<M: Machine>(&mut self, m: &mut M, l1: u32, new: L1Descriptor) {
+        self.write_l1(m, l1, L1Descriptor::Fault);
+        let mut batch = TlbBatch::new(self.scope());
+        batch.push(page(l1 * ENTRIES_PER_L2));
+        batch.flush(m);
+        self.write_l1(m, l1, new);
+    }
+
+    // ---------------------------------------------------------------- lookup helpers
+
+    fn translate<M: Machine>(
+        &self,
+        m: &mut M,
+        p: VirtPage,
+    ) -> Result<Option<Translation>, MapError> {
+        let l1 = p.number() / ENTRIES_PER_L2;
+        let va = p.start();
+        let (frame, attrs, block, raw) = match self.read_l1(m, l1) {
+            L1Descriptor::Fault => return Ok(None),
+            L1Descriptor::Supersection(raw) => {
+                return Err(MapError::UnsupportedDescriptor { va, raw });
+            }
+            d @ L1Descriptor::Section { base, attrs, .. } => (
+                frame_plus(PhysFrame::containing(base), p.number() % ENTRIES_PER_L2),
+                attrs,
+                BlockSize::Section,
+                d.encode(),
+            ),
+            L1Descriptor::PageTable { table, .. } => {
+                let raw = m.read_word(Self::l2_entry(table, p.number()));
+                match L2Descriptor::decode(raw) {
+                    L2Descriptor::Fault => return Ok(None),
+                    L2Descriptor::Large { .. } => {
+                        return Err(MapError::UnsupportedDescriptor { va, raw });
+                    }
+                    L2Descriptor::Small { base, attrs } => (
+                        PhysFrame::containing(base),
+                        attrs,
+                        BlockSize::SmallPage,
+                        raw,
+                    ),
+                }
+            }
+        };
+        let attrs = MappingAttrs::from_page_attributes(attrs)
+            .ok_or(MapError::UnsupportedDescriptor { va, raw })?;
+        Ok(Some(Translation {
+            frame,
+            attrs,
+            block,
+        }))
+    }
+
+    fn check_attrs(
+        &self,
+        va: VirtAddr,
+        attrs: super::PageAttributes,
+        domain: Domain,
+    ) -> Result<(), String> {
+        let decoded = MappingAttrs::from_page_attributes(attrs)
+            .ok_or_else(|| format!("{va}: undecodable {attrs:?}"))?;
+        if self.check_flags(decoded.flags).is_err() {
+            return Err(format!(
+                "{va}: flags {:?} in a {:?} space",
+                decoded.flags, self.kind
+            ));
+        }
+        if domain != Domain::ZERO {
+            return Err(format!("{va}: domain {domain:?}"));
+        }
+        Ok(())
+    }
+
+    fn check_range(&self, range: PageRange) -> Result<(), MapError> {
+        let window = self.window();
+        if range.start() >= window.start() && range.end_number() <= window.end_number() {
+            Ok(())
+        } else {
+            Err(MapError::OutOfWindow {
+                start: range.start_addr(),
+                pages: range.count(),
+            })
+        }
+    }
+
+    fn check_flags(&self, flags: MappingFlags) -> Result<(), MapError> {
+        let user = flags.contains(MappingFlags::USER);
+        match (self.kind, user) {
+            (SpaceKind::User, true) | (SpaceKind::Kernel, false) => Ok(()),
+            _ => Err(MapError::InvalidFlags(flags)),
+        }
+    }
+
+    fn scope(&self) -> TlbScope {
+        match self.kind {
+            SpaceKind::User => TlbScope::Asid(self.asid),
+            SpaceKind::Kernel => TlbScope::Global,
+        }
+    }
+
+    fn l1_frames(&self) -> u32 {
+        match self.kind {
+            SpaceKind::User => 1,
+            SpaceKind::Kernel => KERNEL_L1_FRAMES,
+        }
+    }
+
+    fn l1_entries(&self) -> u32 {
+        self.used.len() as u32
+    }
+
+    /// L1 indices this space may use: `[first, end)`.
+    fn l1_window(&self) -> (u32, u32) {
+        match self.kind {
+            SpaceKind::User => (0, USER_L1_ENTRIES),
+            SpaceKind::Kernel => (USER_L1_ENTRIES, KERNEL_L1_ENTRIES),
+        }
+    }
+
+    fn l1_span(&self, range: PageRange) -> core::ops::Range<u32> {
+        range.start().number() / ENTRIES_PER_L2..(range.end_number() - 1) / ENTRIES_PER_L2 + 1
+    }
+
+    /// The part of `range` inside L1 entry `l1`, as page numbers `[lo, hi)`.
+    fn clip(range: PageRange, l1: u32) -> (u32, u32) {
+        let lo = range.start().number().max(l1 * ENTRIES_PER_L2);
+        let hi = range.end_number().min((l1 + 1) * ENTRIES_PER_L2);
+        (lo, hi)
+    }
+
+    fn l1_entry_pa(&self, l1: u32) -> PhysAddr {
+        PhysAddr::new(self.l1.start().as_u32().wrapping_add(l1 * 4))
+    }
+
+    fn read_l1<M: Machine>(&self, m: &mut M, l1: u32) -> L1Descriptor {
+        L1Descriptor::decode(m.read_word(self.l1_entry_pa(l1)))
+    }
+
+    fn write_l1<M: Machine>(&self, m: &mut M, l1: u32, d: L1Descriptor) {
+        m.write_word(self.l1_entry_pa(l1), d.encode());
+    }
+
+    /// The L2 page serving the group of `l1`, if any of its four entries is a page table.
+    fn group_page<M: Machine>(&self, m: &mut M, l1: u32) -> Option<PhysFrame> {
+        let first = l1 - l1 % TABLES_PER_PAGE;
+        (first..first + TABLES_PER_PAGE).find_map(|i| match self.read_l1(m, i) {
+            L1Descriptor::PageTable { table, .. } => Some(PhysFrame::containing(table)),
+            _ => None,
+        })
+    }
+
+    /// Where the table of L1 entry `l1` lives inside its group's page.
+    fn slot(group: PhysFrame, l1: u32) -> PhysAddr {
+        PhysAddr::new(group.start().as_u32() + (l1 % TABLES_PER_PAGE) * L2_TABLE_BYTES)
+    }
+
+    fn l2_entry(table: PhysAddr, page_number: u32) -> PhysAddr {
+        PhysAddr::new(table.as_u32() + (page_number % ENTRIES_PER_L2) * 4)
+    }
+}

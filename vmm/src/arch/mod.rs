@@ -1,0 +1,3 @@
+//! Architecture support. Only ARMv7-A with short descriptors (no LPAE) for now.
+
+pub mod armv7;

@@ -1,0 +1,393 @@
+//! A simulated machine for host tests: sparse RAM, a call log and allocation-failure injection.
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+use super::Machine;
+use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PhysAddr, PhysFrame, VirtPage};
+use crate::arch::armv7::Asid;
+
+/// One recorded [`Machine`] call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MachineEvent {
+    /// A word read and the value returned.
+    Read {
+        /// Address read.
+        pa: PhysAddr,
+        /// Value returned.
+        value: u32,
+    },
+    /// A word write: the value before and after.
+    Write {
+        /// Address written.
+        pa: PhysAddr,
+        /// Value before.
+        old: u32,
+        /// Value written.
+        new: u32,
+    },
+    /// A frame zeroed.
+    ZeroFrame(PhysFrame),
+    /// A frame copied.
+    CopyFrame {
+        /// Frame overwritten.
+        dst: PhysFrame,
+        /// Frame copied.
+        src: PhysFrame,
+    },
+    /// `TLBIMVA`.
+    TlbInvalidatePage {
+        /// ASID the invalidate names.
+        asid: Asid,
+        /// Page invalidated.
+        page: VirtPage,
+    },
+    /// `TLBIMVAA`.
+    TlbInvalidatePageAllAsids(VirtPage),
+    /// `TLBIASID`.
+    TlbInvalidateAsid(Asid),
+    /// `TLBIALL`.
+    TlbInvalidateAll,
+    /// `DSB`.
+    Dsb,
+    /// `ISB`.
+    Isb,
+    /// A frame-allocation request and whether it was permitted.
+    FrameAllocation {
+        /// Whether the machine allowed it.
+        permitted: bool,
+    },
+    /// An access outside RAM or misaligned: a vmm bug (the access did nothing, reads gave 0).
+    BadAccess(PhysAddr),
+}
+
+/// When the host machine refuses frame allocations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AllocationFailure {
+    /// Every allocation is permitted.
+    #[default]
+    Never,
+    /// Only the n-th allocation request (0-based, counted from when the plan was set) fails.
+    Nth(u64),
+    /// The n-th request and every later one fail.
+    FromNth(u64),
+}
+
+/// RAM as bytes at a configurable physical base, with every call optionally recorded.
+///
+/// RAM is sparse: a frame never written reads as zero and costs nothing, so a large RAM size is
+/// cheap. Nothing here panics: an access outside RAM is recorded as [`MachineEvent::BadAccess`].
+#[derive(Clone, Debug)]
+pub struct HostMachine {
+    ram_base: PhysAddr,
+    ram_size: u32,
+    frames: BTreeMap<u32, Box<[u8; PAGE_SIZE as usize]>>,
+    recording: bool,
+    log: Vec<MachineEvent>,
+    failure: AllocationFailure,
+    allocation_requests: u64,
+    bad_accesses: u64,
+}
+
+impl HostMachine {
+    /// The default RAM base (qemu `virt`): 0x4000_0000.
+    pub const DEFAULT_RAM_BASE: PhysAddr = PhysAddr::new(0x4000_0000);
+    /// The default RAM size: 256 MiB.
+    pub const DEFAULT_RAM_SIZE: u32 = 256 << 20;
+
+    /// RAM of `size` bytes at `base`; both are rounded to whole frames (base down, size down).
+    #[must_use]
+    pub fn new(base: PhysAddr, size: u32) -> Self {
+        let base = base.align_down(PAGE_SIZE);
+        let max = u32::MAX - base.as_u32();
+        let size = size.min(max) & !(PAGE_SIZE - 1);
+        Self {
+            ram_base: base,
+            ram_size: size,
+            frames: BTreeMap::new(),
+            recording: false,
+            log: Vec::new(),
+            failure: AllocationFailure::Never,
+            allocation_requests: 0,
+            bad_accesses: 0,
+        }
+    }
+
+    /// First byte of RAM.
+    #[must_use]
+    pub fn ram_base(&self) -> PhysAddr {
+        self.ram_base
+    }
+    /// RAM size in bytes.
+    #[must_use]
+    pub fn ram_size(&self) -> u32 {
+        self.ram_size
+    }
+
+    /// Starts or stops recording calls.
+    pub fn set_recording(&mut self, on: bool) {
+        self.recording = on;
+    }
+    /// The calls recorded so far.
+    #[must_use]
+    pub fn log(&self) -> &[MachineEvent] {
+        &self.log
+    }
+    /// Takes the recorded calls, leaving the log empty.
+    pub fn take_log(&mut self) -> Vec<MachineEvent> {
+        core::mem::take(&mut self.log)
+    }
+
+    /// Sets the failure plan and restarts the request count at 0.
+    pub fn set_allocation_failure(&mut self, plan: AllocationFailure) {
+        self.failure = plan;
+        self.allocation_requests = 0;
+    }
+    /// Allocation requests seen since the failure plan was last set.
+    #[must_use]
+    pub fn allocation_requests(&self) -> u64 {
+        self.allocation_requests
+    }
+    /// Accesses outside RAM or misaligned seen so far (always 0 for a correct vmm).
+    #[must_use]
+    pub fn bad_accesses(&self) -> u64 {
+        self.bad_accesses
+    }
+
+    /// Reads `buf.len()` bytes at `pa`; `false` (and nothing read) when the range is not in RAM.
+    pub fn read_bytes(&self, pa: PhysAddr, buf: &mut [u8]) -> bool {
+        if !self.in_ram(pa, buf.len() as u64) {
+            return false;
+        }
+        for (i, b) in buf.iter_mut().enumerate() {
+            let a = pa.as_u32() + i as u32;
+            *b = self
+                .frames
+                .get(&(a >> PAGE_SHIFT))
+                .map_or(0, |f| f[(a & (PAGE_SIZE - 1)) as usize]);
+        }
+        true
+    }
+
+    /// Writes `bytes` at `pa`; `false` (and nothing written) when the range is not in RAM.
+    pub fn write_bytes(&mut self, pa: PhysAddr, bytes: &[u8]) -> bool {
+        if !self.in_ram(pa, bytes.len() as u64) {
+            return false;
+        }
+        for (i, b) in bytes.iter().enumerate() {
+            let a = pa.as_u32() + i as u32;
+            self.frame_mut(a >> PAGE_SHIFT)[(a & (PAGE_SIZE - 1)) as usize] = *b;
+        }
+        true
+    }
+
+    /// The word at `pa` without recording anything (for walkers and dumps).
+    #[must_use]
+    pub fn peek_word(&self, pa: PhysAddr) -> Option<u32> {
+        let mut buf = [0u8; 4];
+        (pa.is_aligned(4) && self.read_bytes(pa, &mut buf)).then(|| u32::from_le_bytes(buf))
+    }
+
+    /// Whether a frame holds any non-zero byte.
+    #[must_use]
+    pub fn frame_is_zero(&self, frame: PhysFrame) -> bool {
+        self.frames
+            .get(&frame.number())
+            .is_none_or(|f| f.iter().all(|&b| b == 0))
+    }
+
+    fn in_ram(&self, pa: PhysAddr, len: u64) -> bool {
+        let start = u64::from(pa.as_u32());
+        let base = u64::from(self.ram_base.as_u32());
+        start >= base && start + len <= base + u64::from(self.ram_size)
+    }
+
+    fn frame_in_ram(&self, frame: PhysFrame) -> bool {
+        self.in_ram(frame.start(), u64::from(PAGE_SIZE))
+    }
+
+    fn frame_mut(&mut self, number: u32) -> &mut [u8; PAGE_SIZE as usize] {
+        self.frames
+            .entry(number)
+            .or_insert_with(|| Box::new([0; PAGE_SIZE as usize]))
+    }
+
+    fn record(&mut self, event: MachineEvent) {
+        if let MachineEvent::BadAccess(_) = event {
+            self.bad_accesses += 1;
+        }
+        if self.recording {
+            self.log.push(event);
+        }
+    }
+}
+
+impl Default for HostMachine {
+    fn default() -> Self {
+        Self::new(Self::DEFAULT_RAM_BASE, Self::DEFAULT_RAM_SIZE)
+    }
+}
+
+impl Machine for HostMachine {
+    fn read_word(&mut self, pa: PhysAddr) -> u32 {
+        match self.peek_word(pa) {
+            Some(value) => {
+                if self.recording {
+                    self.log.push(MachineEvent::Read { pa, value });
+                }
+                value
+            }
+            None => {
+                self.record(MachineEvent::BadAccess(pa));
+                0
+            }
+        }
+    }
+
+    fn write_word(&mut self, pa: PhysAddr, value: u32) {
+        let Some(old) = self.peek_word(pa) else {
+            self.record(MachineEvent::BadAccess(pa));
+            return;
+        };
+        self.write_bytes(pa, &value.to_le_bytes());
+        if self.recording {
+            self.log.push(MachineEvent::Write {
+                pa,
+                old,
+                new: value,
+            });
+        }
+    }
+
+    fn zero_frame(&mut self, frame: PhysFrame) {
+        if !self.frame_in_ram(frame) {
+            self.record(MachineEvent::BadAccess(frame.start()));
+            return;
+        }
+        self.frames.remove(&frame.number());
+        self.record(MachineEvent::ZeroFrame(frame));
+    }
+
+    fn copy_frame(&mut self, dst: PhysFrame, src: PhysFrame) {
+        if !self.frame_in_ram(dst) || !self.frame_in_ram(src) {
+            let bad = if self.frame_in_ram(dst) { src } else { dst };
+            self.record(MachineEvent::BadAccess(bad.start()));
+            return;
+        }
+        match self.frames.get(&src.number()).cloned() {
+            Some(data) => {
+                self.frames.insert(dst.number(), data);
+            }
+            None => {
+                self.frames.remove(&dst.number());
+            }
+        }
+        self.record(MachineEvent::CopyFrame { dst, src });
+    }
+
+    fn tlb_invalidate_page(&mut self, asid: Asid, page: VirtPage) {
+        self.record(MachineEvent::TlbInvalidatePage { asid, page });
+    }
+    fn tlb_invalidate_page_all_asids(&mut self, page: VirtPage) {
+        self.record(MachineEvent::TlbInvalidatePageAllAsids(page));
+    }
+    fn tlb_invalidate_asid(&mut self, asid: Asid) {
+        self.record(MachineEvent::TlbInvalidateAsid(asid));
+    }
+    fn tlb_invalidate_all(&mut self) {
+        self.record(MachineEvent::TlbInvalidateAll);
+    }
+    fn dsb(&mut self) {
+        self.record(MachineEvent::Dsb);
+    }
+    fn isb(&mut self) {
+        self.record(MachineEvent::Isb);
+    }
+
+    fn frame_allocation_permitted(&mut self) -> bool {
+        let n = self.allocation_requests;
+        self.allocation_requests += 1;
+        let permitted = match self.failure {
+            AllocationFailure::Never => true,
+            AllocationFailure::Nth(k) => n != k,
+            AllocationFailure::FromNth(k) => n < k,
+        };
+        self.record(MachineEvent::FrameAllocation { permitted });
+        permitted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(pa: u32) -> PhysFrame {
+        PhysFrame::from_start(PhysAddr::new(pa)).unwrap()
+    }
+
+    #[test]
+    fn words_round_trip_and_record() {
+        let mut m = HostMachine::default();
+        m.set_recording(true);
+        let pa = PhysAddr::new(0x4000_1004);
+        assert_eq!(m.read_word(pa), 0);
+        m.write_word(pa, 0xDEAD_BEEF);
+        assert_eq!(m.read_word(pa), 0xDEAD_BEEF);
+        assert_eq!(
+            m.take_log(),
+            [
+                MachineEvent::Read { pa, value: 0 },
+                MachineEvent::Write {
+                    pa,
+                    old: 0,
+                    new: 0xDEAD_BEEF
+                },
+                MachineEvent::Read {
+                    pa,
+                    value: 0xDEAD_BEEF
+                },
+            ]
+        );
+        assert!(m.log().is_empty());
+    }
+
+    #[test]
+    fn accesses_outside_ram_do_nothing_and_are_counted() {
+        let mut m = HostMachine::new(PhysAddr::new(0x4000_0000), 0x10_0000);
+        m.write_word(PhysAddr::new(0x3FFF_FFFC), 1);
+        m.write_word(PhysAddr::new(0x4010_0000), 1);
+        m.write_word(PhysAddr::new(0x4000_0002), 1);
+        assert_eq!(m.read_word(PhysAddr::new(0x4010_0000)), 0);
+        m.zero_frame(frame(0x4010_0000));
+        m.copy_frame(frame(0x4000_0000), frame(0x5000_0000));
+        assert_eq!(m.bad_accesses(), 6);
+        assert!(m.frame_is_zero(frame(0x4000_0000)));
+    }
+
+    #[test]
+    fn zero_and_copy_frames() {
+        let mut m = HostMachine::default();
+        let (a, b) = (frame(0x4000_0000), frame(0x4000_1000));
+        m.write_word(PhysAddr::new(0x4000_0010), 7);
+        m.copy_frame(b, a);
+        assert_eq!(m.read_word(PhysAddr::new(0x4000_1010)), 7);
+        m.zero_frame(a);
+        assert!(m.frame_is_zero(a));
+        assert!(!m.frame_is_zero(b));
+        m.copy_frame(b, a);
+        assert!(m.frame_is_zero(b));
+    }
+
+    #[test]
+    fn nth_allocation_fails_only_once() {
+        let mut m = HostMachine::default();
+        m.set_allocation_failure(AllocationFailure::Nth(2));
+        let got: Vec<bool> = (0..5).map(|_| m.frame_allocation_permitted()).collect();
+        assert_eq!(got, [true, true, false, true, true]);
+        m.set_allocation_failure(AllocationFailure::FromNth(1));
+        let got: Vec<bool> = (0..3).map(|_| m.frame_allocation_permitted()).collect();
+        assert_eq!(got, [true, false, false]);
+        assert_eq!(m.allocation_requests(), 3);
+    }
+}
