@@ -1,0 +1,716 @@
+//! `ArchMmu` op sequences against a small map model, with failure injection.
+//!
+//! After every op: the result equals the model's prediction; the raw table bytes, decoded by the
+//! independent walker below (not by the crate's descriptor code), equal the model's map; the MMU's
+//! own `check` and `mappings` agree; the frame pool holds exactly the predicted table pages; the
+//! machine log shows break-before-make and a TLB invalidate for every removed or changed page.
+//! An op that fails changes no byte, no frame and no count, and writes nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use vmm::addr::{PageRange, PhysAddr, PhysFrame, VirtAddr, VirtPage};
+use vmm::arch::armv7::{
+    ArchMmu, AsidAllocator, BlockSize, MapError, MappingAttrs, MappingFlags, MemoryType,
+};
+use vmm::machine::{AllocationFailure, HostMachine, MachineEvent};
+use vmm::phys::FrameAllocator;
+
+/// The op area: 8 MiB (two L2 groups) starting at 0x1F80_0000, so sections, splits and shared
+/// L2 pages all happen, plus a few pages past the user window to reach its edge.
+const AREA_BASE: u32 = 0x1F80_0000 >> 12;
+const AREA_PAGES: u32 = 2048;
+/// Mapped physical addresses come from a device-like window outside the pool.
+const PHYS_BASE: u32 = 0x6000_0000 >> 12;
+const POOL_FRAMES: u32 = 512;
+const USER_WINDOW_PAGES: u32 = 0x4_0000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    frame: u32,
+    attrs: MappingAttrs,
+    section: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Model {
+    pages: BTreeMap<u32, Entry>,
+}
+
+impl Model {
+    /// L2 groups (4 MiB) holding at least one small page.
+    fn groups(&self) -> BTreeSet<u32> {
+        self.pages
+            .iter()
+            .filter(|(_, e)| !e.section)
+            .map(|(p, _)| p >> 10)
+            .collect()
+    }
+
+    /// The spec's chunking: a section where both starts are 1 MiB aligned and 256 pages remain.
+    fn map(&mut self, va: u32, frame: u32, count: u32, attrs: MappingAttrs) {
+        let attrs = attrs.normalized();
+        let mut done = 0;
+        while done < count {
+            let (v, f, left) = (va + done, frame + done, count - done);
+            if v % 256 == 0 && f % 256 == 0 && left >= 256 {
+                for i in 0..256 {
+                    self.pages.insert(
+                        v + i,
+                        Entry {
+                            frame: f + i,
+                            attrs,
+                            section: true,
+                        },
+                    );
+                }
+                done += 256;
+            } else {
+                let n = left.min(256 - v % 256);
+                for i in 0..n {
+                    self.pages.insert(
+                        v + i,
+                        Entry {
+                            frame: f + i,
+                            attrs,
+                            section: false,
+                        },
+                    );
+                }
+                done += n;
+            }
+        }
+    }
+
+    /// Sections partly inside `[va, va+count)` become small pages.
+    fn split_partial(&mut self, va: u32, count: u32) {
+        let (first, last) = (va / 256, (va + count - 1) / 256);
+        for l1 in [first, last] {
+            let covered = va <= l1 * 256 && va + count >= (l1 + 1) * 256;
+            if !covered {
+                for p in l1 * 256..(l1 + 1) * 256 {
+                    if let Some(e) = self.pages.get_mut(&p) {
+                        e.section = false;
+                    }
+                }
+            }
+        }
+    }
+
+    fn unmap(&mut self, va: u32, count: u32) -> u32 {
+        self.split_partial(va, count);
+        (va..va + count)
+            .filter(|p| self.pages.remove(p).is_some())
+            .count() as u32
+    }
+
+    fn protect(&mut self, va: u32, count: u32, attrs: MappingAttrs) {
+        self.split_partial(va, count);
+        for p in va..va + count {
+            if let Some(e) = self.pages.get_mut(&p) {
+                e.attrs = attrs.normalized();
+            }
+        }
+    }
+
+    /// Runs of present source pages with consecutive frames and equal attributes.
+    fn runs(&self, from: u32, count: u32) -> Vec<(u32, u32, u32, MappingAttrs)> {
+        let mut runs: Vec<(u32, u32, u32, MappingAttrs)> = Vec::new();
+        for off in 0..count {
+            let Some(e) = self.pages.get(&(from + off)) else {
+                continue;
+            };
+            if let Some(r) = runs.last_mut()
+                && r.0 + r.2 == off
+                && r.1 + r.2 == e.frame
+                && r.3 == e.attrs
+            {
+                r.2 += 1;
+                continue;
+            }
+            runs.push((off, e.frame, 1, e.attrs));
+        }
+        runs
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Map {
+        va: u32,
+        pages: u32,
+        frame: u32,
+        flags: u8,
+        memory: u8,
+    },
+    Unmap {
+        va: u32,
+        pages: u32,
+    },
+    Protect {
+        va: u32,
+        pages: u32,
+        flags: u8,
+    },
+    Move {
+        from: u32,
+        pages: u32,
+        to: u32,
+    },
+    Query {
+        va: u32,
+    },
+}
+
+fn flags_of(bits: u8) -> MappingFlags {
+    MappingFlags::from_bits_truncate(bits)
+}
+
+fn memory_of(sel: u8) -> MemoryType {
+    [
+        MemoryType::Cached,
+        MemoryType::Uncached,
+        MemoryType::Device,
+        MemoryType::StronglyOrdered,
+    ][sel as usize % 4]
+}
+
+/// Page numbers biased towards section and group boundaries, with some wild values.
+fn va_strategy() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        6 => (0..AREA_PAGES).prop_map(|p| AREA_BASE + p),
+        3 => (0..AREA_PAGES / 256, 0..3u32).prop_map(|(s, d)| AREA_BASE + s * 256 + d * 255 / 2),
+        1 => prop_oneof![Just(0u32), Just(USER_WINDOW_PAGES - 1), Just(USER_WINDOW_PAGES), Just(0xF_FFFF)],
+    ]
+}
+
+fn pages_strategy() -> impl Strategy<Value = u32> {
+    prop_oneof![4 => 1..16u32, 2 => 240..=300u32, 1 => 500..=1100u32, 1 => Just(0u32)]
+}
+
+fn frame_strategy() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        (0..4096u32).prop_map(|f| PHYS_BASE + f),
+        (0..16u32).prop_map(|s| PHYS_BASE + s * 256),
+        Just(0xF_FF00u32),
+    ]
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    // USER is set in most flag values; the rest exercise InvalidFlags.
+    let flags = prop_oneof![9 => (0..8u8).prop_map(|b| b | 8), 1 => 0..8u8];
+    prop_oneof![
+        4 => (va_strategy(), pages_strategy(), frame_strategy(), flags.clone(), 0..4u8)
+            .prop_map(|(va, pages, frame, flags, memory)| Op::Map { va, pages, frame, flags, memory }),
+        2 => (va_strategy(), pages_strategy()).prop_map(|(va, pages)| Op::Unmap { va, pages }),
+        2 => (va_strategy(), pages_strategy(), flags).prop_map(|(va, pages, flags)| Op::Protect { va, pages, flags }),
+        1 => (va_strategy(), pages_strategy(), va_strategy()).prop_map(|(from, pages, to)| Op::Move { from, pages, to }),
+        1 => va_strategy().prop_map(|va| Op::Query { va }),
+    ]
+}
+
+struct World {
+    m: HostMachine,
+    frames: FrameAllocator,
+    asids: AsidAllocator,
+    mmu: ArchMmu,
+    model: Model,
+}
+
+fn world() -> World {
+    let mut m = HostMachine::default();
+    let mut frames = FrameAllocator::new(
+        PhysFrame::from_start(PhysAddr::new(0x4000_0000)).unwrap(),
+        POOL_FRAMES,
+    );
+    let mut asids = AsidAllocator::new();
+    let mmu = ArchMmu::new_user(&mut m, &mut frames, &mut asids).unwrap();
+    World {
+        m,
+        frames,
+        asids,
+        mmu,
+        model: Model::default(),
+    }
+}
+
+fn range(va: u32, pages: u32) -> Option<PageRange> {
+    PageRange::new(VirtPage::from_number(va)?, pages)
+}
+
+fn in_window(va: u32, pages: u32) -> bool {
+    pages > 0 && u64::from(va) + u64::from(pages) <= u64::from(USER_WINDOW_PAGES)
+}
+
+/// What the model says the op returns, and the model after it. `fail_at` is the failing
+/// allocation's index; `needed` new L2 pages fail when `fail_at < needed`.
+fn predict(model: &Model, op: &Op, fail_at: Option<u64>) -> (Result<Option<u32>, MapError>, Model) {
+    let mut after = model.clone();
+    let no_memory = |before: &Model, mid: &BTreeSet<u32>, after: &Model| {
+        let old = before.groups();
+        let needed = mid
+            .union(&after.groups())
+            .filter(|g| !old.contains(g))
+            .count() as u64;
+        fail_at.is_some_and(|k| k < needed)
+    };
+    let oow = |va: u32, pages: u32| MapError::OutOfWindow {
+        start: VirtAddr::new(va << 12),
+        pages,
+    };
+    let result = match *op {
+        Op::Map {
+            va,
+            pages,
+            frame,
+            flags,
+            memory,
+        } => {
+            let attrs = MappingAttrs {
+                flags: flags_of(flags),
+                memory: memory_of(memory),
+            };
+            if !in_window(va, pages) {
+                Err(oow(va, pages))
+            } else if !attrs.flags.contains(MappingFlags::USER) {
+                Err(MapError::InvalidFlags(attrs.flags))
+            } else if u64::from(frame) + u64::from(pages) > 1 << 20 {
+                Err(MapError::PhysOutOfRange {
+                    start: PhysAddr::new(frame << 12),
+                    pages,
+                })
+            } else if let Some(p) = (va..va + pages).find(|p| model.pages.contains_key(p)) {
+                Err(MapError::AlreadyMapped(VirtAddr::new(p << 12)))
+            } else {
+                after.map(va, frame, pages, attrs);
+                if no_memory(model, &BTreeSet::new(), &after) {
+                    Err(MapError::NoMemory)
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+        Op::Unmap { va, pages } => {
+            if !in_window(va, pages) {
+                Err(oow(va, pages))
+            } else {
+                let n = after.unmap(va, pages);
+                if no_memory(model, &BTreeSet::new(), &after) {
+                    Err(MapError::NoMemory)
+                } else {
+                    Ok(Some(n))
+                }
+            }
+        }
+        Op::Protect { va, pages, flags } => {
+            let attrs = MappingAttrs::new(flags_of(flags));
+            if !in_window(va, pages) {
+                Err(oow(va, pages))
+            } else if !attrs.flags.contains(MappingFlags::USER) {
+                Err(MapError::InvalidFlags(attrs.flags))
+            } else {
+                after.protect(va, pages, attrs);
+                if no_memory(model, &BTreeSet::new(), &after) {
+                    Err(MapError::NoMemory)
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+        Op::Move { from, pages, to } => {
+            if !in_window(from, pages) {
+                Err(oow(from, pages))
+            } else if !in_window(to, pages) {
+                Err(oow(to, pages))
+            } else if from < to + pages && to < from + pages {
+                Err(MapError::Overlap)
+            } else {
+                let runs = model.runs(from, pages);
+                let conflict = runs
+                    .iter()
+                    .flat_map(|r| (0..r.2).map(move |i| to + r.0 + i))
+                    .find(|p| model.pages.contains_key(p));
+                if let Some(p) = conflict {
+                    Err(MapError::AlreadyMapped(VirtAddr::new(p << 12)))
+                } else {
+                    for &(off, frame, n, attrs) in &runs {
+                        after.map(to + off, frame, n, attrs);
+                    }
+                    let mid = after.groups();
+                    after.unmap(from, pages);
+                    let moved = runs.iter().map(|r| r.2).sum();
+                    if no_memory(model, &mid, &after) {
+                        Err(MapError::NoMemory)
+                    } else {
+                        Ok(Some(moved))
+                    }
+                }
+            }
+        }
+        Op::Query { va } => {
+            if va >= USER_WINDOW_PAGES {
+                Err(oow(va, 1))
+            } else {
+                Ok(model.pages.get(&va).map(|e| e.frame))
+            }
+        }
+    };
+    if result.is_err() {
+        after = model.clone();
+    }
+    (result, after)
+}
+
+fn apply(w: &mut World, op: &Op) -> Result<Option<u32>, MapError> {
+    let (m, frames, mmu) = (&mut w.m, &mut w.frames, &mut w.mmu);
+    let bad = |va: u32, pages: u32| MapError::OutOfWindow {
+        start: VirtAddr::new(va << 12),
+        pages,
+    };
+    match *op {
+        Op::Map {
+            va,
+            pages,
+            frame,
+            flags,
+            memory,
+        } => {
+            let r = range(va, pages).ok_or(bad(va, pages))?;
+            let f = PhysFrame::from_number(frame).ok_or(bad(va, pages))?;
+            let attrs = MappingAttrs {
+                flags: flags_of(flags),
+                memory: memory_of(memory),
+            };
+            mmu.map(m, frames, r, f, attrs).map(|()| None)
+        }
+        Op::Unmap { va, pages } => mmu
+            .unmap(m, frames, range(va, pages).ok_or(bad(va, pages))?)
+            .map(Some),
+        Op::Protect { va, pages, flags } => {
+            let r = range(va, pages).ok_or(bad(va, pages))?;
+            mmu.protect(m, frames, r, MappingAttrs::new(flags_of(flags)))
+                .map(|()| None)
+        }
+        Op::Move { from, pages, to } => {
+            let r = range(from, pages).ok_or(bad(from, pages))?;
+            let t = VirtPage::from_number(to).ok_or(bad(to, pages))?;
+            mmu.move_pages(m, frames, r, t).map(Some)
+        }
+        Op::Query { va } => {
+            let t = mmu.query(
+                m,
+                VirtAddr::new(va << 12)
+                    .checked_add(0x123)
+                    .unwrap_or(VirtAddr::new(va << 12)),
+            )?;
+            Ok(t.map(|t| t.frame.number()))
+        }
+    }
+}
+
+/// An independent walker over the raw table bytes (ARM ARM short descriptors, TTBCR.N = 2),
+/// returning (frame, PL0 read, PL0 write, PL1 read, PL1 write, execute, nG, is section).
+fn walk(m: &HostMachine, l1_table: PhysAddr, page: u32) -> Option<(u32, [bool; 5], bool, bool)> {
+    let l1 = m.peek_word(PhysAddr::new(l1_table.as_u32() + (page >> 8) * 4))?;
+    let (frame, ap, xn, ng, section) = match l1 & 3 {
+        0 => return None,
+        1 => {
+            let l2 = m.peek_word(PhysAddr::new((l1 & 0xFFFF_FC00) + (page & 0xFF) * 4))?;
+            match l2 & 3 {
+                0 => return None,
+                1 => panic!("large page at {page:#x}"),
+                _ => (
+                    l2 >> 12,
+                    ((l2 >> 7) & 4) | ((l2 >> 4) & 3),
+                    l2 & 1 != 0,
+                    l2 & (1 << 11) != 0,
+                    false,
+                ),
+            }
+        }
+        _ => {
+            assert_eq!(l1 & (1 << 18), 0, "supersection");
+            (
+                (l1 >> 20 << 8) + (page & 0xFF),
+                ((l1 >> 13) & 4) | ((l1 >> 10) & 3),
+                l1 & 16 != 0,
+                l1 & (1 << 17) != 0,
+                true,
+            )
+        }
+    };
+    // AP[2:0] -> (PL0 read, PL0 write, PL1 read, PL1 write), ARM ARM table B3-8 (AFE = 0).
+    let (ur, uw, pr, pw) = match ap {
+        0b000 => (false, false, false, false),
+        0b001 => (false, false, true, true),
+        0b010 => (true, false, true, true),
+        0b011 => (true, true, true, true),
+        0b101 => (false, false, true, false),
+        0b110 | 0b111 => (true, false, true, false),
+        _ => panic!("reserved AP at {page:#x}"),
+    };
+    Some((frame, [ur, uw, pr, pw, !xn], ng, section))
+}
+
+/// What the model's attributes allow, in the walker's terms.
+fn expected_perms(attrs: MappingAttrs) -> [bool; 5] {
+    let f = attrs.flags;
+    let r = f.contains(MappingFlags::READ);
+    let w = f.contains(MappingFlags::WRITE);
+    let u = f.contains(MappingFlags::USER);
+    [u && r, u && w, r, w, f.contains(MappingFlags::EXECUTE)]
+}
+
+fn snapshot(
+    w: &mut World,
+) -> (
+    Vec<(VirtPage, vmm::arch::armv7::Translation)>,
+    u32,
+    Vec<(PhysFrame, u8)>,
+) {
+    (
+        w.mmu.mappings(&mut w.m).unwrap(),
+        w.mmu.table_pages(),
+        w.frames.free_blocks(),
+    )
+}
+
+fn check_world(w: &mut World, pages_of_interest: &BTreeSet<u32>) -> Result<(), TestCaseError> {
+    w.mmu.check(&mut w.m).map_err(TestCaseError::fail)?;
+    w.frames.check().map_err(TestCaseError::fail)?;
+    let groups = w.model.groups().len() as u32;
+    prop_assert_eq!(w.mmu.table_pages(), 1 + groups, "table pages");
+    prop_assert_eq!(
+        w.frames.free_count(),
+        POOL_FRAMES - 1 - groups,
+        "free frames"
+    );
+    let l1 = w.mmu.l1_table();
+    for &p in pages_of_interest {
+        let got = walk(&w.m, l1, p);
+        let want = w
+            .model
+            .pages
+            .get(&p)
+            .map(|e| (e.frame, expected_perms(e.attrs), true, e.section));
+        prop_assert_eq!(got, want, "page {:#x}", p << 12);
+    }
+    let dump: Vec<(u32, u32, MappingAttrs, bool)> = w
+        .mmu
+        .mappings(&mut w.m)
+        .unwrap()
+        .into_iter()
+        .map(|(p, t)| {
+            (
+                p.number(),
+                t.frame.number(),
+                t.attrs,
+                t.block == BlockSize::Section,
+            )
+        })
+        .collect();
+    let want: Vec<(u32, u32, MappingAttrs, bool)> = w
+        .model
+        .pages
+        .iter()
+        .map(|(&p, e)| (p, e.frame, e.attrs, e.section))
+        .collect();
+    prop_assert_eq!(dump, want);
+    Ok(())
+}
+
+/// Break-before-make and TLB maintenance, read off the machine log of one op.
+fn check_log(
+    log: &[MachineEvent],
+    before: &Model,
+    after: &Model,
+    asid: vmm::arch::armv7::Asid,
+) -> Result<(), TestCaseError> {
+    for e in log {
+        if let MachineEvent::Write { pa, old, new } = *e {
+            prop_assert!(
+                old & 3 == 0 || new & 3 == 0 || old == new,
+                "valid descriptor {:#x} replaced by {:#x} at {:?} without break-before-make",
+                old,
+                new,
+                pa
+            );
+        }
+        if let MachineEvent::TlbInvalidatePage { asid: a, .. } = *e {
+            prop_assert_eq!(a, asid);
+        }
+        prop_assert!(
+            !matches!(
+                e,
+                MachineEvent::TlbInvalidateAll | MachineEvent::TlbInvalidatePageAllAsids(_)
+            ),
+            "user pages must be invalidated by ASID: {:?}",
+            e
+        );
+    }
+    let first_write = log
+        .iter()
+        .position(|e| matches!(e, MachineEvent::Write { .. }));
+    let Some(first_write) = first_write else {
+        return Ok(());
+    };
+    let invalidated: BTreeSet<u32> = log[first_write..]
+        .iter()
+        .filter_map(|e| match e {
+            MachineEvent::TlbInvalidatePage { page, .. } => Some(page.number()),
+            _ => None,
+        })
+        .collect();
+    for (&p, old) in &before.pages {
+        let changed = after.pages.get(&p).is_none_or(|new| {
+            new.frame != old.frame || new.attrs != old.attrs || new.section != old.section
+        });
+        if changed {
+            let covered = invalidated.contains(&p)
+                || (old.section
+                    && invalidated
+                        .range(p & !0xFF..(p | 0xFF) + 1)
+                        .next()
+                        .is_some());
+            prop_assert!(
+                covered,
+                "page {:#x} changed without a TLB invalidate",
+                p << 12
+            );
+        }
+    }
+    let tail: Vec<&MachineEvent> = log
+        .iter()
+        .rev()
+        .filter(|e| !matches!(e, MachineEvent::Read { .. }))
+        .take(2)
+        .collect();
+    prop_assert_eq!(
+        tail,
+        vec![&MachineEvent::Isb, &MachineEvent::Dsb],
+        "op must end with DSB; ISB"
+    );
+    Ok(())
+}
+
+fn run_sequence(ops: &[(Op, Option<u8>)]) -> Result<(), TestCaseError> {
+    let mut w = world();
+    let mut interest: BTreeSet<u32> = BTreeSet::new();
+    for (op, fail_at) in ops {
+        let fail_at = fail_at.map(u64::from);
+        let (want, model_after) = predict(&w.model, op, fail_at);
+        if let Some(k) = fail_at {
+            w.m.set_allocation_failure(AllocationFailure::Nth(k));
+        }
+        let before = snapshot(&mut w);
+        w.m.set_recording(true);
+        let got = apply(&mut w, op);
+        let log = w.m.take_log();
+        w.m.set_recording(false);
+        w.m.set_allocation_failure(AllocationFailure::Never);
+        prop_assert_eq!(&got, &want, "op {:?} (fail at {:?})", op, fail_at);
+        if got.is_err() {
+            prop_assert!(
+                !log.iter().any(|e| matches!(e, MachineEvent::Write { .. })),
+                "failed op wrote a descriptor"
+            );
+            prop_assert_eq!(snapshot(&mut w), before, "failed op changed state");
+        } else {
+            check_log(&log, &w.model, &model_after, w.mmu.asid())?;
+        }
+        w.model = model_after;
+        match *op {
+            Op::Map { va, pages, .. } | Op::Unmap { va, pages } | Op::Protect { va, pages, .. } => {
+                interest.extend(
+                    va.saturating_sub(1)
+                        ..va.saturating_add(pages)
+                            .saturating_add(1)
+                            .min(USER_WINDOW_PAGES),
+                );
+            }
+            Op::Move { from, to, pages } => {
+                interest.extend(from..from.saturating_add(pages).min(USER_WINDOW_PAGES));
+                interest.extend(to..to.saturating_add(pages).min(USER_WINDOW_PAGES));
+            }
+            Op::Query { va } => {
+                interest.insert(va.min(USER_WINDOW_PAGES - 1));
+            }
+        }
+        check_world(&mut w, &interest)?;
+    }
+    // Unmapping everything and destroying the space gives every frame back.
+    let World {
+        mut m,
+        mut frames,
+        mut asids,
+        mut mmu,
+        ..
+    } = w;
+    mmu.unmap(
+        &mut m,
+        &mut frames,
+        PageRange::new(VirtPage::default(), USER_WINDOW_PAGES).unwrap(),
+    )
+    .unwrap();
+    prop_assert_eq!(mmu.table_pages(), 1);
+    mmu.destroy(&mut m, &mut frames, &mut asids);
+    prop_assert_eq!(frames.free_count(), POOL_FRAMES);
+    prop_assert_eq!(asids.allocated_count(), 0);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arch_mmu_matches_the_map_model(
+        ops in prop::collection::vec((op_strategy(), prop::option::weighted(0.3, 0..3u8)), 1..40)
+    ) {
+        run_sequence(&ops)?;
+    }
+}
+
+/// Failure injection at every allocation of a fixed sequence that needs several L2 pages in
+/// each op (exhaustive, not sampled).
+#[test]
+fn every_allocation_of_a_sequence_can_fail_cleanly() {
+    let u = 8 | 1 | 2;
+    let ops = [
+        Op::Map {
+            va: AREA_BASE + 250,
+            pages: 1100,
+            frame: PHYS_BASE + 6,
+            flags: u,
+            memory: 0,
+        },
+        Op::Map {
+            va: AREA_BASE + 1536,
+            pages: 512,
+            frame: PHYS_BASE + 1024,
+            flags: u,
+            memory: 0,
+        },
+        Op::Protect {
+            va: AREA_BASE + 1600,
+            pages: 3,
+            flags: 8 | 1,
+        },
+        Op::Unmap {
+            va: AREA_BASE + 1800,
+            pages: 1,
+        },
+        Op::Move {
+            from: AREA_BASE + 1536,
+            pages: 512,
+            to: AREA_BASE + 4096 + 7,
+        },
+    ];
+    for (i, op) in ops.iter().enumerate() {
+        for k in 0..4u8 {
+            let mut seq: Vec<(Op, Option<u8>)> =
+                ops[..i].iter().map(|o| (o.clone(), None)).collect();
+            seq.push((op.clone(), Some(k)));
+            run_sequence(&seq).unwrap_or_else(|e| panic!("op {i} failing at allocation {k}: {e}"));
+        }
+    }
+}
