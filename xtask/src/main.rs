@@ -1,1 +1,221 @@
-fn main() {}
+//! The project's front door.
+//!
+//! - `cargo xtask test`: the checks CI runs, in order, stopping at the first failure;
+//! - `cargo xtask bench [-- ARGS]`: the vmm benchmarks (`cargo bench -p vmm --bench vmm`), with
+//!   `ARGS` handed to the criterion harness (a name filter, `--save-baseline main`, ...).
+
+use std::ffi::OsString;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+
+/// The bare-metal target the vmm must keep building for.
+const GUEST_TARGET: &str = "armv7a-none-eabi";
+
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "Project tasks: tests and benchmarks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Run every check CI runs: target, fmt, clippy, tests, guest build.
+    Test,
+    /// Run the vmm benchmarks (`cargo bench -p vmm --bench vmm`).
+    Bench {
+        /// Passed to the criterion harness, e.g. `-- arch_mmu --save-baseline main`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+/// Why a step failed.
+struct Failure(String);
+
+type StepResult = Result<(), Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    match cli.task {
+        Task::Test => test(&root),
+        Task::Bench { args } => {
+            let mut cmd = cargo(&root);
+            cmd.args(["bench", "-p", "vmm", "--bench", "vmm"]);
+            if !args.is_empty() {
+                cmd.arg("--").args(args);
+            }
+            match run(cmd) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(Failure(why)) => {
+                    eprintln!("xtask bench: {why}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// One step of `cargo xtask test`.
+struct Step {
+    name: &'static str,
+    action: Action,
+    /// What to try when the step fails.
+    hint: &'static str,
+}
+
+enum Action {
+    EnsureTarget,
+    Cargo(&'static [&'static str]),
+}
+
+const STEPS: [Step; 5] = [
+    Step {
+        name: "rustup target",
+        action: Action::EnsureTarget,
+        hint: "run `rustup target add armv7a-none-eabi` by hand",
+    },
+    Step {
+        name: "cargo fmt",
+        action: Action::Cargo(&["fmt", "--all", "--", "--check"]),
+        hint: "run `cargo fmt --all` (or `rustup component add rustfmt` if it is missing)",
+    },
+    Step {
+        name: "cargo clippy",
+        action: Action::Cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+        hint: "fix the warnings above (or `rustup component add clippy` if it is missing)",
+    },
+    Step {
+        name: "cargo test",
+        action: Action::Cargo(&["test", "--workspace"]),
+        hint: "see the failing tests above",
+    },
+    Step {
+        name: "guest build",
+        action: Action::Cargo(&["build", "-p", "vmm", "--target", GUEST_TARGET]),
+        hint: "the vmm must stay no_std and build for armv7a-none-eabi",
+    },
+];
+
+fn test(root: &Path) -> ExitCode {
+    let started = Instant::now();
+    let total = STEPS.len();
+    for (i, step) in STEPS.iter().enumerate() {
+        println!("==> [{}/{total}] {}", i + 1, step.name);
+        let result = match step.action {
+            Action::EnsureTarget => ensure_target(root),
+            Action::Cargo(args) => {
+                let mut cmd = cargo(root);
+                cmd.args(args);
+                run(cmd)
+            }
+        };
+        if let Err(Failure(why)) = result {
+            eprintln!("error: {why}\nhint: {}", step.hint);
+            println!(
+                "xtask test: step {}/{total} ({}) failed after {:.1} s",
+                i + 1,
+                step.name,
+                started.elapsed().as_secs_f64()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    println!(
+        "xtask test: {total} steps passed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    ExitCode::SUCCESS
+}
+
+/// Installs the guest target with rustup unless it is already there.
+fn ensure_target(root: &Path) -> StepResult {
+    let mut list = Command::new("rustup");
+    list.current_dir(root)
+        .args(["target", "list", "--installed"]);
+    let out = list.output().map_err(|e| spawn_error("rustup", &e))?;
+    if !out.status.success() {
+        return Err(Failure(format!(
+            "`rustup target list --installed` exited with {}",
+            out.status
+        )));
+    }
+    if String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l.trim() == GUEST_TARGET)
+    {
+        println!("{GUEST_TARGET} is installed");
+        return Ok(());
+    }
+    let mut add = Command::new("rustup");
+    add.current_dir(root).args(["target", "add", GUEST_TARGET]);
+    run(add)
+}
+
+/// `cargo` as invoked by `cargo xtask` (the `CARGO` variable), run from the workspace root.
+fn cargo(root: &Path) -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root);
+    cmd
+}
+
+/// Runs a command with inherited stdio and turns a missing tool or a failure into a message.
+fn run(mut cmd: Command) -> StepResult {
+    let shown = show(&cmd);
+    println!("$ {shown}");
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let status = cmd.status().map_err(|e| spawn_error(&program, &e))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Failure(format!("`{shown}` exited with {status}")))
+    }
+}
+
+fn spawn_error(program: &str, e: &std::io::Error) -> Failure {
+    if e.kind() == ErrorKind::NotFound {
+        let hint = if program.ends_with("rustup") {
+            "install rustup from https://rustup.rs"
+        } else {
+            "is the Rust toolchain installed and on PATH?"
+        };
+        Failure(format!("`{program}` not found ({hint})"))
+    } else {
+        Failure(format!("could not start `{program}`: {e}"))
+    }
+}
+
+fn show(cmd: &Command) -> String {
+    let program = Path::new(cmd.get_program())
+        .file_name()
+        .unwrap_or(cmd.get_program())
+        .to_string_lossy()
+        .into_owned();
+    std::iter::once(program)
+        .chain(cmd.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The workspace root: the parent of this crate's directory.
+fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
