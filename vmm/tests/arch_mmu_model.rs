@@ -82,14 +82,17 @@ impl Model {
         }
     }
 
-    /// Sections partly inside `[va, va+count)` become small pages.
-    fn split_partial(&mut self, va: u32, count: u32) {
+    /// Sections partly inside `[va, va+count)` become small pages, except those that already
+    /// have the attributes `keep` (a protect that changes nothing there).
+    fn split_partial(&mut self, va: u32, count: u32, keep: Option<MappingAttrs>) {
         let (first, last) = (va / 256, (va + count - 1) / 256);
         for l1 in [first, last] {
             let covered = va <= l1 * 256 && va + count >= (l1 + 1) * 256;
             if !covered {
                 for p in l1 * 256..(l1 + 1) * 256 {
-                    if let Some(e) = self.pages.get_mut(&p) {
+                    if let Some(e) = self.pages.get_mut(&p)
+                        && Some(e.attrs) != keep
+                    {
                         e.section = false;
                     }
                 }
@@ -98,14 +101,14 @@ impl Model {
     }
 
     fn unmap(&mut self, va: u32, count: u32) -> u32 {
-        self.split_partial(va, count);
+        self.split_partial(va, count, None);
         (va..va + count)
             .filter(|p| self.pages.remove(p).is_some())
             .count() as u32
     }
 
     fn protect(&mut self, va: u32, count: u32, attrs: MappingAttrs) {
-        self.split_partial(va, count);
+        self.split_partial(va, count, Some(attrs.normalized()));
         for p in va..va + count {
             if let Some(e) = self.pages.get_mut(&p) {
                 e.attrs = attrs.normalized();

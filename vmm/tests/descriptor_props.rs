@@ -2,7 +2,10 @@
 
 use proptest::prelude::*;
 use vmm::addr::PhysAddr;
-use vmm::arch::armv7::{AccessPermissions, Domain, L1Descriptor, L2Descriptor, MappingAttrs, MappingFlags, MemoryType, PageAttributes, Tex};
+use vmm::arch::armv7::{
+    AccessPermissions, Domain, L1Descriptor, L2Descriptor, MappingAttrs, MappingFlags, MemoryType,
+    PageAttributes, Tex,
+};
 
 fn attrs() -> impl Strategy<Value = PageAttributes> {
     (0..8u8, 0..8u8, any::<[bool; 5]>()).prop_map(|(ap, tex, [c, b, s, ng, xn])| PageAttributes {
@@ -19,23 +22,39 @@ fn attrs() -> impl Strategy<Value = PageAttributes> {
 fn l1() -> impl Strategy<Value = L1Descriptor> {
     prop_oneof![
         Just(L1Descriptor::Fault),
-        (any::<u32>(), 0..16u8, any::<bool>(), any::<bool>()).prop_map(|(pa, d, ns, pxn)| L1Descriptor::PageTable {
-            table: PhysAddr::new(pa & 0xFFFF_FC00),
-            domain: Domain::new(d).unwrap(),
-            ns,
-            pxn,
+        (any::<u32>(), 0..16u8, any::<bool>(), any::<bool>()).prop_map(|(pa, d, ns, pxn)| {
+            L1Descriptor::PageTable {
+                table: PhysAddr::new(pa & 0xFFFF_FC00),
+                domain: Domain::new(d).unwrap(),
+                ns,
+                pxn,
+            }
         }),
-        (any::<u32>(), attrs(), 0..16u8, any::<bool>(), any::<bool>()).prop_map(|(pa, attrs, d, ns, pxn)| {
-            L1Descriptor::Section { base: PhysAddr::new(pa & 0xFFF0_0000), attrs, domain: Domain::new(d).unwrap(), ns, pxn }
-        }),
+        (any::<u32>(), attrs(), 0..16u8, any::<bool>(), any::<bool>()).prop_map(
+            |(pa, attrs, d, ns, pxn)| {
+                L1Descriptor::Section {
+                    base: PhysAddr::new(pa & 0xFFF0_0000),
+                    attrs,
+                    domain: Domain::new(d).unwrap(),
+                    ns,
+                    pxn,
+                }
+            }
+        ),
     ]
 }
 
 fn l2() -> impl Strategy<Value = L2Descriptor> {
     prop_oneof![
         Just(L2Descriptor::Fault),
-        (any::<u32>(), attrs()).prop_map(|(pa, attrs)| L2Descriptor::Small { base: PhysAddr::new(pa & 0xFFFF_F000), attrs }),
-        (any::<u32>(), attrs()).prop_map(|(pa, attrs)| L2Descriptor::Large { base: PhysAddr::new(pa & 0xFFFF_0000), attrs }),
+        (any::<u32>(), attrs()).prop_map(|(pa, attrs)| L2Descriptor::Small {
+            base: PhysAddr::new(pa & 0xFFFF_F000),
+            attrs
+        }),
+        (any::<u32>(), attrs()).prop_map(|(pa, attrs)| L2Descriptor::Large {
+            base: PhysAddr::new(pa & 0xFFFF_0000),
+            attrs
+        }),
     ]
 }
 

@@ -22,7 +22,7 @@ use core::fmt;
 
 use super::descriptor::{Domain, L1Descriptor, L2Descriptor};
 use super::tlb::{TlbBatch, TlbScope};
-use super::{Asid, AsidAllocator, MappingAttrs, MappingFlags};
+use super::{Asid, AsidAllocator, MappingAttrs, MappingFlags, PageAttributes};
 use crate::addr::{PAGE_SIZE, PageRange, PhysAddr, PhysFrame, VirtAddr, VirtPage};
 use crate::machine::Machine;
 use crate::phys::FrameAllocator;
@@ -374,7 +374,7 @@ impl ArchMmu {
     ) -> Result<(), MapError> {
         self.check_range(range)?;
         let mut needed = GroupsNeeded::default();
-        self.plan_splits(m, range, &mut needed)?;
+        self.plan_splits(m, range, None, &mut needed)?;
         let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
         let mut batch = TlbBatch::new(self.scope());
         let mut emptied = Vec::new();
@@ -408,9 +408,9 @@ impl ArchMmu {
         self.check_range(range)?;
         self.check_flags(attrs.flags)?;
         let mut needed = GroupsNeeded::default();
-        self.plan_splits(m, range, &mut needed)?;
-        let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
         let new = attrs.to_page_attributes();
+        self.plan_splits(m, range, Some(new), &mut needed)?;
+        let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
         for l1 in self.l1_span(range) {
             let (lo, hi) = Self::clip(range, l1);
             match self.read_l1(m, l1) {
@@ -511,7 +511,7 @@ impl ArchMmu {
         for &(offset, frame, count, _) in &runs {
             self.plan_map(m, page(to.number() + offset), frame, count, &mut needed)?;
         }
-        self.plan_splits(m, from, &mut needed)?;
+        self.plan_splits(m, from, None, &mut needed)?;
         let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
         // Map the targets first so no L2 page is freed and then needed again.
         for &(offset, frame, count, attrs) in &runs {
@@ -764,11 +764,13 @@ impl ArchMmu {
         Ok(())
     }
 
-    /// Sections only partly inside `range` must be split; note the groups that then need a page.
+    /// Sections only partly inside `range` must be split (unless `keep` says the section already
+    /// has the attributes a protect asks for); note the groups that then need a page.
     fn plan_splits<M: Machine>(
         &self,
         m: &mut M,
         range: PageRange,
+        keep: Option<PageAttributes>,
         needed: &mut GroupsNeeded,
     ) -> Result<(), MapError> {
         for l1 in self.l1_span(range) {
@@ -780,7 +782,9 @@ impl ArchMmu {
                         raw,
                     });
                 }
-                L1Descriptor::Section { .. } if hi - lo < ENTRIES_PER_L2 => {
+                L1Descriptor::Section { attrs, .. }
+                    if hi - lo < ENTRIES_PER_L2 && Some(attrs) != keep =>
+                {
                     if self.group_page(m, l1).is_none() {
                         needed.add(l1 / TABLES_PER_PAGE);
                     }

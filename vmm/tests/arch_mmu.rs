@@ -1,0 +1,639 @@
+//! `ArchMmu` behaviour pinned down case by case: exact descriptor words, L2 packing, splits,
+//! the barrier and invalidate sequence of each operation, the kernel space and teardown.
+
+use vmm::addr::{PageRange, PhysAddr, PhysFrame, VirtAddr, VirtPage};
+use vmm::arch::armv7::{
+    ArchMmu, Asid, AsidAllocator, BlockSize, MapError, MappingAttrs, MappingFlags, MemoryType,
+    SpaceKind,
+};
+use vmm::machine::{AllocationFailure, HostMachine, MachineEvent};
+use vmm::phys::FrameAllocator;
+
+const POOL: u32 = 256;
+
+struct Fixture {
+    m: HostMachine,
+    frames: FrameAllocator,
+    asids: AsidAllocator,
+}
+
+fn fixture() -> Fixture {
+    Fixture {
+        m: HostMachine::default(),
+        frames: FrameAllocator::new(
+            PhysFrame::from_start(PhysAddr::new(0x4000_0000)).unwrap(),
+            POOL,
+        ),
+        asids: AsidAllocator::new(),
+    }
+}
+
+impl Fixture {
+    fn user(&mut self) -> ArchMmu {
+        ArchMmu::new_user(&mut self.m, &mut self.frames, &mut self.asids).unwrap()
+    }
+    fn word(&self, pa: u32) -> u32 {
+        self.m.peek_word(PhysAddr::new(pa)).unwrap()
+    }
+}
+
+fn pages(va: u32, count: u32) -> PageRange {
+    PageRange::new(VirtPage::from_start(VirtAddr::new(va)).unwrap(), count).unwrap()
+}
+
+fn frame(pa: u32) -> PhysFrame {
+    PhysFrame::from_start(PhysAddr::new(pa)).unwrap()
+}
+
+fn rw_user() -> MappingAttrs {
+    MappingAttrs::new(MappingFlags::USER | MappingFlags::READ | MappingFlags::WRITE)
+}
+fn ro_user() -> MappingAttrs {
+    MappingAttrs::new(MappingFlags::USER | MappingFlags::READ)
+}
+
+/// The log without reads and allocation requests: the writes, barriers and invalidates.
+fn effects(m: &mut HostMachine) -> Vec<MachineEvent> {
+    m.take_log()
+        .into_iter()
+        .filter(|e| {
+            !matches!(
+                e,
+                MachineEvent::Read { .. } | MachineEvent::FrameAllocation { .. }
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn small_page_descriptors_are_exact() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    let l1 = mmu.l1_table().as_u32();
+    mmu.map(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x1F80_3000, 1),
+        frame(0x6000_5000),
+        rw_user(),
+    )
+    .unwrap();
+    // L1[0x1F8] points at slot 0 of a fresh L2 page (0x1F8 % 4 == 0), domain 0.
+    let l1_word = f.word(l1 + 0x1F8 * 4);
+    assert_eq!(l1_word & 0x3FF, 0x001);
+    let table = l1_word & !0x3FF;
+    assert_eq!(table % 4096, 0);
+    // L2[3]: 0x6000_5000 | nG | S | TEX=001 | AP=011 | C | B | small | XN.
+    assert_eq!(f.word(table + 3 * 4), 0x6000_5000 | 0xC7F);
+    assert_eq!(mmu.table_pages(), 2);
+    let t = mmu
+        .query(&mut f.m, VirtAddr::new(0x1F80_3FFF))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (t.frame, t.attrs, t.block),
+        (frame(0x6000_5000), rw_user(), BlockSize::SmallPage)
+    );
+}
+
+#[test]
+fn sections_need_both_addresses_aligned_and_a_whole_mib() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    let l1 = mmu.l1_table().as_u32();
+    let rx = MappingAttrs::new(MappingFlags::USER | MappingFlags::READ | MappingFlags::EXECUTE);
+    mmu.map(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x2000_0000, 256),
+        frame(0x6010_0000),
+        rx,
+    )
+    .unwrap();
+    // Section: base | nG | S | AP2=1 AP=11 | TEX=001 | domain 0 | C | B | 0b10, XN clear.
+    assert_eq!(
+        f.word(l1 + 0x200 * 4),
+        0x6010_0000 | (1 << 17) | (1 << 16) | (1 << 15) | (0b11 << 10) | (1 << 12) | 0b1110
+    );
+    assert_eq!(mmu.table_pages(), 1, "a section needs no L2 page");
+    // Same size, PA not 1 MiB aligned: small pages.
+    mmu.map(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x2010_0000, 256),
+        frame(0x6020_1000),
+        rx,
+    )
+    .unwrap();
+    assert_eq!(f.word(l1 + 0x201 * 4) & 3, 1);
+    // 255 pages at an aligned pair: small pages too.
+    mmu.map(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x2020_0000, 255),
+        frame(0x6030_0000),
+        rx,
+    )
+    .unwrap();
+    assert_eq!(f.word(l1 + 0x202 * 4) & 3, 1);
+    // L1 0x200..0x203 form one group: the two page tables share one L2 page, slots 1 and 2.
+    assert_eq!(mmu.table_pages(), 2);
+    let (t1, t2) = (
+        f.word(l1 + 0x201 * 4) & !0x3FF,
+        f.word(l1 + 0x202 * 4) & !0x3FF,
+    );
+    assert_eq!(
+        (t1 % 4096, t2 % 4096, t1 & !0xFFF),
+        (1024, 2048, t2 & !0xFFF)
+    );
+    mmu.check(&mut f.m).unwrap();
+}
+
+#[test]
+fn mapping_over_a_valid_entry_fails_and_changes_nothing() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    mmu.map(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x2000_0000, 256),
+        frame(0x6000_0000),
+        rw_user(),
+    )
+    .unwrap();
+    mmu.map(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x2010_4000, 1),
+        frame(0x6100_0000),
+        rw_user(),
+    )
+    .unwrap();
+    let free = f.frames.free_count();
+    f.m.set_recording(true);
+    for (va, n) in [(0x200F_F000, 2), (0x2010_0000, 256), (0x2010_3000, 3)] {
+        let err = mmu.map(
+            &mut f.m,
+            &mut f.frames,
+            pages(va, n),
+            frame(0x6200_0000),
+            rw_user(),
+        );
+        let want = if va == 0x200F_F000 {
+            0x200F_F000
+        } else {
+            0x2010_4000
+        };
+        assert_eq!(
+            err,
+            Err(MapError::AlreadyMapped(VirtAddr::new(want))),
+            "{va:#x}"
+        );
+    }
+    assert!(
+        effects(&mut f.m).is_empty(),
+        "a refused map wrote or invalidated something"
+    );
+    assert_eq!(f.frames.free_count(), free);
+}
+
+#[test]
+fn window_and_flags_are_checked() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    let kernel_rw = MappingAttrs::new(MappingFlags::READ | MappingFlags::WRITE);
+    assert_eq!(
+        mmu.map(
+            &mut f.m,
+            &mut f.frames,
+            pages(0x1000_0000, 1),
+            frame(0x6000_0000),
+            kernel_rw
+        ),
+        Err(MapError::InvalidFlags(kernel_rw.flags))
+    );
+    assert_eq!(
+        mmu.map(
+            &mut f.m,
+            &mut f.frames,
+            pages(0x3FFF_F000, 2),
+            frame(0x6000_0000),
+            rw_user()
+        ),
+        Err(MapError::OutOfWindow {
+            start: VirtAddr::new(0x3FFF_F000),
+            pages: 2
+        })
+    );
+    assert_eq!(
+        mmu.map(
+            &mut f.m,
+            &mut f.frames,
+            pages(0x3FFF_F000, 1),
+            frame(0xFFFF_F000),
+            rw_user()
+        )
+        .map(|()| 0),
+        Ok(0)
+    );
+    assert_eq!(
+        mmu.map(
+            &mut f.m,
+            &mut f.frames,
+            pages(0x1000_0000, 2),
+            frame(0xFFFF_F000),
+            rw_user()
+        ),
+        Err(MapError::PhysOutOfRange {
+            start: PhysAddr::new(0xFFFF_F000),
+            pages: 2
+        })
+    );
+    assert_eq!(
+        mmu.query(&mut f.m, VirtAddr::new(0x4000_0000)),
+        Err(MapError::OutOfWindow {
+            start: VirtAddr::new(0x4000_0000),
+            pages: 1
+        })
+    );
+    let mut kernel = ArchMmu::new_kernel(&mut f.m, &mut f.frames).unwrap();
+    assert_eq!(
+        kernel.map(
+            &mut f.m,
+            &mut f.frames,
+            pages(0x4000_0000, 1),
+            frame(0x4000_0000),
+            rw_user()
+        ),
+        Err(MapError::InvalidFlags(rw_user().flags))
+    );
+    assert_eq!(
+        kernel.map(
+            &mut f.m,
+            &mut f.frames,
+            pages(0x3FFF_F000, 1),
+            frame(0x4000_0000),
+            kernel_rw
+        ),
+        Err(MapError::OutOfWindow {
+            start: VirtAddr::new(0x3FFF_F000),
+            pages: 1
+        })
+    );
+}
+
+#[test]
+fn unmap_invalidates_each_page_by_asid_then_frees_the_empty_l2_page() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    let asid = mmu.asid();
+    assert_eq!(asid, Asid::new(1));
+    mmu.map(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x1000_0000, 2),
+        frame(0x6000_0000),
+        rw_user(),
+    )
+    .unwrap();
+    let l1 = mmu.l1_table().as_u32() + 0x100 * 4;
+    let table = f.word(l1) & !0x3FF;
+    f.m.set_recording(true);
+    assert_eq!(
+        mmu.unmap(&mut f.m, &mut f.frames, pages(0x1000_0000, 3)),
+        Ok(2)
+    );
+    let p = |va: u32| VirtPage::from_start(VirtAddr::new(va)).unwrap();
+    let w = |pa: u32, old: u32| MachineEvent::Write {
+        pa: PhysAddr::new(pa),
+        old,
+        new: 0,
+    };
+    assert_eq!(
+        effects(&mut f.m),
+        [
+            w(table, 0x6000_0C7F),
+            w(table + 4, 0x6000_1C7F),
+            w(l1, table | 1),
+            MachineEvent::Dsb,
+            MachineEvent::TlbInvalidatePage {
+                asid,
+                page: p(0x1000_0000)
+            },
+            MachineEvent::TlbInvalidatePage {
+                asid,
+                page: p(0x1000_1000)
+            },
+            MachineEvent::Dsb,
+            MachineEvent::Isb,
+        ]
+    );
+    assert_eq!(mmu.table_pages(), 1);
+    assert_eq!(f.frames.free_count(), POOL - 1);
+}
+
+#[test]
+fn protect_uses_break_before_make() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    mmu.map(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x1000_0000, 1),
+        frame(0x6000_0000),
+        rw_user(),
+    )
+    .unwrap();
+    let table = f.word(mmu.l1_table().as_u32() + 0x100 * 4) & !0x3FF;
+    f.m.set_recording(true);
+    mmu.protect(&mut f.m, &mut f.frames, pages(0x1000_0000, 1), ro_user())
+        .unwrap();
+    let pa = PhysAddr::new(table);
+    assert_eq!(
+        effects(&mut f.m),
+        [
+            MachineEvent::Write {
+                pa,
+                old: 0x6000_0C7F,
+                new: 0
+            },
+            MachineEvent::Dsb,
+            MachineEvent::TlbInvalidatePage {
+                asid: mmu.asid(),
+                page: VirtPage::from_number(0x10000).unwrap()
+            },
+            MachineEvent::Dsb,
+            MachineEvent::Isb,
+            MachineEvent::Write {
+                pa,
+                old: 0,
+                new: 0x6000_0E7F
+            },
+            MachineEvent::Dsb,
+            MachineEvent::Isb,
+        ]
+    );
+    // Protecting to the same attributes writes nothing.
+    mmu.protect(&mut f.m, &mut f.frames, pages(0x1000_0000, 1), ro_user())
+        .unwrap();
+    assert_eq!(effects(&mut f.m), [MachineEvent::Dsb, MachineEvent::Isb]);
+}
+
+#[test]
+fn prot_none_pages_keep_user_and_ng() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    let none = MappingAttrs::new(MappingFlags::USER);
+    mmu.map(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x1000_0000, 1),
+        frame(0x6000_0000),
+        none,
+    )
+    .unwrap();
+    let table = f.word(mmu.l1_table().as_u32() + 0x100 * 4) & !0x3FF;
+    // AP = 000, nG = 1, XN = 1.
+    assert_eq!(
+        f.word(table),
+        0x6000_0000 | (1 << 11) | (1 << 10) | (1 << 6) | 0b1111
+    );
+    assert_eq!(
+        mmu.query(&mut f.m, VirtAddr::new(0x1000_0000))
+            .unwrap()
+            .unwrap()
+            .attrs,
+        none
+    );
+}
+
+#[test]
+fn partial_unmap_of_a_section_splits_it_and_needs_a_frame() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    let dev = MappingAttrs {
+        flags: MappingFlags::USER | MappingFlags::READ,
+        memory: MemoryType::Device,
+    };
+    mmu.map(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x2000_0000, 256),
+        frame(0x6000_0000),
+        dev,
+    )
+    .unwrap();
+    let before = mmu.mappings(&mut f.m).unwrap();
+    let free = f.frames.free_count();
+    f.m.set_allocation_failure(AllocationFailure::FromNth(0));
+    assert_eq!(
+        mmu.unmap(&mut f.m, &mut f.frames, pages(0x2000_1000, 1)),
+        Err(MapError::NoMemory)
+    );
+    let cached = MappingAttrs::new(dev.flags);
+    assert_eq!(
+        mmu.protect(&mut f.m, &mut f.frames, pages(0x2000_1000, 1), cached),
+        Err(MapError::NoMemory)
+    );
+    // Protecting part of a section to the attributes it has changes nothing and needs no frame.
+    assert_eq!(
+        mmu.protect(&mut f.m, &mut f.frames, pages(0x2000_1000, 1), dev),
+        Ok(())
+    );
+    assert_eq!(mmu.mappings(&mut f.m).unwrap(), before);
+    assert_eq!(f.frames.free_count(), free);
+    f.m.set_allocation_failure(AllocationFailure::Never);
+    f.m.set_recording(true);
+    assert_eq!(
+        mmu.unmap(&mut f.m, &mut f.frames, pages(0x2000_1000, 1)),
+        Ok(1)
+    );
+    let log = effects(&mut f.m);
+    // The section was replaced by break-before-make: fault, DSB, TLBIMVA, DSB, ISB, table.
+    let l1 = PhysAddr::new(mmu.l1_table().as_u32() + 0x200 * 4);
+    let at = log
+        .iter()
+        .position(|e| matches!(e, MachineEvent::Write { pa, new: 0, .. } if *pa == l1))
+        .unwrap();
+    assert!(matches!(log[at + 1], MachineEvent::Dsb));
+    assert!(matches!(
+        log[at + 2],
+        MachineEvent::TlbInvalidatePage { .. }
+    ));
+    assert!(
+        matches!(log[at + 5], MachineEvent::Write { pa, old: 0, new } if pa == l1 && new & 3 == 1)
+    );
+    let after = mmu.mappings(&mut f.m).unwrap();
+    assert_eq!(after.len(), 255);
+    assert!(after.iter().all(|(p, t)| t.block == BlockSize::SmallPage
+        && t.attrs == dev
+        && t.frame.number() - 0x60000 == p.number() - 0x20000));
+    assert_eq!(mmu.table_pages(), 2);
+    mmu.check(&mut f.m).unwrap();
+}
+
+#[test]
+fn move_keeps_frames_and_attributes() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    mmu.map(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x1000_0000, 3),
+        frame(0x6000_0000),
+        rw_user(),
+    )
+    .unwrap();
+    mmu.protect(&mut f.m, &mut f.frames, pages(0x1000_1000, 1), ro_user())
+        .unwrap();
+    assert_eq!(
+        mmu.move_pages(
+            &mut f.m,
+            &mut f.frames,
+            pages(0x1000_0000, 4),
+            VirtPage::from_number(0x20000).unwrap()
+        ),
+        Ok(3)
+    );
+    let got: Vec<(u32, u32, MappingAttrs)> = mmu
+        .mappings(&mut f.m)
+        .unwrap()
+        .into_iter()
+        .map(|(p, t)| (p.start().as_u32(), t.frame.start().as_u32(), t.attrs))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (0x2000_0000, 0x6000_0000, rw_user()),
+            (0x2000_1000, 0x6000_1000, ro_user()),
+            (0x2000_2000, 0x6000_2000, rw_user())
+        ]
+    );
+    assert_eq!(mmu.table_pages(), 2, "the source L2 page went back");
+    assert_eq!(
+        mmu.move_pages(
+            &mut f.m,
+            &mut f.frames,
+            pages(0x2000_0000, 4),
+            VirtPage::from_number(0x20002).unwrap()
+        ),
+        Err(MapError::Overlap)
+    );
+}
+
+#[test]
+fn kernel_space_is_global_and_uses_all_asid_invalidates() {
+    let mut f = fixture();
+    let mut kernel = ArchMmu::new_kernel(&mut f.m, &mut f.frames).unwrap();
+    assert_eq!(kernel.kind(), SpaceKind::Kernel);
+    assert_eq!(kernel.asid(), Asid::KERNEL);
+    assert_eq!(
+        kernel.l1_table().as_u32() % 0x4000,
+        0,
+        "TTBR1 table is 16 KiB aligned"
+    );
+    assert_eq!(kernel.table_pages(), 4);
+    let rw = MappingAttrs::new(MappingFlags::READ | MappingFlags::WRITE);
+    kernel
+        .map(
+            &mut f.m,
+            &mut f.frames,
+            pages(0x4000_0000, 512),
+            frame(0x4000_0000),
+            rw,
+        )
+        .unwrap();
+    kernel
+        .map(
+            &mut f.m,
+            &mut f.frames,
+            pages(0xC000_0000, 1),
+            frame(0x4001_0000),
+            rw,
+        )
+        .unwrap();
+    // Kernel RW data section, SMP: 0x1140E | XN... = LiteOS-A's 0x1143E with domain 0.
+    assert_eq!(
+        f.word(kernel.l1_table().as_u32() + 0x400 * 4),
+        0x4000_0000 | 0x1141E
+    );
+    f.m.set_recording(true);
+    kernel
+        .unmap(&mut f.m, &mut f.frames, pages(0x4000_0000, 1))
+        .unwrap();
+    let log = effects(&mut f.m);
+    assert!(log.contains(&MachineEvent::TlbInvalidatePageAllAsids(
+        VirtPage::from_number(0x40000).unwrap()
+    )));
+    assert!(
+        !log.iter()
+            .any(|e| matches!(e, MachineEvent::TlbInvalidatePage { .. }))
+    );
+    kernel.check(&mut f.m).unwrap();
+    kernel.destroy(&mut f.m, &mut f.frames, &mut f.asids);
+    assert_eq!(f.frames.free_count(), POOL);
+}
+
+#[test]
+fn destroy_returns_every_table_page_and_the_asid() {
+    let mut f = fixture();
+    let mut a = f.user();
+    let b = f.user();
+    assert_eq!((a.asid(), b.asid()), (Asid::new(1), Asid::new(2)));
+    for va in [0x0100_0000, 0x1000_0000, 0x1040_0000, 0x3EF0_0000] {
+        a.map(
+            &mut f.m,
+            &mut f.frames,
+            pages(va, 2),
+            frame(0x6000_0000),
+            rw_user(),
+        )
+        .unwrap();
+    }
+    assert_eq!(a.table_pages(), 5);
+    assert_eq!(a.table_frames(&mut f.m).len(), 5);
+    let asid = a.asid();
+    f.m.set_recording(true);
+    a.destroy(&mut f.m, &mut f.frames, &mut f.asids);
+    assert_eq!(
+        effects(&mut f.m)[..3],
+        [
+            MachineEvent::TlbInvalidateAsid(asid),
+            MachineEvent::Dsb,
+            MachineEvent::Isb
+        ]
+    );
+    assert_eq!(f.frames.free_count(), POOL - 1);
+    assert_eq!(
+        f.user().asid(),
+        asid,
+        "the lowest free ASID is reused after TLBIASID"
+    );
+    b.destroy(&mut f.m, &mut f.frames, &mut f.asids);
+}
+
+#[test]
+fn space_creation_is_failure_atomic() {
+    let mut f = fixture();
+    f.m.set_allocation_failure(AllocationFailure::Nth(0));
+    assert_eq!(
+        ArchMmu::new_user(&mut f.m, &mut f.frames, &mut f.asids).err(),
+        Some(MapError::NoMemory)
+    );
+    assert_eq!(f.asids.allocated_count(), 0);
+    f.m.set_allocation_failure(AllocationFailure::Never);
+    let mut spaces = Vec::new();
+    for _ in 0..255 {
+        spaces.push(f.user());
+    }
+    let free = f.frames.free_count();
+    assert_eq!(
+        ArchMmu::new_user(&mut f.m, &mut f.frames, &mut f.asids).err(),
+        Some(MapError::NoAsid)
+    );
+    assert_eq!(f.frames.free_count(), free);
+    for s in spaces {
+        s.destroy(&mut f.m, &mut f.frames, &mut f.asids);
+    }
+    assert_eq!(f.frames.free_count(), POOL);
+}
