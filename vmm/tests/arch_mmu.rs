@@ -637,3 +637,190 @@ fn space_creation_is_failure_atomic() {
     }
     assert_eq!(f.frames.free_count(), POOL);
 }
+
+/// Review finding: the split of a section at the end of an unmap reuses the L2 page of a table
+/// emptied earlier in the same pass.
+#[test]
+fn unmap_splits_a_trailing_section_after_emptying_its_groups_only_table() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    mmu.map(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x0100_0000, 1),
+        frame(0x6000_0000),
+        rw_user(),
+    )
+    .unwrap();
+    mmu.map(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x0110_0000, 256),
+        frame(0x4100_0000),
+        rw_user(),
+    )
+    .unwrap();
+    assert_eq!(
+        mmu.unmap(&mut f.m, &mut f.frames, pages(0x0100_0000, 257)),
+        Ok(2)
+    );
+    assert_eq!(mmu.query(&mut f.m, VirtAddr::new(0x0110_0000)), Ok(None));
+    let t = mmu
+        .query(&mut f.m, VirtAddr::new(0x0110_1000))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (t.frame, t.block),
+        (frame(0x4100_1000), BlockSize::SmallPage)
+    );
+    assert_eq!(mmu.table_pages(), 2);
+    mmu.check(&mut f.m).unwrap();
+    // The same shape through move: the source section must not stay mapped.
+    mmu.map(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x0100_0000, 1),
+        frame(0x6000_0000),
+        rw_user(),
+    )
+    .unwrap();
+    mmu.unmap(&mut f.m, &mut f.frames, pages(0x0110_0000, 256))
+        .unwrap();
+    mmu.map(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x0110_0000, 256),
+        frame(0x4100_0000),
+        rw_user(),
+    )
+    .unwrap();
+    let to = VirtPage::from_start(VirtAddr::new(0x2000_0000)).unwrap();
+    assert_eq!(
+        mmu.move_pages(&mut f.m, &mut f.frames, pages(0x0100_0000, 257), to),
+        Ok(2)
+    );
+    assert_eq!(mmu.query(&mut f.m, VirtAddr::new(0x0110_0000)), Ok(None));
+    assert_eq!(mmu.mappings(&mut f.m).unwrap().len(), 2 + 255);
+    mmu.check(&mut f.m).unwrap();
+}
+
+/// Review finding: a partly covered section that already has the asked attributes must not take
+/// the L2 page reserved for another section that does change.
+#[test]
+fn protect_skips_unchanged_sections_and_changes_the_others() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    mmu.map(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x0100_0000, 256),
+        frame(0x4100_0000),
+        ro_user(),
+    )
+    .unwrap();
+    mmu.map(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x0140_0000, 256),
+        frame(0x4200_0000),
+        rw_user(),
+    )
+    .unwrap();
+    mmu.protect(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x0108_0000, 0x400),
+        ro_user(),
+    )
+    .unwrap();
+    let first = mmu
+        .query(&mut f.m, VirtAddr::new(0x0100_0000))
+        .unwrap()
+        .unwrap();
+    assert_eq!((first.attrs, first.block), (ro_user(), BlockSize::Section));
+    for va in [0x0140_0000, 0x0147_F000] {
+        let t = mmu.query(&mut f.m, VirtAddr::new(va)).unwrap().unwrap();
+        assert_eq!(
+            (t.attrs, t.block),
+            (ro_user(), BlockSize::SmallPage),
+            "{va:#x}"
+        );
+    }
+    let t = mmu
+        .query(&mut f.m, VirtAddr::new(0x0148_0000))
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.attrs, rw_user());
+    mmu.check(&mut f.m).unwrap();
+}
+
+/// Review finding: runs of a move never merge across the top of the physical space.
+#[test]
+fn move_does_not_merge_frames_past_4_gib() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    mmu.map(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x010F_F000, 1),
+        frame(0xFFFF_F000),
+        rw_user(),
+    )
+    .unwrap();
+    mmu.map(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x0110_0000, 1),
+        frame(0xFFFF_F000),
+        rw_user(),
+    )
+    .unwrap();
+    let to = VirtPage::from_start(VirtAddr::new(0x020F_F000)).unwrap();
+    assert_eq!(
+        mmu.move_pages(&mut f.m, &mut f.frames, pages(0x010F_F000, 2), to),
+        Ok(2)
+    );
+    for va in [0x020F_F000, 0x0210_0000] {
+        let t = mmu.query(&mut f.m, VirtAddr::new(va)).unwrap();
+        assert_eq!(t.map(|t| t.frame), Some(frame(0xFFFF_F000)), "{va:#x}");
+    }
+}
+
+/// Review finding: a refused map leaves the free lists in the same order, so the next
+/// allocation returns the same frame it would have returned.
+#[test]
+fn refused_allocations_keep_the_free_list_order() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    mmu.map(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x0100_0000, 1),
+        frame(0x6000_0000),
+        rw_user(),
+    )
+    .unwrap();
+    mmu.map(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x0200_0000, 1),
+        frame(0x6000_0000),
+        rw_user(),
+    )
+    .unwrap();
+    mmu.unmap(&mut f.m, &mut f.frames, pages(0x0100_0000, 1))
+        .unwrap();
+    let before = f.frames.free_blocks();
+    f.m.set_allocation_failure(AllocationFailure::Nth(1));
+    assert_eq!(
+        mmu.map(
+            &mut f.m,
+            &mut f.frames,
+            pages(0x0300_0000, 0x800),
+            frame(0x6000_1000),
+            rw_user()
+        ),
+        Err(MapError::NoMemory)
+    );
+    assert_eq!(f.frames.free_blocks(), before);
+}

@@ -464,13 +464,13 @@ fn expected_perms(attrs: MappingAttrs) -> [bool; 5] {
     [u && r, u && w, r, w, f.contains(MappingFlags::EXECUTE)]
 }
 
-fn snapshot(
-    w: &mut World,
-) -> (
+type Snapshot = (
     Vec<(VirtPage, vmm::arch::armv7::Translation)>,
     u32,
     Vec<(PhysFrame, u8)>,
-) {
+);
+
+fn snapshot(w: &mut World) -> Snapshot {
     (
         w.mmu.mappings(&mut w.m).unwrap(),
         w.mmu.table_pages(),
@@ -663,7 +663,7 @@ fn run_sequence(ops: &[(Op, Option<u8>)]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
     fn arch_mmu_matches_the_map_model(

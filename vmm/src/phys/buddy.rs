@@ -63,9 +63,12 @@ pub struct BuddyAllocator {
 }
 
 impl BuddyAllocator {
-    /// An allocator with every frame free.
+    /// An allocator with every frame free. The pool is clipped so that it ends at or below
+    /// frame 2^20 (4 GiB).
     #[must_use]
     pub fn new(first_number: u32, count: u32) -> Self {
+        let first_number = first_number.min(1 << 20);
+        let count = count.min((1 << 20) - first_number);
         let n = count as usize;
         let mut buddy = Self {
             first_number,

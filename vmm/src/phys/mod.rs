@@ -135,6 +135,33 @@ impl FrameAllocator {
         Ok(frame)
     }
 
+    /// Allocates `count` single frames and zeroes them, all or nothing: the pool is checked
+    /// and the machine asked `count` times before anything is taken, so a refusal leaves the
+    /// allocator exactly as it was (free lists in the same order).
+    pub fn alloc_frames_zeroed<M: Machine>(
+        &mut self,
+        machine: &mut M,
+        count: u32,
+    ) -> Result<Vec<PhysFrame>, FrameError> {
+        if count > self.free_count() {
+            return Err(FrameError::OutOfFrames);
+        }
+        for _ in 0..count {
+            if !machine.frame_allocation_permitted() {
+                return Err(FrameError::OutOfFrames);
+            }
+        }
+        let mut out = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            // Cannot fail: a free frame exists for each (any free block splits down to one).
+            let index = self.buddy.alloc(1).map_err(|_| FrameError::OutOfFrames)?;
+            let frame = self.frame_at(index);
+            machine.zero_frame(frame);
+            out.push(frame);
+        }
+        Ok(out)
+    }
+
     /// Allocates `count` physically contiguous frames (naturally aligned to the power of two at
     /// or above `count`, up to 1 MiB) and returns the first. One machine allocation request.
     pub fn alloc_contiguous<M: Machine>(

@@ -73,6 +73,12 @@ impl AsidAllocator {
         Ok(())
     }
 
+    /// Whether a user ASID is free.
+    #[must_use]
+    pub fn has_free(&self) -> bool {
+        self.allocated_count() < 255
+    }
+
     /// Whether the ASID is handed out.
     #[must_use]
     pub fn is_allocated(&self, asid: Asid) -> bool {

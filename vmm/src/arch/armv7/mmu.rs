@@ -149,23 +149,20 @@ pub struct ArchMmu {
 struct Reserved(Vec<PhysFrame>);
 
 impl Reserved {
+    /// All `n` pages or none: a refused request leaves the allocator exactly as it was (even
+    /// the order of its free lists). The pages are zeroed and the zeroes made visible to the
+    /// table walker (DSB) before any descriptor can point at them.
     fn allocate<M: Machine>(
         m: &mut M,
         frames: &mut FrameAllocator,
         n: usize,
     ) -> Result<Self, MapError> {
-        let mut got = Vec::with_capacity(n);
-        for _ in 0..n {
-            match frames.alloc_zeroed(m) {
-                Ok(f) => got.push(f),
-                Err(_) => {
-                    for f in got {
-                        // Just allocated with count 0: freeing cannot fail.
-                        let _ = frames.free(f);
-                    }
-                    return Err(MapError::NoMemory);
-                }
-            }
+        let n = u32::try_from(n).map_err(|_| MapError::NoMemory)?;
+        let mut got = frames
+            .alloc_frames_zeroed(m, n)
+            .map_err(|_| MapError::NoMemory)?;
+        if n > 0 {
+            m.dsb();
         }
         got.reverse();
         Ok(Self(got))
@@ -256,15 +253,12 @@ impl ArchMmu {
         frames: &mut FrameAllocator,
         asids: &mut AsidAllocator,
     ) -> Result<Self, MapError> {
+        // Check the ASID first so that a refusal leaves the frame pool untouched.
+        if !asids.has_free() {
+            return Err(MapError::NoAsid);
+        }
         let l1 = frames.alloc_zeroed(m).map_err(|_| MapError::NoMemory)?;
-        let asid = match asids.alloc() {
-            Ok(a) => a,
-            Err(_) => {
-                // Just allocated with count 0: freeing cannot fail.
-                let _ = frames.free(l1);
-                return Err(MapError::NoAsid);
-            }
-        };
+        let asid = asids.alloc().map_err(|_| MapError::NoAsid)?;
         Ok(Self {
             kind: SpaceKind::User,
             l1,
@@ -415,23 +409,23 @@ impl ArchMmu {
             let (lo, hi) = Self::clip(range, l1);
             match self.read_l1(m, l1) {
                 L1Descriptor::Fault | L1Descriptor::Supersection(_) => {}
+                // Already as asked: no change, so no split either (the plan reserved none).
+                L1Descriptor::Section { attrs: old, .. } if old == new => {}
                 L1Descriptor::Section {
                     base,
-                    attrs: old,
                     domain,
                     ns,
                     pxn,
+                    ..
                 } if hi - lo == ENTRIES_PER_L2 => {
-                    if old != new {
-                        let desc = L1Descriptor::Section {
-                            base,
-                            attrs: new,
-                            domain,
-                            ns,
-                            pxn,
-                        };
-                        self.break_before_make_l1(m, l1, desc);
-                    }
+                    let desc = L1Descriptor::Section {
+                        base,
+                        attrs: new,
+                        domain,
+                        ns,
+                        pxn,
+                    };
+                    self.break_before_make_l1(m, l1, desc);
                 }
                 L1Descriptor::Section { .. } | L1Descriptor::PageTable { .. } => {
                     let Some(table) = self.table_for_update(m, l1, &mut reserved) else {
@@ -499,7 +493,7 @@ impl ArchMmu {
             let offset = offset as u32;
             if let Some(last) = runs.last_mut()
                 && last.0 + last.2 == offset
-                && frame_plus(last.1, last.2) == t.frame
+                && last.1.checked_add(last.2) == Some(t.frame)
                 && last.3 == t.attrs
             {
                 last.2 += 1;
@@ -783,11 +777,11 @@ impl ArchMmu {
                     });
                 }
                 L1Descriptor::Section { attrs, .. }
-                    if hi - lo < ENTRIES_PER_L2 && Some(attrs) != keep =>
+                    if hi - lo < ENTRIES_PER_L2
+                        && Some(attrs) != keep
+                        && self.group_page(m, l1).is_none() =>
                 {
-                    if self.group_page(m, l1).is_none() {
-                        needed.add(l1 / TABLES_PER_PAGE);
-                    }
+                    needed.add(l1 / TABLES_PER_PAGE);
                 }
                 _ => {}
             }
@@ -881,12 +875,15 @@ impl ArchMmu {
                         on_removed(page(p), frame);
                     }
                     if self.used[l1 as usize] == 0 {
-                        // The per-page invalidates of this MiB also drop any cached L1 entry.
-                        self.write_l1(m, l1, L1Descriptor::Fault);
                         emptied.push((l1, PhysFrame::containing(table)));
                     }
                 }
             }
+        }
+        // Unlink emptied tables only now: a split later in the pass may still need their page.
+        // The per-page invalidates of each such MiB also drop any cached L1 entry.
+        for &(l1, _) in emptied.iter() {
+            self.write_l1(m, l1, L1Descriptor::Fault);
         }
     }
 
@@ -919,7 +916,10 @@ impl ArchMmu {
         let group = match self.group_page(m, l1) {
             Some(p) => p,
             None => {
-                let p = reserved.take()?;
+                let Some(p) = reserved.take() else {
+                    debug_assert!(false, "plan reserved no L2 page for L1[{l1}]");
+                    return None;
+                };
                 self.l2_pages += 1;
                 p
             }
@@ -955,8 +955,10 @@ impl ArchMmu {
                             self.l2_pages += 1;
                             p
                         }
-                        // The plan reserved one; without it leave the section whole.
-                        None => return None,
+                        None => {
+                            debug_assert!(false, "plan reserved no L2 page for splitting L1[{l1}]");
+                            return None;
+                        }
                     },
                 };
                 let table = Self::slot(group, l1);
