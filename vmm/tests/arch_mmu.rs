@@ -32,6 +32,23 @@ impl Fixture {
     fn user(&mut self) -> ArchMmu {
         ArchMmu::new_user(&mut self.m, &mut self.frames, &mut self.asids).unwrap()
     }
+    /// Maps `count` pages at `va` to the frames from `pa`.
+    fn map(
+        &mut self,
+        mmu: &mut ArchMmu,
+        va: u32,
+        count: u32,
+        pa: u32,
+        attrs: MappingAttrs,
+    ) -> Result<(), MapError> {
+        mmu.map(
+            &mut self.m,
+            &mut self.frames,
+            pages(va, count),
+            frame(pa),
+            attrs,
+        )
+    }
     fn word(&self, pa: u32) -> u32 {
         self.m.peek_word(PhysAddr::new(pa)).unwrap()
     }
@@ -70,14 +87,8 @@ fn small_page_descriptors_are_exact() {
     let mut f = fixture();
     let mut mmu = f.user();
     let l1 = mmu.l1_table().as_u32();
-    mmu.map(
-        &mut f.m,
-        &mut f.frames,
-        pages(0x1F80_3000, 1),
-        frame(0x6000_5000),
-        rw_user(),
-    )
-    .unwrap();
+    f.map(&mut mmu, 0x1F80_3000, 1, 0x6000_5000, rw_user())
+        .unwrap();
     // L1[0x1F8] points at slot 0 of a fresh L2 page (0x1F8 % 4 == 0), domain 0.
     let l1_word = f.word(l1 + 0x1F8 * 4);
     assert_eq!(l1_word & 0x3FF, 0x001);
@@ -102,14 +113,7 @@ fn sections_need_both_addresses_aligned_and_a_whole_mib() {
     let mut mmu = f.user();
     let l1 = mmu.l1_table().as_u32();
     let rx = MappingAttrs::new(MappingFlags::USER | MappingFlags::READ | MappingFlags::EXECUTE);
-    mmu.map(
-        &mut f.m,
-        &mut f.frames,
-        pages(0x2000_0000, 256),
-        frame(0x6010_0000),
-        rx,
-    )
-    .unwrap();
+    f.map(&mut mmu, 0x2000_0000, 256, 0x6010_0000, rx).unwrap();
     // Section: base | nG | S | AP2=1 AP=11 | TEX=001 | domain 0 | C | B | 0b10, XN clear.
     assert_eq!(
         f.word(l1 + 0x200 * 4),
@@ -117,24 +121,10 @@ fn sections_need_both_addresses_aligned_and_a_whole_mib() {
     );
     assert_eq!(mmu.table_pages(), 1, "a section needs no L2 page");
     // Same size, PA not 1 MiB aligned: small pages.
-    mmu.map(
-        &mut f.m,
-        &mut f.frames,
-        pages(0x2010_0000, 256),
-        frame(0x6020_1000),
-        rx,
-    )
-    .unwrap();
+    f.map(&mut mmu, 0x2010_0000, 256, 0x6020_1000, rx).unwrap();
     assert_eq!(f.word(l1 + 0x201 * 4) & 3, 1);
     // 255 pages at an aligned pair: small pages too.
-    mmu.map(
-        &mut f.m,
-        &mut f.frames,
-        pages(0x2020_0000, 255),
-        frame(0x6030_0000),
-        rx,
-    )
-    .unwrap();
+    f.map(&mut mmu, 0x2020_0000, 255, 0x6030_0000, rx).unwrap();
     assert_eq!(f.word(l1 + 0x202 * 4) & 3, 1);
     // L1 0x200..0x203 form one group: the two page tables share one L2 page, slots 1 and 2.
     assert_eq!(mmu.table_pages(), 2);
@@ -153,32 +143,14 @@ fn sections_need_both_addresses_aligned_and_a_whole_mib() {
 fn mapping_over_a_valid_entry_fails_and_changes_nothing() {
     let mut f = fixture();
     let mut mmu = f.user();
-    mmu.map(
-        &mut f.m,
-        &mut f.frames,
-        pages(0x2000_0000, 256),
-        frame(0x6000_0000),
-        rw_user(),
-    )
-    .unwrap();
-    mmu.map(
-        &mut f.m,
-        &mut f.frames,
-        pages(0x2010_4000, 1),
-        frame(0x6100_0000),
-        rw_user(),
-    )
-    .unwrap();
+    f.map(&mut mmu, 0x2000_0000, 256, 0x6000_0000, rw_user())
+        .unwrap();
+    f.map(&mut mmu, 0x2010_4000, 1, 0x6100_0000, rw_user())
+        .unwrap();
     let free = f.frames.free_count();
     f.m.set_recording(true);
     for (va, n) in [(0x200F_F000, 2), (0x2010_0000, 256), (0x2010_3000, 3)] {
-        let err = mmu.map(
-            &mut f.m,
-            &mut f.frames,
-            pages(va, n),
-            frame(0x6200_0000),
-            rw_user(),
-        );
+        let err = f.map(&mut mmu, va, n, 0x6200_0000, rw_user());
         let want = if va == 0x200F_F000 {
             0x200F_F000
         } else {
@@ -203,47 +175,23 @@ fn window_and_flags_are_checked() {
     let mut mmu = f.user();
     let kernel_rw = MappingAttrs::new(MappingFlags::READ | MappingFlags::WRITE);
     assert_eq!(
-        mmu.map(
-            &mut f.m,
-            &mut f.frames,
-            pages(0x1000_0000, 1),
-            frame(0x6000_0000),
-            kernel_rw
-        ),
+        f.map(&mut mmu, 0x1000_0000, 1, 0x6000_0000, kernel_rw),
         Err(MapError::InvalidFlags(kernel_rw.flags))
     );
     assert_eq!(
-        mmu.map(
-            &mut f.m,
-            &mut f.frames,
-            pages(0x3FFF_F000, 2),
-            frame(0x6000_0000),
-            rw_user()
-        ),
+        f.map(&mut mmu, 0x3FFF_F000, 2, 0x6000_0000, rw_user()),
         Err(MapError::OutOfWindow {
             start: VirtAddr::new(0x3FFF_F000),
             pages: 2
         })
     );
     assert_eq!(
-        mmu.map(
-            &mut f.m,
-            &mut f.frames,
-            pages(0x3FFF_F000, 1),
-            frame(0xFFFF_F000),
-            rw_user()
-        )
-        .map(|()| 0),
+        f.map(&mut mmu, 0x3FFF_F000, 1, 0xFFFF_F000, rw_user())
+            .map(|()| 0),
         Ok(0)
     );
     assert_eq!(
-        mmu.map(
-            &mut f.m,
-            &mut f.frames,
-            pages(0x1000_0000, 2),
-            frame(0xFFFF_F000),
-            rw_user()
-        ),
+        f.map(&mut mmu, 0x1000_0000, 2, 0xFFFF_F000, rw_user()),
         Err(MapError::PhysOutOfRange {
             start: PhysAddr::new(0xFFFF_F000),
             pages: 2
@@ -258,23 +206,11 @@ fn window_and_flags_are_checked() {
     );
     let mut kernel = ArchMmu::new_kernel(&mut f.m, &mut f.frames).unwrap();
     assert_eq!(
-        kernel.map(
-            &mut f.m,
-            &mut f.frames,
-            pages(0x4000_0000, 1),
-            frame(0x4000_0000),
-            rw_user()
-        ),
+        f.map(&mut kernel, 0x4000_0000, 1, 0x4000_0000, rw_user()),
         Err(MapError::InvalidFlags(rw_user().flags))
     );
     assert_eq!(
-        kernel.map(
-            &mut f.m,
-            &mut f.frames,
-            pages(0x3FFF_F000, 1),
-            frame(0x4000_0000),
-            kernel_rw
-        ),
+        f.map(&mut kernel, 0x3FFF_F000, 1, 0x4000_0000, kernel_rw),
         Err(MapError::OutOfWindow {
             start: VirtAddr::new(0x3FFF_F000),
             pages: 1
@@ -288,14 +224,8 @@ fn unmap_invalidates_each_page_by_asid_then_frees_the_empty_l2_page() {
     let mut mmu = f.user();
     let asid = mmu.asid();
     assert_eq!(asid, Asid::new(1));
-    mmu.map(
-        &mut f.m,
-        &mut f.frames,
-        pages(0x1000_0000, 2),
-        frame(0x6000_0000),
-        rw_user(),
-    )
-    .unwrap();
+    f.map(&mut mmu, 0x1000_0000, 2, 0x6000_0000, rw_user())
+        .unwrap();
     let l1 = mmu.l1_table().as_u32() + 0x100 * 4;
     let table = f.word(l1) & !0x3FF;
     f.m.set_recording(true);
@@ -336,14 +266,8 @@ fn unmap_invalidates_each_page_by_asid_then_frees_the_empty_l2_page() {
 fn protect_uses_break_before_make() {
     let mut f = fixture();
     let mut mmu = f.user();
-    mmu.map(
-        &mut f.m,
-        &mut f.frames,
-        pages(0x1000_0000, 1),
-        frame(0x6000_0000),
-        rw_user(),
-    )
-    .unwrap();
+    f.map(&mut mmu, 0x1000_0000, 1, 0x6000_0000, rw_user())
+        .unwrap();
     let table = f.word(mmu.l1_table().as_u32() + 0x100 * 4) & !0x3FF;
     f.m.set_recording(true);
     mmu.protect(&mut f.m, &mut f.frames, pages(0x1000_0000, 1), ro_user())
@@ -384,14 +308,7 @@ fn prot_none_pages_keep_user_and_ng() {
     let mut f = fixture();
     let mut mmu = f.user();
     let none = MappingAttrs::new(MappingFlags::USER);
-    mmu.map(
-        &mut f.m,
-        &mut f.frames,
-        pages(0x1000_0000, 1),
-        frame(0x6000_0000),
-        none,
-    )
-    .unwrap();
+    f.map(&mut mmu, 0x1000_0000, 1, 0x6000_0000, none).unwrap();
     let table = f.word(mmu.l1_table().as_u32() + 0x100 * 4) & !0x3FF;
     // AP = 000, nG = 1, XN = 1.
     assert_eq!(
@@ -415,14 +332,7 @@ fn partial_unmap_of_a_section_splits_it_and_needs_a_frame() {
         flags: MappingFlags::USER | MappingFlags::READ,
         memory: MemoryType::Device,
     };
-    mmu.map(
-        &mut f.m,
-        &mut f.frames,
-        pages(0x2000_0000, 256),
-        frame(0x6000_0000),
-        dev,
-    )
-    .unwrap();
+    f.map(&mut mmu, 0x2000_0000, 256, 0x6000_0000, dev).unwrap();
     let before = mmu.mappings(&mut f.m).unwrap();
     let free = f.frames.free_count();
     f.m.set_allocation_failure(AllocationFailure::FromNth(0));
@@ -476,14 +386,8 @@ fn partial_unmap_of_a_section_splits_it_and_needs_a_frame() {
 fn move_keeps_frames_and_attributes() {
     let mut f = fixture();
     let mut mmu = f.user();
-    mmu.map(
-        &mut f.m,
-        &mut f.frames,
-        pages(0x1000_0000, 3),
-        frame(0x6000_0000),
-        rw_user(),
-    )
-    .unwrap();
+    f.map(&mut mmu, 0x1000_0000, 3, 0x6000_0000, rw_user())
+        .unwrap();
     mmu.protect(&mut f.m, &mut f.frames, pages(0x1000_1000, 1), ro_user())
         .unwrap();
     assert_eq!(
@@ -581,14 +485,7 @@ fn destroy_returns_every_table_page_and_the_asid() {
     let b = f.user();
     assert_eq!((a.asid(), b.asid()), (Asid::new(1), Asid::new(2)));
     for va in [0x0100_0000, 0x1000_0000, 0x1040_0000, 0x3EF0_0000] {
-        a.map(
-            &mut f.m,
-            &mut f.frames,
-            pages(va, 2),
-            frame(0x6000_0000),
-            rw_user(),
-        )
-        .unwrap();
+        f.map(&mut a, va, 2, 0x6000_0000, rw_user()).unwrap();
     }
     assert_eq!(a.table_pages(), 5);
     assert_eq!(a.table_frames(&mut f.m).len(), 5);
@@ -644,22 +541,10 @@ fn space_creation_is_failure_atomic() {
 fn unmap_splits_a_trailing_section_after_emptying_its_groups_only_table() {
     let mut f = fixture();
     let mut mmu = f.user();
-    mmu.map(
-        &mut f.m,
-        &mut f.frames,
-        pages(0x0100_0000, 1),
-        frame(0x6000_0000),
-        rw_user(),
-    )
-    .unwrap();
-    mmu.map(
-        &mut f.m,
-        &mut f.frames,
-        pages(0x0110_0000, 256),
-        frame(0x4100_0000),
-        rw_user(),
-    )
-    .unwrap();
+    f.map(&mut mmu, 0x0100_0000, 1, 0x6000_0000, rw_user())
+        .unwrap();
+    f.map(&mut mmu, 0x0110_0000, 256, 0x4100_0000, rw_user())
+        .unwrap();
     assert_eq!(
         mmu.unmap(&mut f.m, &mut f.frames, pages(0x0100_0000, 257)),
         Ok(2)
@@ -676,24 +561,12 @@ fn unmap_splits_a_trailing_section_after_emptying_its_groups_only_table() {
     assert_eq!(mmu.table_pages(), 2);
     mmu.check(&mut f.m).unwrap();
     // The same shape through move: the source section must not stay mapped.
-    mmu.map(
-        &mut f.m,
-        &mut f.frames,
-        pages(0x0100_0000, 1),
-        frame(0x6000_0000),
-        rw_user(),
-    )
-    .unwrap();
+    f.map(&mut mmu, 0x0100_0000, 1, 0x6000_0000, rw_user())
+        .unwrap();
     mmu.unmap(&mut f.m, &mut f.frames, pages(0x0110_0000, 256))
         .unwrap();
-    mmu.map(
-        &mut f.m,
-        &mut f.frames,
-        pages(0x0110_0000, 256),
-        frame(0x4100_0000),
-        rw_user(),
-    )
-    .unwrap();
+    f.map(&mut mmu, 0x0110_0000, 256, 0x4100_0000, rw_user())
+        .unwrap();
     let to = VirtPage::from_start(VirtAddr::new(0x2000_0000)).unwrap();
     assert_eq!(
         mmu.move_pages(&mut f.m, &mut f.frames, pages(0x0100_0000, 257), to),
@@ -710,22 +583,10 @@ fn unmap_splits_a_trailing_section_after_emptying_its_groups_only_table() {
 fn protect_skips_unchanged_sections_and_changes_the_others() {
     let mut f = fixture();
     let mut mmu = f.user();
-    mmu.map(
-        &mut f.m,
-        &mut f.frames,
-        pages(0x0100_0000, 256),
-        frame(0x4100_0000),
-        ro_user(),
-    )
-    .unwrap();
-    mmu.map(
-        &mut f.m,
-        &mut f.frames,
-        pages(0x0140_0000, 256),
-        frame(0x4200_0000),
-        rw_user(),
-    )
-    .unwrap();
+    f.map(&mut mmu, 0x0100_0000, 256, 0x4100_0000, ro_user())
+        .unwrap();
+    f.map(&mut mmu, 0x0140_0000, 256, 0x4200_0000, rw_user())
+        .unwrap();
     mmu.protect(
         &mut f.m,
         &mut f.frames,
@@ -759,22 +620,10 @@ fn protect_skips_unchanged_sections_and_changes_the_others() {
 fn move_does_not_merge_frames_past_4_gib() {
     let mut f = fixture();
     let mut mmu = f.user();
-    mmu.map(
-        &mut f.m,
-        &mut f.frames,
-        pages(0x010F_F000, 1),
-        frame(0xFFFF_F000),
-        rw_user(),
-    )
-    .unwrap();
-    mmu.map(
-        &mut f.m,
-        &mut f.frames,
-        pages(0x0110_0000, 1),
-        frame(0xFFFF_F000),
-        rw_user(),
-    )
-    .unwrap();
+    f.map(&mut mmu, 0x010F_F000, 1, 0xFFFF_F000, rw_user())
+        .unwrap();
+    f.map(&mut mmu, 0x0110_0000, 1, 0xFFFF_F000, rw_user())
+        .unwrap();
     let to = VirtPage::from_start(VirtAddr::new(0x020F_F000)).unwrap();
     assert_eq!(
         mmu.move_pages(&mut f.m, &mut f.frames, pages(0x010F_F000, 2), to),
@@ -792,34 +641,16 @@ fn move_does_not_merge_frames_past_4_gib() {
 fn refused_allocations_keep_the_free_list_order() {
     let mut f = fixture();
     let mut mmu = f.user();
-    mmu.map(
-        &mut f.m,
-        &mut f.frames,
-        pages(0x0100_0000, 1),
-        frame(0x6000_0000),
-        rw_user(),
-    )
-    .unwrap();
-    mmu.map(
-        &mut f.m,
-        &mut f.frames,
-        pages(0x0200_0000, 1),
-        frame(0x6000_0000),
-        rw_user(),
-    )
-    .unwrap();
+    f.map(&mut mmu, 0x0100_0000, 1, 0x6000_0000, rw_user())
+        .unwrap();
+    f.map(&mut mmu, 0x0200_0000, 1, 0x6000_0000, rw_user())
+        .unwrap();
     mmu.unmap(&mut f.m, &mut f.frames, pages(0x0100_0000, 1))
         .unwrap();
     let before = f.frames.free_blocks();
     f.m.set_allocation_failure(AllocationFailure::Nth(1));
     assert_eq!(
-        mmu.map(
-            &mut f.m,
-            &mut f.frames,
-            pages(0x0300_0000, 0x800),
-            frame(0x6000_1000),
-            rw_user()
-        ),
+        f.map(&mut mmu, 0x0300_0000, 0x800, 0x6000_1000, rw_user()),
         Err(MapError::NoMemory)
     );
     assert_eq!(f.frames.free_blocks(), before);

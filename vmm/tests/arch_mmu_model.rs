@@ -241,6 +241,13 @@ fn range(va: u32, pages: u32) -> Option<PageRange> {
     PageRange::new(VirtPage::from_number(va)?, pages)
 }
 
+fn out_of_window(va: u32, pages: u32) -> MapError {
+    MapError::OutOfWindow {
+        start: VirtAddr::new(va << 12),
+        pages,
+    }
+}
+
 fn in_window(va: u32, pages: u32) -> bool {
     pages > 0 && u64::from(va) + u64::from(pages) <= u64::from(USER_WINDOW_PAGES)
 }
@@ -257,10 +264,6 @@ fn predict(model: &Model, op: &Op, fail_at: Option<u64>) -> (Result<Option<u32>,
             .count() as u64;
         fail_at.is_some_and(|k| k < needed)
     };
-    let oow = |va: u32, pages: u32| MapError::OutOfWindow {
-        start: VirtAddr::new(va << 12),
-        pages,
-    };
     let result = match *op {
         Op::Map {
             va,
@@ -274,7 +277,7 @@ fn predict(model: &Model, op: &Op, fail_at: Option<u64>) -> (Result<Option<u32>,
                 memory: memory_of(memory),
             };
             if !in_window(va, pages) {
-                Err(oow(va, pages))
+                Err(out_of_window(va, pages))
             } else if !attrs.flags.contains(MappingFlags::USER) {
                 Err(MapError::InvalidFlags(attrs.flags))
             } else if u64::from(frame) + u64::from(pages) > 1 << 20 {
@@ -295,7 +298,7 @@ fn predict(model: &Model, op: &Op, fail_at: Option<u64>) -> (Result<Option<u32>,
         }
         Op::Unmap { va, pages } => {
             if !in_window(va, pages) {
-                Err(oow(va, pages))
+                Err(out_of_window(va, pages))
             } else {
                 let n = after.unmap(va, pages);
                 if no_memory(model, &BTreeSet::new(), &after) {
@@ -308,7 +311,7 @@ fn predict(model: &Model, op: &Op, fail_at: Option<u64>) -> (Result<Option<u32>,
         Op::Protect { va, pages, flags } => {
             let attrs = MappingAttrs::new(flags_of(flags));
             if !in_window(va, pages) {
-                Err(oow(va, pages))
+                Err(out_of_window(va, pages))
             } else if !attrs.flags.contains(MappingFlags::USER) {
                 Err(MapError::InvalidFlags(attrs.flags))
             } else {
@@ -322,9 +325,9 @@ fn predict(model: &Model, op: &Op, fail_at: Option<u64>) -> (Result<Option<u32>,
         }
         Op::Move { from, pages, to } => {
             if !in_window(from, pages) {
-                Err(oow(from, pages))
+                Err(out_of_window(from, pages))
             } else if !in_window(to, pages) {
-                Err(oow(to, pages))
+                Err(out_of_window(to, pages))
             } else if from < to + pages && to < from + pages {
                 Err(MapError::Overlap)
             } else {
@@ -352,7 +355,7 @@ fn predict(model: &Model, op: &Op, fail_at: Option<u64>) -> (Result<Option<u32>,
         }
         Op::Query { va } => {
             if va >= USER_WINDOW_PAGES {
-                Err(oow(va, 1))
+                Err(out_of_window(va, 1))
             } else {
                 Ok(model.pages.get(&va).map(|e| e.frame))
             }
@@ -366,10 +369,6 @@ fn predict(model: &Model, op: &Op, fail_at: Option<u64>) -> (Result<Option<u32>,
 
 fn apply(w: &mut World, op: &Op) -> Result<Option<u32>, MapError> {
     let (m, frames, mmu) = (&mut w.m, &mut w.frames, &mut w.mmu);
-    let bad = |va: u32, pages: u32| MapError::OutOfWindow {
-        start: VirtAddr::new(va << 12),
-        pages,
-    };
     match *op {
         Op::Map {
             va,
@@ -378,8 +377,8 @@ fn apply(w: &mut World, op: &Op) -> Result<Option<u32>, MapError> {
             flags,
             memory,
         } => {
-            let r = range(va, pages).ok_or(bad(va, pages))?;
-            let f = PhysFrame::from_number(frame).ok_or(bad(va, pages))?;
+            let r = range(va, pages).ok_or(out_of_window(va, pages))?;
+            let f = PhysFrame::from_number(frame).ok_or(out_of_window(va, pages))?;
             let attrs = MappingAttrs {
                 flags: flags_of(flags),
                 memory: memory_of(memory),
@@ -387,16 +386,16 @@ fn apply(w: &mut World, op: &Op) -> Result<Option<u32>, MapError> {
             mmu.map(m, frames, r, f, attrs).map(|()| None)
         }
         Op::Unmap { va, pages } => mmu
-            .unmap(m, frames, range(va, pages).ok_or(bad(va, pages))?)
+            .unmap(m, frames, range(va, pages).ok_or(out_of_window(va, pages))?)
             .map(Some),
         Op::Protect { va, pages, flags } => {
-            let r = range(va, pages).ok_or(bad(va, pages))?;
+            let r = range(va, pages).ok_or(out_of_window(va, pages))?;
             mmu.protect(m, frames, r, MappingAttrs::new(flags_of(flags)))
                 .map(|()| None)
         }
         Op::Move { from, pages, to } => {
-            let r = range(from, pages).ok_or(bad(from, pages))?;
-            let t = VirtPage::from_number(to).ok_or(bad(to, pages))?;
+            let r = range(from, pages).ok_or(out_of_window(from, pages))?;
+            let t = VirtPage::from_number(to).ok_or(out_of_window(to, pages))?;
             mmu.move_pages(m, frames, r, t).map(Some)
         }
         Op::Query { va } => {
