@@ -655,3 +655,106 @@ fn refused_allocations_keep_the_free_list_order() {
     );
     assert_eq!(f.frames.free_blocks(), before);
 }
+
+#[test]
+fn remap_page_replaces_by_break_before_make_and_splits_sections() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    f.map(&mut mmu, 0x1000_0000, 1, 0x6000_0000, ro_user())
+        .unwrap();
+    let table = f.word(mmu.l1_table().as_u32() + 0x100 * 4) & !0x3FF;
+    f.m.set_recording(true);
+    let p = VirtPage::from_start(VirtAddr::new(0x1000_0000)).unwrap();
+    mmu.remap_page(&mut f.m, &mut f.frames, p, frame(0x6100_0000), rw_user())
+        .unwrap();
+    let pa = PhysAddr::new(table);
+    assert_eq!(
+        effects(&mut f.m),
+        [
+            MachineEvent::Write {
+                pa,
+                old: 0x6000_0E7F,
+                new: 0
+            },
+            MachineEvent::Dsb,
+            MachineEvent::TlbInvalidatePage {
+                asid: mmu.asid(),
+                page: p
+            },
+            MachineEvent::Dsb,
+            MachineEvent::Isb,
+            MachineEvent::Write {
+                pa,
+                old: 0,
+                new: 0x6100_0C7F
+            },
+            MachineEvent::Dsb,
+            MachineEvent::Isb,
+        ]
+    );
+    let unmapped = VirtPage::from_start(VirtAddr::new(0x1000_1000)).unwrap();
+    assert_eq!(
+        mmu.remap_page(
+            &mut f.m,
+            &mut f.frames,
+            unmapped,
+            frame(0x6100_0000),
+            rw_user()
+        ),
+        Err(MapError::NotMapped(unmapped.start()))
+    );
+    f.map(&mut mmu, 0x2000_0000, 256, 0x6000_0000, ro_user())
+        .unwrap();
+    let in_section = VirtPage::from_start(VirtAddr::new(0x2000_5000)).unwrap();
+    mmu.remap_page(
+        &mut f.m,
+        &mut f.frames,
+        in_section,
+        frame(0x6200_0000),
+        rw_user(),
+    )
+    .unwrap();
+    let t = mmu.query(&mut f.m, in_section.start()).unwrap().unwrap();
+    assert_eq!(
+        (t.frame, t.attrs, t.block),
+        (frame(0x6200_0000), rw_user(), BlockSize::SmallPage)
+    );
+    assert_eq!(mmu.mappings(&mut f.m).unwrap().len(), 257);
+    mmu.check(&mut f.m).unwrap();
+}
+
+#[test]
+fn split_partial_sections_is_all_or_nothing() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    f.map(&mut mmu, 0x2000_0000, 256, 0x6000_0000, ro_user())
+        .unwrap();
+    f.map(&mut mmu, 0x2040_0000, 256, 0x6040_0000, ro_user())
+        .unwrap();
+    let range = pages(0x2008_0000, 0x400);
+    let before = mmu.mappings(&mut f.m).unwrap();
+    f.m.set_allocation_failure(AllocationFailure::Nth(1));
+    assert_eq!(
+        mmu.split_partial_sections(&mut f.m, &mut f.frames, range),
+        Err(MapError::NoMemory)
+    );
+    assert_eq!(mmu.table_pages(), 1);
+    f.m.set_allocation_failure(AllocationFailure::Never);
+    mmu.split_partial_sections(&mut f.m, &mut f.frames, range)
+        .unwrap();
+    assert_eq!(mmu.table_pages(), 3);
+    let after = mmu.mappings(&mut f.m).unwrap();
+    assert_eq!(after.len(), before.len());
+    assert!(after.iter().all(|(_, t)| t.block == BlockSize::SmallPage));
+    // Inner sections and whole coverage are left alone.
+    f.map(&mut mmu, 0x2100_0000, 256, 0x6100_0000, ro_user())
+        .unwrap();
+    mmu.split_partial_sections(&mut f.m, &mut f.frames, pages(0x2100_0000, 256))
+        .unwrap();
+    let t = mmu
+        .query(&mut f.m, VirtAddr::new(0x2100_0000))
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.block, BlockSize::Section);
+    mmu.check(&mut f.m).unwrap();
+}

@@ -47,13 +47,14 @@ impl Model {
             .collect()
     }
 
-    /// The spec's chunking: a section where both starts are 1 MiB aligned and 256 pages remain.
-    fn map(&mut self, va: u32, frame: u32, count: u32, attrs: MappingAttrs) {
+    /// The spec's chunking: a section where both starts are 1 MiB aligned and 256 pages remain
+    /// (and `sections` allows it).
+    fn map(&mut self, va: u32, frame: u32, count: u32, attrs: MappingAttrs, sections: bool) {
         let attrs = attrs.normalized();
         let mut done = 0;
         while done < count {
             let (v, f, left) = (va + done, frame + done, count - done);
-            if v % 256 == 0 && f % 256 == 0 && left >= 256 {
+            if sections && v % 256 == 0 && f % 256 == 0 && left >= 256 {
                 for i in 0..256 {
                     self.pages.insert(
                         v + i,
@@ -116,22 +117,28 @@ impl Model {
         }
     }
 
-    /// Runs of present source pages with consecutive frames and equal attributes.
-    fn runs(&self, from: u32, count: u32) -> Vec<(u32, u32, u32, MappingAttrs)> {
-        let mut runs: Vec<(u32, u32, u32, MappingAttrs)> = Vec::new();
+    /// Runs of present source pages with consecutive frames and equal attributes; a section
+    /// wholly inside the range is a run of its own, flagged so that it may stay a section.
+    fn runs(&self, from: u32, count: u32) -> Vec<(u32, u32, u32, MappingAttrs, bool)> {
+        let mut runs: Vec<(u32, u32, u32, MappingAttrs, bool)> = Vec::new();
         for off in 0..count {
-            let Some(e) = self.pages.get(&(from + off)) else {
+            let p = from + off;
+            let Some(e) = self.pages.get(&p) else {
                 continue;
             };
+            let first = p & !0xFF;
+            let whole = e.section && first >= from && first + 256 <= from + count;
             if let Some(r) = runs.last_mut()
                 && r.0 + r.2 == off
                 && r.1 + r.2 == e.frame
                 && r.3 == e.attrs
+                && r.4 == whole
+                && !(whole && p == first)
             {
                 r.2 += 1;
                 continue;
             }
-            runs.push((off, e.frame, 1, e.attrs));
+            runs.push((off, e.frame, 1, e.attrs, whole));
         }
         runs
     }
@@ -288,7 +295,7 @@ fn predict(model: &Model, op: &Op, fail_at: Option<u64>) -> (Result<Option<u32>,
             } else if let Some(p) = (va..va + pages).find(|p| model.pages.contains_key(p)) {
                 Err(MapError::AlreadyMapped(VirtAddr::new(p << 12)))
             } else {
-                after.map(va, frame, pages, attrs);
+                after.map(va, frame, pages, attrs, true);
                 if no_memory(model, &BTreeSet::new(), &after) {
                     Err(MapError::NoMemory)
                 } else {
@@ -339,8 +346,8 @@ fn predict(model: &Model, op: &Op, fail_at: Option<u64>) -> (Result<Option<u32>,
                 if let Some(p) = conflict {
                     Err(MapError::AlreadyMapped(VirtAddr::new(p << 12)))
                 } else {
-                    for &(off, frame, n, attrs) in &runs {
-                        after.map(to + off, frame, n, attrs);
+                    for &(off, frame, n, attrs, section) in &runs {
+                        after.map(to + off, frame, n, attrs, section);
                     }
                     let mid = after.groups();
                     after.unmap(from, pages);

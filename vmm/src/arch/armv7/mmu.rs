@@ -69,6 +69,8 @@ pub enum MapError {
     AlreadyMapped(VirtAddr),
     /// The source and target of a move overlap.
     Overlap,
+    /// The page to remap is not mapped.
+    NotMapped(VirtAddr),
     /// A page-table page (or the ASID for a new space) could not be allocated.
     NoMemory,
     /// All user ASIDs are in use.
@@ -101,6 +103,7 @@ impl fmt::Display for MapError {
             Self::InvalidFlags(flags) => write!(f, "flags {flags:?} do not fit this space"),
             Self::AlreadyMapped(va) => write!(f, "{va} is already mapped"),
             Self::Overlap => write!(f, "move source and target overlap"),
+            Self::NotMapped(va) => write!(f, "{va} is not mapped"),
             Self::NoMemory => write!(f, "no frame for a page table"),
             Self::NoAsid => write!(f, "no free ASID"),
             Self::UnsupportedDescriptor { va, raw } => {
@@ -192,6 +195,17 @@ impl GroupsNeeded {
     }
 }
 
+/// Pages mapped together: `count` pages (at `offset` in a move's source) mapping consecutive
+/// frames from `frame` with the same attributes; `section` allows 1 MiB sections where aligned.
+#[derive(Clone, Copy)]
+struct Run {
+    offset: u32,
+    frame: PhysFrame,
+    count: u32,
+    attrs: MappingAttrs,
+    section: bool,
+}
+
 /// One step of a mapping: a whole section, or a run of small pages inside one MiB.
 enum Chunk {
     Section {
@@ -207,7 +221,12 @@ enum Chunk {
     },
 }
 
-fn chunks(va: VirtPage, frame: PhysFrame, count: u32) -> impl Iterator<Item = Chunk> {
+fn chunks(
+    va: VirtPage,
+    frame: PhysFrame,
+    count: u32,
+    sections: bool,
+) -> impl Iterator<Item = Chunk> {
     let mut done = 0u32;
     core::iter::from_fn(move || {
         if done >= count {
@@ -217,7 +236,7 @@ fn chunks(va: VirtPage, frame: PhysFrame, count: u32) -> impl Iterator<Item = Ch
         let f = PhysFrame::from_number(frame.number() + done)?;
         let left = count - done;
         let l1 = v.number() / ENTRIES_PER_L2;
-        if v.is_section_aligned() && f.is_section_aligned() && left >= ENTRIES_PER_L2 {
+        if sections && v.is_section_aligned() && f.is_section_aligned() && left >= ENTRIES_PER_L2 {
             done += ENTRIES_PER_L2;
             Some(Chunk::Section {
                 l1,
@@ -334,10 +353,17 @@ impl ArchMmu {
                 pages: range.count(),
             });
         }
+        let run = Run {
+            offset: 0,
+            frame,
+            count: range.count(),
+            attrs,
+            section: true,
+        };
         let mut needed = GroupsNeeded::default();
-        self.plan_map(m, range.start(), frame, range.count(), &mut needed)?;
+        self.plan_map(m, range.start(), &run, &mut needed)?;
         let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
-        self.commit_map(m, range.start(), frame, range.count(), attrs, &mut reserved);
+        self.commit_map(m, range.start(), &run, &mut reserved);
         reserved.release(frames);
         m.dsb();
         m.isb();
@@ -465,8 +491,9 @@ impl ArchMmu {
         Ok(())
     }
 
-    /// Moves every mapped page of `from` to the same offset from `to`, keeping frames and
-    /// attributes, and returns how many pages moved. The two ranges must not overlap, and the
+    /// Moves every mapped page of `from` to the same offset from `to`, keeping frames,
+    /// attributes and block size (a section wholly inside `from` stays a section when its target
+    /// is 1 MiB aligned; small pages stay small), and returns how many pages moved. The two ranges must not overlap, and the
     /// target pages of mapped source pages must be unmapped.
     pub fn move_pages<M: Machine>(
         &mut self,
@@ -484,39 +511,48 @@ impl ArchMmu {
         if from.overlaps(target) {
             return Err(MapError::Overlap);
         }
-        // Runs of consecutive source pages with consecutive frames and equal attributes.
-        let mut runs: Vec<(u32, PhysFrame, u32, MappingAttrs)> = Vec::new();
+        // Runs of consecutive source pages with consecutive frames and equal attributes. A
+        // source section wholly inside `from` is a run of its own and stays a section when the
+        // target is 1 MiB aligned; every other page stays a small page.
+        let mut runs: Vec<Run> = Vec::new();
         for (offset, p) in from.pages().enumerate() {
             let Some(t) = self.translate(m, p)? else {
                 continue;
             };
             let offset = offset as u32;
+            let first_of_section = p.number() - p.number() % ENTRIES_PER_L2;
+            let whole_section = t.block == BlockSize::Section
+                && from.contains(page(first_of_section))
+                && from.end_number() >= first_of_section + ENTRIES_PER_L2;
             if let Some(last) = runs.last_mut()
-                && last.0 + last.2 == offset
-                && last.1.checked_add(last.2) == Some(t.frame)
-                && last.3 == t.attrs
+                && last.offset + last.count == offset
+                && last.frame.checked_add(last.count) == Some(t.frame)
+                && last.attrs == t.attrs
+                && last.section == whole_section
+                && !(whole_section && p.number() == first_of_section)
             {
-                last.2 += 1;
+                last.count += 1;
                 continue;
             }
-            runs.push((offset, t.frame, 1, t.attrs));
+            runs.push(Run {
+                offset,
+                frame: t.frame,
+                count: 1,
+                attrs: t.attrs,
+                section: whole_section,
+            });
         }
         let mut needed = GroupsNeeded::default();
-        for &(offset, frame, count, _) in &runs {
-            self.plan_map(m, page(to.number() + offset), frame, count, &mut needed)?;
+        for r in &runs {
+            let target = page(to.number() + r.offset);
+            self.plan_map(m, target, r, &mut needed)?;
         }
         self.plan_splits(m, from, None, &mut needed)?;
         let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
         // Map the targets first so no L2 page is freed and then needed again.
-        for &(offset, frame, count, attrs) in &runs {
-            self.commit_map(
-                m,
-                page(to.number() + offset),
-                frame,
-                count,
-                attrs,
-                &mut reserved,
-            );
+        for r in &runs {
+            let target = page(to.number() + r.offset);
+            self.commit_map(m, target, r, &mut reserved);
         }
         let mut batch = TlbBatch::new(self.scope());
         let mut emptied = Vec::new();
@@ -531,7 +567,74 @@ impl ArchMmu {
         batch.flush(m);
         self.free_emptied(m, frames, emptied);
         reserved.release(frames);
-        Ok(runs.iter().map(|r| r.2).sum())
+        Ok(runs.iter().map(|r| r.count).sum())
+    }
+
+    /// Points a mapped page at another frame with new attributes (copy-on-write), by
+    /// break-before-make. A page inside a section splits the section first.
+    pub fn remap_page<M: Machine>(
+        &mut self,
+        m: &mut M,
+        frames: &mut FrameAllocator,
+        page_to_remap: VirtPage,
+        frame: PhysFrame,
+        attrs: MappingAttrs,
+    ) -> Result<(), MapError> {
+        let range = PageRange::new(page_to_remap, 1).ok_or(MapError::OutOfWindow {
+            start: page_to_remap.start(),
+            pages: 1,
+        })?;
+        self.check_range(range)?;
+        self.check_flags(attrs.flags)?;
+        if self.translate(m, page_to_remap)?.is_none() {
+            return Err(MapError::NotMapped(page_to_remap.start()));
+        }
+        let mut needed = GroupsNeeded::default();
+        self.plan_splits(m, range, None, &mut needed)?;
+        let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
+        let l1 = page_to_remap.number() / ENTRIES_PER_L2;
+        if let Some(table) = self.table_for_update(m, l1, &mut reserved) {
+            let pa = Self::l2_entry(table, page_to_remap.number());
+            let new = L2Descriptor::Small {
+                base: frame.start(),
+                attrs: attrs.to_page_attributes(),
+            };
+            m.write_word(pa, 0);
+            let mut batch = TlbBatch::new(self.scope());
+            batch.push(page_to_remap);
+            batch.flush(m);
+            m.write_word(pa, new.encode());
+        }
+        reserved.release(frames);
+        m.dsb();
+        m.isb();
+        Ok(())
+    }
+
+    /// Splits the sections that are only partly inside `range` (at most the first and the last),
+    /// so that later changes inside `range` need no allocation. All or nothing.
+    pub fn split_partial_sections<M: Machine>(
+        &mut self,
+        m: &mut M,
+        frames: &mut FrameAllocator,
+        range: PageRange,
+    ) -> Result<(), MapError> {
+        self.check_range(range)?;
+        let mut needed = GroupsNeeded::default();
+        self.plan_splits(m, range, None, &mut needed)?;
+        let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
+        for l1 in self.l1_span(range) {
+            let (lo, hi) = Self::clip(range, l1);
+            if hi - lo < ENTRIES_PER_L2
+                && matches!(self.read_l1(m, l1), L1Descriptor::Section { .. })
+            {
+                let _ = self.table_for_update(m, l1, &mut reserved);
+            }
+        }
+        reserved.release(frames);
+        m.dsb();
+        m.isb();
+        Ok(())
     }
 
     /// What `va` translates to, or `None` when it is not mapped.
@@ -716,12 +819,18 @@ impl ArchMmu {
     fn plan_map<M: Machine>(
         &self,
         m: &mut M,
-        va: VirtPage,
-        frame: PhysFrame,
-        count: u32,
+        target: VirtPage,
+        run: &Run,
         needed: &mut GroupsNeeded,
     ) -> Result<(), MapError> {
-        for chunk in chunks(va, frame, count) {
+        let Run {
+            frame,
+            count,
+            section: sections,
+            ..
+        } = *run;
+        let va = target;
+        for chunk in chunks(va, frame, count, sections) {
             match chunk {
                 Chunk::Section { l1, va, .. } => match self.read_l1(m, l1) {
                     L1Descriptor::Fault => {}
@@ -794,14 +903,20 @@ impl ArchMmu {
     fn commit_map<M: Machine>(
         &mut self,
         m: &mut M,
-        va: VirtPage,
-        frame: PhysFrame,
-        count: u32,
-        attrs: MappingAttrs,
+        target: VirtPage,
+        run: &Run,
         reserved: &mut Reserved,
     ) {
+        let Run {
+            frame,
+            count,
+            attrs,
+            section: sections,
+            ..
+        } = *run;
+        let va = target;
         let pattrs = attrs.to_page_attributes();
-        for chunk in chunks(va, frame, count) {
+        for chunk in chunks(va, frame, count, sections) {
             match chunk {
                 Chunk::Section { l1, frame, .. } => {
                     let desc = L1Descriptor::Section {
