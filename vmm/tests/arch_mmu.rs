@@ -758,3 +758,40 @@ fn split_partial_sections_is_all_or_nothing() {
     assert_eq!(t.block, BlockSize::Section);
     mmu.check(&mut f.m).unwrap();
 }
+
+#[test]
+fn map_each_is_all_or_nothing() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    let p = |va: u32| VirtPage::from_start(VirtAddr::new(va)).unwrap();
+    let entries = [
+        (p(0x0100_0000), frame(0x6000_3000)),
+        (p(0x0180_0000), frame(0x6000_1000)),
+    ];
+    f.m.set_allocation_failure(AllocationFailure::Nth(1));
+    assert_eq!(
+        mmu.map_each(&mut f.m, &mut f.frames, &entries, rw_user()),
+        Err(MapError::NoMemory)
+    );
+    assert_eq!((mmu.table_pages(), f.frames.free_count()), (1, POOL - 1));
+    f.m.set_allocation_failure(AllocationFailure::Never);
+    let unsorted = [entries[1], entries[0]];
+    assert_eq!(
+        mmu.map_each(&mut f.m, &mut f.frames, &unsorted, rw_user()),
+        Err(MapError::Overlap)
+    );
+    mmu.map_each(&mut f.m, &mut f.frames, &entries, rw_user())
+        .unwrap();
+    assert_eq!(
+        mmu.query(&mut f.m, VirtAddr::new(0x0180_0000))
+            .unwrap()
+            .unwrap()
+            .frame,
+        frame(0x6000_1000)
+    );
+    assert_eq!(
+        mmu.map_each(&mut f.m, &mut f.frames, &entries[1..], rw_user()),
+        Err(MapError::AlreadyMapped(VirtAddr::new(0x0180_0000)))
+    );
+    assert_eq!(mmu.table_pages(), 3);
+}

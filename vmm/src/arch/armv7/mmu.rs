@@ -370,6 +370,48 @@ impl ArchMmu {
         Ok(())
     }
 
+    /// Maps each `(page, frame)` of `entries` (strictly ascending pages) as a small page with
+    /// `attrs`: all or nothing, like [`ArchMmu::map`]. For scattered frames (shm segments, a
+    /// forked child's pages).
+    pub fn map_each<M: Machine>(
+        &mut self,
+        m: &mut M,
+        frames: &mut FrameAllocator,
+        entries: &[(VirtPage, PhysFrame)],
+        attrs: MappingAttrs,
+    ) -> Result<(), MapError> {
+        self.check_flags(attrs.flags)?;
+        for (i, &(p, _)) in entries.iter().enumerate() {
+            let one = PageRange::new(p, 1).ok_or(MapError::OutOfWindow {
+                start: p.start(),
+                pages: 1,
+            })?;
+            self.check_range(one)?;
+            if i > 0 && entries[i - 1].0 >= p {
+                return Err(MapError::Overlap);
+            }
+        }
+        let run = |frame| Run {
+            offset: 0,
+            frame,
+            count: 1,
+            attrs,
+            section: false,
+        };
+        let mut needed = GroupsNeeded::default();
+        for &(p, f) in entries {
+            self.plan_map(m, p, &run(f), &mut needed)?;
+        }
+        let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
+        for &(p, f) in entries {
+            self.commit_map(m, p, &run(f), &mut reserved);
+        }
+        reserved.release(frames);
+        m.dsb();
+        m.isb();
+        Ok(())
+    }
+
     /// Unmaps every mapped page of `range` (holes are fine) and returns how many were mapped.
     /// Part of a section is split into small pages first (which may need an L2 page).
     pub fn unmap<M: Machine>(
