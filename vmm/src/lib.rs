@@ -7,7 +7,10 @@
 //!   recording [`HostMachine`](machine::HostMachine) for tests;
 //! - [`phys`]: the buddy frame allocator with per-frame reference counts;
 //! - [`arch::armv7`]: descriptors, attribute encoding, ASIDs and the per-space
-//!   [`ArchMmu`](arch::armv7::ArchMmu).
+//!   [`ArchMmu`](arch::armv7::ArchMmu);
+//! - [`space`]: regions and user spaces; [`Vm`] owns the machine, the pool, the kernel space
+//!   and every user space, and offers the user memory syscalls ([`syscalls`]: mmap, munmap,
+//!   mprotect, brk), the fault handler ([`fault`]), fork and exit, and SysV shm ([`shm`]).
 //!
 //! No input makes the crate panic, and an operation that returns an error has changed nothing.
 //!
@@ -49,8 +52,20 @@ extern crate alloc;
 
 pub mod addr;
 pub mod arch;
+pub mod errno;
+pub mod fault;
+mod fork;
+pub mod layout;
 pub mod machine;
 pub mod phys;
+pub mod shm;
+pub mod space;
+pub mod syscalls;
+mod vm;
+
+pub use errno::Errno;
+pub use layout::Layout;
+pub use vm::Vm;
 
 impl core::error::Error for phys::FrameError {}
 impl core::error::Error for arch::armv7::MapError {}

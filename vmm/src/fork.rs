@@ -1,0 +1,99 @@
+//! `fork` (semantics.md section 10): the child gets every region, the break, and every present
+//! page; private anon pages become copy-on-write in both spaces.
+
+use alloc::vec::Vec;
+
+use crate::addr::{PhysFrame, VirtPage};
+use crate::arch::armv7::{ArchMmu, MappingFlags};
+use crate::errno::Errno;
+use crate::machine::Machine;
+use crate::space::{RegionKind, SpaceId, VmSpace};
+use crate::vm::Vm;
+
+impl<M: Machine> Vm<M> {
+    /// Clones space `parent`. The child is built completely first; only then are the parent's
+    /// writable private anon pages made read-only, so an `ENOMEM` (no ASID, no frame for a table
+    /// page) leaves the parent exactly as it was.
+    pub fn fork(&mut self, parent: SpaceId) -> Result<SpaceId, Errno> {
+        let p = self.spaces.get(&parent).ok_or(Errno::EINVAL)?;
+        let regions = p.regions.clone();
+        let brk = p.brk;
+        let present = p
+            .mmu
+            .mappings(&mut self.machine)
+            .map_err(|_| Errno::EINVAL)?;
+        let mut child = ArchMmu::new_user(&mut self.machine, &mut self.frames, &mut self.asids)
+            .map_err(|_| Errno::ENOMEM)?;
+        let mut retained: Vec<PhysFrame> = Vec::new();
+        let mut built = Ok(());
+        for region in regions.iter() {
+            let inside: Vec<(VirtPage, PhysFrame)> = present
+                .iter()
+                .filter(|(page, _)| region.range.contains(*page))
+                .map(|(page, t)| (*page, t.frame))
+                .collect();
+            if inside.is_empty() {
+                continue;
+            }
+            let mut attrs = region.attrs();
+            let result = match region.kind {
+                RegionKind::Anon | RegionKind::Heap => {
+                    attrs.flags.remove(MappingFlags::WRITE);
+                    child.map_each(&mut self.machine, &mut self.frames, &inside, attrs)
+                }
+                RegionKind::Shm { .. } => {
+                    child.map_each(&mut self.machine, &mut self.frames, &inside, attrs)
+                }
+                RegionKind::Device { first_frame } => child.map(
+                    &mut self.machine,
+                    &mut self.frames,
+                    region.range,
+                    first_frame,
+                    attrs,
+                ),
+            };
+            if result.is_err() {
+                built = Err(Errno::ENOMEM);
+                break;
+            }
+            if region.is_private_anon() {
+                for &(_, f) in &inside {
+                    if self.frames.retain(f).is_ok() {
+                        retained.push(f);
+                    }
+                }
+            }
+        }
+        if let Err(e) = built {
+            // Tear the half-built child down: nothing of the parent was touched.
+            let window = self.user_window();
+            let _ = child.unmap(&mut self.machine, &mut self.frames, window);
+            for f in retained {
+                let _ = self.frames.release(f);
+            }
+            child.destroy(&mut self.machine, &mut self.frames, &mut self.asids);
+            return Err(e);
+        }
+        // Copy-on-write in the parent: its private anon pages become read-only.
+        let p = self.spaces.get_mut(&parent).ok_or(Errno::EINVAL)?;
+        for region in regions.iter().filter(|r| r.is_private_anon()) {
+            let mut attrs = region.attrs();
+            attrs.flags.remove(MappingFlags::WRITE);
+            // Sections never straddle a region boundary (every split of a region splits its
+            // sections), so this needs no frame and cannot fail.
+            let _ = p
+                .mmu
+                .protect(&mut self.machine, &mut self.frames, region.range, attrs);
+        }
+        for region in regions.iter() {
+            if let RegionKind::Shm { id, .. } = region.kind {
+                self.shm.attach(id);
+            }
+        }
+        Ok(self.insert_space(VmSpace {
+            mmu: child,
+            regions,
+            brk,
+        }))
+    }
+}

@@ -1,0 +1,97 @@
+//! The address-space layout (semantics.md section 1): qemu `arm_virt` constants by default,
+//! every size configurable so tests can shrink the pool or the mmap area to reach edge cases.
+
+use crate::addr::{PAGE_SIZE, PhysAddr, PhysFrame};
+
+/// Where everything lives. All values are page-aligned byte addresses; ranges are half-open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// First byte of the user window.
+    pub user_base: u32,
+    /// One past the last byte of the user window.
+    pub user_top: u32,
+    /// The heap base, where the break starts.
+    pub heap_base: u32,
+    /// Start of the mmap area (first fit starts here).
+    pub mmap_base: u32,
+    /// End of the mmap area (first fit never passes it).
+    pub mmap_end: u32,
+    /// Start of the vmalloc window (kernel).
+    pub vmalloc_base: u32,
+    /// End of the vmalloc window.
+    pub vmalloc_end: u32,
+    /// First byte of RAM; the kernel maps RAM linearly at VA = PA.
+    pub ram_base: u32,
+    /// RAM size in bytes.
+    pub ram_size: u32,
+    /// First byte of the frame pool (inside RAM).
+    pub pool_base: u32,
+    /// Frame pool size in bytes.
+    pub pool_size: u32,
+    /// First byte of the device window (RAM outside the pool, for device mappings in tests).
+    pub device_base: u32,
+    /// Device window size in bytes.
+    pub device_size: u32,
+}
+
+impl Layout {
+    /// The qemu `arm_virt` layout with 256 MiB of RAM: pool 64 MiB at 0x4100_0000 (the first
+    /// 16 MiB hold the kernel image), device window 16 MiB at 0x4800_0000.
+    pub const ARM_VIRT: Self = Self {
+        user_base: 0x0100_0000,
+        user_top: 0x3F00_0000,
+        heap_base: 0x0FC0_0000,
+        mmap_base: 0x1F80_0000,
+        mmap_end: 0x2740_0000,
+        vmalloc_base: 0xC000_0000,
+        vmalloc_end: 0xC800_0000,
+        ram_base: 0x4000_0000,
+        ram_size: 0x1000_0000,
+        pool_base: 0x4100_0000,
+        pool_size: 0x0400_0000,
+        device_base: 0x4800_0000,
+        device_size: 0x0100_0000,
+    };
+
+    /// The default layout with a pool of `frames` frames (for tests that reach exhaustion).
+    #[must_use]
+    pub const fn with_pool_frames(frames: u32) -> Self {
+        let mut l = Self::ARM_VIRT;
+        l.pool_size = frames.saturating_mul(PAGE_SIZE);
+        l
+    }
+
+    /// First frame of the pool.
+    #[must_use]
+    pub const fn pool_first_frame(&self) -> PhysFrame {
+        PhysFrame::containing(PhysAddr::new(self.pool_base))
+    }
+    /// Frames in the pool.
+    #[must_use]
+    pub const fn pool_frames(&self) -> u32 {
+        self.pool_size / PAGE_SIZE
+    }
+
+    /// Whether `[start, start + len)` lies in the user window (`len` may be 0; no wrap).
+    #[must_use]
+    pub const fn in_user_window(&self, start: u32, len: u64) -> bool {
+        start >= self.user_base && start as u64 + len <= self.user_top as u64
+    }
+
+    /// Whether the physical range `[start, start + len)` overlaps the frame pool.
+    #[must_use]
+    pub const fn overlaps_pool(&self, start: u32, len: u64) -> bool {
+        let (s, e) = (start as u64, start as u64 + len);
+        let (ps, pe) = (
+            self.pool_base as u64,
+            self.pool_base as u64 + self.pool_size as u64,
+        );
+        s < pe && ps < e
+    }
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Self::ARM_VIRT
+    }
+}

@@ -1,0 +1,203 @@
+//! The whole VM: the machine, the frame pool, the ASIDs, the kernel space and every user space.
+//!
+//! The user-visible operations live in their own files (`syscalls/`, `fault.rs`, `fork.rs`);
+//! this file holds the state and the helpers they share.
+
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+use crate::addr::{PAGE_SIZE, PageRange, PhysAddr, PhysFrame, VirtAddr, VirtPage};
+use crate::arch::armv7::{ArchMmu, AsidAllocator, MapError, MappingAttrs, MappingFlags};
+use crate::errno::Errno;
+use crate::layout::Layout;
+use crate::machine::Machine;
+use crate::phys::FrameAllocator;
+use crate::shm::ShmTable;
+use crate::space::{RegionKind, RegionMap, SpaceId, VmSpace};
+
+/// The virtual memory manager.
+#[derive(Debug)]
+pub struct Vm<M: Machine> {
+    pub(crate) machine: M,
+    pub(crate) layout: Layout,
+    pub(crate) frames: FrameAllocator,
+    pub(crate) asids: AsidAllocator,
+    pub(crate) kernel: ArchMmu,
+    pub(crate) spaces: BTreeMap<SpaceId, VmSpace>,
+    pub(crate) next_space: u32,
+    pub(crate) shm: ShmTable,
+}
+
+impl<M: Machine> Vm<M> {
+    /// Boots the VM: the frame pool, the kernel's TTBR1 table and the linear map of RAM
+    /// (VA = PA, kernel read/write/execute, sections where aligned).
+    pub fn new(mut machine: M, layout: Layout) -> Result<Self, Errno> {
+        let ram_pages = layout.ram_size / PAGE_SIZE;
+        let ram = VirtPage::from_start(VirtAddr::new(layout.ram_base))
+            .and_then(|p| PageRange::new(p, ram_pages))
+            .ok_or(Errno::EINVAL)?;
+        let pool_inside_ram = layout.pool_base >= layout.ram_base
+            && u64::from(layout.pool_base) + u64::from(layout.pool_size)
+                <= u64::from(layout.ram_base) + u64::from(layout.ram_size);
+        if !pool_inside_ram
+            || layout.pool_size % PAGE_SIZE != 0
+            || layout.pool_base % PAGE_SIZE != 0
+        {
+            return Err(Errno::EINVAL);
+        }
+        let mut frames = FrameAllocator::new(layout.pool_first_frame(), layout.pool_frames());
+        let mut kernel =
+            ArchMmu::new_kernel(&mut machine, &mut frames).map_err(|_| Errno::ENOMEM)?;
+        let rwx =
+            MappingAttrs::new(MappingFlags::READ | MappingFlags::WRITE | MappingFlags::EXECUTE);
+        let ram_frame = PhysFrame::containing(PhysAddr::new(layout.ram_base));
+        kernel
+            .map(&mut machine, &mut frames, ram, ram_frame, rwx)
+            .map_err(|e| match e {
+                MapError::NoMemory => Errno::ENOMEM,
+                _ => Errno::EINVAL,
+            })?;
+        Ok(Self {
+            machine,
+            layout,
+            frames,
+            asids: AsidAllocator::new(),
+            kernel,
+            spaces: BTreeMap::new(),
+            next_space: 1,
+            shm: ShmTable::default(),
+        })
+    }
+
+    /// The layout.
+    #[must_use]
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+    /// The machine.
+    #[must_use]
+    pub fn machine(&self) -> &M {
+        &self.machine
+    }
+    /// The machine, mutably (tests inject failures and read RAM through it).
+    pub fn machine_mut(&mut self) -> &mut M {
+        &mut self.machine
+    }
+    /// The frame pool.
+    #[must_use]
+    pub fn frames(&self) -> &FrameAllocator {
+        &self.frames
+    }
+    /// The kernel's translation tables (TTBR1).
+    #[must_use]
+    pub fn kernel(&self) -> &ArchMmu {
+        &self.kernel
+    }
+    /// The user space `id`.
+    #[must_use]
+    pub fn space(&self, id: SpaceId) -> Option<&VmSpace> {
+        self.spaces.get(&id)
+    }
+    /// Every live user space, by id.
+    pub fn spaces(&self) -> impl Iterator<Item = (SpaceId, &VmSpace)> {
+        self.spaces.iter().map(|(&id, s)| (id, s))
+    }
+    /// The shm segments.
+    #[must_use]
+    pub fn shm(&self) -> &ShmTable {
+        &self.shm
+    }
+
+    /// Creates an empty user space (`spawn`): a 4 KiB L1 table and the lowest free ASID.
+    pub fn spawn(&mut self) -> Result<SpaceId, Errno> {
+        let mmu = ArchMmu::new_user(&mut self.machine, &mut self.frames, &mut self.asids)
+            .map_err(|_| Errno::ENOMEM)?;
+        Ok(self.insert_space(VmSpace {
+            mmu,
+            regions: RegionMap::default(),
+            brk: self.layout.heap_base,
+        }))
+    }
+
+    pub(crate) fn insert_space(&mut self, space: VmSpace) -> SpaceId {
+        let id = SpaceId(self.next_space);
+        self.next_space += 1;
+        self.spaces.insert(id, space);
+        id
+    }
+
+    /// Ends a user space: every region is unmapped (frame references dropped, shm attach counts
+    /// decremented), every table page is freed and the ASID is released after `TLBIASID`.
+    pub fn exit(&mut self, id: SpaceId) -> Result<(), Errno> {
+        let space = self.spaces.get(&id).ok_or(Errno::EINVAL)?;
+        let window = self.user_window();
+        // Unmapping a whole space splits nothing, so it cannot run out of frames.
+        if space.regions.iter().next().is_some() {
+            self.unmap_range(id, window)?;
+        }
+        let space = self.spaces.remove(&id).ok_or(Errno::EINVAL)?;
+        space
+            .mmu
+            .destroy(&mut self.machine, &mut self.frames, &mut self.asids);
+        Ok(())
+    }
+
+    /// The user window as a page range.
+    pub(crate) fn user_window(&self) -> PageRange {
+        let start = VirtPage::containing(VirtAddr::new(self.layout.user_base));
+        let pages = (self.layout.user_top - self.layout.user_base) / PAGE_SIZE;
+        PageRange::new(start, pages.max(1))
+            .unwrap_or(PageRange::new(start, 1).expect("one page fits"))
+    }
+
+    /// Turns a byte range into pages: `addr` must be page-aligned, `len` rounds up, and a zero
+    /// or overflowing length gives `None`.
+    pub(crate) fn page_range(addr: u32, len: u32) -> Option<PageRange> {
+        let start = VirtPage::from_start(VirtAddr::new(addr))?;
+        let pages = len.checked_add(PAGE_SIZE - 1)? / PAGE_SIZE;
+        PageRange::new(start, pages)
+    }
+
+    /// Whether `range` lies in the user window.
+    pub(crate) fn in_user_window(&self, range: PageRange) -> bool {
+        let w = self.user_window();
+        range.start() >= w.start() && range.end_number() <= w.end_number()
+    }
+
+    /// Removes everything in `range` of space `id` exactly as munmap does: regions partly
+    /// inside are split, pages unmapped and invalidated, private anon frames released, shm
+    /// attachments detached. A range covering part of an shm attachment is `EINVAL`; a device
+    /// section that must be split without a free frame is `ENOMEM`. Nothing changes on error.
+    pub(crate) fn unmap_range(&mut self, id: SpaceId, range: PageRange) -> Result<(), Errno> {
+        let space = self.spaces.get_mut(&id).ok_or(Errno::EINVAL)?;
+        let touched: Vec<_> = space.regions.overlapping(range).copied().collect();
+        for r in &touched {
+            let inside =
+                r.range.start() >= range.start() && r.range.end_number() <= range.end_number();
+            if matches!(r.kind, RegionKind::Shm { .. }) && !inside {
+                return Err(Errno::EINVAL);
+            }
+        }
+        let mut removed = Vec::new();
+        space
+            .mmu
+            .unmap_with(&mut self.machine, &mut self.frames, range, |p, f| {
+                removed.push((p, f))
+            })
+            .map_err(|_| Errno::ENOMEM)?;
+        for (page, frame) in removed {
+            let owner = touched.iter().find(|r| r.range.contains(page));
+            if owner.is_some_and(|r| r.is_private_anon()) {
+                // Mapped by a PTE of this space, so it holds a reference: cannot fail.
+                let _ = self.frames.release(frame);
+            }
+        }
+        for r in space.regions.isolate(range) {
+            space.regions.remove(r.range.start());
+            if let RegionKind::Shm { id: shm_id, .. } = r.kind {
+                self.shm.detach(shm_id, &mut self.frames);
+            }
+        }
+        Ok(())
+    }
+}

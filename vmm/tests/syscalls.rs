@@ -1,0 +1,611 @@
+//! The user memory syscalls, faults, fork/exit and shm, error path by error path
+//! (semantics.md sections 3-11), plus the LiteOS-A test cases that still apply.
+
+use vmm::addr::VirtAddr;
+use vmm::fault::{Access, FaultError, Mode, Resolution};
+use vmm::machine::{AllocationFailure, HostMachine};
+use vmm::shm::{
+    IPC_CREAT, IPC_EXCL, IPC_PRIVATE, IPC_RMID, IPC_STAT, SHM_RDONLY, SHM_REMAP, SHM_RND, ShmStat,
+};
+use vmm::space::{Prot, RegionKind, SpaceId};
+use vmm::syscalls::{MAP_ANONYMOUS, MAP_FIXED, MAP_FIXED_NOREPLACE, MAP_PRIVATE, MAP_SHARED};
+use vmm::{Errno, Layout, Vm};
+
+const RW: u32 = 3;
+const ANON: u32 = MAP_ANONYMOUS | MAP_PRIVATE;
+const PAGE: u32 = 4096;
+const MMAP_BASE: u32 = 0x1F80_0000;
+
+fn vm() -> (Vm<HostMachine>, SpaceId, u32) {
+    let mut vm = Vm::new(HostMachine::default(), Layout::with_pool_frames(2048)).unwrap();
+    let start = vm.frames().free_count();
+    let s = vm.spawn().unwrap();
+    (vm, s, start)
+}
+
+fn regions(vm: &Vm<HostMachine>, s: SpaceId) -> Vec<(u32, u32, u32)> {
+    vm.space(s)
+        .unwrap()
+        .regions()
+        .iter()
+        .map(|r| {
+            (
+                r.range.start_addr().as_u32(),
+                r.range.count(),
+                r.prot.bits(),
+            )
+        })
+        .collect()
+}
+
+fn user_read(vm: &mut Vm<HostMachine>, s: SpaceId, va: u32) -> Result<u32, FaultError> {
+    vm.read_word(s, VirtAddr::new(va), Mode::User)
+}
+fn user_write(vm: &mut Vm<HostMachine>, s: SpaceId, va: u32, v: u32) -> Result<(), FaultError> {
+    vm.write_word(s, VirtAddr::new(va), v, Mode::User)
+}
+
+#[test]
+fn boot_and_exit_restore_the_free_count() {
+    let (mut vm, s, start) = vm();
+    assert_eq!(vm.frames().free_count(), start - 1);
+    let a = vm.mmap(s, 0, 3 * PAGE, RW, ANON).unwrap();
+    user_write(&mut vm, s, a.as_u32(), 7).unwrap();
+    vm.exit(s).unwrap();
+    assert_eq!(vm.frames().free_count(), start);
+    assert_eq!(vm.exit(s), Err(Errno::EINVAL));
+}
+
+#[test]
+fn mmap_argument_errors_in_order() {
+    let (mut vm, s, _) = vm();
+    assert_eq!(vm.mmap(s, 0, PAGE, 8, ANON), Err(Errno::EINVAL), "bad prot");
+    assert_eq!(
+        vm.mmap(s, 0, PAGE, RW, MAP_ANONYMOUS),
+        Err(Errno::EINVAL),
+        "neither shared nor private"
+    );
+    assert_eq!(
+        vm.mmap(s, 0, PAGE, RW, MAP_ANONYMOUS | MAP_SHARED | MAP_PRIVATE),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        vm.mmap(s, 0, PAGE, RW, MAP_PRIVATE),
+        Err(Errno::EINVAL),
+        "file mappings unsupported"
+    );
+    assert_eq!(vm.mmap(s, 0, 0, RW, ANON), Err(Errno::EINVAL), "len 0");
+    assert_eq!(
+        vm.mmap(s, 0, 0x3E00_1000, RW, ANON),
+        Err(Errno::EINVAL),
+        "larger than the window"
+    );
+    assert_eq!(
+        vm.mmap(s, 0, u32::MAX, RW, ANON),
+        Err(Errno::EINVAL),
+        "length overflows"
+    );
+    assert_eq!(
+        vm.mmap(s, 0, 0x0800_0000, RW, ANON),
+        Err(Errno::ENOMEM),
+        "larger than the mmap area"
+    );
+    assert!(regions(&vm, s).is_empty());
+}
+
+/// LiteOS-A IT_MEM_MMAP_001 and _006.
+#[test]
+fn mmap_fixed_address_checks() {
+    let (mut vm, s, _) = vm();
+    assert_eq!(vm.mmap(s, 0, PAGE, 7, ANON).unwrap().as_u32(), MMAP_BASE);
+    assert_eq!(
+        vm.mmap(s, u32::MAX, PAGE, 7, ANON).unwrap().as_u32(),
+        MMAP_BASE + PAGE,
+        "wrapping hint = no hint"
+    );
+    assert_eq!(
+        vm.mmap(s, 0x0100_0000, PAGE, 7, ANON | MAP_FIXED)
+            .unwrap()
+            .as_u32(),
+        0x0100_0000
+    );
+    for bad in [
+        1,
+        PAGE - 1,
+        PAGE,
+        0u32.wrapping_sub(PAGE),
+        0u32.wrapping_sub(1 + PAGE),
+        0x1200_0123,
+        0xAFFF_FFFF,
+    ] {
+        assert_eq!(
+            vm.mmap(s, bad, PAGE, 7, ANON | MAP_FIXED),
+            Err(Errno::EINVAL),
+            "{bad:#x}"
+        );
+    }
+    // The same misaligned address as a hint is fine (rounded up).
+    assert_eq!(
+        vm.mmap(s, 0x1200_0123, PAGE, RW, MAP_ANONYMOUS | MAP_SHARED)
+            .unwrap()
+            .as_u32(),
+        0x1200_1000
+    );
+    assert_eq!(vm.mmap(s, 0, 0x4000_0000, RW, ANON), Err(Errno::EINVAL));
+    assert_eq!(
+        vm.mmap(s, 0x3EFF_F000, 2 * PAGE, RW, ANON | MAP_FIXED),
+        Err(Errno::EINVAL),
+        "past the top"
+    );
+}
+
+/// LiteOS-A IT_MEM_MMAP_007 and _008.
+#[test]
+fn mmap_fixed_replaces_and_noreplace_refuses() {
+    let (mut vm, s, _) = vm();
+    let base = 0x0120_0000;
+    assert_eq!(
+        vm.mmap(s, base, 0x20_0000, RW, ANON | MAP_FIXED)
+            .unwrap()
+            .as_u32(),
+        base
+    );
+    user_write(&mut vm, s, base + 0x10_0000, 5).unwrap();
+    assert_eq!(
+        vm.mmap(s, base - 0x10_0000, 0x20_0000, RW, ANON | MAP_FIXED)
+            .unwrap()
+            .as_u32(),
+        base - 0x10_0000
+    );
+    assert_eq!(
+        vm.mmap(s, base + 0x10_0000, 0x20_0000, 1, ANON | MAP_FIXED)
+            .unwrap()
+            .as_u32(),
+        base + 0x10_0000
+    );
+    assert_eq!(
+        user_read(&mut vm, s, base + 0x10_0000),
+        Ok(0),
+        "replaced: fresh zero page"
+    );
+    assert_eq!(
+        regions(&vm, s),
+        [(base - 0x10_0000, 0x200, 3), (base + 0x10_0000, 0x200, 1)]
+    );
+    for (addr, len) in [
+        (base + 0x10_0000, PAGE),
+        (base, 0x20_0000),
+        (base - 0x20_0000, 0x20_0000),
+        (0x0100_0000, 0x100_0000),
+    ] {
+        assert_eq!(
+            vm.mmap(s, addr, len, RW, ANON | MAP_FIXED_NOREPLACE),
+            Err(Errno::EEXIST),
+            "{addr:#x}"
+        );
+    }
+    assert_eq!(
+        vm.mmap(
+            s,
+            0x0200_0000,
+            PAGE,
+            RW,
+            ANON | MAP_FIXED | MAP_FIXED_NOREPLACE
+        )
+        .unwrap()
+        .as_u32(),
+        0x0200_0000
+    );
+    assert_eq!(
+        vm.mmap(
+            s,
+            0x0200_0000,
+            PAGE,
+            RW,
+            ANON | MAP_FIXED | MAP_FIXED_NOREPLACE
+        ),
+        Err(Errno::EEXIST)
+    );
+}
+
+#[test]
+fn mmap_hint_and_first_fit() {
+    let (mut vm, s, _) = vm();
+    assert_eq!(
+        vm.mmap(s, 0x0500_0000, PAGE, RW, ANON).unwrap().as_u32(),
+        0x0500_0000
+    );
+    assert_eq!(
+        vm.mmap(s, 0x0500_0000, PAGE, RW, ANON).unwrap().as_u32(),
+        MMAP_BASE,
+        "taken hint: first fit"
+    );
+    let b = vm.mmap(s, 0, 2 * PAGE, RW, ANON).unwrap().as_u32();
+    assert_eq!(b, MMAP_BASE + PAGE);
+    vm.munmap(s, MMAP_BASE, PAGE).unwrap();
+    assert_eq!(
+        vm.mmap(s, 0, PAGE, RW, ANON).unwrap().as_u32(),
+        MMAP_BASE,
+        "the hole is reused"
+    );
+    assert_eq!(
+        vm.mmap(s, 0, 2 * PAGE, RW, ANON).unwrap().as_u32(),
+        MMAP_BASE + 3 * PAGE
+    );
+    // The area is full once what is left is smaller than the request.
+    let left = 0x2740_0000 - (MMAP_BASE + 5 * PAGE);
+    assert_eq!(
+        vm.mmap(s, 0, left, RW, ANON).unwrap().as_u32(),
+        MMAP_BASE + 5 * PAGE
+    );
+    assert_eq!(vm.mmap(s, 0, PAGE, RW, ANON), Err(Errno::ENOMEM));
+}
+
+#[test]
+fn munmap_splits_and_releases_frames() {
+    let (mut vm, s, start) = vm();
+    let a = vm.mmap(s, 0, 4 * PAGE, RW, ANON).unwrap().as_u32();
+    for i in 0..4 {
+        user_write(&mut vm, s, a + i * PAGE, i + 1).unwrap();
+    }
+    let used = start - 1 - vm.frames().free_count();
+    assert_eq!(used, 4 + 1, "four data frames and one L2 page");
+    assert_eq!(vm.munmap(s, a + PAGE, 2 * PAGE), Ok(()));
+    assert_eq!(regions(&vm, s), [(a, 1, 3), (a + 3 * PAGE, 1, 3)]);
+    assert_eq!(user_read(&mut vm, s, a + 3 * PAGE), Ok(4));
+    assert_eq!(user_read(&mut vm, s, a + PAGE), Err(FaultError::Segv));
+    assert_eq!(start - 1 - vm.frames().free_count(), 3);
+    assert_eq!(vm.munmap(s, a + 1, PAGE), Err(Errno::EINVAL), "misaligned");
+    assert_eq!(vm.munmap(s, a, 0), Err(Errno::EINVAL), "len 0");
+    assert_eq!(
+        vm.munmap(s, 0x3F00_0000, PAGE),
+        Err(Errno::EINVAL),
+        "outside the window"
+    );
+    assert_eq!(vm.munmap(s, 0x0100_0000, PAGE), Ok(()), "a hole is fine");
+}
+
+/// LiteOS-A IT_MEM_MPROTECT_001, adapted: errors, splits, PROT_NONE.
+#[test]
+fn mprotect_errors_and_splits() {
+    let (mut vm, s, _) = vm();
+    assert_eq!(vm.mprotect(s, 0x1001, PAGE, 1), Err(Errno::EINVAL));
+    assert_eq!(vm.mprotect(s, 0, PAGE, 0xffff), Err(Errno::EINVAL));
+    assert_eq!(
+        vm.mprotect(s, 0x1000, PAGE, 1),
+        Err(Errno::ENOMEM),
+        "not covered"
+    );
+    let a = vm.mmap(s, 0, 3 * PAGE, 1, ANON).unwrap().as_u32();
+    assert_eq!(
+        vm.mprotect(s, a, 4 * PAGE, RW),
+        Err(Errno::ENOMEM),
+        "past the region"
+    );
+    assert_eq!(vm.mprotect(s, a, 0, RW), Ok(()));
+    assert_eq!(vm.mprotect(s, a, PAGE, RW), Ok(()));
+    assert_eq!(vm.mprotect(s, a + 2 * PAGE, PAGE, RW), Ok(()));
+    assert_eq!(
+        regions(&vm, s),
+        [(a, 1, 3), (a + PAGE, 1, 1), (a + 2 * PAGE, 1, 3)]
+    );
+    // Adjacent regions together cover a range.
+    assert_eq!(vm.mprotect(s, a, 3 * PAGE, 1), Ok(()));
+    // IT_MEM_MMAP_009: PROT_NONE after RW -> R keeps the value but denies every access.
+    assert_eq!(vm.mprotect(s, a, PAGE, RW), Ok(()));
+    user_write(&mut vm, s, a, 9).unwrap();
+    vm.mprotect(s, a, PAGE, 1).unwrap();
+    assert_eq!(user_read(&mut vm, s, a), Ok(9));
+    assert_eq!(user_write(&mut vm, s, a, 1), Err(FaultError::Segv));
+    vm.mprotect(s, a, PAGE, 0).unwrap();
+    assert_eq!(user_read(&mut vm, s, a), Err(FaultError::Segv));
+    assert_eq!(
+        vm.read_word(s, VirtAddr::new(a), Mode::Kernel),
+        Err(FaultError::Efault)
+    );
+}
+
+/// LiteOS-A IT_MEM_MMAP_010: write-only is readable and writable; exec-only reads zero.
+#[test]
+fn write_and_exec_imply_read() {
+    let (mut vm, s, _) = vm();
+    let w = vm.mmap(s, 0, PAGE, 2, ANON).unwrap().as_u32();
+    user_write(&mut vm, s, w, 3).unwrap();
+    assert_eq!(user_read(&mut vm, s, w), Ok(3));
+    let x = vm.mmap(s, 0, PAGE, 4, ANON).unwrap().as_u32();
+    assert_eq!(user_read(&mut vm, s, x), Ok(0));
+    assert_eq!(
+        vm.access(s, VirtAddr::new(x), Access::Execute, Mode::User)
+            .map(|_| ()),
+        Ok(())
+    );
+    assert_eq!(user_write(&mut vm, s, x, 1), Err(FaultError::Segv));
+}
+
+#[test]
+fn brk_grows_shrinks_and_reports_failure_with_the_old_break() {
+    let (mut vm, s, _) = vm();
+    let base = 0x0FC0_0000;
+    assert_eq!(vm.brk(s, 0), base);
+    assert_eq!(vm.brk(s, base - 1), base);
+    assert_eq!(vm.brk(s, base + 10), base + 10);
+    assert_eq!(regions(&vm, s), [(base, 1, 3)]);
+    assert_eq!(vm.brk(s, base + 3 * PAGE), base + 3 * PAGE);
+    assert_eq!(regions(&vm, s), [(base, 3, 3)], "the heap region grows");
+    user_write(&mut vm, s, base + 2 * PAGE, 1).unwrap();
+    assert_eq!(vm.brk(s, base + PAGE + 1), base + PAGE + 1);
+    assert_eq!(regions(&vm, s), [(base, 2, 3)]);
+    assert_eq!(
+        user_read(&mut vm, s, base + 2 * PAGE),
+        Err(FaultError::Segv)
+    );
+    // Growth blocked by another region, or past the mmap base.
+    vm.mmap(s, base + 3 * PAGE, PAGE, RW, ANON | MAP_FIXED)
+        .unwrap();
+    assert_eq!(vm.brk(s, base + 4 * PAGE), base + PAGE + 1);
+    assert_eq!(vm.brk(s, MMAP_BASE + 1), base + PAGE + 1);
+    assert_eq!(
+        vm.brk(s, base + 3 * PAGE),
+        base + 3 * PAGE,
+        "up to the other region is fine"
+    );
+    assert_eq!(vm.brk(s, base), base);
+    assert_eq!(regions(&vm, s), [(base + 3 * PAGE, 1, 3)]);
+}
+
+#[test]
+fn demand_zero_then_copy_on_write_after_fork() {
+    let (mut vm, s, start) = vm();
+    let a = vm.mmap(s, 0, 2 * PAGE, RW, ANON).unwrap().as_u32();
+    assert_eq!(
+        vm.handle_fault(s, VirtAddr::new(a), Access::Read, Mode::User),
+        Ok(Resolution::Mapped)
+    );
+    user_write(&mut vm, s, a, 11).unwrap();
+    let c = vm.fork(s).unwrap();
+    assert_eq!(user_read(&mut vm, c, a), Ok(11));
+    assert_eq!(
+        user_read(&mut vm, c, a + PAGE),
+        Ok(0),
+        "absent in both: each faults its own page"
+    );
+    // Both sides read-only now: the first writer copies, the second reuses.
+    assert_eq!(
+        vm.handle_fault(c, VirtAddr::new(a), Access::Write, Mode::User),
+        Ok(Resolution::Copied)
+    );
+    user_write(&mut vm, c, a, 22).unwrap();
+    assert_eq!(
+        vm.handle_fault(s, VirtAddr::new(a), Access::Write, Mode::User),
+        Ok(Resolution::Reused)
+    );
+    user_write(&mut vm, s, a, 33).unwrap();
+    assert_eq!(user_read(&mut vm, c, a), Ok(22));
+    assert_eq!(user_read(&mut vm, s, a), Ok(33));
+    vm.exit(c).unwrap();
+    vm.exit(s).unwrap();
+    assert_eq!(vm.frames().free_count(), start);
+}
+
+#[test]
+fn faults_outside_regions_or_permissions_are_unresolved() {
+    let (mut vm, s, _) = vm();
+    assert_eq!(user_read(&mut vm, s, 0x0100_0000), Err(FaultError::Segv));
+    assert_eq!(
+        vm.read_word(s, VirtAddr::new(0x0100_0000), Mode::Kernel),
+        Err(FaultError::Efault)
+    );
+    assert_eq!(
+        user_read(&mut vm, s, 0x4000_0000),
+        Err(FaultError::Segv),
+        "kernel memory from user mode"
+    );
+    assert_eq!(
+        vm.read_word(s, VirtAddr::new(0x4100_0000), Mode::Kernel)
+            .map(|_| ()),
+        Ok(()),
+        "linear map"
+    );
+    let r = vm.mmap(s, 0, PAGE, 1, ANON).unwrap().as_u32();
+    assert_eq!(user_write(&mut vm, s, r, 1), Err(FaultError::Segv));
+    assert_eq!(
+        vm.access(s, VirtAddr::new(r), Access::Execute, Mode::User),
+        Err(FaultError::Segv)
+    );
+}
+
+#[test]
+fn out_of_memory_faults_change_nothing() {
+    let (mut vm, s, _) = vm();
+    let a = vm.mmap(s, 0, PAGE, RW, ANON).unwrap().as_u32();
+    let free = vm.frames().free_count();
+    for k in 0..2 {
+        vm.machine_mut()
+            .set_allocation_failure(AllocationFailure::Nth(k));
+        assert_eq!(
+            user_write(&mut vm, s, a, 1),
+            Err(FaultError::Segv),
+            "allocation {k} fails"
+        );
+        assert_eq!(vm.frames().free_count(), free);
+    }
+    vm.machine_mut()
+        .set_allocation_failure(AllocationFailure::Never);
+    user_write(&mut vm, s, a, 1).unwrap();
+    let c = vm.fork(s).unwrap();
+    let free = vm.frames().free_count();
+    vm.machine_mut()
+        .set_allocation_failure(AllocationFailure::FromNth(0));
+    assert_eq!(
+        user_write(&mut vm, s, a, 2),
+        Err(FaultError::Segv),
+        "no frame for the copy"
+    );
+    assert_eq!(vm.frames().free_count(), free);
+    assert_eq!(user_read(&mut vm, c, a), Ok(1));
+}
+
+#[test]
+fn fork_failure_leaves_the_parent_unchanged() {
+    let (mut vm, s, _) = vm();
+    let a = vm.mmap(s, 0, 3 * PAGE, RW, ANON).unwrap().as_u32();
+    user_write(&mut vm, s, a, 5).unwrap();
+    vm.mmap(s, 0x0100_0000, PAGE, RW, ANON | MAP_FIXED).unwrap();
+    user_write(&mut vm, s, 0x0100_0000, 6).unwrap();
+    let free = vm.frames().free_count();
+    let tables = vm.space(s).unwrap().mmu().table_pages();
+    for k in 0..3 {
+        vm.machine_mut()
+            .set_allocation_failure(AllocationFailure::Nth(k));
+        assert_eq!(vm.fork(s), Err(Errno::ENOMEM), "allocation {k}");
+        assert_eq!(vm.frames().free_count(), free);
+        assert_eq!(vm.space(s).unwrap().mmu().table_pages(), tables);
+    }
+    vm.machine_mut()
+        .set_allocation_failure(AllocationFailure::Never);
+    // The parent's pages are still writable without a fault (no copy-on-write happened).
+    let pa = vm
+        .access(s, VirtAddr::new(a), Access::Write, Mode::User)
+        .unwrap();
+    assert_eq!(
+        vm.frames().ref_count(vmm::addr::PhysFrame::containing(pa)),
+        Ok(1)
+    );
+    let c = vm.fork(s).unwrap();
+    assert_eq!(vm.spaces().count(), 2);
+    assert_eq!(
+        vm.space(c).unwrap().regions(),
+        vm.space(s).unwrap().regions()
+    );
+}
+
+/// LiteOS-A shm tests 001-011, adapted.
+#[test]
+fn shm_lifecycle() {
+    let (mut vm, s, start) = vm();
+    assert_eq!(vm.shmget(5, PAGE, 0), Err(Errno::ENOENT));
+    assert_eq!(vm.shmget(5, 0, IPC_CREAT), Err(Errno::EINVAL));
+    assert_eq!(vm.shmget(5, 0x100_0001, IPC_CREAT), Err(Errno::EINVAL));
+    let id = vm.shmget(5, 2 * PAGE, IPC_CREAT).unwrap();
+    assert_eq!(vm.shmget(5, PAGE, 0), Ok(id));
+    assert_eq!(
+        vm.shmget(5, 3 * PAGE, 0),
+        Err(Errno::EINVAL),
+        "larger than the segment"
+    );
+    assert_eq!(vm.shmget(5, PAGE, IPC_CREAT | IPC_EXCL), Err(Errno::EEXIST));
+    let other = vm.shmget(IPC_PRIVATE, PAGE, 0).unwrap();
+    assert_ne!(other, id);
+    let a = vm.shmat(s, id, 0, 0).unwrap().as_u32();
+    assert_eq!(a, MMAP_BASE);
+    user_write(&mut vm, s, a + PAGE, 42).unwrap();
+    let c = vm.fork(s).unwrap();
+    assert_eq!(
+        vm.shmctl(id, IPC_STAT),
+        Ok(Some(ShmStat {
+            size: 2 * PAGE,
+            attached: 2,
+            removed: false
+        }))
+    );
+    // Shared, not copy-on-write, across fork.
+    user_write(&mut vm, c, a + PAGE, 43).unwrap();
+    assert_eq!(user_read(&mut vm, s, a + PAGE), Ok(43));
+    assert_eq!(
+        vm.munmap(s, a, PAGE),
+        Err(Errno::EINVAL),
+        "part of an attachment"
+    );
+    assert_eq!(
+        vm.mprotect(s, a, 2 * PAGE, 7),
+        Err(Errno::EACCES),
+        "more than the attachment allows"
+    );
+    assert_eq!(vm.shmdt(s, a + PAGE), Err(Errno::EINVAL));
+    assert_eq!(vm.shmctl(id, 99), Err(Errno::EINVAL));
+    assert_eq!(vm.shmctl(id, IPC_RMID), Ok(None));
+    assert_eq!(vm.shmctl(id, IPC_RMID), Err(Errno::EIDRM));
+    assert_eq!(vm.shmat(s, id, 0, 0), Err(Errno::EIDRM));
+    assert_eq!(
+        vm.shmget(5, PAGE, 0),
+        Err(Errno::ENOENT),
+        "a removed key is gone"
+    );
+    vm.shmdt(s, a).unwrap();
+    assert_eq!(user_read(&mut vm, c, a + PAGE), Ok(43));
+    vm.exit(c).unwrap();
+    assert_eq!(
+        vm.shmctl(id, IPC_STAT),
+        Err(Errno::EINVAL),
+        "destroyed with the last detach"
+    );
+    // Read-only, fixed, rounded and remapping attaches.
+    let ro = vm
+        .shmat(s, other, 0x0200_0000, SHM_RDONLY)
+        .unwrap()
+        .as_u32();
+    assert_eq!(user_write(&mut vm, s, ro, 1), Err(FaultError::Segv));
+    assert_eq!(
+        vm.shmat(s, other, 0x0200_0123, 0),
+        Err(Errno::EINVAL),
+        "misaligned"
+    );
+    assert_eq!(
+        vm.shmat(s, other, 0x0200_0123, SHM_RND),
+        Err(Errno::EINVAL),
+        "overlap without SHM_REMAP"
+    );
+    assert_eq!(
+        vm.shmat(s, other, 0x0200_0123, SHM_RND | SHM_REMAP)
+            .unwrap()
+            .as_u32(),
+        0x0200_0000
+    );
+    assert_eq!(
+        vm.shmctl(other, IPC_STAT).unwrap().unwrap().attached,
+        1,
+        "the replaced attachment detached"
+    );
+    vm.shmctl(other, IPC_RMID).unwrap();
+    vm.exit(s).unwrap();
+    assert_eq!(vm.frames().free_count(), start);
+}
+
+#[test]
+fn shm_limits() {
+    let mut vm = Vm::new(HostMachine::default(), Layout::ARM_VIRT).unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(vm.shmget(IPC_PRIVATE, 0x100_0000 / 4, 0).unwrap());
+    }
+    assert_eq!(
+        vm.shmget(IPC_PRIVATE, PAGE, 0),
+        Err(Errno::ENOSPC),
+        "4096 pages in use"
+    );
+    for id in ids {
+        vm.shmctl(id, IPC_RMID).unwrap();
+    }
+    for _ in 0..192 {
+        vm.shmget(IPC_PRIVATE, PAGE, 0).unwrap();
+    }
+    assert_eq!(
+        vm.shmget(IPC_PRIVATE, PAGE, 0),
+        Err(Errno::ENOSPC),
+        "192 segments"
+    );
+}
+
+#[test]
+fn regions_keep_their_kind_when_split() {
+    let (mut vm, s, _) = vm();
+    let a = vm
+        .mmap(s, 0, 3 * PAGE, RW, MAP_ANONYMOUS | MAP_SHARED)
+        .unwrap()
+        .as_u32();
+    vm.mprotect(s, a + PAGE, PAGE, 1).unwrap();
+    let rs: Vec<_> = vm.space(s).unwrap().regions().iter().copied().collect();
+    assert_eq!(rs.len(), 3);
+    assert!(rs.iter().all(|r| r.shared && r.kind == RegionKind::Anon));
+    assert_eq!(rs[1].prot, Prot::READ);
+}
