@@ -102,6 +102,15 @@ impl<M: Machine> Vm<M> {
     pub fn spaces(&self) -> impl Iterator<Item = (SpaceId, &VmSpace)> {
         self.spaces.iter().map(|(&id, s)| (id, s))
     }
+    /// Every present page of user space `id`, ascending, read from its tables.
+    pub fn mappings(
+        &mut self,
+        id: SpaceId,
+    ) -> Option<Vec<(VirtPage, crate::arch::armv7::Translation)>> {
+        let space = self.spaces.get(&id)?;
+        space.mmu.mappings(&mut self.machine).ok()
+    }
+
     /// The shm segments.
     #[must_use]
     pub fn shm(&self) -> &ShmTable {
