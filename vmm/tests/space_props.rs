@@ -157,10 +157,13 @@ impl World {
     }
 }
 
+/// One space: id, regions, break, table pages, present pages.
+type SpaceSnapshot = (SpaceId, Vec<Region>, u32, u32, Vec<(VirtPage, Translation)>);
+
 /// Everything observable, for "a failed op changed nothing".
 #[derive(Debug, PartialEq)]
 struct Snapshot {
-    spaces: Vec<(SpaceId, Vec<Region>, u32, u32, Vec<(VirtPage, Translation)>)>,
+    spaces: Vec<SpaceSnapshot>,
     free: u32,
     shm: ShmTable,
 }
