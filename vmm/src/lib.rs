@@ -10,7 +10,8 @@
 //!   [`ArchMmu`](arch::armv7::ArchMmu);
 //! - [`space`]: regions and user spaces; [`Vm`] owns the machine, the pool, the kernel space
 //!   and every user space, and offers the user memory syscalls ([`syscalls`]: mmap, munmap,
-//!   mprotect, brk), the fault handler ([`fault`]), fork and exit, and SysV shm ([`shm`]).
+//!   mprotect, brk), the fault handler ([`fault`]), fork and exit, SysV shm ([`shm`]), device
+//!   mappings, `vmalloc`/`vfree` and physical-address queries.
 //!
 //! No input makes the crate panic, and an operation that returns an error has changed nothing.
 //!
@@ -55,6 +56,7 @@ pub mod arch;
 pub mod errno;
 pub mod fault;
 mod fork;
+mod kernel_api;
 pub mod layout;
 pub mod machine;
 pub mod phys;

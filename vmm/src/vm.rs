@@ -26,6 +26,8 @@ pub struct Vm<M: Machine> {
     pub(crate) spaces: BTreeMap<SpaceId, VmSpace>,
     pub(crate) next_space: u32,
     pub(crate) shm: ShmTable,
+    /// `vmalloc` allocations: first page number -> their frames.
+    pub(crate) vmalloc: BTreeMap<u32, Vec<PhysFrame>>,
 }
 
 impl<M: Machine> Vm<M> {
@@ -66,6 +68,7 @@ impl<M: Machine> Vm<M> {
             spaces: BTreeMap::new(),
             next_space: 1,
             shm: ShmTable::default(),
+            vmalloc: BTreeMap::new(),
         })
     }
 

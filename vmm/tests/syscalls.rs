@@ -3,7 +3,7 @@
 
 use vmm::addr::VirtAddr;
 use vmm::fault::{Access, FaultError, Mode, Resolution};
-use vmm::machine::{AllocationFailure, HostMachine};
+use vmm::machine::{AllocationFailure, HostMachine, Machine};
 use vmm::shm::{
     IPC_CREAT, IPC_EXCL, IPC_PRIVATE, IPC_RMID, IPC_STAT, SHM_RDONLY, SHM_REMAP, SHM_RND, ShmStat,
 };
@@ -608,4 +608,95 @@ fn regions_keep_their_kind_when_split() {
     assert_eq!(rs.len(), 3);
     assert!(rs.iter().all(|r| r.shared && r.kind == RegionKind::Anon));
     assert_eq!(rs[1].prot, Prot::READ);
+}
+
+#[test]
+fn device_mappings_use_sections_and_check_their_arguments() {
+    let (mut vm, s, _) = vm();
+    let dev = 0x4800_0000;
+    assert_eq!(
+        vm.map_device(s, 0x0200_0000, dev + 1, PAGE, RW),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        vm.map_device(s, 0x0200_0000, dev, 0, RW),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        vm.map_device(s, 0x0200_0000, 0x4100_0000, PAGE, RW),
+        Err(Errno::EINVAL),
+        "inside the pool"
+    );
+    assert_eq!(
+        vm.map_device(s, 0x0200_0000, dev, 0x20_0000, RW)
+            .unwrap()
+            .as_u32(),
+        0x0200_0000
+    );
+    assert_eq!(
+        vm.space(s).unwrap().mmu().table_pages(),
+        1,
+        "two sections, no L2 page"
+    );
+    assert_eq!(
+        vm.map_device(s, 0x0210_0000, dev, PAGE, RW),
+        Err(Errno::EEXIST)
+    );
+    assert_eq!(
+        vm.paddr(s, VirtAddr::new(0x0210_0123)).unwrap().as_u32(),
+        dev + 0x10_0123
+    );
+    vm.machine_mut()
+        .write_word(vmm::addr::PhysAddr::new(dev + 0x10_0000), 77);
+    assert_eq!(user_read(&mut vm, s, 0x0210_0000), Ok(77));
+    // Splitting a device section needs a frame.
+    vm.machine_mut()
+        .set_allocation_failure(AllocationFailure::FromNth(0));
+    assert_eq!(vm.munmap(s, 0x0200_0000, PAGE), Err(Errno::ENOMEM));
+    assert_eq!(vm.mprotect(s, 0x0200_0000, PAGE, 1), Err(Errno::ENOMEM));
+    vm.machine_mut()
+        .set_allocation_failure(AllocationFailure::Never);
+    vm.mprotect(s, 0x0200_0000, PAGE, 1).unwrap();
+    assert_eq!(
+        user_write(&mut vm, s, 0x0200_0000, 1),
+        Err(FaultError::Segv)
+    );
+    assert_eq!(
+        vm.paddr(s, VirtAddr::new(0x0200_1000)).unwrap().as_u32(),
+        dev + PAGE,
+        "split keeps PAs"
+    );
+    let c = vm.fork(s).unwrap();
+    assert_eq!(
+        user_read(&mut vm, c, 0x0210_0000),
+        Ok(77),
+        "the child maps the same device"
+    );
+}
+
+#[test]
+fn vmalloc_and_vfree() {
+    let (mut vm, s, start) = vm();
+    let a = vm.vmalloc(3 * PAGE).unwrap().as_u32();
+    assert_eq!(a, 0xC000_0000);
+    let b = vm.vmalloc(1).unwrap().as_u32();
+    assert_eq!(b, 0xC000_3000);
+    vm.write_word(s, VirtAddr::new(a + 8), 5, Mode::Kernel)
+        .unwrap();
+    assert_eq!(vm.read_word(s, VirtAddr::new(a + 8), Mode::Kernel), Ok(5));
+    assert_eq!(user_read(&mut vm, s, a), Err(FaultError::Segv));
+    assert_eq!(vm.vfree(a + PAGE), Err(Errno::EINVAL));
+    vm.vfree(a).unwrap();
+    assert_eq!(vm.paddr(s, VirtAddr::new(a)), None);
+    assert_eq!(
+        vm.vmalloc(2 * PAGE).unwrap().as_u32(),
+        a,
+        "first fit reuses the hole"
+    );
+    assert_eq!(vm.vmalloc(0), Err(Errno::EINVAL));
+    assert_eq!(vm.vmalloc(0x0800_0000), Err(Errno::ENOMEM));
+    vm.vfree(a).unwrap();
+    vm.vfree(b).unwrap();
+    vm.exit(s).unwrap();
+    assert_eq!(vm.frames().free_count(), start);
 }
