@@ -231,11 +231,82 @@ fn frames(c: &mut Criterion) {
     pool.check().expect("buddy invariants");
 }
 
+/// The space layer: mmap + touch + munmap, the fault paths, fork of a populated space, exit.
+fn spaces(c: &mut Criterion) {
+    use vmm::fault::{Access, Mode};
+    use vmm::syscalls::{MAP_ANONYMOUS, MAP_PRIVATE};
+    use vmm::{Layout, Vm};
+
+    const PAGES: u32 = 64;
+    let anon = MAP_ANONYMOUS | MAP_PRIVATE;
+    let mut vm = Vm::new(HostMachine::default(), Layout::ARM_VIRT).expect("boot");
+    let start = vm.frames().free_count();
+    let mut g = c.benchmark_group("spaces");
+
+    g.throughput(Throughput::Elements(u64::from(PAGES)));
+    g.bench_function("mmap_touch_munmap_64_pages", |b| {
+        let s = vm.spawn().expect("space");
+        b.iter(|| {
+            let a = vm.mmap(s, 0, PAGES * 4096, 3, anon).expect("mmap").as_u32();
+            for i in 0..PAGES {
+                vm.write_word(s, VirtAddr::new(a + i * 4096), i, Mode::User)
+                    .expect("touch");
+            }
+            vm.munmap(s, a, PAGES * 4096).expect("munmap");
+        });
+        vm.exit(s).expect("exit");
+    });
+
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("fault_demand_zero", |b| {
+        let s = vm.spawn().expect("space");
+        let a = vm.mmap(s, 0, 4096, 3, anon).expect("mmap").as_u32();
+        b.iter(|| {
+            vm.handle_fault(s, VirtAddr::new(a), Access::Write, Mode::User)
+                .expect("fault");
+            vm.munmap(s, a, 4096).expect("munmap");
+            vm.mmap(s, a, 4096, 3, anon | vmm::syscalls::MAP_FIXED)
+                .expect("mmap");
+        });
+        vm.exit(s).expect("exit");
+    });
+    g.bench_function("fault_copy_on_write", |b| {
+        let s = vm.spawn().expect("space");
+        let a = vm.mmap(s, 0, 4096, 3, anon).expect("mmap").as_u32();
+        vm.write_word(s, VirtAddr::new(a), 1, Mode::User)
+            .expect("touch");
+        b.iter(|| {
+            let c = vm.fork(s).expect("fork");
+            vm.handle_fault(c, VirtAddr::new(a), Access::Write, Mode::User)
+                .expect("copy");
+            vm.exit(c).expect("exit");
+        });
+        vm.exit(s).expect("exit");
+    });
+
+    g.throughput(Throughput::Elements(u64::from(PAGES)));
+    g.bench_function("fork_and_exit_64_present_pages", |b| {
+        let s = vm.spawn().expect("space");
+        let a = vm.mmap(s, 0, PAGES * 4096, 3, anon).expect("mmap").as_u32();
+        for i in 0..PAGES {
+            vm.write_word(s, VirtAddr::new(a + i * 4096), i, Mode::User)
+                .expect("touch");
+        }
+        b.iter(|| {
+            let c = vm.fork(s).expect("fork");
+            vm.exit(c).expect("exit");
+        });
+        vm.exit(s).expect("exit");
+    });
+    g.finish();
+    assert_eq!(vm.frames().free_count(), start, "every frame came back");
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_millis(500));
-    targets = arch_mmu, frames
+    targets = arch_mmu, frames, spaces
 }
 criterion_main!(benches);

@@ -72,6 +72,48 @@ impl Layout {
         self.pool_size / PAGE_SIZE
     }
 
+    /// Whether the layout makes sense: everything page-aligned; a non-empty user window at or
+    /// below the TTBR0 limit (1 GiB) holding the heap base and a non-empty mmap area; RAM, the
+    /// pool and the vmalloc window in the kernel half; the device window outside the pool.
+    #[must_use]
+    pub const fn is_consistent(&self) -> bool {
+        let aligned = (self.user_base
+            | self.user_top
+            | self.heap_base
+            | self.mmap_base
+            | self.mmap_end
+            | self.vmalloc_base
+            | self.vmalloc_end
+            | self.ram_base
+            | self.ram_size
+            | self.pool_base
+            | self.pool_size
+            | self.device_base
+            | self.device_size)
+            % PAGE_SIZE
+            == 0;
+        let ttbr1 = crate::arch::armv7::TTBR1_BASE.as_u32();
+        let ram_end = self.ram_base as u64 + self.ram_size as u64;
+        aligned
+            && self.user_base > 0
+            && self.user_base < self.user_top
+            && self.user_top <= ttbr1
+            && self.heap_base >= self.user_base
+            && self.heap_base < self.user_top
+            && self.mmap_base >= self.user_base
+            && self.mmap_base < self.mmap_end
+            && self.mmap_end <= self.user_top
+            && self.ram_base >= ttbr1
+            && self.ram_size > 0
+            && self.pool_base >= self.ram_base
+            && self.pool_base as u64 + self.pool_size as u64 <= ram_end
+            && self.vmalloc_base >= ttbr1
+            && self.vmalloc_base < self.vmalloc_end
+            && (self.vmalloc_end as u64 <= self.ram_base as u64
+                || self.vmalloc_base as u64 >= ram_end)
+            && !self.overlaps_pool(self.device_base, self.device_size as u64)
+    }
+
     /// Whether `[start, start + len)` lies in the user window (`len` may be 0; no wrap).
     #[must_use]
     pub const fn in_user_window(&self, start: u32, len: u64) -> bool {

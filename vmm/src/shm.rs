@@ -197,6 +197,9 @@ impl<M: Machine> Vm<M> {
             prot |= Prot::EXEC;
         }
         let range = if addr == 0 {
+            if flags & SHM_REMAP != 0 {
+                return Err(Errno::EINVAL);
+            }
             let (lo, hi) = (
                 self.layout.mmap_base / PAGE_SIZE,
                 self.layout.mmap_end / PAGE_SIZE,
@@ -215,11 +218,8 @@ impl<M: Machine> Vm<M> {
             if !self.in_user_window(range) {
                 return Err(Errno::EINVAL);
             }
-            if !self.spaces[&space].regions.is_free(range) {
-                if flags & SHM_REMAP == 0 {
-                    return Err(Errno::EINVAL);
-                }
-                self.unmap_range(space, range)?;
+            if !self.spaces[&space].regions.is_free(range) && flags & SHM_REMAP == 0 {
+                return Err(Errno::EINVAL);
             }
             range
         };
@@ -233,16 +233,23 @@ impl<M: Machine> Vm<M> {
                 max: prot,
             },
         };
-        let entries: Vec<(VirtPage, PhysFrame)> = range.pages().zip(frames).collect();
+        // Whatever is in the way (with SHM_REMAP) is replaced in one table operation, so an
+        // ENOMEM leaves it in place.
+        let touched = self.regions_to_remove(space, range)?;
         let s = self.spaces.get_mut(&space).ok_or(Errno::EINVAL)?;
+        let mut removed = Vec::new();
         s.mmu
-            .map_each(
+            .replace_range(
                 &mut self.machine,
                 &mut self.frames,
-                &entries,
+                range,
+                &frames,
                 region.attrs(),
+                |p, f| removed.push((p, f)),
             )
             .map_err(|_| Errno::ENOMEM)?;
+        self.forget_removed(space, range, &touched, &removed);
+        let s = self.spaces.get_mut(&space).ok_or(Errno::EINVAL)?;
         s.regions.insert(region);
         self.shm.attach(id);
         Ok(range.start_addr())

@@ -13,7 +13,7 @@ use crate::layout::Layout;
 use crate::machine::Machine;
 use crate::phys::FrameAllocator;
 use crate::shm::ShmTable;
-use crate::space::{RegionKind, RegionMap, SpaceId, VmSpace};
+use crate::space::{Region, RegionKind, RegionMap, SpaceId, VmSpace};
 
 /// The virtual memory manager.
 #[derive(Debug)]
@@ -132,8 +132,13 @@ impl<M: Machine> Vm<M> {
     }
 
     pub(crate) fn insert_space(&mut self, space: VmSpace) -> SpaceId {
-        let id = SpaceId(self.next_space);
-        self.next_space += 1;
+        // Ids are not reused while the counter lasts; after 2^32 spaces it wraps to the lowest
+        // free id (at most 255 spaces live at once, one per ASID).
+        let mut id = SpaceId(self.next_space);
+        while self.spaces.contains_key(&id) {
+            id = SpaceId(id.0.wrapping_add(1));
+        }
+        self.next_space = id.0.wrapping_add(1);
         self.spaces.insert(id, space);
         id
     }
@@ -142,10 +147,10 @@ impl<M: Machine> Vm<M> {
     /// decremented), every table page is freed and the ASID is released after `TLBIASID`.
     pub fn exit(&mut self, id: SpaceId) -> Result<(), Errno> {
         let space = self.spaces.get(&id).ok_or(Errno::EINVAL)?;
-        let window = self.user_window();
-        // Unmapping a whole space splits nothing, so it cannot run out of frames.
-        if space.regions.iter().next().is_some() {
-            self.unmap_range(id, window)?;
+        let ranges: Vec<PageRange> = space.regions.iter().map(|r| r.range).collect();
+        for range in ranges {
+            // A whole region is unmapped: no section is split, so this needs no frame.
+            self.unmap_range(id, range)?;
         }
         let space = self.spaces.remove(&id).ok_or(Errno::EINVAL)?;
         space
@@ -181,15 +186,8 @@ impl<M: Machine> Vm<M> {
     /// attachments detached. A range covering part of an shm attachment is `EINVAL`; a device
     /// section that must be split without a free frame is `ENOMEM`. Nothing changes on error.
     pub(crate) fn unmap_range(&mut self, id: SpaceId, range: PageRange) -> Result<(), Errno> {
+        let touched = self.regions_to_remove(id, range)?;
         let space = self.spaces.get_mut(&id).ok_or(Errno::EINVAL)?;
-        let touched: Vec<_> = space.regions.overlapping(range).copied().collect();
-        for r in &touched {
-            let inside =
-                r.range.start() >= range.start() && r.range.end_number() <= range.end_number();
-            if matches!(r.kind, RegionKind::Shm { .. }) && !inside {
-                return Err(Errno::EINVAL);
-            }
-        }
         let mut removed = Vec::new();
         space
             .mmu
@@ -197,19 +195,53 @@ impl<M: Machine> Vm<M> {
                 removed.push((p, f))
             })
             .map_err(|_| Errno::ENOMEM)?;
-        for (page, frame) in removed {
+        self.forget_removed(id, range, &touched, &removed);
+        Ok(())
+    }
+
+    /// The regions `range` touches in space `id`, after checking that none is an shm
+    /// attachment only partly inside it (`EINVAL`).
+    pub(crate) fn regions_to_remove(
+        &self,
+        id: SpaceId,
+        range: PageRange,
+    ) -> Result<Vec<Region>, Errno> {
+        let space = self.spaces.get(&id).ok_or(Errno::EINVAL)?;
+        let touched: Vec<Region> = space.regions.overlapping(range).copied().collect();
+        for r in &touched {
+            let inside =
+                r.range.start() >= range.start() && r.range.end_number() <= range.end_number();
+            if matches!(r.kind, RegionKind::Shm { .. }) && !inside {
+                return Err(Errno::EINVAL);
+            }
+        }
+        Ok(touched)
+    }
+
+    /// The bookkeeping after the pages of `range` left the tables: private anon frames
+    /// released, regions split and removed, shm attachments detached. Cannot fail.
+    pub(crate) fn forget_removed(
+        &mut self,
+        id: SpaceId,
+        range: PageRange,
+        touched: &[Region],
+        removed: &[(VirtPage, PhysFrame)],
+    ) {
+        for &(page, frame) in removed {
             let owner = touched.iter().find(|r| r.range.contains(page));
             if owner.is_some_and(|r| r.is_private_anon()) {
                 // Mapped by a PTE of this space, so it holds a reference: cannot fail.
                 let _ = self.frames.release(frame);
             }
         }
+        let Some(space) = self.spaces.get_mut(&id) else {
+            return;
+        };
         for r in space.regions.isolate(range) {
             space.regions.remove(r.range.start());
             if let RegionKind::Shm { id: shm_id, .. } = r.kind {
                 self.shm.detach(shm_id, &mut self.frames);
             }
         }
-        Ok(())
     }
 }

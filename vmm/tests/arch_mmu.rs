@@ -795,3 +795,76 @@ fn map_each_is_all_or_nothing() {
     );
     assert_eq!(mmu.table_pages(), 3);
 }
+
+#[test]
+fn replace_range_swaps_mappings_without_freeing_tables() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    f.map(&mut mmu, 0x2000_0000, 256, 0x6000_0000, ro_user())
+        .unwrap();
+    f.map(&mut mmu, 0x2010_0000, 2, 0x6100_0000, ro_user())
+        .unwrap();
+    let targets = [frame(0x6200_0000), frame(0x6200_5000), frame(0x6200_9000)];
+    let mut gone = Vec::new();
+    // The last two pages of the section and the first page of the small pages.
+    mmu.replace_range(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x200F_E000, 3),
+        &targets,
+        rw_user(),
+        |p, fr| gone.push((p.start().as_u32(), fr.start().as_u32())),
+    )
+    .unwrap();
+    assert_eq!(
+        gone,
+        [
+            (0x200F_E000, 0x600F_E000),
+            (0x200F_F000, 0x600F_F000),
+            (0x2010_0000, 0x6100_0000)
+        ]
+    );
+    let q = |mmu: &ArchMmu, f: &mut Fixture, va: u32| {
+        mmu.query(&mut f.m, VirtAddr::new(va)).unwrap().unwrap()
+    };
+    assert_eq!(q(&mmu, &mut f, 0x200F_F000).frame, frame(0x6200_5000));
+    assert_eq!(q(&mmu, &mut f, 0x2010_0000).attrs, rw_user());
+    assert_eq!(q(&mmu, &mut f, 0x2010_1000).frame, frame(0x6100_1000));
+    assert_eq!(
+        q(&mmu, &mut f, 0x2000_0000).block,
+        BlockSize::SmallPage,
+        "the section was split"
+    );
+    assert_eq!(mmu.table_pages(), 2);
+    mmu.check(&mut f.m).unwrap();
+    // A whole section replaced; with no L2 page in the group and no frame it fails cleanly.
+    f.map(&mut mmu, 0x2100_0000, 256, 0x6300_0000, ro_user())
+        .unwrap();
+    let many: Vec<PhysFrame> = (0..256).map(|i| frame(0x6400_0000 + i * 0x1000)).collect();
+    f.m.set_allocation_failure(AllocationFailure::FromNth(0));
+    let before = mmu.mappings(&mut f.m).unwrap();
+    assert_eq!(
+        mmu.replace_range(
+            &mut f.m,
+            &mut f.frames,
+            pages(0x2100_0000, 256),
+            &many,
+            rw_user(),
+            |_, _| {}
+        ),
+        Err(MapError::NoMemory)
+    );
+    assert_eq!(mmu.mappings(&mut f.m).unwrap(), before);
+    f.m.set_allocation_failure(AllocationFailure::Never);
+    mmu.replace_range(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x2100_0000, 256),
+        &many,
+        rw_user(),
+        |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(q(&mmu, &mut f, 0x2100_0000).block, BlockSize::SmallPage);
+    mmu.check(&mut f.m).unwrap();
+}

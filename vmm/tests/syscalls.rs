@@ -700,3 +700,113 @@ fn vmalloc_and_vfree() {
     vm.exit(s).unwrap();
     assert_eq!(vm.frames().free_count(), start);
 }
+
+#[test]
+fn shm_remap_out_of_memory_keeps_what_was_there() {
+    let (mut vm, s, _) = vm();
+    let id = vm.shmget(IPC_PRIVATE, PAGE, 0).unwrap();
+    // An untouched mapping in a 4 MiB group with no L2 page: replacing it needs one.
+    vm.mmap(s, 0x0300_0000, PAGE, RW, ANON | MAP_FIXED).unwrap();
+    let before = regions(&vm, s);
+    vm.machine_mut()
+        .set_allocation_failure(AllocationFailure::FromNth(0));
+    assert_eq!(vm.shmat(s, id, 0x0300_0000, SHM_REMAP), Err(Errno::ENOMEM));
+    vm.machine_mut()
+        .set_allocation_failure(AllocationFailure::Never);
+    assert_eq!(regions(&vm, s), before);
+    assert_eq!(vm.shmctl(id, IPC_STAT).unwrap().unwrap().attached, 0);
+    // With a touched page in the way the L2 page exists and the replacement needs nothing.
+    user_write(&mut vm, s, 0x0300_0000, 1).unwrap();
+    let free = vm.frames().free_count();
+    vm.machine_mut()
+        .set_allocation_failure(AllocationFailure::FromNth(0));
+    assert_eq!(
+        vm.shmat(s, id, 0x0300_0000, SHM_REMAP).unwrap().as_u32(),
+        0x0300_0000
+    );
+    vm.machine_mut()
+        .set_allocation_failure(AllocationFailure::Never);
+    assert_eq!(
+        vm.frames().free_count(),
+        free + 1,
+        "the anon frame went back"
+    );
+    assert_eq!(
+        user_read(&mut vm, s, 0x0300_0000),
+        Ok(0),
+        "the segment's zeroed page"
+    );
+    assert_eq!(
+        vm.shmat(s, id, 0, SHM_REMAP),
+        Err(Errno::EINVAL),
+        "SHM_REMAP needs an address"
+    );
+}
+
+#[test]
+fn mprotect_check_order_and_overflow() {
+    let (mut vm, s, _) = vm();
+    let a = vm.shmget(IPC_PRIVATE, PAGE, 0).unwrap();
+    let b = vm.shmget(IPC_PRIVATE, 2 * PAGE, 0).unwrap();
+    vm.shmat(s, a, 0x0200_0000, SHM_RDONLY).unwrap();
+    vm.shmat(s, b, 0x0200_1000, 0).unwrap();
+    assert_eq!(
+        vm.mprotect(s, 0x0200_0000, 2 * PAGE, RW),
+        Err(Errno::EINVAL),
+        "partial attachment first"
+    );
+    assert_eq!(
+        vm.mprotect(s, 0x0200_0000, 3 * PAGE, RW),
+        Err(Errno::EACCES)
+    );
+    assert_eq!(vm.mprotect(s, 0x0200_0000, 3 * PAGE, 1), Ok(()));
+    assert_eq!(
+        vm.mprotect(s, 0x0100_0000, 0xFFFF_FFFF, 1),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(vm.mprotect(s, 0xFFFF_F000, 0x2000, 1), Err(Errno::EINVAL));
+}
+
+#[test]
+fn inconsistent_layouts_are_refused() {
+    let mut l = Layout::ARM_VIRT;
+    l.user_top = l.user_base;
+    assert_eq!(
+        Vm::new(HostMachine::default(), l).err(),
+        Some(Errno::EINVAL)
+    );
+    let mut l = Layout::ARM_VIRT;
+    l.user_top = 0x4000_1000;
+    assert_eq!(
+        Vm::new(HostMachine::default(), l).err(),
+        Some(Errno::EINVAL)
+    );
+    let mut l = Layout::ARM_VIRT;
+    l.mmap_end = 0x3F00_1000;
+    assert_eq!(
+        Vm::new(HostMachine::default(), l).err(),
+        Some(Errno::EINVAL)
+    );
+    let mut l = Layout::ARM_VIRT;
+    l.device_base = l.pool_base;
+    assert_eq!(
+        Vm::new(HostMachine::default(), l).err(),
+        Some(Errno::EINVAL)
+    );
+    assert!(Layout::ARM_VIRT.is_consistent());
+}
+
+#[test]
+fn a_non_fixed_mapping_larger_than_the_mmap_area_fails_even_with_a_free_hint() {
+    let (mut vm, s, _) = vm();
+    assert_eq!(
+        vm.mmap(s, 0x0100_0000, 0x07C0_1000, RW, ANON),
+        Err(Errno::ENOMEM)
+    );
+    assert_eq!(
+        vm.mmap(s, 0x0100_0000, 0x07C0_1000, RW, ANON | MAP_FIXED)
+            .unwrap()
+            .as_u32(),
+        0x0100_0000
+    );
+}

@@ -66,6 +66,11 @@ impl<M: Machine> Vm<M> {
             }
             range
         } else {
+            if u64::from(pages) * u64::from(PAGE_SIZE)
+                > u64::from(self.layout.mmap_end - self.layout.mmap_base)
+            {
+                return Err(Errno::ENOMEM);
+            }
             let hinted = VirtAddr::new(addr)
                 .align_up(PAGE_SIZE)
                 .filter(|a| a.as_u32() != 0)
@@ -122,22 +127,28 @@ impl<M: Machine> Vm<M> {
         if len == 0 {
             return Ok(());
         }
-        let range = Self::page_range(addr, len).ok_or(Errno::ENOMEM)?;
+        // A length or range that overflows 32 bits is EINVAL (semantics.md section 0).
+        let range = Self::page_range(addr, len).ok_or(Errno::EINVAL)?;
         let space = &self.spaces[&id];
         if !space.regions.covers(range) {
             return Err(Errno::ENOMEM);
         }
-        for r in space.regions.overlapping(range) {
-            if let RegionKind::Shm { max, .. } = r.kind {
-                let inside =
-                    r.range.start() >= range.start() && r.range.end_number() <= range.end_number();
-                if !inside {
-                    return Err(Errno::EINVAL);
-                }
-                if !max.contains(prot) {
-                    return Err(Errno::EACCES);
-                }
-            }
+        let attachments: Vec<&Region> = space
+            .regions
+            .overlapping(range)
+            .filter(|r| matches!(r.kind, RegionKind::Shm { .. }))
+            .collect();
+        if attachments
+            .iter()
+            .any(|r| r.range.start() < range.start() || r.range.end_number() > range.end_number())
+        {
+            return Err(Errno::EINVAL);
+        }
+        if attachments
+            .iter()
+            .any(|r| matches!(r.kind, RegionKind::Shm { max, .. } if !max.contains(prot)))
+        {
+            return Err(Errno::EACCES);
         }
         let space = self.spaces.get_mut(&id).ok_or(Errno::EINVAL)?;
         space

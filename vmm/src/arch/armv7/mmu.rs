@@ -412,6 +412,96 @@ impl ArchMmu {
         Ok(())
     }
 
+    /// Maps `range` to `targets` (one frame per page) as small pages with `attrs`, replacing
+    /// whatever is mapped there (reported through `on_removed` after its TLB entries were
+    /// invalidated), as one operation: all or nothing. No table is emptied on the way, so no
+    /// table page is freed and allocated again (MAP_FIXED-style replacement, `SHM_REMAP`).
+    pub fn replace_range<M: Machine, F: FnMut(VirtPage, PhysFrame)>(
+        &mut self,
+        m: &mut M,
+        frames: &mut FrameAllocator,
+        range: PageRange,
+        targets: &[PhysFrame],
+        attrs: MappingAttrs,
+        mut on_removed: F,
+    ) -> Result<(), MapError> {
+        self.check_range(range)?;
+        self.check_flags(attrs.flags)?;
+        if targets.len() != range.count() as usize {
+            return Err(MapError::Overlap);
+        }
+        let mut needed = GroupsNeeded::default();
+        self.plan_splits(m, range, None, &mut needed)?;
+        for l1 in self.l1_span(range) {
+            let (lo, hi) = Self::clip(range, l1);
+            let becomes_table = match self.read_l1(m, l1) {
+                L1Descriptor::Fault => true,
+                L1Descriptor::Section { .. } => hi - lo == ENTRIES_PER_L2,
+                L1Descriptor::PageTable { .. } | L1Descriptor::Supersection(_) => false,
+            };
+            if becomes_table && self.group_page(m, l1).is_none() {
+                needed.add(l1 / TABLES_PER_PAGE);
+            }
+        }
+        let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
+        // Clear what is there (splitting sections only partly inside), then invalidate.
+        let mut batch = TlbBatch::new(self.scope());
+        let mut gone = Vec::new();
+        for l1 in self.l1_span(range) {
+            let (lo, hi) = Self::clip(range, l1);
+            match self.read_l1(m, l1) {
+                L1Descriptor::Fault | L1Descriptor::Supersection(_) => {}
+                L1Descriptor::Section { base, .. } if hi - lo == ENTRIES_PER_L2 => {
+                    self.write_l1(m, l1, L1Descriptor::Fault);
+                    batch.push(page(lo));
+                    let first = PhysFrame::containing(base);
+                    gone.extend((0..ENTRIES_PER_L2).map(|i| (page(lo + i), frame_plus(first, i))));
+                }
+                L1Descriptor::Section { .. } | L1Descriptor::PageTable { .. } => {
+                    let Some(table) = self.table_for_update(m, l1, &mut reserved) else {
+                        continue;
+                    };
+                    for p in lo..hi {
+                        let pa = Self::l2_entry(table, p);
+                        if let L2Descriptor::Small { base, .. } =
+                            L2Descriptor::decode(m.read_word(pa))
+                        {
+                            m.write_word(pa, 0);
+                            batch.push(page(p));
+                            self.used[l1 as usize] = self.used[l1 as usize].saturating_sub(1);
+                            gone.push((page(p), PhysFrame::containing(base)));
+                        }
+                    }
+                }
+            }
+        }
+        batch.flush(m);
+        // Fill in the new pages.
+        let pattrs = attrs.to_page_attributes();
+        for l1 in self.l1_span(range) {
+            let (lo, hi) = Self::clip(range, l1);
+            let Some(table) = self.table_for_insert(m, l1, &mut reserved) else {
+                continue;
+            };
+            for p in lo..hi {
+                let target = targets[(p - range.start().number()) as usize];
+                let desc = L2Descriptor::Small {
+                    base: target.start(),
+                    attrs: pattrs,
+                };
+                m.write_word(Self::l2_entry(table, p), desc.encode());
+            }
+            self.used[l1 as usize] += (hi - lo) as u16;
+        }
+        reserved.release(frames);
+        m.dsb();
+        m.isb();
+        for (p, f) in gone {
+            on_removed(p, f);
+        }
+        Ok(())
+    }
+
     /// Unmaps every mapped page of `range` (holes are fine) and returns how many were mapped.
     /// Part of a section is split into small pages first (which may need an L2 page).
     pub fn unmap<M: Machine>(
