@@ -41,10 +41,7 @@ impl<M: Machine> Vm<M> {
         let pool_inside_ram = layout.pool_base >= layout.ram_base
             && u64::from(layout.pool_base) + u64::from(layout.pool_size)
                 <= u64::from(layout.ram_base) + u64::from(layout.ram_size);
-        if !pool_inside_ram
-            || layout.pool_size % PAGE_SIZE != 0
-            || layout.pool_base % PAGE_SIZE != 0
-        {
+        if !pool_inside_ram || !layout.is_consistent() {
             return Err(Errno::EINVAL);
         }
         let mut frames = FrameAllocator::new(layout.pool_first_frame(), layout.pool_frames());
@@ -162,9 +159,10 @@ impl<M: Machine> Vm<M> {
     /// The user window as a page range.
     pub(crate) fn user_window(&self) -> PageRange {
         let start = VirtPage::containing(VirtAddr::new(self.layout.user_base));
-        let pages = (self.layout.user_top - self.layout.user_base) / PAGE_SIZE;
+        let pages = self.layout.user_top.saturating_sub(self.layout.user_base) / PAGE_SIZE;
+        // `Vm::new` checked the layout: the window is non-empty and ends at or below 1 GiB.
         PageRange::new(start, pages.max(1))
-            .unwrap_or(PageRange::new(start, 1).expect("one page fits"))
+            .unwrap_or_else(|| PageRange::new(start, 1).expect("one page fits"))
     }
 
     /// Turns a byte range into pages: `addr` must be page-aligned, `len` rounds up, and a zero
