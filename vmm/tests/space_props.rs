@@ -57,6 +57,20 @@ enum Op {
         s: u8,
         addr: Addr,
     },
+    Mremap {
+        s: u8,
+        addr: Addr,
+        old_pages: u16,
+        new_pages: u16,
+        flags: u8,
+        new_addr: Addr,
+    },
+    MapDevice {
+        s: u8,
+        addr: Addr,
+        offset: u16,
+        pages: u16,
+    },
     Read {
         s: u8,
         addr: Addr,
@@ -111,6 +125,11 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (s.clone(), addr(), pages()).prop_map(|(s, addr, pages)| Op::Munmap { s, addr, pages }),
         3 => (s.clone(), addr(), pages(), 0..9u8).prop_map(|(s, addr, pages, prot)| Op::Mprotect { s, addr, pages, prot }),
         2 => (s.clone(), addr()).prop_map(|(s, addr)| Op::Brk { s, addr }),
+        3 => (s.clone(), addr(), pages(), pages(), 0..4u8, addr()).prop_map(|(s, addr, old_pages, new_pages, flags, new_addr)| {
+            Op::Mremap { s, addr, old_pages, new_pages, flags, new_addr }
+        }),
+        1 => (s.clone(), addr(), prop_oneof![0..8u16, Just(256u16)], pages())
+            .prop_map(|(s, addr, offset, pages)| Op::MapDevice { s, addr, offset, pages }),
         5 => (s.clone(), addr(), any::<bool>()).prop_map(|(s, addr, kernel)| Op::Read { s, addr, kernel }),
         6 => (s.clone(), addr(), any::<bool>(), any::<u32>())
             .prop_map(|(s, addr, kernel, value)| Op::Write { s, addr, kernel, value }),
@@ -358,6 +377,31 @@ fn apply(w: &mut World, op: &Op) -> bool {
             let old = w.vm.space(id).unwrap().brk();
             let got = w.vm.brk(id, a);
             got != a || (got == old && a != old)
+        }
+        Op::Mremap {
+            s,
+            addr,
+            old_pages,
+            new_pages,
+            flags,
+            new_addr,
+        } => {
+            let Some(id) = w.space(*s) else { return true };
+            let (a, n) = (w.resolve(id, addr), w.resolve(id, new_addr));
+            let (o, l) = (u32::from(*old_pages) * PAGE, u32::from(*new_pages) * PAGE);
+            w.vm.mremap(id, a, o, l, u32::from(*flags), n).is_err()
+        }
+        Op::MapDevice {
+            s,
+            addr,
+            offset,
+            pages,
+        } => {
+            let Some(id) = w.space(*s) else { return true };
+            let a = w.resolve(id, addr);
+            let pa = 0x4800_0000 + u32::from(*offset) * PAGE;
+            w.vm.map_device(id, a, pa, u32::from(*pages) * PAGE, 3)
+                .is_err()
         }
         Op::Read { s, addr, kernel } => {
             let Some(id) = w.space(*s) else { return true };

@@ -810,3 +810,175 @@ fn a_non_fixed_mapping_larger_than_the_mmap_area_fails_even_with_a_free_hint() {
         0x0100_0000
     );
 }
+
+/// LiteOS-A IT_MEM_MREMAP_001, adapted, and the rest of semantics.md section 8.
+#[test]
+fn mremap_cases() {
+    use vmm::syscalls::{MREMAP_FIXED, MREMAP_MAYMOVE};
+    let (mut vm, s, start) = vm();
+    assert_eq!(vm.mremap(s, 0, 0, 0, 0, 0), Err(Errno::EINVAL));
+    assert_eq!(
+        vm.mremap(s, 0, PAGE, PAGE, 4, 0),
+        Err(Errno::EINVAL),
+        "unknown flag"
+    );
+    assert_eq!(
+        vm.mremap(s, 0, PAGE, PAGE, MREMAP_FIXED, 0),
+        Err(Errno::EINVAL),
+        "FIXED without MAYMOVE"
+    );
+    let p = vm.mmap(s, 0, 2 * PAGE, RW, ANON).unwrap().as_u32();
+    user_write(&mut vm, s, p, 1).unwrap();
+    user_write(&mut vm, s, p + PAGE, 2).unwrap();
+    assert_eq!(
+        vm.mremap(s, p + 1, PAGE, PAGE, 0, 0),
+        Err(Errno::EINVAL),
+        "misaligned"
+    );
+    assert_eq!(
+        vm.mremap(s, p, 3 * PAGE, PAGE, 0, 0),
+        Err(Errno::EFAULT),
+        "past the region"
+    );
+    assert_eq!(
+        vm.mremap(s, 0x0100_0000, PAGE, PAGE, 0, 0),
+        Err(Errno::EFAULT),
+        "no region"
+    );
+    assert_eq!(
+        vm.mremap(s, p, 2 * PAGE, 2 * PAGE, 0, 0).unwrap().as_u32(),
+        p,
+        "same size"
+    );
+    assert_eq!(
+        vm.mremap(s, p, 2 * PAGE, PAGE, 0, 0).unwrap().as_u32(),
+        p,
+        "shrink"
+    );
+    assert_eq!(user_read(&mut vm, s, p + PAGE), Err(FaultError::Segv));
+    assert_eq!(
+        vm.mremap(s, p, PAGE, 2 * PAGE, 0, 0).unwrap().as_u32(),
+        p,
+        "grow in place"
+    );
+    assert_eq!(user_read(&mut vm, s, p + PAGE), Ok(0));
+    // Fixed targets overlapping the old range are refused; beside it they work, and back.
+    assert_eq!(
+        vm.mremap(
+            s,
+            p,
+            2 * PAGE,
+            2 * PAGE,
+            MREMAP_MAYMOVE | MREMAP_FIXED,
+            p + PAGE
+        ),
+        Err(Errno::EINVAL)
+    );
+    assert_eq!(
+        vm.mremap(s, p, 2 * PAGE, 2 * PAGE, 3, p + 0x10_0000)
+            .unwrap()
+            .as_u32(),
+        p + 0x10_0000
+    );
+    assert_eq!(
+        user_read(&mut vm, s, p + 0x10_0000),
+        Ok(1),
+        "the frame moved"
+    );
+    assert_eq!(
+        vm.mremap(s, p + 0x10_0000, 2 * PAGE, 2 * PAGE, 3, p)
+            .unwrap()
+            .as_u32(),
+        p
+    );
+    assert_eq!(user_read(&mut vm, s, p), Ok(1));
+    // Grow blocked by a neighbour: without MAYMOVE ENOMEM, with it a move to first fit.
+    vm.mmap(s, p + 2 * PAGE, PAGE, RW, ANON | MAP_FIXED)
+        .unwrap();
+    assert_eq!(
+        vm.mremap(s, p, 2 * PAGE, 3 * PAGE, 0, 0),
+        Err(Errno::ENOMEM)
+    );
+    let q = vm
+        .mremap(s, p, 2 * PAGE, 3 * PAGE, MREMAP_MAYMOVE, 0)
+        .unwrap()
+        .as_u32();
+    assert_ne!(q, p);
+    assert_eq!(user_read(&mut vm, s, q), Ok(1));
+    assert_eq!(user_read(&mut vm, s, p), Err(FaultError::Segv));
+    // A fixed move removes what the target overlaps; copy-on-write state moves with the page.
+    let c = vm.fork(s).unwrap();
+    let victim = vm
+        .mmap(s, 0x0300_0000, 4 * PAGE, RW, ANON | MAP_FIXED)
+        .unwrap()
+        .as_u32();
+    user_write(&mut vm, s, victim, 9).unwrap();
+    assert_eq!(
+        vm.mremap(s, q, PAGE, PAGE, 3, victim + PAGE)
+            .unwrap()
+            .as_u32(),
+        victim + PAGE
+    );
+    assert_eq!(
+        regions(&vm, s)
+            .iter()
+            .filter(|r| r.0 >= victim && r.0 < victim + 4 * PAGE)
+            .count(),
+        3
+    );
+    user_write(&mut vm, s, victim + PAGE, 5).unwrap();
+    assert_eq!(
+        user_read(&mut vm, c, q),
+        Ok(1),
+        "the child still sees the old value"
+    );
+    // shm and device regions cannot be remapped.
+    let id = vm.shmget(IPC_PRIVATE, PAGE, 0).unwrap();
+    let a = vm.shmat(s, id, 0, 0).unwrap().as_u32();
+    assert_eq!(
+        vm.mremap(s, a, PAGE, 2 * PAGE, MREMAP_MAYMOVE, 0),
+        Err(Errno::EINVAL)
+    );
+    vm.shmctl(id, IPC_RMID).unwrap();
+    vm.exit(c).unwrap();
+    vm.exit(s).unwrap();
+    assert_eq!(vm.frames().free_count(), start);
+}
+
+#[test]
+fn mremap_fixed_out_of_memory_changes_nothing() {
+    use vmm::syscalls::{MREMAP_FIXED, MREMAP_MAYMOVE};
+    let (mut vm, s, _) = vm();
+    let p = vm.mmap(s, 0, 2 * PAGE, RW, ANON).unwrap().as_u32();
+    user_write(&mut vm, s, p, 1).unwrap();
+    // The target's group has no L2 page: the move needs one.
+    vm.mmap(s, 0x0300_0000, PAGE, RW, ANON | MAP_FIXED).unwrap();
+    let before = regions(&vm, s);
+    let free = vm.frames().free_count();
+    vm.machine_mut()
+        .set_allocation_failure(AllocationFailure::FromNth(0));
+    assert_eq!(
+        vm.mremap(
+            s,
+            p,
+            2 * PAGE,
+            PAGE,
+            MREMAP_MAYMOVE | MREMAP_FIXED,
+            0x0300_0000
+        ),
+        Err(Errno::ENOMEM)
+    );
+    vm.machine_mut()
+        .set_allocation_failure(AllocationFailure::Never);
+    assert_eq!(regions(&vm, s), before);
+    assert_eq!(vm.frames().free_count(), free);
+    assert_eq!(user_read(&mut vm, s, p), Ok(1));
+    assert_eq!(
+        vm.mremap(s, p, 2 * PAGE, PAGE, 3, 0x0300_0000)
+            .unwrap()
+            .as_u32(),
+        0x0300_0000
+    );
+    assert_eq!(user_read(&mut vm, s, 0x0300_0000), Ok(1));
+    assert_eq!(regions(&vm, s), [(0x0300_0000, 1, 3)]);
+}

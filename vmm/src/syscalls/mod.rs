@@ -1,5 +1,10 @@
-//! The user memory syscalls: `mmap`, `munmap`, `mprotect`, `brk` (semantics.md sections 4-7).
+//! The user memory syscalls: `mmap`, `munmap`, `mprotect`, `brk`, `mremap` (semantics.md
+//! sections 4-8).
 //! Checks run in the order semantics.md lists them; the first failing one decides the error.
+
+mod mremap;
+
+pub use mremap::{MREMAP_FIXED, MREMAP_MAYMOVE};
 
 use alloc::vec::Vec;
 

@@ -643,37 +643,7 @@ impl ArchMmu {
         if from.overlaps(target) {
             return Err(MapError::Overlap);
         }
-        // Runs of consecutive source pages with consecutive frames and equal attributes. A
-        // source section wholly inside `from` is a run of its own and stays a section when the
-        // target is 1 MiB aligned; every other page stays a small page.
-        let mut runs: Vec<Run> = Vec::new();
-        for (offset, p) in from.pages().enumerate() {
-            let Some(t) = self.translate(m, p)? else {
-                continue;
-            };
-            let offset = offset as u32;
-            let first_of_section = p.number() - p.number() % ENTRIES_PER_L2;
-            let whole_section = t.block == BlockSize::Section
-                && from.contains(page(first_of_section))
-                && from.end_number() >= first_of_section + ENTRIES_PER_L2;
-            if let Some(last) = runs.last_mut()
-                && last.offset + last.count == offset
-                && last.frame.checked_add(last.count) == Some(t.frame)
-                && last.attrs == t.attrs
-                && last.section == whole_section
-                && !(whole_section && p.number() == first_of_section)
-            {
-                last.count += 1;
-                continue;
-            }
-            runs.push(Run {
-                offset,
-                frame: t.frame,
-                count: 1,
-                attrs: t.attrs,
-                section: whole_section,
-            });
-        }
+        let runs = self.runs_of(m, from)?;
         let mut needed = GroupsNeeded::default();
         for r in &runs {
             let target = page(to.number() + r.offset);
@@ -767,6 +737,161 @@ impl ArchMmu {
         m.dsb();
         m.isb();
         Ok(())
+    }
+
+    /// Like [`ArchMmu::move_pages`], but first clears every range of `clear` (which must
+    /// contain the target and not overlap `from`), reporting what was there through
+    /// `on_removed`, all in one operation: all or nothing. This is `mremap(MREMAP_FIXED)`:
+    /// whatever the target overlaps is removed, the pages move, a shrinking source's tail goes.
+    pub fn move_replacing<M: Machine, F: FnMut(VirtPage, PhysFrame)>(
+        &mut self,
+        m: &mut M,
+        frames: &mut FrameAllocator,
+        from: PageRange,
+        to: VirtPage,
+        clear: &[PageRange],
+        mut on_removed: F,
+    ) -> Result<u32, MapError> {
+        self.check_range(from)?;
+        let target = PageRange::new(to, from.count()).ok_or(MapError::OutOfWindow {
+            start: to.start(),
+            pages: from.count(),
+        })?;
+        self.check_range(target)?;
+        for &c in clear {
+            self.check_range(c)?;
+            if c.overlaps(from) {
+                return Err(MapError::Overlap);
+            }
+        }
+        let inside_clear = |r: PageRange| {
+            clear
+                .iter()
+                .any(|c| c.start() <= r.start() && c.end_number() >= r.end_number())
+        };
+        if from.overlaps(target) || !inside_clear(target) {
+            return Err(MapError::Overlap);
+        }
+        let runs = self.runs_of(m, from)?;
+        // Prepare: splits at the edges of every range, then the tables the targets need once
+        // the clear ranges are empty.
+        let mut needed = GroupsNeeded::default();
+        for &c in clear {
+            self.plan_splits(m, c, None, &mut needed)?;
+        }
+        self.plan_splits(m, from, None, &mut needed)?;
+        // Target sections land on L1 entries that may hold a (then empty) table: those tables
+        // are unlinked before the map, so they give their group no page.
+        let mut unlinked: Vec<u32> = Vec::new();
+        for r in runs.iter().filter(|r| r.section) {
+            let l1 = (to.number() + r.offset) / ENTRIES_PER_L2;
+            if matches!(self.read_l1(m, l1), L1Descriptor::PageTable { .. }) {
+                unlinked.push(l1);
+            }
+        }
+        for r in &runs {
+            for chunk in chunks(page(to.number() + r.offset), r.frame, r.count, r.section) {
+                let Chunk::Pages { l1, .. } = chunk else {
+                    continue;
+                };
+                let mib =
+                    PageRange::new(page(l1 * ENTRIES_PER_L2), ENTRIES_PER_L2).unwrap_or(target);
+                // After the clear: a table stays a table, a section wholly cleared is a fault,
+                // a section partly cleared was split into a table.
+                let has_table = match self.read_l1(m, l1) {
+                    L1Descriptor::PageTable { .. } => true,
+                    L1Descriptor::Section { .. } => !inside_clear(mib),
+                    L1Descriptor::Fault | L1Descriptor::Supersection(_) => false,
+                };
+                let first = l1 - l1 % TABLES_PER_PAGE;
+                let group_has_page = (first..first + TABLES_PER_PAGE).any(|j| {
+                    let mib_j =
+                        PageRange::new(page(j * ENTRIES_PER_L2), ENTRIES_PER_L2).unwrap_or(target);
+                    match self.read_l1(m, j) {
+                        L1Descriptor::PageTable { .. } => !unlinked.contains(&j),
+                        // Split by the clear or at the source's edges: a table from then on.
+                        L1Descriptor::Section { .. } => {
+                            let partly = |r: PageRange| {
+                                r.overlaps(mib_j)
+                                    && !(r.start() <= mib_j.start()
+                                        && r.end_number() >= mib_j.end_number())
+                            };
+                            (clear.iter().any(|c| c.overlaps(mib_j)) && !inside_clear(mib_j))
+                                || partly(from)
+                        }
+                        _ => false,
+                    }
+                });
+                if !has_table && !group_has_page {
+                    needed.add(l1 / TABLES_PER_PAGE);
+                }
+            }
+        }
+        let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
+        let mut gone = Vec::new();
+        let mut emptied = Vec::new();
+        // 1. Clear, keeping emptied tables linked for the targets; invalidate before reuse.
+        let mut batch = TlbBatch::new(self.scope());
+        for &c in clear {
+            self.commit_clear(m, c, &mut reserved, &mut batch, &mut |p, f| {
+                gone.push((p, f))
+            });
+        }
+        // The source's partial sections are split now too, before any table is unlinked.
+        for l1 in self.l1_span(from) {
+            let (lo, hi) = Self::clip(from, l1);
+            if hi - lo < ENTRIES_PER_L2
+                && matches!(self.read_l1(m, l1), L1Descriptor::Section { .. })
+            {
+                let _ = self.table_for_update(m, l1, &mut reserved);
+            }
+        }
+        batch.flush(m);
+        // 2. A target section over an emptied table: unlink the table (break-before-make).
+        for r in runs.iter().filter(|r| r.section) {
+            let l1 = (to.number() + r.offset) / ENTRIES_PER_L2;
+            if let L1Descriptor::PageTable { table, .. } = self.read_l1(m, l1)
+                && (to.number() + r.offset) % ENTRIES_PER_L2 == 0
+            {
+                self.write_l1(m, l1, L1Descriptor::Fault);
+                let mut b = TlbBatch::new(self.scope());
+                b.push(page(l1 * ENTRIES_PER_L2));
+                b.flush(m);
+                emptied.push((l1, PhysFrame::containing(table)));
+            }
+        }
+        // 3. Map the targets, 4. clear the source.
+        for r in &runs {
+            self.commit_map(m, page(to.number() + r.offset), r, &mut reserved);
+        }
+        let mut batch = TlbBatch::new(self.scope());
+        self.commit_unmap(
+            m,
+            from,
+            &mut reserved,
+            &mut batch,
+            &mut emptied,
+            &mut |_, _| {},
+        );
+        // 5. Unlink the cleared tables nothing refilled.
+        for &c in clear {
+            for l1 in self.l1_span(c) {
+                if let L1Descriptor::PageTable { table, .. } = self.read_l1(m, l1)
+                    && self.used[l1 as usize] == 0
+                {
+                    self.write_l1(m, l1, L1Descriptor::Fault);
+                    batch.push(page(l1 * ENTRIES_PER_L2));
+                    emptied.push((l1, PhysFrame::containing(table)));
+                }
+            }
+        }
+        batch.flush(m);
+        self.free_emptied(m, frames, emptied);
+        reserved.release(frames);
+        for (p, f) in gone {
+            on_removed(p, f);
+        }
+        Ok(runs.iter().map(|r| r.count).sum())
     }
 
     /// What `va` translates to, or `None` when it is not mapped.
@@ -946,6 +1071,41 @@ impl ArchMmu {
         Ok(())
     }
 
+    /// Runs of consecutive present pages of `from` with consecutive frames and equal
+    /// attributes. A section wholly inside `from` is a run of its own and may stay a section
+    /// when moved to a 1 MiB aligned target; every other page stays a small page.
+    fn runs_of<M: Machine>(&self, m: &mut M, from: PageRange) -> Result<Vec<Run>, MapError> {
+        let mut runs: Vec<Run> = Vec::new();
+        for (offset, p) in from.pages().enumerate() {
+            let Some(t) = self.translate(m, p)? else {
+                continue;
+            };
+            let offset = offset as u32;
+            let first_of_section = p.number() - p.number() % ENTRIES_PER_L2;
+            let whole_section = t.block == BlockSize::Section
+                && from.contains(page(first_of_section))
+                && from.end_number() >= first_of_section + ENTRIES_PER_L2;
+            if let Some(last) = runs.last_mut()
+                && last.offset + last.count == offset
+                && last.frame.checked_add(last.count) == Some(t.frame)
+                && last.attrs == t.attrs
+                && last.section == whole_section
+                && !(whole_section && p.number() == first_of_section)
+            {
+                last.count += 1;
+                continue;
+            }
+            runs.push(Run {
+                offset,
+                frame: t.frame,
+                count: 1,
+                attrs: t.attrs,
+                section: whole_section,
+            });
+        }
+        Ok(runs)
+    }
+
     // ---------------------------------------------------------------- prepare
 
     fn plan_map<M: Machine>(
@@ -1091,6 +1251,26 @@ impl ArchMmu {
         emptied: &mut Vec<(u32, PhysFrame)>,
         on_removed: &mut dyn FnMut(VirtPage, PhysFrame),
     ) {
+        let first_new = emptied.len();
+        self.clear_entries(m, range, reserved, batch, emptied, on_removed);
+        // Unlink emptied tables only now: a split later in the pass may still need their page.
+        // The per-page invalidates of each such MiB also drop any cached L1 entry.
+        for i in first_new..emptied.len() {
+            self.write_l1(m, emptied[i].0, L1Descriptor::Fault);
+        }
+    }
+
+    /// Clears the mapped pages of `range`, splitting sections partly inside; notes the tables
+    /// that became empty in `emptied` but leaves them linked.
+    fn clear_entries<M: Machine>(
+        &mut self,
+        m: &mut M,
+        range: PageRange,
+        reserved: &mut Reserved,
+        batch: &mut TlbBatch,
+        emptied: &mut Vec<(u32, PhysFrame)>,
+        on_removed: &mut dyn FnMut(VirtPage, PhysFrame),
+    ) {
         for l1 in self.l1_span(range) {
             let (lo, hi) = Self::clip(range, l1);
             match self.read_l1(m, l1) {
@@ -1127,11 +1307,20 @@ impl ArchMmu {
                 }
             }
         }
-        // Unlink emptied tables only now: a split later in the pass may still need their page.
-        // The per-page invalidates of each such MiB also drop any cached L1 entry.
-        for &(l1, _) in emptied.iter() {
-            self.write_l1(m, l1, L1Descriptor::Fault);
-        }
+    }
+
+    /// Clears every mapped page of `range` (splitting sections partly inside) without unlinking
+    /// tables that become empty.
+    fn commit_clear<M: Machine>(
+        &mut self,
+        m: &mut M,
+        range: PageRange,
+        reserved: &mut Reserved,
+        batch: &mut TlbBatch,
+        on_removed: &mut dyn FnMut(VirtPage, PhysFrame),
+    ) {
+        let mut emptied = Vec::new();
+        self.clear_entries(m, range, reserved, batch, &mut emptied, on_removed);
     }
 
     /// Frees the L2 pages of emptied tables whose group has no table left. Call after the TLB
