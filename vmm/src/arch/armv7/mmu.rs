@@ -1255,8 +1255,8 @@ impl ArchMmu {
         self.clear_entries(m, range, reserved, batch, emptied, on_removed);
         // Unlink emptied tables only now: a split later in the pass may still need their page.
         // The per-page invalidates of each such MiB also drop any cached L1 entry.
-        for i in first_new..emptied.len() {
-            self.write_l1(m, emptied[i].0, L1Descriptor::Fault);
+        for &(l1, _) in &emptied[first_new..] {
+            self.write_l1(m, l1, L1Descriptor::Fault);
         }
     }
 
