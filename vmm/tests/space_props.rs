@@ -451,7 +451,8 @@ fn apply(w: &mut World, op: &Op) -> bool {
     }
 }
 
-fn run(ops: &[(Op, Option<u8>)]) -> Result<(), TestCaseError> {
+/// Runs the sequence and returns how many frame allocations each op asked for.
+fn run(ops: &[(Op, Option<u8>)]) -> Result<Vec<u64>, TestCaseError> {
     let vm = Vm::new(HostMachine::default(), Layout::with_pool_frames(POOL)).unwrap();
     let start_free = vm.frames().free_count();
     let mut w = World {
@@ -459,15 +460,28 @@ fn run(ops: &[(Op, Option<u8>)]) -> Result<(), TestCaseError> {
         live: Vec::new(),
         start_free,
     };
+    let mut requests = Vec::new();
     for (op, fail_at) in ops {
-        if let Some(k) = fail_at {
-            w.vm.machine_mut()
-                .set_allocation_failure(AllocationFailure::Nth(u64::from(*k)));
-        }
+        let plan = match fail_at {
+            Some(k) => AllocationFailure::Nth(u64::from(*k)),
+            None => AllocationFailure::Never,
+        };
+        w.vm.machine_mut().set_allocation_failure(plan);
         let before = snapshot(&mut w);
         let failed = apply(&mut w, op);
+        let asked = w.vm.machine().allocation_requests();
         w.vm.machine_mut()
             .set_allocation_failure(AllocationFailure::Never);
+        requests.push(asked);
+        if let Some(k) = fail_at {
+            // A refused allocation is never swallowed: the op reports the failure.
+            prop_assert!(
+                asked <= u64::from(*k) || failed,
+                "{:?} succeeded though allocation {} was refused",
+                op,
+                k
+            );
+        }
         if failed && !matches!(op, Op::Exit(_)) {
             let after = snapshot(&mut w);
             prop_assert!(after == before, "failed op {:?} changed state", op);
@@ -483,7 +497,7 @@ fn run(ops: &[(Op, Option<u8>)]) -> Result<(), TestCaseError> {
     }
     prop_assert!(w.vm.shmctl(ShmId(0), IPC_STAT).is_err());
     prop_assert_eq!(w.vm.frames().free_count(), start_free, "frames leaked");
-    Ok(())
+    Ok(requests)
 }
 
 proptest! {
@@ -496,6 +510,23 @@ proptest! {
         let mut ops = ops;
         ops.insert(0, (Op::Spawn, None));
         run(&ops)?;
+    }
+
+    /// Failure injected at every allocation of every op of each sequence, in turn.
+    #[test]
+    fn every_allocation_of_a_sequence_can_fail(
+        ops in prop::collection::vec(op(), 1..20)
+    ) {
+        let mut ops: Vec<(Op, Option<u8>)> = ops.into_iter().map(|o| (o, None)).collect();
+        ops.insert(0, (Op::Spawn, None));
+        let requests = run(&ops)?;
+        for (i, &asked) in requests.iter().enumerate() {
+            for k in 0..asked.min(8) {
+                let mut failing = ops[..i].to_vec();
+                failing.push((ops[i].0.clone(), Some(k as u8)));
+                run(&failing)?;
+            }
+        }
     }
 }
 
