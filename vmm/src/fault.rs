@@ -31,6 +31,17 @@ pub enum Mode {
     Kernel,
 }
 
+impl Mode {
+    /// What an unresolved fault in this mode reports.
+    #[must_use]
+    pub const fn unresolved(self) -> FaultError {
+        match self {
+            Mode::User => FaultError::Segv,
+            Mode::Kernel => FaultError::Efault,
+        }
+    }
+}
+
 /// An access the handler could not resolve. The space lives on and nothing changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FaultError {
@@ -77,10 +88,7 @@ impl<M: Machine> Vm<M> {
         access: Access,
         mode: Mode,
     ) -> Result<Resolution, FaultError> {
-        let unresolved = match mode {
-            Mode::User => FaultError::Segv,
-            Mode::Kernel => FaultError::Efault,
-        };
+        let unresolved = mode.unresolved();
         if !self.layout.in_user_window(va.as_u32(), 1) {
             return Err(unresolved);
         }
@@ -188,10 +196,7 @@ impl<M: Machine> Vm<M> {
         access: Access,
         mode: Mode,
     ) -> Result<PhysAddr, FaultError> {
-        let unresolved = match mode {
-            Mode::User => FaultError::Segv,
-            Mode::Kernel => FaultError::Efault,
-        };
+        let unresolved = mode.unresolved();
         for _ in 0..2 {
             let t = if va.as_u32() >= crate::arch::armv7::TTBR1_BASE.as_u32() {
                 self.kernel.query(&mut self.machine, va)

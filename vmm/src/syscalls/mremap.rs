@@ -100,13 +100,7 @@ impl<M: Machine> Vm<M> {
         s.mmu
             .move_pages(&mut self.machine, &mut self.frames, src, start)
             .map_err(|_| Errno::ENOMEM)?;
-        s.regions.isolate(src);
-        s.regions.remove(src.start());
-        s.regions.insert(Region {
-            range: target,
-            ..region
-        });
-        Ok(target.start_addr())
+        self.relocate_region(id, region, src, target)
     }
 
     /// `MREMAP_FIXED`: whatever `target` overlaps is removed (as munmap would), the first
@@ -145,6 +139,18 @@ impl<M: Machine> Vm<M> {
             // A page of the private anon source: it held a reference.
             let _ = self.frames.release(frame);
         }
+        self.relocate_region(id, region, src, target)
+    }
+
+    /// The region bookkeeping of a move: `src` (part of `region`) leaves, `target` arrives
+    /// with the same attributes.
+    fn relocate_region(
+        &mut self,
+        id: SpaceId,
+        region: Region,
+        src: PageRange,
+        target: PageRange,
+    ) -> Result<VirtAddr, Errno> {
         let s = self.spaces.get_mut(&id).ok_or(Errno::EINVAL)?;
         s.regions.isolate(src);
         s.regions.remove(src.start());

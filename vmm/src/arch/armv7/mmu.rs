@@ -725,14 +725,7 @@ impl ArchMmu {
         let mut needed = GroupsNeeded::default();
         self.plan_splits(m, range, None, &mut needed)?;
         let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
-        for l1 in self.l1_span(range) {
-            let (lo, hi) = Self::clip(range, l1);
-            if hi - lo < ENTRIES_PER_L2
-                && matches!(self.read_l1(m, l1), L1Descriptor::Section { .. })
-            {
-                let _ = self.table_for_update(m, l1, &mut reserved);
-            }
-        }
+        self.commit_partial_splits(m, range, &mut reserved);
         reserved.release(frames);
         m.dsb();
         m.isb();
@@ -838,14 +831,7 @@ impl ArchMmu {
             });
         }
         // The source's partial sections are split now too, before any table is unlinked.
-        for l1 in self.l1_span(from) {
-            let (lo, hi) = Self::clip(from, l1);
-            if hi - lo < ENTRIES_PER_L2
-                && matches!(self.read_l1(m, l1), L1Descriptor::Section { .. })
-            {
-                let _ = self.table_for_update(m, l1, &mut reserved);
-            }
-        }
+        self.commit_partial_splits(m, from, &mut reserved);
         batch.flush(m);
         // 2. A target section over an emptied table: unlink the table (break-before-make).
         for r in runs.iter().filter(|r| r.section) {
@@ -1321,6 +1307,23 @@ impl ArchMmu {
     ) {
         let mut emptied = Vec::new();
         self.clear_entries(m, range, reserved, batch, &mut emptied, on_removed);
+    }
+
+    /// Splits the sections only partly inside `range` (their pages were reserved).
+    fn commit_partial_splits<M: Machine>(
+        &mut self,
+        m: &mut M,
+        range: PageRange,
+        reserved: &mut Reserved,
+    ) {
+        for l1 in self.l1_span(range) {
+            let (lo, hi) = Self::clip(range, l1);
+            if hi - lo < ENTRIES_PER_L2
+                && matches!(self.read_l1(m, l1), L1Descriptor::Section { .. })
+            {
+                let _ = self.table_for_update(m, l1, reserved);
+            }
+        }
     }
 
     /// Frees the L2 pages of emptied tables whose group has no table left. Call after the TLB
