@@ -447,34 +447,9 @@ impl ArchMmu {
         // Clear what is there (splitting sections only partly inside), then invalidate.
         let mut batch = TlbBatch::new(self.scope());
         let mut gone = Vec::new();
-        for l1 in self.l1_span(range) {
-            let (lo, hi) = Self::clip(range, l1);
-            match self.read_l1(m, l1) {
-                L1Descriptor::Fault | L1Descriptor::Supersection(_) => {}
-                L1Descriptor::Section { base, .. } if hi - lo == ENTRIES_PER_L2 => {
-                    self.write_l1(m, l1, L1Descriptor::Fault);
-                    batch.push(page(lo));
-                    let first = PhysFrame::containing(base);
-                    gone.extend((0..ENTRIES_PER_L2).map(|i| (page(lo + i), frame_plus(first, i))));
-                }
-                L1Descriptor::Section { .. } | L1Descriptor::PageTable { .. } => {
-                    let Some(table) = self.table_for_update(m, l1, &mut reserved) else {
-                        continue;
-                    };
-                    for p in lo..hi {
-                        let pa = Self::l2_entry(table, p);
-                        if let L2Descriptor::Small { base, .. } =
-                            L2Descriptor::decode(m.read_word(pa))
-                        {
-                            m.write_word(pa, 0);
-                            batch.push(page(p));
-                            self.used[l1 as usize] = self.used[l1 as usize].saturating_sub(1);
-                            gone.push((page(p), PhysFrame::containing(base)));
-                        }
-                    }
-                }
-            }
-        }
+        self.commit_clear(m, range, &mut reserved, &mut batch, &mut |p, f| {
+            gone.push((p, f))
+        });
         batch.flush(m);
         // Fill in the new pages.
         let pattrs = attrs.to_page_attributes();
