@@ -1,12 +1,15 @@
-//! The HashMap-and-Vec model of semantics.md: user spaces with their regions and breaks.
+//! The model of semantics.md: user spaces with regions, breaks and page tables of logical
+//! frames, written from semantics.md alone (simple loops over sorted maps, no cleverness).
 //!
-//! Status: the region-level semantics of `mmap`, `munmap`, `mprotect` and `brk` (return values
-//! and region lists). Pages, frames, faults, fork, shm and the frame accounting follow.
-//! Written from semantics.md alone: simple loops over sorted vectors, no cleverness.
+//! Status: several spaces; `spawn`, `exit`, `fork`; `mmap`, `munmap`, `mprotect`, `brk`;
+//! accesses with demand paging and copy-on-write; frame contents; the free-frame count and the
+//! page-table page count predicted exactly. Not yet: `mremap`, shm, device mappings, vmalloc.
 
 mod errno;
 mod layout;
 mod regions;
+
+use std::collections::BTreeMap;
 
 pub use errno::Errno;
 pub use layout::Layout;
@@ -24,27 +27,152 @@ pub const MAP_ANONYMOUS: u32 = 0x20;
 pub const MAP_FIXED_NOREPLACE: u32 = 0x10_0000;
 
 const PAGE: u64 = 4096;
+/// Pages served by one 4 KiB page of four 1 KiB L2 tables.
+const GROUP: u64 = 4 << 20;
 
-/// One user space's region-level state.
+/// A logical frame: the model never knows physical addresses.
+pub type FrameId = u64;
+
+/// A present page: its frame and the permissions the hardware grants (R=1, W=2, X=4; a shared
+/// frame lacks W: copy-on-write).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Pte {
+    /// The frame.
+    pub frame: FrameId,
+    /// Hardware permissions.
+    pub perms: u32,
+}
+
+/// A private anon frame: how many PTEs map it and its non-zero words.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Frame {
+    /// PTEs mapping it.
+    pub refs: u32,
+    /// Word offset -> value; absent words are zero.
+    pub words: BTreeMap<u32, u32>,
+}
+
+/// What an access does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Load.
+    Read,
+    /// Store of a value.
+    Write(u32),
+    /// Fetch.
+    Execute,
+}
+
+/// An unresolved access (semantics.md section 9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AccessError {
+    /// User mode.
+    Segv,
+    /// Kernel mode.
+    Efault,
+}
+
+/// Every space, every frame, and the free-frame count.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Model {
     /// The layout.
     pub layout: Layout,
-    /// The space.
-    pub space: Space,
+    /// Live spaces by id (ids as the vmm hands them out: 1, 2, ...).
+    pub spaces: BTreeMap<u32, Space>,
+    /// Private anon frames.
+    pub frames: BTreeMap<FrameId, Frame>,
+    /// Free frames in the pool.
+    pub free: u32,
+    next_space: u32,
+    next_frame: FrameId,
 }
 
 impl Model {
-    /// A fresh space: no regions, the break at the heap base.
+    /// No spaces yet; `free` frames in the pool.
     #[must_use]
-    pub fn new(layout: Layout) -> Self {
+    pub fn new(layout: Layout, free: u32) -> Self {
         Self {
-            space: Space {
-                regions: Vec::new(),
-                brk: layout.heap_base,
-            },
             layout,
+            spaces: BTreeMap::new(),
+            frames: BTreeMap::new(),
+            free,
+            next_space: 1,
+            next_frame: 1,
         }
+    }
+
+    /// Page-table pages of space `id`: its L1 table plus one page per 4 MiB group holding a
+    /// present page (anonymous memory is always mapped with small pages).
+    #[must_use]
+    pub fn table_pages(&self, id: u32) -> Option<u32> {
+        let s = self.spaces.get(&id)?;
+        let mut groups: Vec<u64> = s.ptes.keys().map(|p| p / GROUP).collect();
+        groups.dedup();
+        Some(1 + groups.len() as u32)
+    }
+
+    fn group_has_pages(s: &Space, page: u64) -> bool {
+        let g = page / GROUP;
+        s.ptes.range(g * GROUP..(g + 1) * GROUP).next().is_some()
+    }
+
+    /// `spawn`: an empty space (one frame for its L1 table; 255 ASIDs).
+    pub fn spawn(&mut self) -> Result<u32, Errno> {
+        if self.spaces.len() >= 255 || self.free < 1 {
+            return Err(Errno::ENOMEM);
+        }
+        self.free -= 1;
+        Ok(self.insert(Space {
+            regions: Vec::new(),
+            brk: self.layout.heap_base,
+            ptes: BTreeMap::new(),
+        }))
+    }
+
+    fn insert(&mut self, space: Space) -> u32 {
+        let id = self.next_space;
+        self.next_space += 1;
+        self.spaces.insert(id, space);
+        id
+    }
+
+    /// `exit`: every page, table page and the L1 table go back.
+    pub fn exit(&mut self, id: u32) -> Result<(), Errno> {
+        let s = self.spaces.get(&id).ok_or(Errno::EINVAL)?;
+        let tables = self.table_pages(id).unwrap_or(1);
+        let pages: Vec<Pte> = s.ptes.values().copied().collect();
+        for pte in pages {
+            self.drop_ref(pte.frame);
+        }
+        self.free += tables;
+        self.spaces.remove(&id);
+        Ok(())
+    }
+
+    /// `fork`: the child gets the regions, the break and every page, copy-on-write.
+    pub fn fork(&mut self, parent: u32) -> Result<u32, Errno> {
+        let p = self.spaces.get(&parent).ok_or(Errno::EINVAL)?;
+        let mut groups: Vec<u64> = p.ptes.keys().map(|a| a / GROUP).collect();
+        groups.dedup();
+        let need = 1 + groups.len() as u32;
+        if self.spaces.len() >= 255 || self.free < need {
+            return Err(Errno::ENOMEM);
+        }
+        self.free -= need;
+        let mut child = p.clone();
+        for pte in child.ptes.values_mut() {
+            pte.perms &= !2;
+        }
+        let p = self.spaces.get_mut(&parent).ok_or(Errno::EINVAL)?;
+        for pte in p.ptes.values_mut() {
+            pte.perms &= !2;
+        }
+        for pte in child.ptes.values() {
+            if let Some(f) = self.frames.get_mut(&pte.frame) {
+                f.refs += 1;
+            }
+        }
+        Ok(self.insert(child))
     }
 
     fn in_window(&self, start: u64, len: u64) -> bool {
@@ -52,8 +180,15 @@ impl Model {
     }
 
     /// semantics.md section 4.
-    pub fn mmap(&mut self, addr: u32, len: u32, prot: u32, flags: u32) -> Result<u32, Errno> {
-        if prot & !7 != 0 {
+    pub fn mmap(
+        &mut self,
+        id: u32,
+        addr: u32,
+        len: u32,
+        prot: u32,
+        flags: u32,
+    ) -> Result<u32, Errno> {
+        if !self.spaces.contains_key(&id) || prot & !7 != 0 {
             return Err(Errno::EINVAL);
         }
         let sharing = flags & (MAP_SHARED | MAP_PRIVATE);
@@ -73,11 +208,11 @@ impl Model {
             if addr % PAGE != 0 || !self.in_window(addr, len) {
                 return Err(Errno::EINVAL);
             }
-            if self.space.overlaps(addr, len) {
+            if self.spaces[&id].overlaps(addr, len) {
                 if flags & MAP_FIXED_NOREPLACE != 0 {
                     return Err(Errno::EEXIST);
                 }
-                self.unmap(addr, len)?;
+                self.unmap(id, addr, len);
             }
             addr
         } else {
@@ -89,36 +224,43 @@ impl Model {
             let usable = hint != 0
                 && hint <= u64::from(u32::MAX)
                 && self.in_window(hint, len)
-                && !self.space.overlaps(hint, len);
+                && !self.spaces[&id].overlaps(hint, len);
             if usable {
                 hint
             } else {
-                self.first_fit(len).ok_or(Errno::ENOMEM)?
+                self.first_fit(id, len).ok_or(Errno::ENOMEM)?
             }
         };
-        let prot = normalize(prot);
-        self.space.insert(Region {
+        let region = Region {
             start,
             len,
-            prot,
+            prot: normalize(prot),
             shared: sharing == MAP_SHARED,
             kind: Kind::Anon,
-        });
+        };
+        if let Some(s) = self.spaces.get_mut(&id) {
+            s.insert(region);
+        }
         Ok(start as u32)
     }
 
     /// semantics.md section 5.
-    pub fn munmap(&mut self, addr: u32, len: u32) -> Result<(), Errno> {
+    pub fn munmap(&mut self, id: u32, addr: u32, len: u32) -> Result<(), Errno> {
         let (addr, len) = (u64::from(addr), u64::from(len).div_ceil(PAGE) * PAGE);
-        if addr % PAGE != 0 || len == 0 || !self.in_window(addr, len) {
+        if !self.spaces.contains_key(&id)
+            || addr % PAGE != 0
+            || len == 0
+            || !self.in_window(addr, len)
+        {
             return Err(Errno::EINVAL);
         }
-        self.unmap(addr, len)
+        self.unmap(id, addr, len);
+        Ok(())
     }
 
-    /// semantics.md section 6 (region level: the split and the new protection).
-    pub fn mprotect(&mut self, addr: u32, len: u32, prot: u32) -> Result<(), Errno> {
-        if addr % 4096 != 0 || prot & !7 != 0 {
+    /// semantics.md section 6.
+    pub fn mprotect(&mut self, id: u32, addr: u32, len: u32, prot: u32) -> Result<(), Errno> {
+        if !self.spaces.contains_key(&id) || addr % 4096 != 0 || prot & !7 != 0 {
             return Err(Errno::EINVAL);
         }
         if len == 0 {
@@ -129,23 +271,34 @@ impl Model {
         if len > u64::from(u32::MAX) || addr + len > 1 << 32 {
             return Err(Errno::EINVAL);
         }
-        if !self.space.covers(addr, len) {
+        let frames = &self.frames;
+        let Some(s) = self.spaces.get_mut(&id) else {
+            return Err(Errno::EINVAL);
+        };
+        if !s.covers(addr, len) {
             return Err(Errno::ENOMEM);
         }
-        self.space.split_at(addr);
-        self.space.split_at(addr + len);
+        s.split_at(addr);
+        s.split_at(addr + len);
         let prot = normalize(prot);
-        for r in &mut self.space.regions {
+        for r in &mut s.regions {
             if r.start >= addr && r.start + r.len <= addr + len {
                 r.prot = prot;
             }
+        }
+        for (_, pte) in s.ptes.range_mut(addr..addr + len) {
+            let shared = frames.get(&pte.frame).is_some_and(|f| f.refs > 1);
+            pte.perms = if shared { prot & !2 } else { prot };
         }
         Ok(())
     }
 
     /// semantics.md section 7: the new break, or the old one on failure.
-    pub fn brk(&mut self, addr: u32) -> u32 {
-        let old = self.space.brk;
+    pub fn brk(&mut self, id: u32, addr: u32) -> u32 {
+        let Some(s) = self.spaces.get(&id) else {
+            return 0;
+        };
+        let old = s.brk;
         let (Some(new_end), Some(old_end)) = (round_up(addr), round_up(old)) else {
             return old;
         };
@@ -154,17 +307,19 @@ impl Model {
         }
         if new_end > old_end {
             let grow = new_end - old_end;
-            if self.space.overlaps(old_end, grow) || new_end > u64::from(self.layout.mmap_base) {
+            if s.overlaps(old_end, grow) || new_end > u64::from(self.layout.mmap_base) {
                 return old;
             }
-            match self
-                .space
+            let Some(s) = self.spaces.get_mut(&id) else {
+                return old;
+            };
+            match s
                 .regions
                 .iter_mut()
                 .find(|r| r.kind == Kind::Heap && r.start + r.len == old_end)
             {
                 Some(heap) => heap.len += grow,
-                None => self.space.insert(Region {
+                None => s.insert(Region {
                     start: old_end,
                     len: grow,
                     prot: 3,
@@ -172,29 +327,176 @@ impl Model {
                     kind: Kind::Heap,
                 }),
             }
-        } else if new_end < old_end && self.unmap(new_end, old_end - new_end).is_err() {
-            return old;
+        } else if new_end < old_end {
+            self.unmap(id, new_end, old_end - new_end);
         }
-        self.space.brk = addr;
+        if let Some(s) = self.spaces.get_mut(&id) {
+            s.brk = addr;
+        }
         addr
     }
 
-    fn unmap(&mut self, start: u64, len: u64) -> Result<(), Errno> {
-        self.space.split_at(start);
-        self.space.split_at(start + len);
-        self.space
-            .regions
-            .retain(|r| !(r.start >= start && r.start + r.len <= start + len));
-        Ok(())
+    /// An access to the word at `va` (rounded down to 4 bytes) in `user` or kernel mode, with
+    /// the fault handling of semantics.md section 9. Reads return the word, writes 0.
+    pub fn access(
+        &mut self,
+        id: u32,
+        va: u32,
+        access: Access,
+        user: bool,
+    ) -> Result<u32, AccessError> {
+        let unresolved = if user {
+            AccessError::Segv
+        } else {
+            AccessError::Efault
+        };
+        let va = u64::from(va & !3);
+        let page = va & !(PAGE - 1);
+        let need = match access {
+            Access::Read => 1,
+            Access::Write(_) => 2,
+            Access::Execute => 4,
+        };
+        let s = self.spaces.get(&id).ok_or(unresolved)?;
+        let pte = s.ptes.get(&page).copied();
+        if !pte.is_some_and(|p| p.perms & need != 0 && p.perms & 1 != 0) {
+            self.fault(id, page, need).ok_or(unresolved)?;
+        }
+        let s = self.spaces.get(&id).ok_or(unresolved)?;
+        let pte = s
+            .ptes
+            .get(&page)
+            .copied()
+            .filter(|p| p.perms & need != 0)
+            .ok_or(unresolved)?;
+        let offset = (va - page) as u32;
+        let frame = self.frames.entry(pte.frame).or_default();
+        Ok(match access {
+            Access::Write(v) => {
+                if v == 0 {
+                    frame.words.remove(&offset);
+                } else {
+                    frame.words.insert(offset, v);
+                }
+                0
+            }
+            Access::Read | Access::Execute => frame.words.get(&offset).copied().unwrap_or(0),
+        })
     }
 
-    fn first_fit(&self, len: u64) -> Option<u64> {
+    /// The fault handler: `None` when unresolved (nothing changes).
+    fn fault(&mut self, id: u32, page: u64, need: u32) -> Option<()> {
+        if !self.in_window(page, PAGE) {
+            return None;
+        }
+        let s = self.spaces.get(&id)?;
+        let region = *s
+            .regions
+            .iter()
+            .find(|r| r.start <= page && page < r.start + r.len)?;
+        if region.prot & 1 == 0 || region.prot & need != need {
+            return None;
+        }
+        match s.ptes.get(&page).copied() {
+            None => {
+                let cost = 1 + u32::from(!Self::group_has_pages(s, page));
+                if self.free < cost {
+                    return None;
+                }
+                self.free -= cost;
+                let frame = self.new_frame(BTreeMap::new());
+                self.spaces.get_mut(&id)?.ptes.insert(
+                    page,
+                    Pte {
+                        frame,
+                        perms: region.prot,
+                    },
+                );
+            }
+            Some(pte) if pte.perms & need != 0 => {}
+            Some(pte) if need == 2 => {
+                let refs = self.frames.get(&pte.frame).map_or(0, |f| f.refs);
+                if refs > 1 {
+                    if self.free < 1 {
+                        return None;
+                    }
+                    self.free -= 1;
+                    let words = self
+                        .frames
+                        .get(&pte.frame)
+                        .map(|f| f.words.clone())
+                        .unwrap_or_default();
+                    let copy = self.new_frame(words);
+                    self.drop_ref(pte.frame);
+                    self.spaces.get_mut(&id)?.ptes.insert(
+                        page,
+                        Pte {
+                            frame: copy,
+                            perms: region.prot,
+                        },
+                    );
+                } else {
+                    self.spaces.get_mut(&id)?.ptes.insert(
+                        page,
+                        Pte {
+                            frame: pte.frame,
+                            perms: region.prot,
+                        },
+                    );
+                }
+            }
+            Some(_) => return None,
+        }
+        Some(())
+    }
+
+    fn new_frame(&mut self, words: BTreeMap<u32, u32>) -> FrameId {
+        let id = self.next_frame;
+        self.next_frame += 1;
+        self.frames.insert(id, Frame { refs: 1, words });
+        id
+    }
+
+    fn drop_ref(&mut self, frame: FrameId) {
+        if let Some(f) = self.frames.get_mut(&frame) {
+            f.refs -= 1;
+            if f.refs == 0 {
+                self.frames.remove(&frame);
+                self.free += 1;
+            }
+        }
+    }
+
+    /// Removes regions and pages in `[start, start + len)`; table pages of emptied groups go back.
+    fn unmap(&mut self, id: u32, start: u64, len: u64) {
+        let before = self.table_pages(id).unwrap_or(1);
+        let Some(s) = self.spaces.get_mut(&id) else {
+            return;
+        };
+        s.split_at(start);
+        s.split_at(start + len);
+        s.regions
+            .retain(|r| !(r.start >= start && r.start + r.len <= start + len));
+        let gone: Vec<u64> = s.ptes.range(start..start + len).map(|(&p, _)| p).collect();
+        let mut frames = Vec::new();
+        for p in gone {
+            if let Some(pte) = s.ptes.remove(&p) {
+                frames.push(pte.frame);
+            }
+        }
+        for f in frames {
+            self.drop_ref(f);
+        }
+        self.free += before - self.table_pages(id).unwrap_or(1);
+    }
+
+    fn first_fit(&self, id: u32, len: u64) -> Option<u64> {
         let (lo, hi) = (
             u64::from(self.layout.mmap_base),
             u64::from(self.layout.mmap_end),
         );
         let mut candidate = lo;
-        for r in &self.space.regions {
+        for r in &self.spaces.get(&id)?.regions {
             if r.start + r.len <= candidate {
                 continue;
             }

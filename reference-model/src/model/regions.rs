@@ -24,13 +24,15 @@ pub struct Region {
     pub kind: Kind,
 }
 
-/// A space's regions (sorted by start, disjoint) and its break.
+/// A space's regions (sorted by start, disjoint), its break and its present pages.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Space {
     /// The regions.
     pub regions: Vec<Region>,
     /// The break.
     pub brk: u32,
+    /// Present pages by page address.
+    pub ptes: std::collections::BTreeMap<u64, super::Pte>,
 }
 
 impl Space {
