@@ -238,13 +238,17 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 384, ..ProptestConfig::default() })]
 
     #[test]
-    fn model_and_vmm_agree(ops in prop::collection::vec(op(), 1..50)) {
+    fn model_and_vmm_agree(ops in prop::collection::vec((op(), prop::option::weighted(0.15, 0..3u64)), 1..50)) {
         let vm = Vm::new(HostMachine::default(), Layout::with_pool_frames(POOL)).unwrap();
         let free = vm.frames().free_count();
         let mut p = Pair { vm, model: Model::new(model::Layout::default(), free), ids: Vec::new(), frames: BTreeMap::new(), phys: BTreeMap::new() };
         let mut ops = ops;
-        ops.insert(0, Op::Spawn);
-        for (i, op) in ops.iter().enumerate() {
+        ops.insert(0, (Op::Spawn, None));
+        for (i, (op, refuse)) in ops.iter().enumerate() {
+            // The k-th frame allocation of this op is refused, in both.
+            p.model.refuse_allocation = *refuse;
+            let plan = refuse.map_or(vmm::machine::AllocationFailure::Never, vmm::machine::AllocationFailure::Nth);
+            p.vm.machine_mut().set_allocation_failure(plan);
             let (got, want): (Result<u32, i32>, Result<u32, i32>) = match op {
                 Op::Spawn => {
                     let (g, w) = (p.vm.spawn(), p.model.spawn());
@@ -324,7 +328,9 @@ proptest! {
                     (g.map_err(fault), w.map_err(ferr))
                 }
             };
-            prop_assert_eq!(got, want, "op {} {:?}", i, op);
+            p.model.refuse_allocation = None;
+            p.vm.machine_mut().set_allocation_failure(vmm::machine::AllocationFailure::Never);
+            prop_assert_eq!(got, want, "op {} {:?} (refusing allocation {:?})", i, op, refuse);
             p.compare().map_err(|e| TestCaseError::fail(format!("after op {i} {op:?}: {e}")))?;
         }
         // Everything back once every space has exited.

@@ -83,6 +83,9 @@ pub struct Model {
     pub frames: BTreeMap<FrameId, Frame>,
     /// Free frames in the pool.
     pub free: u32,
+    /// Failure injection: when `Some(k)`, the k-th frame allocation of the next op (0-based) is
+    /// refused, so an op needing more than `k` frames fails (and changes nothing).
+    pub refuse_allocation: Option<u64>,
     next_space: u32,
     next_frame: FrameId,
 }
@@ -96,6 +99,7 @@ impl Model {
             spaces: BTreeMap::new(),
             frames: BTreeMap::new(),
             free,
+            refuse_allocation: None,
             next_space: 1,
             next_frame: 1,
         }
@@ -111,6 +115,11 @@ impl Model {
         Some(1 + groups.len() as u32)
     }
 
+    /// Whether an op may take `cost` frames: enough are free and none of them is refused.
+    fn can_allocate(&self, cost: u32) -> bool {
+        self.free >= cost && self.refuse_allocation.is_none_or(|k| k >= u64::from(cost))
+    }
+
     fn group_has_pages(s: &Space, page: u64) -> bool {
         let g = page / GROUP;
         s.ptes.range(g * GROUP..(g + 1) * GROUP).next().is_some()
@@ -118,7 +127,7 @@ impl Model {
 
     /// `spawn`: an empty space (one frame for its L1 table; 255 ASIDs).
     pub fn spawn(&mut self) -> Result<u32, Errno> {
-        if self.spaces.len() >= 255 || self.free < 1 {
+        if self.spaces.len() >= 255 || !self.can_allocate(1) {
             return Err(Errno::ENOMEM);
         }
         self.free -= 1;
@@ -155,7 +164,7 @@ impl Model {
         let mut groups: Vec<u64> = p.ptes.keys().map(|a| a / GROUP).collect();
         groups.dedup();
         let need = 1 + groups.len() as u32;
-        if self.spaces.len() >= 255 || self.free < need {
+        if self.spaces.len() >= 255 || !self.can_allocate(need) {
             return Err(Errno::ENOMEM);
         }
         self.free -= need;
@@ -400,7 +409,7 @@ impl Model {
         match s.ptes.get(&page).copied() {
             None => {
                 let cost = 1 + u32::from(!Self::group_has_pages(s, page));
-                if self.free < cost {
+                if !self.can_allocate(cost) {
                     return None;
                 }
                 self.free -= cost;
@@ -417,7 +426,7 @@ impl Model {
             Some(pte) if need == 2 => {
                 let refs = self.frames.get(&pte.frame).map_or(0, |f| f.refs);
                 if refs > 1 {
-                    if self.free < 1 {
+                    if !self.can_allocate(1) {
                         return None;
                     }
                     self.free -= 1;
