@@ -50,6 +50,14 @@ enum Op {
         s: u8,
         addr: Addr,
     },
+    Mremap {
+        s: u8,
+        addr: Addr,
+        old_len: u32,
+        new_len: u32,
+        flags: u32,
+        new_addr: Addr,
+    },
     Access {
         s: u8,
         addr: Addr,
@@ -108,6 +116,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (s.clone(), addr(), len()).prop_map(|(s, addr, len)| Op::Munmap { s, addr, len }),
         2 => (s.clone(), addr(), len(), prot).prop_map(|(s, addr, len, prot)| Op::Mprotect { s, addr, len, prot }),
         2 => (s.clone(), addr()).prop_map(|(s, addr)| Op::Brk { s, addr }),
+        3 => (s.clone(), addr(), len(), len(), prop_oneof![4 => 0..4u32, 1 => any::<u32>()], addr())
+            .prop_map(|(s, addr, old_len, new_len, flags, new_addr)| Op::Mremap { s, addr, old_len, new_len, flags, new_addr }),
         8 => (s, addr(), 0..3u8, any::<u32>(), any::<bool>())
             .prop_map(|(s, addr, kind, value, kernel)| Op::Access { s, addr, kind, value, kernel }),
     ]
@@ -295,6 +305,14 @@ proptest! {
                     let Some((m, v)) = p.pick(*s) else { continue };
                     let a = p.resolve(m, addr);
                     (Ok(p.vm.brk(v, a)), Ok(p.model.brk(m, a)))
+                }
+                Op::Mremap { s, addr, old_len, new_len, flags, new_addr } => {
+                    let Some((m, v)) = p.pick(*s) else { continue };
+                    let (a, n) = (p.resolve(m, addr), p.resolve(m, new_addr));
+                    (
+                        p.vm.mremap(v, a, *old_len, *new_len, *flags, n).map(|a| a.as_u32()).map_err(errno),
+                        p.model.mremap(m, a, *old_len, *new_len, *flags, n).map_err(merr),
+                    )
                 }
                 Op::Access { s, addr, kind, value, kernel } => {
                     let Some((m, v)) = p.pick(*s) else { continue };
