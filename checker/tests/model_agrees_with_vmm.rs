@@ -50,6 +50,25 @@ enum Op {
         s: u8,
         addr: Addr,
     },
+    ShmGet {
+        key: i32,
+        pages: u32,
+        flags: u32,
+    },
+    ShmAt {
+        s: u8,
+        id: u32,
+        addr: Option<Addr>,
+        flags: u32,
+    },
+    ShmDt {
+        s: u8,
+        addr: Addr,
+    },
+    ShmCtl {
+        id: u32,
+        cmd: u32,
+    },
     Mremap {
         s: u8,
         addr: Addr,
@@ -116,6 +135,12 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (s.clone(), addr(), len()).prop_map(|(s, addr, len)| Op::Munmap { s, addr, len }),
         2 => (s.clone(), addr(), len(), prot).prop_map(|(s, addr, len, prot)| Op::Mprotect { s, addr, len, prot }),
         2 => (s.clone(), addr()).prop_map(|(s, addr)| Op::Brk { s, addr }),
+        1 => (0..3i32, 0..4u32, prop_oneof![Just(0o1000u32), Just(0o3000), Just(0)])
+            .prop_map(|(key, pages, flags)| Op::ShmGet { key, pages, flags }),
+        2 => (s.clone(), 0..4u32, prop::option::of(addr()), prop_oneof![Just(0u32), Just(0o10000), Just(0o40000), Just(0o60000), Just(0o100000)])
+            .prop_map(|(s, id, addr, flags)| Op::ShmAt { s, id, addr, flags }),
+        1 => (s.clone(), addr()).prop_map(|(s, addr)| Op::ShmDt { s, addr }),
+        1 => (0..4u32, prop_oneof![Just(0u32), Just(2), Just(7)]).prop_map(|(id, cmd)| Op::ShmCtl { id, cmd }),
         3 => (s.clone(), addr(), len(), len(), prop_oneof![4 => 0..4u32, 1 => any::<u32>()], addr())
             .prop_map(|(s, addr, old_len, new_len, flags, new_addr)| Op::Mremap { s, addr, old_len, new_len, flags, new_addr }),
         8 => (s, addr(), 0..3u8, any::<u32>(), any::<bool>())
@@ -228,6 +253,31 @@ impl Pair {
                 }
             }
         }
+        let vsegs: Vec<(u32, i32, u32, usize, u32, bool)> = self
+            .vm
+            .shm()
+            .iter()
+            .map(|(id, s)| (id.0, s.key, s.size, s.frames.len(), s.attached, s.removed))
+            .collect();
+        let msegs: Vec<(u32, i32, u32, usize, u32, bool)> = self
+            .model
+            .segments
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                s.as_ref().map(|s| {
+                    (
+                        i as u32,
+                        s.key,
+                        s.size,
+                        s.frames.len(),
+                        s.attached,
+                        s.removed,
+                    )
+                })
+            })
+            .collect();
+        prop_assert_eq!(vsegs, msegs, "shm segments");
         // Forget frames the model freed, so the vmm may reuse the physical frame.
         let live = &self.model.frames;
         self.frames.retain(|id, _| live.contains_key(id));
@@ -306,6 +356,31 @@ proptest! {
                     let a = p.resolve(m, addr);
                     (Ok(p.vm.brk(v, a)), Ok(p.model.brk(m, a)))
                 }
+                Op::ShmGet { key, pages, flags } => (
+                    p.vm.shmget(*key, pages * 4096, *flags).map(|i| i.0).map_err(errno),
+                    p.model.shmget(*key, pages * 4096, *flags).map_err(merr),
+                ),
+                Op::ShmAt { s, id, addr, flags } => {
+                    let Some((m, v)) = p.pick(*s) else { continue };
+                    let a = addr.as_ref().map_or(0, |a| p.resolve(m, a));
+                    (
+                        p.vm.shmat(v, vmm::space::ShmId(*id), a, *flags).map(|a| a.as_u32()).map_err(errno),
+                        p.model.shmat(m, *id, a, *flags).map_err(merr),
+                    )
+                }
+                Op::ShmDt { s, addr } => {
+                    let Some((m, v)) = p.pick(*s) else { continue };
+                    let a = p.resolve(m, addr);
+                    (p.vm.shmdt(v, a).map(|()| 0).map_err(errno), p.model.shmdt(m, a).map(|()| 0).map_err(merr))
+                }
+                Op::ShmCtl { id, cmd } => {
+                    let stat = |s: Option<vmm::shm::ShmStat>| s.map_or(0, |s| s.size ^ (s.attached << 24) ^ u32::from(s.removed) << 31);
+                    let mstat = |s: Option<(u32, u32, bool)>| s.map_or(0, |(size, att, rm)| size ^ (att << 24) ^ u32::from(rm) << 31);
+                    (
+                        p.vm.shmctl(vmm::space::ShmId(*id), *cmd).map(stat).map_err(errno),
+                        p.model.shmctl(*id, *cmd).map(mstat).map_err(merr),
+                    )
+                }
                 Op::Mremap { s, addr, old_len, new_len, flags, new_addr } => {
                     let Some((m, v)) = p.pick(*s) else { continue };
                     let (a, n) = (p.resolve(m, addr), p.resolve(m, new_addr));
@@ -351,10 +426,14 @@ proptest! {
             prop_assert_eq!(got, want, "op {} {:?} (refusing allocation {:?})", i, op, refuse);
             p.compare().map_err(|e| TestCaseError::fail(format!("after op {i} {op:?}: {e}")))?;
         }
-        // Everything back once every space has exited.
+        // Everything back once every space has exited and every segment is removed.
         for (m, v) in std::mem::take(&mut p.ids) {
             p.vm.exit(v).unwrap();
             p.model.exit(m).unwrap();
+        }
+        for i in 0..192 {
+            let _ = p.vm.shmctl(vmm::space::ShmId(i), 0);
+            let _ = p.model.shmctl(i, 0);
         }
         prop_assert_eq!(p.vm.frames().free_count(), free);
         prop_assert_eq!(p.model.free, free);

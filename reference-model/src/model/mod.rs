@@ -43,13 +43,30 @@ pub struct Pte {
     pub perms: u32,
 }
 
-/// A private anon frame: how many PTEs map it and its non-zero words.
+/// A frame: how many PTEs map it (private anon frames) and its non-zero words.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Frame {
-    /// PTEs mapping it.
+    /// PTEs mapping it (always 0 for shm frames, which their segment owns).
     pub refs: u32,
+    /// An shm segment's frame.
+    pub shm: bool,
     /// Word offset -> value; absent words are zero.
     pub words: BTreeMap<u32, u32>,
+}
+
+/// A SysV shm segment (semantics.md section 11).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// Its key (0 = `IPC_PRIVATE`).
+    pub key: i32,
+    /// Size in bytes.
+    pub size: u32,
+    /// Its frames, one per page.
+    pub frames: Vec<FrameId>,
+    /// Live attachments.
+    pub attached: u32,
+    /// Marked by `IPC_RMID`.
+    pub removed: bool,
 }
 
 /// What an access does.
@@ -83,6 +100,8 @@ pub struct Model {
     pub frames: BTreeMap<FrameId, Frame>,
     /// Free frames in the pool.
     pub free: u32,
+    /// shm segment slots (192).
+    pub segments: Vec<Option<Segment>>,
     /// Failure injection: when `Some(k)`, the k-th frame allocation of the next op (0-based) is
     /// refused, so an op needing more than `k` frames fails (and changes nothing).
     pub refuse_allocation: Option<u64>,
@@ -99,6 +118,7 @@ impl Model {
             spaces: BTreeMap::new(),
             frames: BTreeMap::new(),
             free,
+            segments: vec![None; 192],
             refuse_allocation: None,
             next_space: 1,
             next_frame: 1,
@@ -145,15 +165,14 @@ impl Model {
         id
     }
 
-    /// `exit`: every page, table page and the L1 table go back.
+    /// `exit`: every page, attachment, table page and the L1 table go back.
     pub fn exit(&mut self, id: u32) -> Result<(), Errno> {
         let s = self.spaces.get(&id).ok_or(Errno::EINVAL)?;
-        let tables = self.table_pages(id).unwrap_or(1);
-        let pages: Vec<Pte> = s.ptes.values().copied().collect();
-        for pte in pages {
-            self.drop_ref(pte.frame);
+        let regions: Vec<(u64, u64)> = s.regions.iter().map(|r| (r.start, r.len)).collect();
+        for (start, len) in regions {
+            self.unmap(id, start, len);
         }
-        self.free += tables;
+        self.free += 1;
         self.spaces.remove(&id);
         Ok(())
     }
@@ -169,16 +188,35 @@ impl Model {
         }
         self.free -= need;
         let mut child = p.clone();
+        let frames = &self.frames;
+        let is_shm = |f: &FrameId| frames.get(f).is_some_and(|f| f.shm);
         for pte in child.ptes.values_mut() {
-            pte.perms &= !2;
+            if !is_shm(&pte.frame) {
+                pte.perms &= !2;
+            }
         }
+        let attachments: Vec<u32> = child
+            .regions
+            .iter()
+            .filter_map(|r| match r.kind {
+                Kind::Shm { id, .. } => Some(id),
+                _ => None,
+            })
+            .collect();
         let p = self.spaces.get_mut(&parent).ok_or(Errno::EINVAL)?;
         for pte in p.ptes.values_mut() {
-            pte.perms &= !2;
+            if !frames.get(&pte.frame).is_some_and(|f| f.shm) {
+                pte.perms &= !2;
+            }
         }
         for pte in child.ptes.values() {
-            if let Some(f) = self.frames.get_mut(&pte.frame) {
+            if let Some(f) = self.frames.get_mut(&pte.frame).filter(|f| !f.shm) {
                 f.refs += 1;
+            }
+        }
+        for id in attachments {
+            if let Some(Some(seg)) = self.segments.get_mut(id as usize) {
+                seg.attached += 1;
             }
         }
         Ok(self.insert(child))
@@ -221,6 +259,7 @@ impl Model {
                 if flags & MAP_FIXED_NOREPLACE != 0 {
                     return Err(Errno::EEXIST);
                 }
+                self.check_unmappable(id, addr, len)?;
                 self.unmap(id, addr, len);
             }
             addr
@@ -263,6 +302,7 @@ impl Model {
         {
             return Err(Errno::EINVAL);
         }
+        self.check_unmappable(id, addr, len)?;
         self.unmap(id, addr, len);
         Ok(())
     }
@@ -287,9 +327,28 @@ impl Model {
         if !s.covers(addr, len) {
             return Err(Errno::ENOMEM);
         }
+        let prot = normalize(prot);
+        let attachments: Vec<&Region> = s
+            .regions
+            .iter()
+            .filter(|r| {
+                matches!(r.kind, Kind::Shm { .. }) && r.start < addr + len && addr < r.start + r.len
+            })
+            .collect();
+        if attachments
+            .iter()
+            .any(|r| r.start < addr || r.start + r.len > addr + len)
+        {
+            return Err(Errno::EINVAL);
+        }
+        if attachments
+            .iter()
+            .any(|r| matches!(r.kind, Kind::Shm { max, .. } if prot & !max != 0))
+        {
+            return Err(Errno::EACCES);
+        }
         s.split_at(addr);
         s.split_at(addr + len);
-        let prot = normalize(prot);
         for r in &mut s.regions {
             if r.start >= addr && r.start + r.len <= addr + len {
                 r.prot = prot;
@@ -337,6 +396,12 @@ impl Model {
                 }),
             }
         } else if new_end < old_end {
+            if self
+                .check_unmappable(id, new_end, old_end - new_end)
+                .is_err()
+            {
+                return old;
+            }
             self.unmap(id, new_end, old_end - new_end);
         }
         if let Some(s) = self.spaces.get_mut(&id) {
@@ -379,6 +444,9 @@ impl Model {
             .iter()
             .find(|r| r.start <= old && old < r.start + r.len && old + src_len <= r.start + r.len)
             .ok_or(Errno::EFAULT)?;
+        if matches!(region.kind, Kind::Shm { .. }) {
+            return Err(Errno::EINVAL);
+        }
         let kept = src_len.min(new_len);
         if fixed {
             let target = u64::from(new_addr);
@@ -388,6 +456,7 @@ impl Model {
             {
                 return Err(Errno::EINVAL);
             }
+            self.check_unmappable(id, target, new_len)?;
             if !self.can_allocate(self.move_cost(id, old, kept, target)) {
                 return Err(Errno::ENOMEM);
             }
@@ -480,6 +549,187 @@ impl Model {
             len: new_len,
             ..region
         });
+    }
+
+    /// `shmget(key, size, flags)` (`IPC_CREAT` = 0o1000, `IPC_EXCL` = 0o2000).
+    pub fn shmget(&mut self, key: i32, size: u32, flags: u32) -> Result<u32, Errno> {
+        if key != 0 {
+            let found = self.segments.iter().enumerate().find_map(|(i, s)| {
+                s.as_ref()
+                    .filter(|s| s.key == key && !s.removed)
+                    .map(|s| (i as u32, s.size))
+            });
+            match found {
+                Some(_) if flags & 0o3000 == 0o3000 => return Err(Errno::EEXIST),
+                Some((_, seg_size)) if size > seg_size => return Err(Errno::EINVAL),
+                Some((id, _)) => return Ok(id),
+                None if flags & 0o1000 == 0 => return Err(Errno::ENOENT),
+                None => {}
+            }
+        }
+        if size == 0 || size > 0x100_0000 {
+            return Err(Errno::EINVAL);
+        }
+        let pages = size.div_ceil(4096);
+        let slot = self
+            .segments
+            .iter()
+            .position(Option::is_none)
+            .ok_or(Errno::ENOSPC)?;
+        let in_use: u32 = self
+            .segments
+            .iter()
+            .flatten()
+            .map(|s| s.frames.len() as u32)
+            .sum();
+        if in_use + pages > 4096 {
+            return Err(Errno::ENOSPC);
+        }
+        if !self.can_allocate(pages) {
+            return Err(Errno::ENOMEM);
+        }
+        self.free -= pages;
+        let mut frames = Vec::new();
+        for _ in 0..pages {
+            let f = self.next_frame;
+            self.next_frame += 1;
+            self.frames.insert(
+                f,
+                Frame {
+                    refs: 0,
+                    shm: true,
+                    words: BTreeMap::new(),
+                },
+            );
+            frames.push(f);
+        }
+        self.segments[slot] = Some(Segment {
+            key,
+            size,
+            frames,
+            attached: 0,
+            removed: false,
+        });
+        Ok(slot as u32)
+    }
+
+    /// `shmat(id, addr, flags)` (`SHM_RDONLY` = 0o10000, `SHM_RND` = 0o20000,
+    /// `SHM_REMAP` = 0o40000, `SHM_EXEC` = 0o100000).
+    pub fn shmat(&mut self, space: u32, seg: u32, addr: u32, flags: u32) -> Result<u32, Errno> {
+        if !self.spaces.contains_key(&space) {
+            return Err(Errno::EINVAL);
+        }
+        let s = self
+            .segments
+            .get(seg as usize)
+            .and_then(Option::as_ref)
+            .ok_or(Errno::EINVAL)?;
+        if s.removed {
+            return Err(Errno::EIDRM);
+        }
+        let frames = s.frames.clone();
+        let len = frames.len() as u64 * PAGE;
+        let mut prot = if flags & 0o10000 != 0 { 1 } else { 3 };
+        if flags & 0o100000 != 0 {
+            prot |= 4;
+        }
+        let start = if addr == 0 {
+            if flags & 0o40000 != 0 {
+                return Err(Errno::EINVAL);
+            }
+            self.first_fit(space, len).ok_or(Errno::ENOMEM)?
+        } else {
+            let addr = u64::from(if flags & 0o20000 != 0 {
+                addr & !0xFFF
+            } else {
+                addr
+            });
+            if addr % PAGE != 0 || !self.in_window(addr, len) {
+                return Err(Errno::EINVAL);
+            }
+            if self.spaces[&space].overlaps(addr, len) && flags & 0o40000 == 0 {
+                return Err(Errno::EINVAL);
+            }
+            addr
+        };
+        self.check_unmappable(space, start, len)?;
+        let sp = &self.spaces[&space];
+        let mut groups: Vec<u64> = (0..frames.len() as u64)
+            .map(|i| (start + i * PAGE) / GROUP)
+            .collect();
+        groups.dedup();
+        let cost = groups
+            .iter()
+            .filter(|&&g| sp.ptes.range(g * GROUP..(g + 1) * GROUP).next().is_none())
+            .count() as u32;
+        if !self.can_allocate(cost) {
+            return Err(Errno::ENOMEM);
+        }
+        self.unmap(space, start, len);
+        let before = self.table_pages(space).unwrap_or(1);
+        let sp = self.spaces.get_mut(&space).ok_or(Errno::EINVAL)?;
+        for (i, f) in frames.iter().enumerate() {
+            sp.ptes.insert(
+                start + i as u64 * PAGE,
+                Pte {
+                    frame: *f,
+                    perms: prot,
+                },
+            );
+        }
+        sp.insert(Region {
+            start,
+            len,
+            prot,
+            shared: true,
+            kind: Kind::Shm {
+                id: seg,
+                first: 0,
+                max: prot,
+            },
+        });
+        let after = self.table_pages(space).unwrap_or(1);
+        self.free -= after - before;
+        if let Some(Some(s)) = self.segments.get_mut(seg as usize) {
+            s.attached += 1;
+        }
+        Ok(start as u32)
+    }
+
+    /// `shmdt(addr)`: `addr` must be the first address of an attachment.
+    pub fn shmdt(&mut self, space: u32, addr: u32) -> Result<(), Errno> {
+        let s = self.spaces.get(&space).ok_or(Errno::EINVAL)?;
+        let r = *s
+            .regions
+            .iter()
+            .find(|r| r.start == u64::from(addr) && matches!(r.kind, Kind::Shm { .. }))
+            .ok_or(Errno::EINVAL)?;
+        self.unmap(space, r.start, r.len);
+        Ok(())
+    }
+
+    /// `shmctl(id, IPC_RMID = 0)`; `IPC_STAT` = 2 returns (size, attached, removed).
+    pub fn shmctl(&mut self, seg: u32, cmd: u32) -> Result<Option<(u32, u32, bool)>, Errno> {
+        let s = self
+            .segments
+            .get(seg as usize)
+            .and_then(Option::as_ref)
+            .ok_or(Errno::EINVAL)?;
+        match cmd {
+            2 => Ok(Some((s.size, s.attached, s.removed))),
+            0 if s.removed => Err(Errno::EIDRM),
+            0 => {
+                let unattached = s.attached == 0;
+                if let Some(Some(s)) = self.segments.get_mut(seg as usize) {
+                    s.removed = true;
+                }
+                if unattached {
+                    self.destroy(seg);
+                }
+                Ok(None)
+            }
+            _ => Err(Errno::EINVAL),
+        }
     }
 
     /// An access to the word at `va` (rounded down to 4 bytes) in `user` or kernel mode, with
@@ -599,12 +849,19 @@ impl Model {
     fn new_frame(&mut self, words: BTreeMap<u32, u32>) -> FrameId {
         let id = self.next_frame;
         self.next_frame += 1;
-        self.frames.insert(id, Frame { refs: 1, words });
+        self.frames.insert(
+            id,
+            Frame {
+                refs: 1,
+                shm: false,
+                words,
+            },
+        );
         id
     }
 
     fn drop_ref(&mut self, frame: FrameId) {
-        if let Some(f) = self.frames.get_mut(&frame) {
+        if let Some(f) = self.frames.get_mut(&frame).filter(|f| !f.shm) {
             f.refs -= 1;
             if f.refs == 0 {
                 self.frames.remove(&frame);
@@ -613,7 +870,21 @@ impl Model {
         }
     }
 
-    /// Removes regions and pages in `[start, start + len)`; table pages of emptied groups go back.
+    /// munmap's refusal: an shm attachment only partly inside `[start, start + len)`.
+    fn check_unmappable(&self, id: u32, start: u64, len: u64) -> Result<(), Errno> {
+        let s = self.spaces.get(&id).ok_or(Errno::EINVAL)?;
+        let partial = s.regions.iter().any(|r| {
+            matches!(r.kind, Kind::Shm { .. })
+                && r.start < start + len
+                && start < r.start + r.len
+                && !(r.start >= start && r.start + r.len <= start + len)
+        });
+        if partial { Err(Errno::EINVAL) } else { Ok(()) }
+    }
+
+    /// Removes regions and pages in `[start, start + len)` (the caller checked
+    /// [`Model::check_unmappable`]); table pages of emptied groups go back; shm attachments
+    /// inside are detached.
     fn unmap(&mut self, id: u32, start: u64, len: u64) {
         let before = self.table_pages(id).unwrap_or(1);
         let Some(s) = self.spaces.get_mut(&id) else {
@@ -621,8 +892,17 @@ impl Model {
         };
         s.split_at(start);
         s.split_at(start + len);
-        s.regions
-            .retain(|r| !(r.start >= start && r.start + r.len <= start + len));
+        let inside = |r: &Region| r.start >= start && r.start + r.len <= start + len;
+        let detached: Vec<u32> = s
+            .regions
+            .iter()
+            .filter(|r| inside(r))
+            .filter_map(|r| match r.kind {
+                Kind::Shm { id, .. } => Some(id),
+                _ => None,
+            })
+            .collect();
+        s.regions.retain(|r| !inside(r));
         let gone: Vec<u64> = s.ptes.range(start..start + len).map(|(&p, _)| p).collect();
         let mut frames = Vec::new();
         for p in gone {
@@ -634,6 +914,29 @@ impl Model {
             self.drop_ref(f);
         }
         self.free += before - self.table_pages(id).unwrap_or(1);
+        for seg in detached {
+            self.detach(seg);
+        }
+    }
+
+    fn detach(&mut self, seg: u32) {
+        let Some(slot) = self.segments.get_mut(seg as usize) else {
+            return;
+        };
+        let Some(s) = slot.as_mut() else { return };
+        s.attached = s.attached.saturating_sub(1);
+        if s.removed && s.attached == 0 {
+            self.destroy(seg);
+        }
+    }
+
+    fn destroy(&mut self, seg: u32) {
+        if let Some(s) = self.segments.get_mut(seg as usize).and_then(Option::take) {
+            for f in s.frames {
+                self.frames.remove(&f);
+                self.free += 1;
+            }
+        }
     }
 
     fn first_fit(&self, id: u32, len: u64) -> Option<u64> {

@@ -7,6 +7,16 @@ pub enum Kind {
     Anon,
     /// The heap.
     Heap,
+    /// An attachment of shm segment `id`; its first page is segment page `first`; `max` is
+    /// the protection the attachment allows.
+    Shm {
+        /// The segment.
+        id: u32,
+        /// Segment page at the region's first page.
+        first: u64,
+        /// The attachment's protection.
+        max: u32,
+    },
 }
 
 /// A region: `[start, start + len)` in bytes (64-bit so nothing wraps).
