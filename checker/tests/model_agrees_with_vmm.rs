@@ -135,12 +135,12 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (s.clone(), addr(), len()).prop_map(|(s, addr, len)| Op::Munmap { s, addr, len }),
         2 => (s.clone(), addr(), len(), prot).prop_map(|(s, addr, len, prot)| Op::Mprotect { s, addr, len, prot }),
         2 => (s.clone(), addr()).prop_map(|(s, addr)| Op::Brk { s, addr }),
-        1 => (0..3i32, 0..4u32, prop_oneof![Just(0o1000u32), Just(0o3000), Just(0)])
+        2 => (prop_oneof![2 => Just(0i32), 1 => 1..3i32], prop_oneof![4 => 1..4u32, 1 => Just(0u32)], prop_oneof![Just(0o1000u32), Just(0o3000), Just(0)])
             .prop_map(|(key, pages, flags)| Op::ShmGet { key, pages, flags }),
-        2 => (s.clone(), 0..4u32, prop::option::of(addr()), prop_oneof![Just(0u32), Just(0o10000), Just(0o40000), Just(0o60000), Just(0o100000)])
+        3 => (s.clone(), 0..3u32, prop::option::weighted(0.4, addr()), prop_oneof![3 => Just(0u32), 1 => Just(0o10000), 1 => Just(0o40000), 1 => Just(0o60000), 1 => Just(0o100000)])
             .prop_map(|(s, id, addr, flags)| Op::ShmAt { s, id, addr, flags }),
-        1 => (s.clone(), addr()).prop_map(|(s, addr)| Op::ShmDt { s, addr }),
-        1 => (0..4u32, prop_oneof![Just(0u32), Just(2), Just(7)]).prop_map(|(id, cmd)| Op::ShmCtl { id, cmd }),
+        2 => (s.clone(), addr()).prop_map(|(s, addr)| Op::ShmDt { s, addr }),
+        2 => (0..3u32, prop_oneof![3 => Just(0u32), 1 => Just(2), 1 => Just(7)]).prop_map(|(id, cmd)| Op::ShmCtl { id, cmd }),
         3 => (s.clone(), addr(), len(), len(), prop_oneof![4 => 0..4u32, 1 => any::<u32>()], addr())
             .prop_map(|(s, addr, old_len, new_len, flags, new_addr)| Op::Mremap { s, addr, old_len, new_len, flags, new_addr }),
         8 => (s, addr(), 0..3u8, any::<u32>(), any::<bool>())
