@@ -1,5 +1,9 @@
-//! The differential checker: op language, the one interpreter `run(ops)`, comparison of the
-//! `vmm` against the reference model, invariants and divergence reports.
+//! The differential checker: the op language and its `.ops` text form ([`op`]), and (growing)
+//! the one interpreter that runs ops on the `vmm` and the reference model and compares them.
 //!
-//! Status: not written yet (the checker issue). Until then the `vmm` crate's own tests compare
-//! `ArchMmu` and the frame allocator with small models (`vmm/tests/`).
+//! Status: ops and the text format are here; the model-vs-vmm comparison lives in
+//! `tests/model_agrees_with_vmm.rs` until `run(ops)` and its reports move into this crate.
+
+pub mod op;
+
+pub use op::{Addr, Op, Step, parse_ops, print_ops};
