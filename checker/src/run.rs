@@ -1,0 +1,599 @@
+//! The one interpreter: `run(steps)` applies every step to the `vmm` and to the reference
+//! model, and after each step compares return values and the whole observable state.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use reference_model::model::{self, Model};
+use vmm::addr::{PhysFrame, VirtAddr};
+use vmm::arch::armv7::MappingFlags;
+use vmm::fault::{Access, FaultError, Mode};
+use vmm::machine::{AllocationFailure, HostMachine, Machine};
+use vmm::space::{RegionKind, ShmId, SpaceId};
+use vmm::{Layout, Vm};
+
+use crate::op::{Addr, Op, Step, print_ops};
+
+/// Frames in the pool of every run: small, so exhaustion is reached.
+pub const POOL_FRAMES: u32 = 160;
+
+/// What one side returned: a value, or an error number (errno, or 1 = SEGV, 2 = EFAULT for
+/// accesses). Steps that address no live space are skipped on both sides (`Skipped`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Success with a value (an address, a word read, an id, a break; 0 when there is none).
+    Ok(u32),
+    /// Failure with an error number.
+    Err(i32),
+    /// No live space to apply it to.
+    Skipped,
+}
+
+/// Everything the comparison sees, in a form both sides produce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// Free frames in the pool.
+    pub free_frames: u32,
+    /// Per space, in creation order.
+    pub spaces: Vec<SpaceState>,
+    /// Live shm segments: (slot, key, size, pages, attached, removed).
+    pub segments: Vec<(u32, i32, u32, usize, u32, bool)>,
+}
+
+/// One space as compared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpaceState {
+    /// Regions: (start, length, prot, shared, kind).
+    pub regions: Vec<(u64, u64, u32, bool, &'static str)>,
+    /// The break.
+    pub brk: u32,
+    /// Page-table pages.
+    pub table_pages: u32,
+    /// Present pages: (address, R/W/X bits, model frame id).
+    pub pages: Vec<(u64, u32, u64)>,
+}
+
+/// What diverged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DivergenceKind {
+    /// The op returned different values.
+    ReturnValue,
+    /// The observable state differs after the op.
+    State,
+    /// One model frame maps to two physical frames, or two model frames to one.
+    FrameBijection,
+}
+
+/// A divergence between the vmm and the model, with everything needed to read it.
+#[derive(Clone, Debug)]
+pub struct Divergence {
+    /// The kind.
+    pub kind: DivergenceKind,
+    /// The steps run, in `.ops` form.
+    pub steps: Vec<Step>,
+    /// Index of the step that diverged.
+    pub at: usize,
+    /// The model's side (expected).
+    pub model: String,
+    /// The vmm's side.
+    pub vmm: String,
+}
+
+impl fmt::Display for Divergence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "divergence: {:?} at step {} of {}",
+            self.kind,
+            self.at + 1,
+            self.steps.len()
+        )?;
+        for (i, line) in print_ops(&self.steps).lines().enumerate() {
+            let mark = if i == self.at { ">>" } else { "  " };
+            writeln!(f, "{mark} {:>3}  {line}", i + 1)?;
+        }
+        if self.at == self.steps.len() {
+            writeln!(
+                f,
+                ">>      (teardown: every space exits, every segment is removed)"
+            )?;
+        }
+        writeln!(f, "model (left) vs vmm (right):")?;
+        write!(
+            f,
+            "{}",
+            pretty_assertions::StrComparison::new(&self.model, &self.vmm)
+        )
+    }
+}
+
+/// The vmm and the model side by side, with the frame bijection.
+struct Pair {
+    vm: Vm<HostMachine>,
+    model: Model,
+    ids: Vec<(u32, SpaceId)>,
+    to_phys: BTreeMap<u64, PhysFrame>,
+    to_model: BTreeMap<PhysFrame, u64>,
+}
+
+/// Runs `steps` on a fresh vmm and model and compares after every step. Returns the number of
+/// steps run, or the first divergence.
+pub fn run(steps: &[Step]) -> Result<usize, Box<Divergence>> {
+    let vm = Vm::new(
+        HostMachine::default(),
+        Layout::with_pool_frames(POOL_FRAMES),
+    )
+    .expect("the default layout boots");
+    let free = vm.frames().free_count();
+    let mut p = Pair {
+        vm,
+        model: Model::new(model::Layout::default(), free),
+        ids: Vec::new(),
+        to_phys: BTreeMap::new(),
+        to_model: BTreeMap::new(),
+    };
+    let diverge = |kind, at, model: String, vmm: String| {
+        Box::new(Divergence {
+            kind,
+            steps: steps.to_vec(),
+            at,
+            model,
+            vmm,
+        })
+    };
+    for (at, step) in steps.iter().enumerate() {
+        p.model.refuse_allocation = step.refuse.map(u64::from);
+        let plan = step.refuse.map_or(AllocationFailure::Never, |k| {
+            AllocationFailure::Nth(u64::from(k))
+        });
+        p.vm.machine_mut().set_allocation_failure(plan);
+        let (model_out, vmm_out) = p.apply(&step.op);
+        p.model.refuse_allocation = None;
+        p.vm.machine_mut()
+            .set_allocation_failure(AllocationFailure::Never);
+        if model_out != vmm_out {
+            return Err(diverge(
+                DivergenceKind::ReturnValue,
+                at,
+                format!("{model_out:?}\n"),
+                format!("{vmm_out:?}\n"),
+            ));
+        }
+        let model_state = p.model_state();
+        let vmm_state = p
+            .vmm_state()
+            .map_err(|why| diverge(DivergenceKind::FrameBijection, at, String::new(), why))?;
+        if model_state != vmm_state {
+            return Err(diverge(
+                DivergenceKind::State,
+                at,
+                format!("{model_state:#?}\n"),
+                format!("{vmm_state:#?}\n"),
+            ));
+        }
+        p.forget_freed_frames();
+    }
+    // Teardown: every space exits and every segment is removed; then every frame is back.
+    for (m, v) in std::mem::take(&mut p.ids) {
+        let (a, b) = (p.model.exit(m), p.vm.exit(v));
+        if a.is_err() || b.is_err() {
+            return Err(diverge(
+                DivergenceKind::ReturnValue,
+                steps.len(),
+                format!("exit: {a:?}\n"),
+                format!("exit: {b:?}\n"),
+            ));
+        }
+    }
+    for i in 0..192 {
+        let _ = (p.model.shmctl(i, 0), p.vm.shmctl(ShmId(i), 0));
+    }
+    let (mf, vf) = (p.model.free, p.vm.frames().free_count());
+    if mf != free || vf != free {
+        let (mf, vf) = (
+            format!("free frames after teardown: {mf} (start {free})\n"),
+            format!("free frames after teardown: {vf} (start {free})\n"),
+        );
+        return Err(diverge(DivergenceKind::State, steps.len(), mf, vf));
+    }
+    Ok(steps.len())
+}
+
+/// Like [`run`], but panics on a divergence, from a function of its own per kind so that
+/// fuzzers group crashes by kind.
+pub fn run_or_panic(steps: &[Step]) {
+    if let Err(d) = run(steps) {
+        match d.kind {
+            DivergenceKind::ReturnValue => diverged_return_value(&d),
+            DivergenceKind::State => diverged_state(&d),
+            DivergenceKind::FrameBijection => diverged_frame_bijection(&d),
+        }
+    }
+}
+
+#[inline(never)]
+fn diverged_return_value(d: &Divergence) -> ! {
+    panic!("{d}")
+}
+#[inline(never)]
+fn diverged_state(d: &Divergence) -> ! {
+    panic!("{d}")
+}
+#[inline(never)]
+fn diverged_frame_bijection(d: &Divergence) -> ! {
+    panic!("{d}")
+}
+
+fn errno(e: vmm::Errno) -> Outcome {
+    Outcome::Err(e.number())
+}
+fn merr(e: model::Errno) -> Outcome {
+    Outcome::Err(e as i32)
+}
+fn both<T, U>(
+    m: Result<T, model::Errno>,
+    v: Result<U, vmm::Errno>,
+    mv: impl Fn(T) -> u32,
+    vv: impl Fn(U) -> u32,
+) -> (Outcome, Outcome) {
+    (
+        m.map_or_else(merr, |x| Outcome::Ok(mv(x))),
+        v.map_or_else(errno, |x| Outcome::Ok(vv(x))),
+    )
+}
+
+impl Pair {
+    fn pick(&self, s: u8) -> Option<(u32, SpaceId)> {
+        (!self.ids.is_empty()).then(|| self.ids[s as usize % self.ids.len()])
+    }
+
+    fn resolve(&self, m: u32, a: &Addr) -> u32 {
+        match *a {
+            Addr::InRegion { region, page, word } => {
+                let regions = &self.model.spaces[&m].regions;
+                match regions.get(region as usize % regions.len().max(1)) {
+                    Some(r) => (r.start as u32)
+                        .wrapping_add(u32::from(page) * 0x1000 + u32::from(word) * 4),
+                    None => self.model.layout.mmap_base,
+                }
+            }
+            Addr::Heap(p) => self.model.layout.heap_base + u32::from(p) * 0x1000,
+            Addr::Mmap(p) => self
+                .model
+                .layout
+                .mmap_base
+                .wrapping_add(u32::from(p) * 0x1000),
+            Addr::Raw(v) => v,
+        }
+    }
+
+    /// (model, vmm) outcomes.
+    fn apply(&mut self, op: &Op) -> (Outcome, Outcome) {
+        let id = |x: u32| x;
+        let unit = |(): ()| 0;
+        let addr = |a: VirtAddr| a.as_u32();
+        match op {
+            Op::Spawn => {
+                let (m, v) = (self.model.spawn(), self.vm.spawn());
+                if let (Ok(m), Ok(v)) = (m, v) {
+                    self.ids.push((m, v));
+                }
+                both(m, v, |_| 0, |_| 0)
+            }
+            Op::Fork { s } => {
+                let Some((m, v)) = self.pick(*s) else {
+                    return (Outcome::Skipped, Outcome::Skipped);
+                };
+                let (cm, cv) = (self.model.fork(m), self.vm.fork(v));
+                if let (Ok(cm), Ok(cv)) = (cm, cv) {
+                    self.ids.push((cm, cv));
+                }
+                both(cm, cv, |_| 0, |_| 0)
+            }
+            Op::Exit { s } => {
+                let Some((m, v)) = self.pick(*s) else {
+                    return (Outcome::Skipped, Outcome::Skipped);
+                };
+                self.ids.retain(|&(x, _)| x != m);
+                both(self.model.exit(m), self.vm.exit(v), unit, unit)
+            }
+            Op::Mmap {
+                s,
+                addr: a,
+                len,
+                prot,
+                flags,
+            } => {
+                let Some((m, v)) = self.pick(*s) else {
+                    return (Outcome::Skipped, Outcome::Skipped);
+                };
+                let a = self.resolve(m, a);
+                both(
+                    self.model.mmap(m, a, *len, *prot, *flags),
+                    self.vm.mmap(v, a, *len, *prot, *flags),
+                    id,
+                    addr,
+                )
+            }
+            Op::Munmap { s, addr: a, len } => {
+                let Some((m, v)) = self.pick(*s) else {
+                    return (Outcome::Skipped, Outcome::Skipped);
+                };
+                let a = self.resolve(m, a);
+                both(
+                    self.model.munmap(m, a, *len),
+                    self.vm.munmap(v, a, *len),
+                    unit,
+                    unit,
+                )
+            }
+            Op::Mprotect {
+                s,
+                addr: a,
+                len,
+                prot,
+            } => {
+                let Some((m, v)) = self.pick(*s) else {
+                    return (Outcome::Skipped, Outcome::Skipped);
+                };
+                let a = self.resolve(m, a);
+                both(
+                    self.model.mprotect(m, a, *len, *prot),
+                    self.vm.mprotect(v, a, *len, *prot),
+                    unit,
+                    unit,
+                )
+            }
+            Op::Brk { s, addr: a } => {
+                let Some((m, v)) = self.pick(*s) else {
+                    return (Outcome::Skipped, Outcome::Skipped);
+                };
+                let a = self.resolve(m, a);
+                (
+                    Outcome::Ok(self.model.brk(m, a)),
+                    Outcome::Ok(self.vm.brk(v, a)),
+                )
+            }
+            Op::Mremap {
+                s,
+                addr: a,
+                old_len,
+                new_len,
+                flags,
+                new_addr,
+            } => {
+                let Some((m, v)) = self.pick(*s) else {
+                    return (Outcome::Skipped, Outcome::Skipped);
+                };
+                let (a, n) = (self.resolve(m, a), self.resolve(m, new_addr));
+                both(
+                    self.model.mremap(m, a, *old_len, *new_len, *flags, n),
+                    self.vm.mremap(v, a, *old_len, *new_len, *flags, n),
+                    id,
+                    addr,
+                )
+            }
+            Op::ShmGet { key, size, flags } => both(
+                self.model.shmget(*key, *size, *flags),
+                self.vm.shmget(*key, *size, *flags),
+                id,
+                |i: ShmId| i.0,
+            ),
+            Op::ShmAt {
+                s,
+                id: seg,
+                addr: a,
+                flags,
+            } => {
+                let Some((m, v)) = self.pick(*s) else {
+                    return (Outcome::Skipped, Outcome::Skipped);
+                };
+                let a = a.as_ref().map_or(0, |a| self.resolve(m, a));
+                both(
+                    self.model.shmat(m, *seg, a, *flags),
+                    self.vm.shmat(v, ShmId(*seg), a, *flags),
+                    id,
+                    addr,
+                )
+            }
+            Op::ShmDt { s, addr: a } => {
+                let Some((m, v)) = self.pick(*s) else {
+                    return (Outcome::Skipped, Outcome::Skipped);
+                };
+                let a = self.resolve(m, a);
+                both(self.model.shmdt(m, a), self.vm.shmdt(v, a), unit, unit)
+            }
+            Op::ShmCtl { id: seg, cmd } => both(
+                self.model.shmctl(*seg, *cmd),
+                self.vm.shmctl(ShmId(*seg), *cmd),
+                |s| {
+                    s.map_or(0, |(size, att, rm)| {
+                        size ^ (att << 24) ^ (u32::from(rm) << 31)
+                    })
+                },
+                |s| {
+                    s.map_or(0, |s| {
+                        s.size ^ (s.attached << 24) ^ (u32::from(s.removed) << 31)
+                    })
+                },
+            ),
+            Op::Read { s, addr: a, kernel } => self.access(*s, a, *kernel, None, false),
+            Op::Write {
+                s,
+                addr: a,
+                value,
+                kernel,
+            } => self.access(*s, a, *kernel, Some(*value), false),
+            Op::Exec { s, addr: a, kernel } => self.access(*s, a, *kernel, None, true),
+        }
+    }
+
+    fn access(
+        &mut self,
+        s: u8,
+        a: &Addr,
+        kernel: bool,
+        write: Option<u32>,
+        exec: bool,
+    ) -> (Outcome, Outcome) {
+        let Some((m, v)) = self.pick(s) else {
+            return (Outcome::Skipped, Outcome::Skipped);
+        };
+        let a = self.resolve(m, a);
+        if a >= 0x4000_0000 {
+            // Kernel addresses are not in the model yet.
+            return (Outcome::Skipped, Outcome::Skipped);
+        }
+        let mode = if kernel { Mode::Kernel } else { Mode::User };
+        let va = VirtAddr::new(a);
+        let (model_access, vmm_result) = match (write, exec) {
+            (Some(value), _) => (
+                model::Access::Write(value),
+                self.vm.write_word(v, va, value, mode).map(|()| 0),
+            ),
+            (None, true) => (
+                model::Access::Execute,
+                self.vm
+                    .access(v, va.align_down(4), Access::Execute, mode)
+                    .map(|pa| self.vm.machine_mut().read_word(pa)),
+            ),
+            (None, false) => (model::Access::Read, self.vm.read_word(v, va, mode)),
+        };
+        let model_result = self.model.access(m, a, model_access, !kernel);
+        let m_out = model_result.map_or_else(
+            |e| Outcome::Err(if e == model::AccessError::Segv { 1 } else { 2 }),
+            Outcome::Ok,
+        );
+        let v_out = vmm_result.map_or_else(
+            |e| Outcome::Err(if e == FaultError::Segv { 1 } else { 2 }),
+            Outcome::Ok,
+        );
+        (m_out, v_out)
+    }
+
+    fn model_state(&self) -> Observed {
+        let kind = |k: model::Kind| match k {
+            model::Kind::Anon => "anon",
+            model::Kind::Heap => "heap",
+            model::Kind::Shm { .. } => "shm",
+        };
+        Observed {
+            free_frames: self.model.free,
+            spaces: self
+                .ids
+                .iter()
+                .map(|&(m, _)| {
+                    let s = &self.model.spaces[&m];
+                    SpaceState {
+                        regions: s
+                            .regions
+                            .iter()
+                            .map(|r| (r.start, r.len, r.prot, r.shared, kind(r.kind)))
+                            .collect(),
+                        brk: s.brk,
+                        table_pages: self.model.table_pages(m).unwrap_or(0),
+                        pages: s.ptes.iter().map(|(&a, e)| (a, e.perms, e.frame)).collect(),
+                    }
+                })
+                .collect(),
+            segments: self
+                .model
+                .segments
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    s.as_ref().map(|s| {
+                        (
+                            i as u32,
+                            s.key,
+                            s.size,
+                            s.frames.len(),
+                            s.attached,
+                            s.removed,
+                        )
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// The vmm's state with physical frames named by model frame ids (learning new pairs from
+    /// the model's page at the same address); an inconsistent pairing is an error.
+    fn vmm_state(&mut self) -> Result<Observed, String> {
+        let mut spaces = Vec::new();
+        for &(m, v) in &self.ids.clone() {
+            let sp = self.vm.space(v).ok_or("a live space is missing")?;
+            let kind = |k: RegionKind| match k {
+                RegionKind::Anon => "anon",
+                RegionKind::Heap => "heap",
+                RegionKind::Shm { .. } => "shm",
+                RegionKind::Device { .. } => "device",
+            };
+            let regions = sp
+                .regions()
+                .iter()
+                .map(|r| {
+                    let start = u64::from(r.range.start_addr().as_u32());
+                    (
+                        start,
+                        u64::from(r.range.count()) * 4096,
+                        r.prot.bits(),
+                        r.shared,
+                        kind(r.kind),
+                    )
+                })
+                .collect();
+            let (brk, table_pages) = (sp.brk(), sp.mmu().table_pages());
+            let mut pages = Vec::new();
+            for (page, t) in self.vm.mappings(v).ok_or("unreadable tables")? {
+                let addr = u64::from(page.start().as_u32());
+                let f = t.attrs.flags;
+                let perms = u32::from(f.contains(MappingFlags::READ))
+                    | (u32::from(f.contains(MappingFlags::WRITE)) << 1)
+                    | (u32::from(f.contains(MappingFlags::EXECUTE)) << 2);
+                let model_frame = match self.to_model.get(&t.frame) {
+                    Some(&id) => id,
+                    None => {
+                        // Learn the pair from the model's page at this address, if it is new.
+                        let id = self.model.spaces[&m]
+                            .ptes
+                            .get(&addr)
+                            .map_or(u64::MAX, |e| e.frame);
+                        if let Some(other) = self.to_phys.get(&id) {
+                            return Err(format!("model frame {id} is {other:?} and {:?}", t.frame));
+                        }
+                        self.to_phys.insert(id, t.frame);
+                        self.to_model.insert(t.frame, id);
+                        id
+                    }
+                };
+                pages.push((addr, perms, model_frame));
+            }
+            spaces.push(SpaceState {
+                regions,
+                brk,
+                table_pages,
+                pages,
+            });
+        }
+        let segments = self
+            .vm
+            .shm()
+            .iter()
+            .map(|(id, s)| (id.0, s.key, s.size, s.frames.len(), s.attached, s.removed))
+            .collect();
+        Ok(Observed {
+            free_frames: self.vm.frames().free_count(),
+            spaces,
+            segments,
+        })
+    }
+
+    /// Frames the model freed may come back from the vmm as new ones.
+    fn forget_freed_frames(&mut self) {
+        let live = &self.model.frames;
+        self.to_phys.retain(|id, _| live.contains_key(id));
+        let to_phys = &self.to_phys;
+        self.to_model.retain(|_, id| to_phys.contains_key(id));
+    }
+}

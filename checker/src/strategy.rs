@@ -1,0 +1,88 @@
+//! proptest strategies for op sequences: addresses near the interesting places (regions of the
+//! live state, window edges, heap, mmap area, 4 MiB groups), plausible lengths and flags mostly,
+//! wild values sometimes. Shrinking works on the steps themselves.
+
+use proptest::prelude::*;
+
+use crate::op::{Addr, Op, Step};
+
+/// A raw address near an interesting place, or a wild one.
+pub fn raw_addr() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        3 => (0..64u32).prop_map(|p| 0x1F80_0000 + p * 0x1000),
+        3 => (0..16u32).prop_map(|p| 0x0FC0_0000 + p * 0x1000 + if p % 3 == 0 { 5 } else { 0 }),
+        1 => (0..8u32).prop_map(|p| 0x0100_0000 - 0x2000 + p * 0x1000),
+        1 => (0..8u32).prop_map(|p| 0x3F00_0000 - 0x4000 + p * 0x1000),
+        1 => (0..8u32).prop_map(|p| 0x2740_0000 - 0x4000 + p * 0x1000),
+        1 => (0..4u32).prop_map(|g| 0x0300_0000 + g * 0x40_0000),
+        1 => any::<u32>(),
+        1 => Just(0u32),
+    ]
+}
+
+/// An address, mostly relative to the live regions.
+pub fn addr() -> impl Strategy<Value = Addr> {
+    prop_oneof![
+        3 => (any::<u8>(), 0..6u8, any::<u8>()).prop_map(|(region, page, word)| Addr::InRegion { region, page, word }),
+        1 => (0..16u8).prop_map(Addr::Heap),
+        1 => (0..300u16).prop_map(Addr::Mmap),
+        2 => raw_addr().prop_map(Addr::Raw),
+    ]
+}
+
+/// A length: a few pages mostly.
+pub fn len() -> impl Strategy<Value = u32> {
+    prop_oneof![
+        6 => (0..6u32).prop_map(|p| p * 0x1000),
+        1 => 1..0x3000u32,
+        1 => Just(u32::MAX),
+        1 => Just(0x07C0_0000),
+        1 => any::<u32>(),
+    ]
+}
+
+/// One op.
+pub fn op() -> impl Strategy<Value = Op> {
+    let s = 0..4u8;
+    let flags = prop_oneof![
+        4 => (0..4u32, any::<bool>(), any::<bool>()).prop_map(|(share, fixed, noreplace)| {
+            share | 0x20 | if fixed { 0x10 } else { 0 } | if noreplace { 0x10_0000 } else { 0 }
+        }),
+        1 => any::<u32>(),
+    ];
+    let prot = prop_oneof![8 => 0..8u32, 1 => any::<u32>()];
+    let shm_flags = prop_oneof![3 => Just(0u32), 1 => Just(0o10000), 1 => Just(0o40000), 1 => Just(0o60000), 1 => Just(0o100000)];
+    prop_oneof![
+        1 => Just(Op::Spawn),
+        1 => s.clone().prop_map(|s| Op::Fork { s }),
+        1 => s.clone().prop_map(|s| Op::Exit { s }),
+        4 => (s.clone(), addr(), len(), prot.clone(), flags)
+            .prop_map(|(s, addr, len, prot, flags)| Op::Mmap { s, addr, len, prot, flags }),
+        2 => (s.clone(), addr(), len()).prop_map(|(s, addr, len)| Op::Munmap { s, addr, len }),
+        2 => (s.clone(), addr(), len(), prot).prop_map(|(s, addr, len, prot)| Op::Mprotect { s, addr, len, prot }),
+        2 => (s.clone(), addr()).prop_map(|(s, addr)| Op::Brk { s, addr }),
+        3 => (s.clone(), addr(), len(), len(), prop_oneof![4 => 0..4u32, 1 => any::<u32>()], addr())
+            .prop_map(|(s, addr, old_len, new_len, flags, new_addr)| Op::Mremap { s, addr, old_len, new_len, flags, new_addr }),
+        2 => (prop_oneof![2 => Just(0i32), 1 => 1..3i32], prop_oneof![4 => 1..4u32, 1 => Just(0u32)], prop_oneof![Just(0o1000u32), Just(0o3000), Just(0)])
+            .prop_map(|(key, pages, flags)| Op::ShmGet { key, size: pages * 0x1000, flags }),
+        3 => (s.clone(), 0..3u32, prop::option::weighted(0.4, addr()), shm_flags)
+            .prop_map(|(s, id, addr, flags)| Op::ShmAt { s, id, addr, flags }),
+        2 => (s.clone(), addr()).prop_map(|(s, addr)| Op::ShmDt { s, addr }),
+        2 => (0..3u32, prop_oneof![3 => Just(0u32), 1 => Just(2), 1 => Just(7)]).prop_map(|(id, cmd)| Op::ShmCtl { id, cmd }),
+        3 => (s.clone(), addr(), any::<bool>()).prop_map(|(s, addr, kernel)| Op::Read { s, addr, kernel }),
+        4 => (s.clone(), addr(), any::<u32>(), any::<bool>()).prop_map(|(s, addr, value, kernel)| Op::Write { s, addr, value, kernel }),
+        1 => (s, addr(), any::<bool>()).prop_map(|(s, addr, kernel)| Op::Exec { s, addr, kernel }),
+    ]
+}
+
+/// A sequence starting with `spawn`, some steps refusing one of their frame allocations.
+pub fn steps(max: usize) -> impl Strategy<Value = Vec<Step>> {
+    prop::collection::vec((op(), prop::option::weighted(0.15, 0..3u8)), 1..max).prop_map(|v| {
+        let mut steps = vec![Step {
+            op: Op::Spawn,
+            refuse: None,
+        }];
+        steps.extend(v.into_iter().map(|(op, refuse)| Step { op, refuse }));
+        steps
+    })
+}

@@ -1,0 +1,70 @@
+//! The divergence report: numbered listing, the diverging step marked, a model-vs-vmm diff.
+
+use checker::{Divergence, DivergenceKind, Op, Step, parse_ops, run};
+
+#[test]
+fn a_report_is_readable() {
+    let steps = parse_ops(
+        "spawn\nmmap s=0 addr=0 len=0x1000 prot=0x3 flags=0x22\nread s=0 addr=r0+0p+0w mode=user\n",
+    )
+    .unwrap();
+    let d = Divergence {
+        kind: DivergenceKind::ReturnValue,
+        steps,
+        at: 1,
+        model: "Ok(528482304)\n".into(),
+        vmm: "Err(12)\n".into(),
+    };
+    let text = d.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "divergence: ReturnValue at step 2 of 3");
+    assert_eq!(lines[1], "     1  spawn");
+    assert_eq!(
+        lines[2],
+        ">>   2  mmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22"
+    );
+    assert!(text.contains("model (left) vs vmm (right):"));
+    // The diff is coloured: compare without the escape sequences.
+    let plain = strip_ansi(&text);
+    assert!(
+        plain.contains("Ok(528482304)") && plain.contains("Err(12)"),
+        "{plain}"
+    );
+}
+
+#[test]
+fn a_clean_sequence_runs_to_the_end() {
+    let steps = vec![
+        Step {
+            op: Op::Spawn,
+            refuse: None,
+        },
+        Step {
+            op: Op::Write {
+                s: 0,
+                addr: checker::Addr::Heap(0),
+                value: 1,
+                kernel: false,
+            },
+            refuse: None,
+        },
+    ];
+    assert_eq!(run(&steps).map_err(|d| d.to_string()), Ok(2));
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
