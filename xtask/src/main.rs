@@ -1,6 +1,8 @@
 //! The project's front door.
 //!
 //! - `cargo xtask test`: the checks CI runs, in order, stopping at the first failure;
+//! - `cargo xtask replay [FILES]`: `.ops` files through the model and the vmm (default: the
+//!   regression corpus); exit 1 on a divergence, with the report;
 //! - `cargo xtask bench [-- ARGS]`: the vmm benchmarks (`cargo bench -p vmm --bench vmm`), with
 //!   `ARGS` handed to the criterion harness (a name filter, `--save-baseline main`, ...).
 
@@ -30,6 +32,11 @@ struct Cli {
 enum Task {
     /// Run every check CI runs: target, fmt, clippy, tests, guest build.
     Test,
+    /// Replay `.ops` files through the model and the vmm (exit 1 on a divergence).
+    Replay {
+        /// The `.ops` files (default: every file in corpus/regressions/).
+        files: Vec<PathBuf>,
+    },
     /// Run the vmm benchmarks (`cargo bench -p vmm --bench vmm`).
     Bench {
         /// Passed to the criterion harness, e.g. `-- arch_mmu --save-baseline main`.
@@ -48,6 +55,46 @@ fn main() -> ExitCode {
     let root = workspace_root();
     match cli.task {
         Task::Test => test(&root),
+        Task::Replay { files } => {
+            let files = if files.is_empty() {
+                let dir = root.join("corpus/regressions");
+                let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+                    .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                    .unwrap_or_default();
+                found.retain(|p| p.extension().is_some_and(|x| x == "ops"));
+                found.sort();
+                found
+            } else {
+                files
+                    .into_iter()
+                    .map(|f| {
+                        if f.is_absolute() {
+                            f
+                        } else {
+                            invocation_dir().join(f)
+                        }
+                    })
+                    .collect()
+            };
+            let mut cmd = cargo(&root);
+            cmd.args([
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                "checker",
+                "--",
+                "replay",
+            ])
+            .args(&files);
+            match cmd.status() {
+                Ok(status) => ExitCode::from(status.code().unwrap_or(2).clamp(0, 255) as u8),
+                Err(e) => {
+                    eprintln!("xtask replay: cannot run cargo: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Task::Bench { args } => {
             let mut cmd = cargo(&root);
             cmd.args(["bench", "-p", "vmm", "--bench", "vmm"]);
@@ -166,6 +213,11 @@ fn ensure_target(root: &Path) -> StepResult {
     let mut add = Command::new("rustup");
     add.current_dir(root).args(["target", "add", GUEST_TARGET]);
     run(add)
+}
+
+/// Where the user ran `cargo xtask` (relative file arguments are relative to it).
+fn invocation_dir() -> PathBuf {
+    std::env::current_dir().unwrap_or_default()
 }
 
 /// `cargo` as invoked by `cargo xtask` (the `CARGO` variable), run from the workspace root.
