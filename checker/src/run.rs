@@ -4,11 +4,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use reference_model::armv7::{AccessKind, Privilege, Registers, Translation, translate, walk};
 use reference_model::model::{self, Model};
-use vmm::addr::{PhysFrame, VirtAddr};
+use vmm::addr::{PhysAddr, PhysFrame, VirtAddr};
 use vmm::arch::armv7::MappingFlags;
 use vmm::fault::{Access, FaultError, Mode};
-use vmm::machine::{AllocationFailure, HostMachine, Machine};
+use vmm::machine::{AllocationFailure, Machine};
+
+use crate::machine::{Defect, SimMachine};
 use vmm::space::{RegionKind, ShmId, SpaceId};
 use vmm::{Layout, Vm};
 
@@ -62,6 +65,9 @@ pub enum DivergenceKind {
     State,
     /// One model frame maps to two physical frames, or two model frames to one.
     FrameBijection,
+    /// INV-8: a TLB entry no longer matches the page tables when the op returns (a missing
+    /// TLB invalidate), or belongs to an ASID no live space holds.
+    StaleTlb,
 }
 
 /// A divergence between the vmm and the model, with everything needed to read it.
@@ -109,7 +115,7 @@ impl fmt::Display for Divergence {
 
 /// The vmm and the model side by side, with the frame bijection.
 struct Pair {
-    vm: Vm<HostMachine>,
+    vm: Vm<SimMachine>,
     model: Model,
     ids: Vec<(u32, SpaceId)>,
     to_phys: BTreeMap<u64, PhysFrame>,
@@ -119,11 +125,14 @@ struct Pair {
 /// Runs `steps` on a fresh vmm and model and compares after every step. Returns the number of
 /// steps run, or the first divergence.
 pub fn run(steps: &[Step]) -> Result<usize, Box<Divergence>> {
-    let vm = Vm::new(
-        HostMachine::default(),
-        Layout::with_pool_frames(POOL_FRAMES),
-    )
-    .expect("the default layout boots");
+    run_with_defect(steps, None)
+}
+
+/// [`run`] on a machine with a deliberate defect (to show the checker catches it).
+pub fn run_with_defect(steps: &[Step], defect: Option<Defect>) -> Result<usize, Box<Divergence>> {
+    let machine = SimMachine::with_defect(defect);
+    let vm =
+        Vm::new(machine, Layout::with_pool_frames(POOL_FRAMES)).expect("the default layout boots");
     let free = vm.frames().free_count();
     let mut p = Pair {
         vm,
@@ -146,11 +155,16 @@ pub fn run(steps: &[Step]) -> Result<usize, Box<Divergence>> {
         let plan = step.refuse.map_or(AllocationFailure::Never, |k| {
             AllocationFailure::Nth(u64::from(k))
         });
-        p.vm.machine_mut().set_allocation_failure(plan);
+        p.vm.machine_mut().host.set_allocation_failure(plan);
         let (model_out, vmm_out) = p.apply(&step.op);
         p.model.refuse_allocation = None;
         p.vm.machine_mut()
+            .host
             .set_allocation_failure(AllocationFailure::Never);
+        if let Err(why) = p.check_tlb() {
+            let expected = "every TLB entry matches the page tables\n".to_string();
+            return Err(diverge(DivergenceKind::StaleTlb, at, expected, why));
+        }
         if model_out != vmm_out {
             return Err(diverge(
                 DivergenceKind::ReturnValue,
@@ -162,7 +176,7 @@ pub fn run(steps: &[Step]) -> Result<usize, Box<Divergence>> {
         let model_state = p.model_state();
         let vmm_state = p
             .vmm_state()
-            .map_err(|why| diverge(DivergenceKind::FrameBijection, at, String::new(), why))?;
+            .map_err(|(kind, why)| diverge(kind, at, String::new(), why))?;
         if model_state != vmm_state {
             return Err(diverge(
                 DivergenceKind::State,
@@ -207,6 +221,7 @@ pub fn run_or_panic(steps: &[Step]) {
             DivergenceKind::ReturnValue => diverged_return_value(&d),
             DivergenceKind::State => diverged_state(&d),
             DivergenceKind::FrameBijection => diverged_frame_bijection(&d),
+            DivergenceKind::StaleTlb => diverged_stale_tlb(&d),
         }
     }
 }
@@ -222,6 +237,24 @@ fn diverged_state(d: &Divergence) -> ! {
 #[inline(never)]
 fn diverged_frame_bijection(d: &Divergence) -> ! {
     panic!("{d}")
+}
+#[inline(never)]
+fn diverged_stale_tlb(d: &Divergence) -> ! {
+    panic!("{d}")
+}
+
+/// The fields of a translation a TLB entry caches (not the accessed byte).
+fn block(t: &Translation) -> (u32, u32, u32, bool, u8, bool, bool, u8) {
+    (
+        t.block_va,
+        t.block_pa,
+        t.block_size,
+        t.not_global,
+        t.ap,
+        t.xn,
+        t.pxn,
+        t.domain,
+    )
 }
 
 fn errno(e: vmm::Errno) -> Outcome {
@@ -445,20 +478,20 @@ impl Pair {
             return (Outcome::Skipped, Outcome::Skipped);
         }
         let mode = if kernel { Mode::Kernel } else { Mode::User };
-        let va = VirtAddr::new(a);
-        let (model_access, vmm_result) = match (write, exec) {
-            (Some(value), _) => (
-                model::Access::Write(value),
-                self.vm.write_word(v, va, value, mode).map(|()| 0),
-            ),
-            (None, true) => (
-                model::Access::Execute,
-                self.vm
-                    .access(v, va.align_down(4), Access::Execute, mode)
-                    .map(|pa| self.vm.machine_mut().read_word(pa)),
-            ),
-            (None, false) => (model::Access::Read, self.vm.read_word(v, va, mode)),
+        let (model_access, kind) = match (write, exec) {
+            (Some(value), _) => (model::Access::Write(value), AccessKind::Write),
+            (None, true) => (model::Access::Execute, AccessKind::Execute),
+            (None, false) => (model::Access::Read, AccessKind::Read),
         };
+        let vmm_result = self
+            .hardware_access(v, a & !3, kind, mode)
+            .map(|pa| match write {
+                Some(value) => {
+                    self.vm.machine_mut().write_word(pa, value);
+                    0
+                }
+                None => self.vm.machine_mut().read_word(pa),
+            });
         let model_result = self.model.access(m, a, model_access, !kernel);
         let m_out = model_result.map_or_else(
             |e| Outcome::Err(if e == model::AccessError::Segv { 1 } else { 2 }),
@@ -469,6 +502,98 @@ impl Pair {
             Outcome::Ok,
         );
         (m_out, v_out)
+    }
+
+    /// The registers of space `v`'s context: its TTBR0, the kernel's TTBR1, N = 2, domain 0
+    /// client.
+    fn registers(&self, v: SpaceId) -> Option<(Registers, u8)> {
+        let space = self.vm.space(v)?;
+        let regs = Registers {
+            ttbr0: space.mmu().l1_table().as_u32(),
+            ttbr1: self.vm.kernel().l1_table().as_u32(),
+            ttbcr_n: 2,
+            dacr: 0b01,
+        };
+        Some((regs, space.asid().value()))
+    }
+
+    /// An access as the hardware does it: the TLB model, else a walk of the real table bytes
+    /// (filling the TLB); a fault goes to the vmm's handler and the access is retried.
+    fn hardware_access(
+        &mut self,
+        v: SpaceId,
+        va: u32,
+        kind: AccessKind,
+        mode: Mode,
+    ) -> Result<PhysAddr, FaultError> {
+        let (regs, asid) = self.registers(v).ok_or(mode.unresolved())?;
+        let privilege = if mode == Mode::User {
+            Privilege::Pl0
+        } else {
+            Privilege::Pl1
+        };
+        let access = match kind {
+            AccessKind::Read => Access::Read,
+            AccessKind::Write => Access::Write,
+            AccessKind::Execute => Access::Execute,
+        };
+        for _ in 0..3 {
+            let m = self.vm.machine_mut();
+            let result = match m.tlb.access(regs, va, asid, kind, privilege) {
+                Some(hit) => hit,
+                None => {
+                    let walked = walk(
+                        |a| m.host.peek_word(PhysAddr::new(a)),
+                        regs,
+                        va,
+                        kind,
+                        privilege,
+                    );
+                    if let Ok(t) = walked {
+                        m.tlb.fill(t, asid);
+                    }
+                    walked.map(|t| t.pa)
+                }
+            };
+            match result {
+                Ok(pa) => return Ok(PhysAddr::new(pa)),
+                Err(_) => {
+                    self.vm.handle_fault(v, VirtAddr::new(va), access, mode)?;
+                }
+            }
+        }
+        Err(mode.unresolved())
+    }
+
+    /// INV-8: every TLB entry is what a walk of the current tables gives, for a live ASID.
+    fn check_tlb(&mut self) -> Result<(), String> {
+        let live: Vec<(u8, Registers)> = self
+            .ids
+            .iter()
+            .filter_map(|&(_, v)| self.registers(v).map(|(r, a)| (a, r)))
+            .collect();
+        let m = self.vm.machine_mut();
+        for e in m.tlb.entries() {
+            let regs = match e.asid {
+                Some(a) => live.iter().find(|(x, _)| *x == a).map(|(_, r)| *r),
+                None => live.first().map(|(_, r)| *r),
+            };
+            let Some(regs) = regs else {
+                return Err(format!("TLB entry {e:?} belongs to no live space\n"));
+            };
+            let now = translate(
+                &mut |a| m.host.peek_word(PhysAddr::new(a)),
+                regs,
+                e.translation.block_va,
+            );
+            if now.as_ref().map(block) != Ok(block(&e.translation)) {
+                return Err(format!(
+                    "stale TLB entry {:#?}\nthe tables now give {:#?}\n",
+                    e, now
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn model_state(&self) -> Observed {
@@ -519,10 +644,14 @@ impl Pair {
 
     /// The vmm's state with physical frames named by model frame ids (learning new pairs from
     /// the model's page at the same address); an inconsistent pairing is an error.
-    fn vmm_state(&mut self) -> Result<Observed, String> {
+    fn vmm_state(&mut self) -> Result<Observed, (DivergenceKind, String)> {
+        let state = |why: &str| (DivergenceKind::State, why.to_string());
         let mut spaces = Vec::new();
         for &(m, v) in &self.ids.clone() {
-            let sp = self.vm.space(v).ok_or("a live space is missing")?;
+            let sp = self
+                .vm
+                .space(v)
+                .ok_or_else(|| state("a live space is missing"))?;
             let kind = |k: RegionKind| match k {
                 RegionKind::Anon => "anon",
                 RegionKind::Heap => "heap",
@@ -545,7 +674,10 @@ impl Pair {
                 .collect();
             let (brk, table_pages) = (sp.brk(), sp.mmu().table_pages());
             let mut pages = Vec::new();
-            for (page, t) in self.vm.mappings(v).ok_or("unreadable tables")? {
+            let mappings = self.vm.mappings(v).ok_or_else(|| {
+                state("the vmm's tables hold a descriptor it does not write (its own decoder refuses them)")
+            })?;
+            for (page, t) in mappings {
                 let addr = u64::from(page.start().as_u32());
                 let f = t.attrs.flags;
                 let perms = u32::from(f.contains(MappingFlags::READ))
@@ -560,7 +692,8 @@ impl Pair {
                             .get(&addr)
                             .map_or(u64::MAX, |e| e.frame);
                         if let Some(other) = self.to_phys.get(&id) {
-                            return Err(format!("model frame {id} is {other:?} and {:?}", t.frame));
+                            let why = format!("model frame {id} is {other:?} and {:?}", t.frame);
+                            return Err((DivergenceKind::FrameBijection, why));
                         }
                         self.to_phys.insert(id, t.frame);
                         self.to_model.insert(t.frame, id);

@@ -6,4 +6,6 @@ mod tlb;
 mod walker;
 
 pub use tlb::{Tlb, TlbEntry};
-pub use walker::{AccessKind, Fault, FaultKind, Privilege, Registers, Translation, walk};
+pub use walker::{
+    AccessKind, Fault, FaultKind, Privilege, Registers, Translation, translate, walk,
+};

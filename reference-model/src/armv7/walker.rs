@@ -101,8 +101,9 @@ pub fn walk(
     Ok(t)
 }
 
-/// The walk alone, without the domain and permission checks.
-fn translate(
+/// The walk alone, without the domain and permission checks: what a TLB entry for `va`
+/// filled now would hold.
+pub fn translate(
     read: &mut impl FnMut(u32) -> Option<u32>,
     regs: Registers,
     va: u32,

@@ -1,0 +1,128 @@
+//! The simulated machine `run` gives the vmm: the host machine's RAM and call log, plus the
+//! reference model's TLB, which fills on accesses and forgets only what the vmm invalidates.
+
+use reference_model::armv7::Tlb;
+use vmm::addr::{PhysAddr, PhysFrame, VirtPage};
+use vmm::arch::armv7::Asid;
+use vmm::machine::{HostMachine, Machine};
+
+/// A deliberate hardware-level defect, to prove the checker sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Defect {
+    /// Every TLB invalidate is lost.
+    DropEveryInvalidate,
+    /// The k-th TLB invalidate (0-based) is lost.
+    DropNthInvalidate(u64),
+    /// Read-only user small-page descriptors are written read/write (AP[2] cleared).
+    MakeReadOnlyUserPagesWritable,
+    /// User small-page descriptors are written global (nG cleared).
+    ClearNotGlobal,
+    /// Frame copies leave the first word of the destination unchanged.
+    CorruptFrameCopy,
+    /// Frame zeroing does nothing.
+    SkipFrameZeroing,
+}
+
+/// RAM and the TLB model, optionally with a defect.
+#[derive(Debug, Default)]
+pub struct SimMachine {
+    /// RAM, the call log and failure injection.
+    pub host: HostMachine,
+    /// The TLB as the hardware would have it.
+    pub tlb: Tlb,
+    /// The defect, if any.
+    pub defect: Option<Defect>,
+    invalidates: u64,
+}
+
+impl SimMachine {
+    /// A machine with RAM at the default place and the given defect.
+    #[must_use]
+    pub fn with_defect(defect: Option<Defect>) -> Self {
+        Self {
+            defect,
+            ..Self::default()
+        }
+    }
+
+    /// Whether the defect swallows this invalidate.
+    fn lose_invalidate(&mut self) -> bool {
+        let n = self.invalidates;
+        self.invalidates += 1;
+        match self.defect {
+            Some(Defect::DropEveryInvalidate) => true,
+            Some(Defect::DropNthInvalidate(k)) => n == k,
+            _ => false,
+        }
+    }
+
+    /// The word a defective table write stores instead of `value` (small user pages only:
+    /// bit 1 set, nG set).
+    fn corrupt_descriptor(&self, value: u32) -> u32 {
+        let user_small_page = value & 0b10 != 0 && value & (1 << 11) != 0;
+        match self.defect {
+            Some(Defect::MakeReadOnlyUserPagesWritable)
+                if user_small_page && value & (1 << 9) != 0 =>
+            {
+                value & !(1 << 9)
+            }
+            Some(Defect::ClearNotGlobal) if user_small_page => value & !(1 << 11),
+            _ => value,
+        }
+    }
+}
+
+impl Machine for SimMachine {
+    fn read_word(&mut self, pa: PhysAddr) -> u32 {
+        self.host.read_word(pa)
+    }
+    fn write_word(&mut self, pa: PhysAddr, value: u32) {
+        let value = self.corrupt_descriptor(value);
+        self.host.write_word(pa, value);
+    }
+    fn zero_frame(&mut self, frame: PhysFrame) {
+        if self.defect != Some(Defect::SkipFrameZeroing) {
+            self.host.zero_frame(frame);
+        }
+    }
+    fn copy_frame(&mut self, dst: PhysFrame, src: PhysFrame) {
+        let kept = self.host.peek_word(dst.start());
+        self.host.copy_frame(dst, src);
+        if self.defect == Some(Defect::CorruptFrameCopy)
+            && let Some(old) = kept
+        {
+            self.host.write_bytes(dst.start(), &old.to_le_bytes());
+        }
+    }
+    fn tlb_invalidate_page(&mut self, asid: Asid, page: VirtPage) {
+        self.host.tlb_invalidate_page(asid, page);
+        if !self.lose_invalidate() {
+            self.tlb.invalidate_mva(page.start().as_u32(), asid.value());
+        }
+    }
+    fn tlb_invalidate_page_all_asids(&mut self, page: VirtPage) {
+        self.host.tlb_invalidate_page_all_asids(page);
+        if !self.lose_invalidate() {
+            self.tlb.invalidate_mva_all_asids(page.start().as_u32());
+        }
+    }
+    fn tlb_invalidate_asid(&mut self, asid: Asid) {
+        self.host.tlb_invalidate_asid(asid);
+        if !self.lose_invalidate() {
+            self.tlb.invalidate_asid(asid.value());
+        }
+    }
+    fn tlb_invalidate_all(&mut self) {
+        self.host.tlb_invalidate_all();
+        self.tlb.invalidate_all();
+    }
+    fn dsb(&mut self) {
+        self.host.dsb();
+    }
+    fn isb(&mut self) {
+        self.host.isb();
+    }
+    fn frame_allocation_permitted(&mut self) -> bool {
+        self.host.frame_allocation_permitted()
+    }
+}

@@ -1,0 +1,62 @@
+//! Each deliberately broken machine is reported, by a short op sequence, as the right kind of
+//! divergence; the same sequences pass on a sound machine.
+
+use checker::{Defect, DivergenceKind, parse_ops, run, run_with_defect};
+
+/// (defect, sequence, expected kind)
+fn cases() -> Vec<(Defect, &'static str, DivergenceKind)> {
+    vec![
+        (
+            // A page is read (TLB filled), unmapped: the lost invalidate leaves it cached.
+            Defect::DropEveryInvalidate,
+            "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nread s=0 addr=r0+0p+0w mode=user\nmunmap s=0 addr=mmap+0p len=0x1000\n",
+            DivergenceKind::StaleTlb,
+        ),
+        (
+            // Only the second invalidate is lost: the write-protect of the parent page at fork.
+            Defect::DropNthInvalidate(0),
+            "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+0p+0w value=0x1 mode=user\nfork s=0\n",
+            DivergenceKind::StaleTlb,
+        ),
+        (
+            // Copy-on-write pages come out writable: the parent's write lands in the shared frame.
+            Defect::MakeReadOnlyUserPagesWritable,
+            "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+0p+0w value=0x1 mode=user\nfork s=0\n",
+            DivergenceKind::State,
+        ),
+        (
+            // Global user pages: the TLB entry is not tagged with the ASID.
+            Defect::ClearNotGlobal,
+            "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nread s=0 addr=r0+0p+0w mode=user\n",
+            DivergenceKind::State,
+        ),
+        (
+            // The copy of a copy-on-write break loses a word.
+            Defect::CorruptFrameCopy,
+            "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+0p+0w value=0x5 mode=user\nfork s=0\nwrite s=1 addr=r0+0p+1w value=0x6 mode=user\nread s=1 addr=r0+0p+0w mode=user\n",
+            DivergenceKind::ReturnValue,
+        ),
+        (
+            // A frame freed with data in it comes back un-zeroed.
+            Defect::SkipFrameZeroing,
+            "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+0p+0w value=0x5 mode=user\nmunmap s=0 addr=mmap+0p len=0x1000\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nread s=0 addr=r0+0p+0w mode=user\n",
+            DivergenceKind::ReturnValue,
+        ),
+    ]
+}
+
+#[test]
+fn every_broken_machine_is_caught_as_the_right_kind() {
+    for (defect, text, kind) in cases() {
+        let steps = parse_ops(text).unwrap();
+        assert_eq!(
+            run(&steps).map_err(|d| d.to_string()),
+            Ok(steps.len()),
+            "{defect:?}: clean machine"
+        );
+        match run_with_defect(&steps, Some(defect)) {
+            Ok(_) => panic!("{defect:?} was not caught by:\n{text}"),
+            Err(d) => assert_eq!(d.kind, kind, "{defect:?}:\n{d}"),
+        }
+    }
+}
