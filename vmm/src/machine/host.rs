@@ -1,7 +1,6 @@
 //! A simulated machine for host tests: sparse RAM, a call log and allocation-failure injection.
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use super::Machine;
@@ -82,7 +81,8 @@ pub enum AllocationFailure {
 pub struct HostMachine {
     ram_base: PhysAddr,
     ram_size: u32,
-    frames: BTreeMap<u32, Box<[u8; PAGE_SIZE as usize]>>,
+    /// One slot per RAM frame; `None` reads as zeroes (sparse, O(1) to find).
+    frames: Vec<Option<Box<[u8; PAGE_SIZE as usize]>>>,
     recording: bool,
     log: Vec<MachineEvent>,
     failure: AllocationFailure,
@@ -105,7 +105,7 @@ impl HostMachine {
         Self {
             ram_base: base,
             ram_size: size,
-            frames: BTreeMap::new(),
+            frames: (0..size / PAGE_SIZE).map(|_| None).collect(),
             recording: false,
             log: Vec::new(),
             failure: AllocationFailure::Never,
@@ -163,8 +163,7 @@ impl HostMachine {
         for (i, b) in buf.iter_mut().enumerate() {
             let a = pa.as_u32() + i as u32;
             *b = self
-                .frames
-                .get(&(a >> PAGE_SHIFT))
+                .frame(a >> PAGE_SHIFT)
                 .map_or(0, |f| f[(a & (PAGE_SIZE - 1)) as usize]);
         }
         true
@@ -185,15 +184,20 @@ impl HostMachine {
     /// The word at `pa` without recording anything (for walkers and dumps).
     #[must_use]
     pub fn peek_word(&self, pa: PhysAddr) -> Option<u32> {
-        let mut buf = [0u8; 4];
-        (pa.is_aligned(4) && self.read_bytes(pa, &mut buf)).then(|| u32::from_le_bytes(buf))
+        if !pa.is_aligned(4) || !self.in_ram(pa, 4) {
+            return None;
+        }
+        // An aligned word never crosses a frame.
+        let offset = pa.page_offset() as usize;
+        Some(self.frame(pa.as_u32() >> PAGE_SHIFT).map_or(0, |f| {
+            u32::from_le_bytes([f[offset], f[offset + 1], f[offset + 2], f[offset + 3]])
+        }))
     }
 
     /// Whether a frame holds any non-zero byte.
     #[must_use]
     pub fn frame_is_zero(&self, frame: PhysFrame) -> bool {
-        self.frames
-            .get(&frame.number())
+        self.frame(frame.number())
             .is_none_or(|f| f.iter().all(|&b| b == 0))
     }
 
@@ -207,10 +211,20 @@ impl HostMachine {
         self.in_ram(frame.start(), u64::from(PAGE_SIZE))
     }
 
-    fn frame_mut(&mut self, number: u32) -> &mut [u8; PAGE_SIZE as usize] {
+    /// The slot of a frame number inside RAM (callers checked `in_ram`).
+    fn slot(&self, number: u32) -> usize {
+        (number - (self.ram_base.as_u32() >> PAGE_SHIFT)) as usize
+    }
+
+    fn frame(&self, number: u32) -> Option<&[u8; PAGE_SIZE as usize]> {
         self.frames
-            .entry(number)
-            .or_insert_with(|| Box::new([0; PAGE_SIZE as usize]))
+            .get(self.slot(number))
+            .and_then(|f| f.as_deref())
+    }
+
+    fn frame_mut(&mut self, number: u32) -> &mut [u8; PAGE_SIZE as usize] {
+        let slot = self.slot(number);
+        self.frames[slot].get_or_insert_with(|| Box::new([0; PAGE_SIZE as usize]))
     }
 
     fn record(&mut self, event: MachineEvent) {
@@ -265,7 +279,8 @@ impl Machine for HostMachine {
             self.record(MachineEvent::BadAccess(frame.start()));
             return;
         }
-        self.frames.remove(&frame.number());
+        let slot = self.slot(frame.number());
+        self.frames[slot] = None;
         self.record(MachineEvent::ZeroFrame(frame));
     }
 
@@ -275,14 +290,9 @@ impl Machine for HostMachine {
             self.record(MachineEvent::BadAccess(bad.start()));
             return;
         }
-        match self.frames.get(&src.number()).cloned() {
-            Some(data) => {
-                self.frames.insert(dst.number(), data);
-            }
-            None => {
-                self.frames.remove(&dst.number());
-            }
-        }
+        let data = self.frame(src.number()).map(|f| Box::new(*f));
+        let slot = self.slot(dst.number());
+        self.frames[slot] = data;
         self.record(MachineEvent::CopyFrame { dst, src });
     }
 
