@@ -9,6 +9,7 @@
 
 pub mod machine;
 pub mod op;
+pub mod quick;
 pub mod run;
 pub mod strategy;
 
