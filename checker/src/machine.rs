@@ -21,6 +21,8 @@ pub enum Defect {
     CorruptFrameCopy,
     /// Frame zeroing does nothing.
     SkipFrameZeroing,
+    /// DSB and ISB do nothing (and leave no trace in the log).
+    DropBarriers,
 }
 
 /// RAM and the TLB model, optionally with a defect.
@@ -117,10 +119,14 @@ impl Machine for SimMachine {
         self.tlb.invalidate_all();
     }
     fn dsb(&mut self) {
-        self.host.dsb();
+        if self.defect != Some(Defect::DropBarriers) {
+            self.host.dsb();
+        }
     }
     fn isb(&mut self) {
-        self.host.isb();
+        if self.defect != Some(Defect::DropBarriers) {
+            self.host.isb();
+        }
     }
     fn frame_allocation_permitted(&mut self) -> bool {
         self.host.frame_allocation_permitted()

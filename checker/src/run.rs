@@ -9,7 +9,7 @@ use reference_model::model::{self, Model};
 use vmm::addr::{PhysAddr, PhysFrame, VirtAddr};
 use vmm::arch::armv7::MappingFlags;
 use vmm::fault::{Access, FaultError, Mode};
-use vmm::machine::{AllocationFailure, Machine};
+use vmm::machine::{AllocationFailure, Machine, MachineEvent};
 
 use crate::machine::{Defect, SimMachine};
 use vmm::space::{RegionKind, ShmId, SpaceId};
@@ -68,6 +68,44 @@ pub enum DivergenceKind {
     /// INV-8: a TLB entry no longer matches the page tables when the op returns (a missing
     /// TLB invalidate), or belongs to an ASID no live space holds.
     StaleTlb,
+    /// INV-10: the machine log breaks the hardware protocol (a valid descriptor replaced by
+    /// another valid one without break-before-make, or descriptor writes not followed by
+    /// DSB and ISB when the op returns).
+    HardwareProtocol,
+}
+
+/// INV-10 on one op's machine log. The log holds only the vmm's writes (data written by
+/// accesses bypasses it), and the vmm writes only descriptors.
+fn check_protocol(log: &[MachineEvent]) -> Result<(), String> {
+    for e in log {
+        if let MachineEvent::Write { pa, old, new } = *e
+            && old & 3 != 0
+            && new & 3 != 0
+            && old != new
+        {
+            return Err(format!(
+                "valid descriptor {old:#010x} at {pa:?} replaced by {new:#010x} without break-before-make\n"
+            ));
+        }
+    }
+    let wrote = log.iter().any(|e| matches!(e, MachineEvent::Write { .. }));
+    let tail: Vec<&MachineEvent> = log
+        .iter()
+        .rev()
+        .filter(|e| {
+            matches!(
+                e,
+                MachineEvent::Write { .. } | MachineEvent::Dsb | MachineEvent::Isb
+            )
+        })
+        .take(2)
+        .collect();
+    if wrote && tail != [&MachineEvent::Isb, &MachineEvent::Dsb] {
+        return Err(format!(
+            "descriptor writes not followed by DSB; ISB before the op returned (last events {tail:?})\n"
+        ));
+    }
+    Ok(())
 }
 
 /// A divergence between the vmm and the model, with everything needed to read it.
@@ -130,7 +168,8 @@ pub fn run(steps: &[Step]) -> Result<usize, Box<Divergence>> {
 
 /// [`run`] on a machine with a deliberate defect (to show the checker catches it).
 pub fn run_with_defect(steps: &[Step], defect: Option<Defect>) -> Result<usize, Box<Divergence>> {
-    let machine = SimMachine::with_defect(defect);
+    let mut machine = SimMachine::with_defect(defect);
+    machine.host.set_recording(true);
     let vm =
         Vm::new(machine, Layout::with_pool_frames(POOL_FRAMES)).expect("the default layout boots");
     let free = vm.frames().free_count();
@@ -161,6 +200,15 @@ pub fn run_with_defect(steps: &[Step], defect: Option<Defect>) -> Result<usize, 
         p.vm.machine_mut()
             .host
             .set_allocation_failure(AllocationFailure::Never);
+        let log = p.vm.machine_mut().host.take_log();
+        if let Err(why) = check_protocol(&log) {
+            return Err(diverge(
+                DivergenceKind::HardwareProtocol,
+                at,
+                "the hardware protocol holds\n".into(),
+                why,
+            ));
+        }
         if let Err(why) = p.check_tlb() {
             let expected = "every TLB entry matches the page tables\n".to_string();
             return Err(diverge(DivergenceKind::StaleTlb, at, expected, why));
@@ -222,6 +270,7 @@ pub fn run_or_panic(steps: &[Step]) {
             DivergenceKind::State => diverged_state(&d),
             DivergenceKind::FrameBijection => diverged_frame_bijection(&d),
             DivergenceKind::StaleTlb => diverged_stale_tlb(&d),
+            DivergenceKind::HardwareProtocol => diverged_hardware_protocol(&d),
         }
     }
 }
@@ -240,6 +289,10 @@ fn diverged_frame_bijection(d: &Divergence) -> ! {
 }
 #[inline(never)]
 fn diverged_stale_tlb(d: &Divergence) -> ! {
+    panic!("{d}")
+}
+#[inline(never)]
+fn diverged_hardware_protocol(d: &Divergence) -> ! {
     panic!("{d}")
 }
 
@@ -487,7 +540,12 @@ impl Pair {
             .hardware_access(v, a & !3, kind, mode)
             .map(|pa| match write {
                 Some(value) => {
-                    self.vm.machine_mut().write_word(pa, value);
+                    // Data goes straight to RAM: the machine log then holds only the vmm's own
+                    // (descriptor) writes, which the protocol check reads.
+                    self.vm
+                        .machine_mut()
+                        .host
+                        .write_bytes(pa, &value.to_le_bytes());
                     0
                 }
                 None => self.vm.machine_mut().read_word(pa),

@@ -42,6 +42,12 @@ fn cases() -> Vec<(Defect, &'static str, DivergenceKind)> {
             "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+0p+0w value=0x5 mode=user\nmunmap s=0 addr=mmap+0p len=0x1000\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nread s=0 addr=r0+0p+0w mode=user\n",
             DivergenceKind::ReturnValue,
         ),
+        (
+            // Barriers lost: descriptor writes are not followed by DSB; ISB.
+            Defect::DropBarriers,
+            "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nread s=0 addr=r0+0p+0w mode=user\n",
+            DivergenceKind::HardwareProtocol,
+        ),
     ]
 }
 
