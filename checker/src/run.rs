@@ -170,6 +170,7 @@ pub fn run(steps: &[Step]) -> Result<usize, Box<Divergence>> {
 pub fn run_with_defect(steps: &[Step], defect: Option<Defect>) -> Result<usize, Box<Divergence>> {
     let mut machine = SimMachine::with_defect(defect);
     machine.host.set_recording(true);
+    machine.host.set_skip_reads(true);
     let vm =
         Vm::new(machine, Layout::with_pool_frames(POOL_FRAMES)).expect("the default layout boots");
     let free = vm.frames().free_count();
