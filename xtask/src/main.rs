@@ -3,6 +3,7 @@
 //! - `cargo xtask test`: the checks CI runs, in order, stopping at the first failure;
 //! - `cargo xtask replay [FILES]`: `.ops` files through the model and the vmm (default: the
 //!   regression corpus); exit 1 on a divergence, with the report;
+//! - `cargo xtask mutants [-- ARGS]`: cargo-mutants over `vmm` (installs it when missing);
 //! - `cargo xtask bench [-- ARGS]`: the vmm benchmarks (`cargo bench -p vmm --bench vmm`), with
 //!   `ARGS` handed to the criterion harness (a name filter, `--save-baseline main`, ...).
 
@@ -36,6 +37,13 @@ enum Task {
     Replay {
         /// The `.ops` files (default: every file in corpus/regressions/).
         files: Vec<PathBuf>,
+    },
+    /// Mutation testing of the vmm crate with cargo-mutants (installed when missing). Takes
+    /// hours on 2 cores: pass `-- --shard k/n` or `-- --in-diff FILE` to do a part.
+    Mutants {
+        /// Passed to `cargo mutants`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
     },
     /// Run the vmm benchmarks (`cargo bench -p vmm --bench vmm`).
     Bench {
@@ -92,6 +100,33 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("xtask replay: cannot run cargo: {e}");
                     ExitCode::from(2)
+                }
+            }
+        }
+        Task::Mutants { args } => {
+            let installed = cargo(&root)
+                .args(["mutants", "--version"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !installed {
+                println!("==> cargo install cargo-mutants --locked");
+                let mut install = cargo(&root);
+                install.args(["install", "cargo-mutants", "--locked"]);
+                if let Err(Failure(why)) = run(install) {
+                    eprintln!("xtask mutants: {why}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            let mut cmd = cargo(&root);
+            cmd.args(["mutants", "--package", "vmm", "--timeout-multiplier", "3"])
+                .args(args);
+            match run(cmd) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(Failure(why)) => {
+                    eprintln!(
+                        "xtask mutants: {why} (missed mutants are listed in mutants.out/missed.txt)"
+                    );
+                    ExitCode::FAILURE
                 }
             }
         }
