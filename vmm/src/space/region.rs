@@ -144,3 +144,79 @@ impl Region {
         page.number() - self.range.start().number()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::{PhysAddr, VirtAddr};
+
+    fn region(kind: RegionKind) -> Region {
+        let start = VirtPage::from_start(VirtAddr::new(0x1000_0000)).unwrap();
+        Region {
+            range: PageRange::new(start, 4).unwrap(),
+            prot: Prot::READ,
+            shared: true,
+            kind,
+        }
+    }
+
+    fn page(n: u32) -> VirtPage {
+        VirtPage::from_number(0x10000 + n).unwrap()
+    }
+
+    #[test]
+    fn splits_happen_strictly_inside_and_advance_the_backing() {
+        let shm = region(RegionKind::Shm {
+            id: ShmId(3),
+            first_page: 2,
+            max: Prot::READ,
+        });
+        for outside in [0, 4, 5] {
+            assert_eq!(shm.tail_from(page(outside)), None, "page {outside}");
+            assert_eq!(shm.head_before(page(outside)), None, "page {outside}");
+        }
+        let tail = shm.tail_from(page(1)).unwrap();
+        assert_eq!((tail.range.start(), tail.range.count()), (page(1), 3));
+        assert_eq!(
+            tail.kind,
+            RegionKind::Shm {
+                id: ShmId(3),
+                first_page: 3,
+                max: Prot::READ
+            }
+        );
+        let tail = shm.tail_from(page(3)).unwrap();
+        assert_eq!(
+            tail.kind,
+            RegionKind::Shm {
+                id: ShmId(3),
+                first_page: 5,
+                max: Prot::READ
+            }
+        );
+        assert_eq!(shm.head_before(page(3)).unwrap().range.count(), 3);
+        let dev = region(RegionKind::Device {
+            first_frame: PhysFrame::containing(PhysAddr::new(0x4800_0000)),
+        });
+        let tail = dev.tail_from(page(2)).unwrap();
+        assert_eq!(
+            tail.kind,
+            RegionKind::Device {
+                first_frame: PhysFrame::containing(PhysAddr::new(0x4800_2000))
+            }
+        );
+    }
+
+    #[test]
+    fn device_regions_use_device_memory() {
+        let dev = region(RegionKind::Device {
+            first_frame: PhysFrame::containing(PhysAddr::new(0x4800_0000)),
+        });
+        assert_eq!(dev.attrs().memory, MemoryType::Device);
+        assert_eq!(region(RegionKind::Anon).attrs().memory, MemoryType::Cached);
+        assert_eq!(
+            region(RegionKind::Anon).attrs().flags,
+            MappingFlags::USER | MappingFlags::READ
+        );
+    }
+}
