@@ -15,4 +15,4 @@ pub mod strategy;
 
 pub use machine::Defect;
 pub use op::{Addr, Op, Step, parse_ops, print_ops};
-pub use run::{Divergence, DivergenceKind, run, run_or_panic, run_with_defect};
+pub use run::{Divergence, DivergenceKind, Outcome, run, run_or_panic, run_with_defect, trace};

@@ -17,6 +17,9 @@ struct Cli {
 enum Command {
     /// Replay `.ops` files and report the first divergence of each.
     Replay {
+        /// Print every step with what it returned.
+        #[arg(long)]
+        trace: bool,
         /// The files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -24,7 +27,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let Command::Replay { files } = Cli::parse().command;
+    let Command::Replay { trace, files } = Cli::parse().command;
     let mut diverged = 0;
     for file in &files {
         let text = match std::fs::read_to_string(file) {
@@ -41,6 +44,11 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        if trace && let Ok(outcomes) = checker::trace(&steps) {
+            for (i, (step, outcome)) in steps.iter().zip(outcomes).enumerate() {
+                println!("{:>4}  {:<72} -> {outcome:?}", i + 1, step.to_string());
+            }
+        }
         match checker::run(&steps) {
             Ok(n) => println!("PASS {} ({n} steps)", file.display()),
             Err(d) => {

@@ -130,6 +130,19 @@ pub enum Op {
         /// Command (`IPC_RMID` = 0, `IPC_STAT` = 2).
         cmd: u32,
     },
+    /// A device mapping of the device window's page `page` onwards.
+    MapDevice {
+        /// Space index.
+        s: u8,
+        /// Virtual address.
+        addr: Addr,
+        /// First page of the device window (0x4800_0000) to map.
+        page: u16,
+        /// Length in bytes.
+        len: u32,
+        /// `PROT_*` bits.
+        prot: u32,
+    },
     /// A word read.
     Read {
         /// Space index.
@@ -265,6 +278,18 @@ impl fmt::Display for Op {
             },
             Op::ShmDt { s, addr } => write!(f, "shmdt s={s} addr={addr}"),
             Op::ShmCtl { id, cmd } => write!(f, "shmctl id={id} cmd={cmd}"),
+            Op::MapDevice {
+                s,
+                addr,
+                page,
+                len,
+                prot,
+            } => {
+                write!(
+                    f,
+                    "mapdev s={s} addr={addr} page={page} len={len:#x} prot={prot:#x}"
+                )
+            }
             Op::Read { s, addr, kernel } => {
                 write!(f, "read s={s} addr={addr} mode={}", mode(*kernel))
             }
@@ -404,6 +429,14 @@ impl FromStr for Step {
             "shmdt" => Op::ShmDt {
                 s: f.small("s")?,
                 addr: f.addr("addr")?,
+            },
+            "mapdev" => Op::MapDevice {
+                s: f.small("s")?,
+                addr: f.addr("addr")?,
+                page: u16::try_from(f.num("page")?)
+                    .map_err(|_| "`page` must be below 65536".to_string())?,
+                len: f.num("len")?,
+                prot: f.num("prot")?,
             },
             "shmctl" => Op::ShmCtl {
                 id: f.num("id")?,

@@ -19,6 +19,8 @@ use crate::op::{Addr, Op, Step, print_ops};
 
 /// Frames in the pool of every run: small, so exhaustion is reached.
 pub const POOL_FRAMES: u32 = 160;
+/// Where the device window starts (RAM outside the pool).
+pub const DEVICE_WINDOW: u32 = 0x4800_0000;
 
 /// What one side returned: a value, or an error number (errno, or 1 = SEGV, 2 = EFAULT for
 /// accesses). Steps that address no live space are skipped on both sides (`Skipped`).
@@ -168,6 +170,21 @@ pub fn run(steps: &[Step]) -> Result<usize, Box<Divergence>> {
 
 /// [`run`] on a machine with a deliberate defect (to show the checker catches it).
 pub fn run_with_defect(steps: &[Step], defect: Option<Defect>) -> Result<usize, Box<Divergence>> {
+    run_observed(steps, defect, &mut |_, _| {})
+}
+
+/// [`run`], also returning what every step returned (model and vmm agreed on it).
+pub fn trace(steps: &[Step]) -> Result<Vec<Outcome>, Box<Divergence>> {
+    let mut outcomes = Vec::new();
+    run_observed(steps, None, &mut |_, o| outcomes.push(o))?;
+    Ok(outcomes)
+}
+
+fn run_observed(
+    steps: &[Step],
+    defect: Option<Defect>,
+    on_step: &mut dyn FnMut(usize, Outcome),
+) -> Result<usize, Box<Divergence>> {
     let mut machine = SimMachine::with_defect(defect);
     machine.host.set_recording(true);
     machine.host.set_skip_reads(true);
@@ -176,7 +193,13 @@ pub fn run_with_defect(steps: &[Step], defect: Option<Defect>) -> Result<usize, 
     let free = vm.frames().free_count();
     let mut p = Pair {
         vm,
-        model: Model::new(model::Layout::default(), free),
+        model: Model::new(
+            model::Layout {
+                pool_size: POOL_FRAMES * 0x1000,
+                ..model::Layout::default()
+            },
+            free,
+        ),
         ids: Vec::new(),
         to_phys: BTreeMap::new(),
         to_model: BTreeMap::new(),
@@ -197,6 +220,7 @@ pub fn run_with_defect(steps: &[Step], defect: Option<Defect>) -> Result<usize, 
         });
         p.vm.machine_mut().host.set_allocation_failure(plan);
         let (model_out, vmm_out) = p.apply(&step.op);
+        on_step(at, vmm_out);
         p.model.refuse_allocation = None;
         p.vm.machine_mut()
             .host
@@ -504,6 +528,25 @@ impl Pair {
                     })
                 },
             ),
+            Op::MapDevice {
+                s,
+                addr: a,
+                page,
+                len,
+                prot,
+            } => {
+                let Some((m, v)) = self.pick(*s) else {
+                    return (Outcome::Skipped, Outcome::Skipped);
+                };
+                let a = self.resolve(m, a);
+                let pa = DEVICE_WINDOW + u32::from(*page) * 0x1000;
+                both(
+                    self.model.map_device(m, a, pa, *len, *prot),
+                    self.vm.map_device(v, a, pa, *len, *prot),
+                    id,
+                    addr,
+                )
+            }
             Op::Read { s, addr: a, kernel } => self.access(*s, a, *kernel, None, false),
             Op::Write {
                 s,
@@ -660,6 +703,7 @@ impl Pair {
             model::Kind::Anon => "anon",
             model::Kind::Heap => "heap",
             model::Kind::Shm { .. } => "shm",
+            model::Kind::Device { .. } => "device",
         };
         Observed {
             free_frames: self.model.free,
@@ -742,21 +786,28 @@ impl Pair {
                 let perms = u32::from(f.contains(MappingFlags::READ))
                     | (u32::from(f.contains(MappingFlags::WRITE)) << 1)
                     | (u32::from(f.contains(MappingFlags::EXECUTE)) << 2);
-                let model_frame = match self.to_model.get(&t.frame) {
-                    Some(&id) => id,
-                    None => {
-                        // Learn the pair from the model's page at this address, if it is new.
-                        let id = self.model.spaces[&m]
-                            .ptes
-                            .get(&addr)
-                            .map_or(u64::MAX, |e| e.frame);
-                        if let Some(other) = self.to_phys.get(&id) {
-                            let why = format!("model frame {id} is {other:?} and {:?}", t.frame);
-                            return Err((DivergenceKind::FrameBijection, why));
+                let pool = self.vm.frames();
+                let model_frame = if !pool.contains(t.frame) {
+                    // Device memory is compared by its exact physical address.
+                    model::DEVICE_FRAME | u64::from(t.frame.start().as_u32())
+                } else {
+                    match self.to_model.get(&t.frame) {
+                        Some(&id) => id,
+                        None => {
+                            // Learn the pair from the model's page at this address, if it is new.
+                            let id = self.model.spaces[&m]
+                                .ptes
+                                .get(&addr)
+                                .map_or(u64::MAX, |e| e.frame);
+                            if let Some(other) = self.to_phys.get(&id) {
+                                let why =
+                                    format!("model frame {id} is {other:?} and {:?}", t.frame);
+                                return Err((DivergenceKind::FrameBijection, why));
+                            }
+                            self.to_phys.insert(id, t.frame);
+                            self.to_model.insert(t.frame, id);
+                            id
                         }
-                        self.to_phys.insert(id, t.frame);
-                        self.to_model.insert(t.frame, id);
-                        id
                     }
                 };
                 pages.push((addr, perms, model_frame));

@@ -69,6 +69,8 @@ pub fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(s, id, addr, flags)| Op::ShmAt { s, id, addr, flags }),
         2 => (s.clone(), addr()).prop_map(|(s, addr)| Op::ShmDt { s, addr }),
         2 => (0..3u32, prop_oneof![3 => Just(0u32), 1 => Just(2), 1 => Just(7)]).prop_map(|(id, cmd)| Op::ShmCtl { id, cmd }),
+        1 => (s.clone(), prop_oneof![addr(), (0..4u32).prop_map(|m| Addr::Raw(0x0300_0000 + m * 0x10_0000))], prop_oneof![0..8u16, Just(256u16)], prop_oneof![3 => (1..6u32).prop_map(|p| p * 0x1000), 1 => Just(0x10_0000u32), 1 => Just(0x20_3000u32), 1 => len()], prop_oneof![Just(1u32), Just(3)])
+            .prop_map(|(s, addr, page, len, prot)| Op::MapDevice { s, addr, page, len, prot }),
         3 => (s.clone(), addr(), any::<bool>()).prop_map(|(s, addr, kernel)| Op::Read { s, addr, kernel }),
         4 => (s.clone(), addr(), any::<u32>(), any::<bool>()).prop_map(|(s, addr, value, kernel)| Op::Write { s, addr, value, kernel }),
         1 => (s, addr(), any::<bool>()).prop_map(|(s, addr, kernel)| Op::Exec { s, addr, kernel }),

@@ -35,6 +35,9 @@ enum Task {
     Test,
     /// Replay `.ops` files through the model and the vmm (exit 1 on a divergence).
     Replay {
+        /// Print every step with what it returned.
+        #[arg(long)]
+        trace: bool,
         /// The `.ops` files (default: every file in corpus/regressions/).
         files: Vec<PathBuf>,
     },
@@ -63,7 +66,7 @@ fn main() -> ExitCode {
     let root = workspace_root();
     match cli.task {
         Task::Test => test(&root),
-        Task::Replay { files } => {
+        Task::Replay { trace, files } => {
             let files = if files.is_empty() {
                 let dir = root.join("corpus/regressions");
                 let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -93,8 +96,11 @@ fn main() -> ExitCode {
                 "checker",
                 "--",
                 "replay",
-            ])
-            .args(&files);
+            ]);
+            if trace {
+                cmd.arg("--trace");
+            }
+            cmd.args(&files);
             match cmd.status() {
                 Ok(status) => ExitCode::from(status.code().unwrap_or(2).clamp(0, 255) as u8),
                 Err(e) => {

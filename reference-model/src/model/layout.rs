@@ -13,6 +13,10 @@ pub struct Layout {
     pub mmap_base: u32,
     /// End of the mmap area.
     pub mmap_end: u32,
+    /// First byte of the frame pool (device mappings may not touch it).
+    pub pool_base: u32,
+    /// Size of the frame pool in bytes.
+    pub pool_size: u32,
 }
 
 impl Default for Layout {
@@ -24,6 +28,8 @@ impl Default for Layout {
             heap_base: 0x0FC0_0000,
             mmap_base: 0x1F80_0000,
             mmap_end: 0x2740_0000,
+            pool_base: 0x4100_0000,
+            pool_size: 0x0400_0000,
         }
     }
 }

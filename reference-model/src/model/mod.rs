@@ -29,6 +29,9 @@ pub const MAP_FIXED_NOREPLACE: u32 = 0x10_0000;
 const PAGE: u64 = 4096;
 /// Pages served by one 4 KiB page of four 1 KiB L2 tables.
 const GROUP: u64 = 4 << 20;
+const MIB: u64 = 0x10_0000;
+/// Device frames are named by their physical address with this bit set.
+pub const DEVICE_FRAME: FrameId = 1 << 63;
 
 /// A logical frame: the model never knows physical addresses.
 pub type FrameId = u64;
@@ -50,6 +53,8 @@ pub struct Frame {
     pub refs: u32,
     /// An shm segment's frame.
     pub shm: bool,
+    /// Device memory (named by its physical address; never freed, never counted).
+    pub device: bool,
     /// Word offset -> value; absent words are zero.
     pub words: BTreeMap<u32, u32>,
 }
@@ -129,10 +134,7 @@ impl Model {
     /// present page (anonymous memory is always mapped with small pages).
     #[must_use]
     pub fn table_pages(&self, id: u32) -> Option<u32> {
-        let s = self.spaces.get(&id)?;
-        let mut groups: Vec<u64> = s.ptes.keys().map(|p| p / GROUP).collect();
-        groups.dedup();
-        Some(1 + groups.len() as u32)
+        Some(1 + self.spaces.get(&id)?.small_groups().len() as u32)
     }
 
     /// Whether an op may take `cost` frames: enough are free and none of them is refused.
@@ -141,8 +143,19 @@ impl Model {
     }
 
     fn group_has_pages(s: &Space, page: u64) -> bool {
-        let g = page / GROUP;
-        s.ptes.range(g * GROUP..(g + 1) * GROUP).next().is_some()
+        s.small_groups().contains(&(page / GROUP))
+    }
+
+    /// L2 pages needed to split the sections only partly inside `[start, start + len)`.
+    fn split_cost(s: &Space, start: u64, len: u64) -> u32 {
+        let small = s.small_groups();
+        let mut groups: Vec<u64> = s
+            .partial_sections(start, len)
+            .iter()
+            .map(|m| m / GROUP)
+            .collect();
+        groups.dedup();
+        groups.iter().filter(|g| !small.contains(g)).count() as u32
     }
 
     /// `spawn`: an empty space (one frame for its L1 table; 255 ASIDs).
@@ -155,6 +168,7 @@ impl Model {
             regions: Vec::new(),
             brk: self.layout.heap_base,
             ptes: BTreeMap::new(),
+            sections: std::collections::BTreeSet::new(),
         }))
     }
 
@@ -180,16 +194,28 @@ impl Model {
     /// `fork`: the child gets the regions, the break and every page, copy-on-write.
     pub fn fork(&mut self, parent: u32) -> Result<u32, Errno> {
         let p = self.spaces.get(&parent).ok_or(Errno::EINVAL)?;
-        let mut groups: Vec<u64> = p.ptes.keys().map(|a| a / GROUP).collect();
-        groups.dedup();
-        let need = 1 + groups.len() as u32;
+        // The child maps device regions afresh: a section wherever a whole MiB of the region has
+        // a 1 MiB aligned physical address, whatever the parent split.
+        let mut child = p.clone();
+        child.sections.clear();
+        for r in &p.regions {
+            if let Kind::Device { pa } = r.kind {
+                let mut mib = r.start.next_multiple_of(MIB);
+                while mib + MIB <= r.start + r.len {
+                    if (pa + (mib - r.start)) % MIB == 0 {
+                        child.sections.insert(mib);
+                    }
+                    mib += MIB;
+                }
+            }
+        }
+        let need = 1 + child.small_groups().len() as u32;
         if self.spaces.len() >= 255 || !self.can_allocate(need) {
             return Err(Errno::ENOMEM);
         }
         self.free -= need;
-        let mut child = p.clone();
         let frames = &self.frames;
-        let is_shm = |f: &FrameId| frames.get(f).is_some_and(|f| f.shm);
+        let is_shm = |f: &FrameId| frames.get(f).is_some_and(|f| f.shm || f.device);
         for pte in child.ptes.values_mut() {
             if !is_shm(&pte.frame) {
                 pte.perms &= !2;
@@ -205,12 +231,16 @@ impl Model {
             .collect();
         let p = self.spaces.get_mut(&parent).ok_or(Errno::EINVAL)?;
         for pte in p.ptes.values_mut() {
-            if !frames.get(&pte.frame).is_some_and(|f| f.shm) {
+            if !is_shm(&pte.frame) {
                 pte.perms &= !2;
             }
         }
         for pte in child.ptes.values() {
-            if let Some(f) = self.frames.get_mut(&pte.frame).filter(|f| !f.shm) {
+            if let Some(f) = self
+                .frames
+                .get_mut(&pte.frame)
+                .filter(|f| !f.shm && !f.device)
+            {
                 f.refs += 1;
             }
         }
@@ -259,8 +289,7 @@ impl Model {
                 if flags & MAP_FIXED_NOREPLACE != 0 {
                     return Err(Errno::EEXIST);
                 }
-                self.check_unmappable(id, addr, len)?;
-                self.unmap(id, addr, len);
+                self.unmap_checked(id, addr, len)?;
             }
             addr
         } else {
@@ -302,9 +331,7 @@ impl Model {
         {
             return Err(Errno::EINVAL);
         }
-        self.check_unmappable(id, addr, len)?;
-        self.unmap(id, addr, len);
-        Ok(())
+        self.unmap_checked(id, addr, len)
     }
 
     /// semantics.md section 6.
@@ -320,7 +347,6 @@ impl Model {
         if len > u64::from(u32::MAX) || addr + len > 1 << 32 {
             return Err(Errno::EINVAL);
         }
-        let frames = &self.frames;
         let Some(s) = self.spaces.get_mut(&id) else {
             return Err(Errno::EINVAL);
         };
@@ -347,6 +373,21 @@ impl Model {
         {
             return Err(Errno::EACCES);
         }
+        // Sections only partly inside are split into small pages first.
+        let cost = Self::split_cost(s, addr, len);
+        let partial = s.partial_sections(addr, len);
+        let before = s.small_groups().len() as u32;
+        if self.free < cost || self.refuse_allocation.is_some_and(|k| k < u64::from(cost)) {
+            return Err(Errno::ENOMEM);
+        }
+        let frames = &self.frames;
+        let Some(s) = self.spaces.get_mut(&id) else {
+            return Err(Errno::EINVAL);
+        };
+        for m in partial {
+            s.sections.remove(&m);
+        }
+        self.free -= s.small_groups().len() as u32 - before;
         s.split_at(addr);
         s.split_at(addr + len);
         for r in &mut s.regions {
@@ -395,14 +436,8 @@ impl Model {
                     kind: Kind::Heap,
                 }),
             }
-        } else if new_end < old_end {
-            if self
-                .check_unmappable(id, new_end, old_end - new_end)
-                .is_err()
-            {
-                return old;
-            }
-            self.unmap(id, new_end, old_end - new_end);
+        } else if new_end < old_end && self.unmap_checked(id, new_end, old_end - new_end).is_err() {
+            return old;
         }
         if let Some(s) = self.spaces.get_mut(&id) {
             s.brk = addr;
@@ -444,7 +479,7 @@ impl Model {
             .iter()
             .find(|r| r.start <= old && old < r.start + r.len && old + src_len <= r.start + r.len)
             .ok_or(Errno::EFAULT)?;
-        if matches!(region.kind, Kind::Shm { .. }) {
+        if matches!(region.kind, Kind::Shm { .. } | Kind::Device { .. }) {
             return Err(Errno::EINVAL);
         }
         let kept = src_len.min(new_len);
@@ -457,7 +492,7 @@ impl Model {
                 return Err(Errno::EINVAL);
             }
             self.check_unmappable(id, target, new_len)?;
-            if !self.can_allocate(self.move_cost(id, old, kept, target)) {
+            if !self.can_allocate(self.move_cost(id, old, kept, target, Some((target, new_len)))) {
                 return Err(Errno::ENOMEM);
             }
             self.unmap(id, target, new_len);
@@ -492,7 +527,7 @@ impl Model {
             return Err(Errno::ENOMEM);
         }
         let target = self.first_fit(id, new_len).ok_or(Errno::ENOMEM)?;
-        if !self.can_allocate(self.move_cost(id, old, kept, target)) {
+        if !self.can_allocate(self.move_cost(id, old, kept, target, None)) {
             return Err(Errno::ENOMEM);
         }
         self.move_pages(id, old, kept, target);
@@ -501,19 +536,22 @@ impl Model {
     }
 
     /// L2 pages a move needs: the groups its target pages land in that hold no page yet.
-    fn move_cost(&self, id: u32, from: u64, len: u64, to: u64) -> u32 {
+    /// L2 pages a move needs: the groups its target pages land in, and those of sections the
+    /// cleared range `clear` only partly covers, that hold no small page yet.
+    fn move_cost(&self, id: u32, from: u64, len: u64, to: u64, clear: Option<(u64, u64)>) -> u32 {
         let s = &self.spaces[&id];
         let mut groups: Vec<u64> = s
             .ptes
             .range(from..from + len)
             .map(|(p, _)| (to + (p - from)) / GROUP)
             .collect();
+        if let Some((start, len)) = clear {
+            groups.extend(s.partial_sections(start, len).iter().map(|m| m / GROUP));
+        }
         groups.sort_unstable();
         groups.dedup();
-        groups
-            .iter()
-            .filter(|&&g| s.ptes.range(g * GROUP..(g + 1) * GROUP).next().is_none())
-            .count() as u32
+        let small = s.small_groups();
+        groups.iter().filter(|g| !small.contains(g)).count() as u32
     }
 
     /// Moves the present pages of `[from, from + len)` to `to`, with their frames and permissions.
@@ -598,6 +636,7 @@ impl Model {
                 Frame {
                     refs: 0,
                     shm: true,
+                    device: false,
                     words: BTreeMap::new(),
                 },
             );
@@ -658,10 +697,8 @@ impl Model {
             .map(|i| (start + i * PAGE) / GROUP)
             .collect();
         groups.dedup();
-        let cost = groups
-            .iter()
-            .filter(|&&g| sp.ptes.range(g * GROUP..(g + 1) * GROUP).next().is_none())
-            .count() as u32;
+        let small = sp.small_groups();
+        let cost = groups.iter().filter(|g| !small.contains(g)).count() as u32;
         if !self.can_allocate(cost) {
             return Err(Errno::ENOMEM);
         }
@@ -730,6 +767,88 @@ impl Model {
             }
             _ => Err(Errno::EINVAL),
         }
+    }
+
+    /// Device mapping (semantics.md section 12): `[pa, pa + len)` at `va`, every page at once,
+    /// 1 MiB sections where `va` and `pa` are both aligned and a whole MiB remains.
+    pub fn map_device(
+        &mut self,
+        id: u32,
+        va: u32,
+        pa: u32,
+        len: u32,
+        prot: u32,
+    ) -> Result<u32, Errno> {
+        if prot & !7 != 0 || va % 4096 != 0 || pa % 4096 != 0 || len % 4096 != 0 || len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let (va, pa, len) = (u64::from(va), u64::from(pa), u64::from(len));
+        let pool = (
+            u64::from(self.layout.pool_base),
+            u64::from(self.layout.pool_base) + u64::from(self.layout.pool_size),
+        );
+        if !self.in_window(va, len) || pa + len > 1 << 32 || (pa < pool.1 && pool.0 < pa + len) {
+            return Err(Errno::EINVAL);
+        }
+        let s = self.spaces.get(&id).ok_or(Errno::EINVAL)?;
+        if s.overlaps(va, len) {
+            return Err(Errno::EEXIST);
+        }
+        // The chunking of ArchMmu::map: a section at each aligned pair with a MiB left.
+        let mut sections = Vec::new();
+        let mut small = Vec::new();
+        let mut off = 0;
+        while off < len {
+            let (v, p) = (va + off, pa + off);
+            if v % MIB == 0 && p % MIB == 0 && len - off >= MIB {
+                sections.push(v);
+                off += MIB;
+            } else {
+                small.push(v);
+                off += PAGE;
+            }
+        }
+        let have = s.small_groups();
+        let mut groups: Vec<u64> = small
+            .iter()
+            .map(|v| v / GROUP)
+            .filter(|g| !have.contains(g))
+            .collect();
+        groups.dedup();
+        let cost = groups.len() as u32;
+        if !self.can_allocate(cost) {
+            return Err(Errno::ENOMEM);
+        }
+        self.free -= cost;
+        let prot = normalize(prot);
+        for i in 0..len / PAGE {
+            let frame = DEVICE_FRAME | (pa + i * PAGE);
+            self.frames.entry(frame).or_insert_with(|| Frame {
+                refs: 0,
+                shm: false,
+                device: true,
+                words: BTreeMap::new(),
+            });
+        }
+        let s = self.spaces.get_mut(&id).ok_or(Errno::EINVAL)?;
+        for i in 0..len / PAGE {
+            s.ptes.insert(
+                va + i * PAGE,
+                Pte {
+                    frame: DEVICE_FRAME | (pa + i * PAGE),
+                    perms: prot,
+                },
+            );
+        }
+        s.sections.extend(sections);
+        s.insert(Region {
+            start: va,
+            len,
+            prot,
+            shared: true,
+            kind: Kind::Device { pa },
+        });
+        Ok(va as u32)
     }
 
     /// An access to the word at `va` (rounded down to 4 bytes) in `user` or kernel mode, with
@@ -810,7 +929,7 @@ impl Model {
                 );
             }
             Some(pte) if pte.perms & need != 0 => {}
-            Some(pte) if need == 2 => {
+            Some(pte) if need == 2 && matches!(region.kind, Kind::Anon | Kind::Heap) => {
                 let refs = self.frames.get(&pte.frame).map_or(0, |f| f.refs);
                 if refs > 1 {
                     if !self.can_allocate(1) {
@@ -854,6 +973,7 @@ impl Model {
             Frame {
                 refs: 1,
                 shm: false,
+                device: false,
                 words,
             },
         );
@@ -861,7 +981,7 @@ impl Model {
     }
 
     fn drop_ref(&mut self, frame: FrameId) {
-        if let Some(f) = self.frames.get_mut(&frame).filter(|f| !f.shm) {
+        if let Some(f) = self.frames.get_mut(&frame).filter(|f| !f.shm && !f.device) {
             f.refs -= 1;
             if f.refs == 0 {
                 self.frames.remove(&frame);
@@ -882,6 +1002,17 @@ impl Model {
         if partial { Err(Errno::EINVAL) } else { Ok(()) }
     }
 
+    /// munmap as a whole: the shm check, the frames for splitting partial sections, the unmap.
+    fn unmap_checked(&mut self, id: u32, start: u64, len: u64) -> Result<(), Errno> {
+        self.check_unmappable(id, start, len)?;
+        let cost = Self::split_cost(self.spaces.get(&id).ok_or(Errno::EINVAL)?, start, len);
+        if !self.can_allocate(cost) {
+            return Err(Errno::ENOMEM);
+        }
+        self.unmap(id, start, len);
+        Ok(())
+    }
+
     /// Removes regions and pages in `[start, start + len)` (the caller checked
     /// [`Model::check_unmappable`]); table pages of emptied groups go back; shm attachments
     /// inside are detached.
@@ -892,6 +1023,8 @@ impl Model {
         };
         s.split_at(start);
         s.split_at(start + len);
+        // Sections touching the range: wholly inside ones go, partial ones become small pages.
+        s.sections.retain(|&m| m + MIB <= start || m >= start + len);
         let inside = |r: &Region| r.start >= start && r.start + r.len <= start + len;
         let detached: Vec<u32> = s
             .regions
@@ -913,7 +1046,9 @@ impl Model {
         for f in frames {
             self.drop_ref(f);
         }
-        self.free += before - self.table_pages(id).unwrap_or(1);
+        // Splits may have added L2 pages, emptied groups freed theirs.
+        let after = self.table_pages(id).unwrap_or(1);
+        self.free = (i64::from(self.free) + i64::from(before) - i64::from(after)) as u32;
         for seg in detached {
             self.detach(seg);
         }

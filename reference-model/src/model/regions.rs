@@ -7,6 +7,11 @@ pub enum Kind {
     Anon,
     /// The heap.
     Heap,
+    /// Device memory: the region's first page maps physical address `pa`.
+    Device {
+        /// Physical address of the first page.
+        pa: u64,
+    },
     /// An attachment of shm segment `id`; its first page is segment page `first`; `max` is
     /// the protection the attachment allows.
     Shm {
@@ -43,6 +48,8 @@ pub struct Space {
     pub brk: u32,
     /// Present pages by page address.
     pub ptes: std::collections::BTreeMap<u64, super::Pte>,
+    /// First addresses of the MiBs mapped by 1 MiB sections (device memory only).
+    pub sections: std::collections::BTreeSet<u64>,
 }
 
 impl Space {
@@ -70,23 +77,61 @@ impl Space {
         self.regions.insert(at, region);
     }
 
-    /// Splits the region strictly containing `addr` in two.
+    /// Splits the region strictly containing `addr` in two; the tail's backing offset
+    /// advances.
     pub fn split_at(&mut self, addr: u64) {
-        if let Some(i) = self
+        let Some(i) = self
             .regions
             .iter()
             .position(|r| r.start < addr && addr < r.start + r.len)
-        {
-            let r = self.regions[i];
-            self.regions[i].len = addr - r.start;
-            self.regions.insert(
-                i + 1,
-                Region {
-                    start: addr,
-                    len: r.start + r.len - addr,
-                    ..r
-                },
-            );
+        else {
+            return;
+        };
+        let r = self.regions[i];
+        let kind = match r.kind {
+            Kind::Shm { id, first, max } => Kind::Shm {
+                id,
+                first: first + (addr - r.start) / 4096,
+                max,
+            },
+            Kind::Device { pa } => Kind::Device {
+                pa: pa + (addr - r.start),
+            },
+            k => k,
+        };
+        self.regions[i].len = addr - r.start;
+        self.regions.insert(
+            i + 1,
+            Region {
+                start: addr,
+                len: r.start + r.len - addr,
+                kind,
+                ..r
+            },
+        );
+    }
+
+    /// The sections only partly inside `[start, start + len)` (at most the first and the last
+    /// MiB), as their first addresses.
+    #[must_use]
+    pub fn partial_sections(&self, start: u64, len: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        for mib in [start & !0xF_FFFF, (start + len - 1) & !0xF_FFFF] {
+            let whole = start <= mib && mib + 0x10_0000 <= start + len;
+            if !whole && self.sections.contains(&mib) && !out.contains(&mib) {
+                out.push(mib);
+            }
         }
+        out
+    }
+
+    /// 4 MiB groups holding a small page (those have an L2 page).
+    #[must_use]
+    pub fn small_groups(&self) -> std::collections::BTreeSet<u64> {
+        self.ptes
+            .keys()
+            .filter(|p| !self.sections.contains(&(*p & !0xF_FFFF)))
+            .map(|p| p >> 22)
+            .collect()
     }
 }
