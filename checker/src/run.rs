@@ -70,6 +70,9 @@ pub enum DivergenceKind {
     /// INV-8: a TLB entry no longer matches the page tables when the op returns (a missing
     /// TLB invalidate), or belongs to an ASID no live space holds.
     StaleTlb,
+    /// INV-6 / INV-7: the kernel window is reachable from PL0, or a space's tables disagree with
+    /// its bookkeeping (an L2 table not at its slot, an empty table, a wrong page count...).
+    Tables,
     /// INV-10: the machine log breaks the hardware protocol (a valid descriptor replaced by
     /// another valid one without break-before-make, or descriptor writes not followed by
     /// DSB and ISB when the op returns).
@@ -234,6 +237,14 @@ fn run_observed(
                 why,
             ));
         }
+        if let Err(why) = p.check_tables() {
+            return Err(diverge(
+                DivergenceKind::Tables,
+                at,
+                "the tables are well formed\n".into(),
+                why,
+            ));
+        }
         if let Err(why) = p.check_tlb() {
             let expected = "every TLB entry matches the page tables\n".to_string();
             return Err(diverge(DivergenceKind::StaleTlb, at, expected, why));
@@ -296,6 +307,7 @@ pub fn run_or_panic(steps: &[Step]) {
             DivergenceKind::FrameBijection => diverged_frame_bijection(&d),
             DivergenceKind::StaleTlb => diverged_stale_tlb(&d),
             DivergenceKind::HardwareProtocol => diverged_hardware_protocol(&d),
+            DivergenceKind::Tables => diverged_tables(&d),
         }
     }
 }
@@ -318,6 +330,10 @@ fn diverged_stale_tlb(d: &Divergence) -> ! {
 }
 #[inline(never)]
 fn diverged_hardware_protocol(d: &Divergence) -> ! {
+    panic!("{d}")
+}
+#[inline(never)]
+fn diverged_tables(d: &Divergence) -> ! {
     panic!("{d}")
 }
 
@@ -665,6 +681,34 @@ impl Pair {
             }
         }
         Err(mode.unresolved())
+    }
+
+    /// INV-6 and INV-7: no kernel address answers a PL0 access, and every space's tables agree
+    /// with its bookkeeping.
+    fn check_tables(&mut self) -> Result<(), String> {
+        for &(m, v) in &self.ids.clone() {
+            self.vm
+                .check_tables(v)
+                .map_err(|e| format!("space {m}: {e}\n"))?;
+            let (regs, _) = self.registers(v).ok_or("a live space is missing")?;
+            let host = &self.vm.machine().host;
+            for va in [0x4000_0000u32, 0x4100_0000, 0x7FFF_F000, 0xC000_0000] {
+                for kind in [AccessKind::Read, AccessKind::Write, AccessKind::Execute] {
+                    if let Ok(t) = walk(
+                        |a| host.peek_word(PhysAddr::new(a)),
+                        regs,
+                        va,
+                        kind,
+                        Privilege::Pl0,
+                    ) {
+                        return Err(format!(
+                            "kernel address {va:#x} allows a PL0 {kind:?}: {t:?}\n"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// INV-8: every TLB entry is what a walk of the current tables gives, for a live ASID.

@@ -111,6 +111,16 @@ impl<M: Machine> Vm<M> {
         space.mmu.mappings(&mut self.machine).ok()
     }
 
+    /// Checks the tables of user space `id` against its bookkeeping (see
+    /// [`ArchMmu::check`](crate::arch::armv7::ArchMmu::check)).
+    pub fn check_tables(&mut self, id: SpaceId) -> Result<(), alloc::string::String> {
+        let space = self
+            .spaces
+            .get(&id)
+            .ok_or_else(|| alloc::string::String::from("no such space"))?;
+        space.mmu.check(&mut self.machine)
+    }
+
     /// The shm segments.
     #[must_use]
     pub fn shm(&self) -> &ShmTable {
