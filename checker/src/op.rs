@@ -24,6 +24,13 @@ pub enum Addr {
     Mmap(u16),
     /// A raw value ("wild").
     Raw(u32),
+    /// Page `page` of the `vmalloc` allocation number `alloc` (modulo the count).
+    Vmalloc {
+        /// Allocation index.
+        alloc: u8,
+        /// Page inside it.
+        page: u8,
+    },
 }
 
 /// One operation. The first variant is the simplest: an all-zero fuzzer input decodes to it.
@@ -143,6 +150,16 @@ pub enum Op {
         /// `PROT_*` bits.
         prot: u32,
     },
+    /// `vmalloc` of `len` bytes (kernel).
+    Vmalloc {
+        /// Length in bytes.
+        len: u32,
+    },
+    /// `vfree`.
+    Vfree {
+        /// Address (normally an allocation's first address).
+        addr: Addr,
+    },
     /// A word read.
     Read {
         /// Space index.
@@ -190,6 +207,7 @@ impl fmt::Display for Addr {
             Addr::Heap(p) => write!(f, "heap+{p}p"),
             Addr::Mmap(p) => write!(f, "mmap+{p}p"),
             Addr::Raw(v) => write!(f, "{v:#x}"),
+            Addr::Vmalloc { alloc, page } => write!(f, "vm{alloc}+{page}p"),
         }
     }
 }
@@ -204,6 +222,15 @@ impl FromStr for Addr {
         }
         if let Some(rest) = s.strip_prefix("mmap+").and_then(|r| r.strip_suffix('p')) {
             return rest.parse().map(Addr::Mmap).map_err(|_| bad());
+        }
+        if let Some(rest) = s.strip_prefix("vm") {
+            let (alloc, page) = rest.split_once('+').ok_or_else(bad)?;
+            let alloc = alloc.parse().map_err(|_| bad())?;
+            let page = page
+                .strip_suffix('p')
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(bad)?;
+            return Ok(Addr::Vmalloc { alloc, page });
         }
         if let Some(rest) = s.strip_prefix('r') {
             let mut parts = rest.split('+');
@@ -278,6 +305,8 @@ impl fmt::Display for Op {
             },
             Op::ShmDt { s, addr } => write!(f, "shmdt s={s} addr={addr}"),
             Op::ShmCtl { id, cmd } => write!(f, "shmctl id={id} cmd={cmd}"),
+            Op::Vmalloc { len } => write!(f, "vmalloc len={len:#x}"),
+            Op::Vfree { addr } => write!(f, "vfree addr={addr}"),
             Op::MapDevice {
                 s,
                 addr,
@@ -437,6 +466,10 @@ impl FromStr for Step {
                     .map_err(|_| "`page` must be below 65536".to_string())?,
                 len: f.num("len")?,
                 prot: f.num("prot")?,
+            },
+            "vmalloc" => Op::Vmalloc { len: f.num("len")? },
+            "vfree" => Op::Vfree {
+                addr: f.addr("addr")?,
             },
             "shmctl" => Op::ShmCtl {
                 id: f.num("id")?,

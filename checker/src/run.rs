@@ -43,6 +43,10 @@ pub struct Observed {
     pub spaces: Vec<SpaceState>,
     /// Live shm segments: (slot, key, size, pages, attached, removed).
     pub segments: Vec<(u32, i32, u32, usize, u32, bool)>,
+    /// The kernel's page-table pages.
+    pub kernel_table_pages: u32,
+    /// `vmalloc` allocations: (first address, pages).
+    pub vmalloc: Vec<(u32, u32)>,
 }
 
 /// One space as compared.
@@ -286,6 +290,10 @@ fn run_observed(
     for i in 0..192 {
         let _ = (p.model.shmctl(i, 0), p.vm.shmctl(ShmId(i), 0));
     }
+    let allocations: Vec<u64> = p.model.vmalloc.keys().copied().collect();
+    for a in allocations {
+        let _ = (p.model.vfree(a as u32), p.vm.vfree(a as u32));
+    }
     let (mf, vf) = (p.model.free, p.vm.frames().free_count());
     if mf != free || vf != free {
         let (mf, vf) = (
@@ -391,6 +399,13 @@ impl Pair {
                 .mmap_base
                 .wrapping_add(u32::from(p) * 0x1000),
             Addr::Raw(v) => v,
+            Addr::Vmalloc { alloc, page } => {
+                let allocs = &self.model.vmalloc;
+                match allocs.keys().nth(alloc as usize % allocs.len().max(1)) {
+                    Some(&start) => (start as u32).wrapping_add(u32::from(page) * 0x1000),
+                    None => 0xC000_0000,
+                }
+            }
         }
     }
 
@@ -563,6 +578,14 @@ impl Pair {
                     addr,
                 )
             }
+            Op::Vmalloc { len } => both(self.model.vmalloc(*len), self.vm.vmalloc(*len), id, addr),
+            Op::Vfree { addr: a } => {
+                let Some((m, _)) = self.pick(0) else {
+                    return (Outcome::Skipped, Outcome::Skipped);
+                };
+                let a = self.resolve(m, a);
+                both(self.model.vfree(a), self.vm.vfree(a), unit, unit)
+            }
             Op::Read { s, addr: a, kernel } => self.access(*s, a, *kernel, None, false),
             Op::Write {
                 s,
@@ -586,8 +609,8 @@ impl Pair {
             return (Outcome::Skipped, Outcome::Skipped);
         };
         let a = self.resolve(m, a);
-        if a >= 0x4000_0000 {
-            // Kernel addresses are not in the model yet.
+        if a >= 0x4000_0000 && !(0xC000_0000..0xC800_0000).contains(&a) {
+            // Of the kernel half only the vmalloc window is modelled.
             return (Outcome::Skipped, Outcome::Skipped);
         }
         let mode = if kernel { Mode::Kernel } else { Mode::User };
@@ -718,11 +741,18 @@ impl Pair {
             .iter()
             .filter_map(|&(_, v)| self.registers(v).map(|(r, a)| (a, r)))
             .collect();
+        let kernel = Registers {
+            ttbr0: 0,
+            ttbr1: self.vm.kernel().l1_table().as_u32(),
+            ttbcr_n: 2,
+            dacr: 0b01,
+        };
         let m = self.vm.machine_mut();
         for e in m.tlb.entries() {
             let regs = match e.asid {
                 Some(a) => live.iter().find(|(x, _)| *x == a).map(|(_, r)| *r),
-                None => live.first().map(|(_, r)| *r),
+                // Global (kernel) entries: the kernel's TTBR1 table translates them.
+                None => Some(kernel),
             };
             let Some(regs) = regs else {
                 return Err(format!("TLB entry {e:?} belongs to no live space\n"));
@@ -785,6 +815,13 @@ impl Pair {
                         )
                     })
                 })
+                .collect(),
+            kernel_table_pages: self.model.kernel_table_pages(),
+            vmalloc: self
+                .model
+                .vmalloc
+                .iter()
+                .map(|(&a, f)| (a as u32, f.len() as u32))
                 .collect(),
         }
     }
@@ -873,6 +910,12 @@ impl Pair {
             free_frames: self.vm.frames().free_count(),
             spaces,
             segments,
+            kernel_table_pages: self.vm.kernel().table_pages(),
+            vmalloc: self
+                .vm
+                .vmalloc_allocations()
+                .map(|(a, n)| (a.as_u32(), n))
+                .collect(),
         })
     }
 

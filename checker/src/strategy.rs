@@ -27,6 +27,7 @@ pub fn addr() -> impl Strategy<Value = Addr> {
         1 => (0..16u8).prop_map(Addr::Heap),
         1 => (0..300u16).prop_map(Addr::Mmap),
         2 => raw_addr().prop_map(Addr::Raw),
+        1 => (any::<u8>(), 0..4u8).prop_map(|(alloc, page)| Addr::Vmalloc { alloc, page }),
     ]
 }
 
@@ -71,6 +72,9 @@ pub fn op() -> impl Strategy<Value = Op> {
         2 => (0..3u32, prop_oneof![3 => Just(0u32), 1 => Just(2), 1 => Just(7)]).prop_map(|(id, cmd)| Op::ShmCtl { id, cmd }),
         1 => (s.clone(), prop_oneof![addr(), (0..4u32).prop_map(|m| Addr::Raw(0x0300_0000 + m * 0x10_0000))], prop_oneof![0..8u16, Just(256u16)], prop_oneof![3 => (1..6u32).prop_map(|p| p * 0x1000), 1 => Just(0x10_0000u32), 1 => Just(0x20_3000u32), 1 => len()], prop_oneof![Just(1u32), Just(3)])
             .prop_map(|(s, addr, page, len, prot)| Op::MapDevice { s, addr, page, len, prot }),
+        1 => prop_oneof![4 => (1..5u32).prop_map(|p| p * 0x1000), 1 => len()].prop_map(|len| Op::Vmalloc { len }),
+        1 => prop_oneof![3 => (any::<u8>(), Just(0u8)).prop_map(|(alloc, page)| Addr::Vmalloc { alloc, page }), 1 => addr()]
+            .prop_map(|addr| Op::Vfree { addr }),
         3 => (s.clone(), addr(), any::<bool>()).prop_map(|(s, addr, kernel)| Op::Read { s, addr, kernel }),
         4 => (s.clone(), addr(), any::<u32>(), any::<bool>()).prop_map(|(s, addr, value, kernel)| Op::Write { s, addr, value, kernel }),
         1 => (s, addr(), any::<bool>()).prop_map(|(s, addr, kernel)| Op::Exec { s, addr, kernel }),

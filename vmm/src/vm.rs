@@ -121,6 +121,16 @@ impl<M: Machine> Vm<M> {
         space.mmu.check(&mut self.machine)
     }
 
+    /// The `vmalloc` allocations: first address and pages, ascending.
+    pub fn vmalloc_allocations(&self) -> impl Iterator<Item = (VirtAddr, u32)> + '_ {
+        self.vmalloc.iter().map(|(&page, frames)| {
+            (
+                VirtAddr::new(page << crate::addr::PAGE_SHIFT),
+                frames.len() as u32,
+            )
+        })
+    }
+
     /// The shm segments.
     #[must_use]
     pub fn shm(&self) -> &ShmTable {

@@ -107,6 +107,8 @@ pub struct Model {
     pub free: u32,
     /// shm segment slots (192).
     pub segments: Vec<Option<Segment>>,
+    /// `vmalloc` allocations: first address -> one frame per page.
+    pub vmalloc: BTreeMap<u64, Vec<FrameId>>,
     /// Failure injection: when `Some(k)`, the k-th frame allocation of the next op (0-based) is
     /// refused, so an op needing more than `k` frames fails (and changes nothing).
     pub refuse_allocation: Option<u64>,
@@ -124,6 +126,7 @@ impl Model {
             frames: BTreeMap::new(),
             free,
             segments: vec![None; 192],
+            vmalloc: BTreeMap::new(),
             refuse_allocation: None,
             next_space: 1,
             next_frame: 1,
@@ -135,6 +138,79 @@ impl Model {
     #[must_use]
     pub fn table_pages(&self, id: u32) -> Option<u32> {
         Some(1 + self.spaces.get(&id)?.small_groups().len() as u32)
+    }
+
+    /// The kernel's page-table pages: its 16 KiB L1 table plus one L2 page per 4 MiB group of
+    /// the vmalloc window in use (the linear map of RAM is made of sections).
+    #[must_use]
+    pub fn kernel_table_pages(&self) -> u32 {
+        4 + self.vmalloc_groups().len() as u32
+    }
+
+    fn vmalloc_groups(&self) -> std::collections::BTreeSet<u64> {
+        self.vmalloc
+            .iter()
+            .flat_map(|(&start, f)| (0..f.len() as u64).map(move |i| (start + i * PAGE) / GROUP))
+            .collect()
+    }
+
+    /// `vmalloc(len)`: zeroed frames mapped read/write for the kernel at the first fit in the
+    /// vmalloc window.
+    pub fn vmalloc(&mut self, len: u32) -> Result<u32, Errno> {
+        let pages = u64::from(len).div_ceil(PAGE);
+        if pages == 0 || u64::from(len) + PAGE - 1 > u64::from(u32::MAX) {
+            return Err(Errno::EINVAL);
+        }
+        let (lo, hi) = (0xC000_0000u64, 0xC800_0000u64);
+        let mut candidate = lo;
+        for (&start, frames) in &self.vmalloc {
+            if start >= candidate + pages * PAGE {
+                break;
+            }
+            candidate = candidate.max(start + frames.len() as u64 * PAGE);
+        }
+        if candidate + pages * PAGE > hi {
+            return Err(Errno::ENOMEM);
+        }
+        let have = self.vmalloc_groups();
+        let mut groups: Vec<u64> = (0..pages)
+            .map(|i| (candidate + i * PAGE) / GROUP)
+            .filter(|g| !have.contains(g))
+            .collect();
+        groups.dedup();
+        let cost = pages as u32 + groups.len() as u32;
+        if !self.can_allocate(cost) {
+            return Err(Errno::ENOMEM);
+        }
+        self.free -= cost;
+        let mut frames = Vec::new();
+        for _ in 0..pages {
+            let f = self.next_frame;
+            self.next_frame += 1;
+            self.frames.insert(
+                f,
+                Frame {
+                    refs: 0,
+                    shm: false,
+                    device: false,
+                    words: BTreeMap::new(),
+                },
+            );
+            frames.push(f);
+        }
+        self.vmalloc.insert(candidate, frames);
+        Ok(candidate as u32)
+    }
+
+    /// `vfree(va)`: `va` must start a `vmalloc` allocation.
+    pub fn vfree(&mut self, va: u32) -> Result<(), Errno> {
+        let before = self.kernel_table_pages();
+        let frames = self.vmalloc.remove(&u64::from(va)).ok_or(Errno::EINVAL)?;
+        for f in &frames {
+            self.frames.remove(f);
+        }
+        self.free += frames.len() as u32 + before - self.kernel_table_pages();
+        Ok(())
     }
 
     /// Whether an op may take `cost` frames: enough are free and none of them is refused.
@@ -872,6 +948,34 @@ impl Model {
             Access::Write(_) => 2,
             Access::Execute => 4,
         };
+        if !self.spaces.contains_key(&id) {
+            return Err(unresolved);
+        }
+        if va >= 0x4000_0000 {
+            // The kernel half: only the vmalloc window is modelled; kernel read/write, never
+            // user, never execute (XN); nothing faults in.
+            let frame = self
+                .vmalloc
+                .range(..=page)
+                .next_back()
+                .filter(|(start, f)| page < *start + f.len() as u64 * PAGE)
+                .map(|(start, f)| f[((page - start) / PAGE) as usize])
+                .filter(|_| !user && need != 4)
+                .ok_or(unresolved)?;
+            let offset = (va - page) as u32;
+            let frame = self.frames.entry(frame).or_default();
+            return Ok(match access {
+                Access::Write(v) => {
+                    if v == 0 {
+                        frame.words.remove(&offset);
+                    } else {
+                        frame.words.insert(offset, v);
+                    }
+                    0
+                }
+                Access::Read | Access::Execute => frame.words.get(&offset).copied().unwrap_or(0),
+            });
+        }
         let s = self.spaces.get(&id).ok_or(unresolved)?;
         let pte = s.ptes.get(&page).copied();
         if !pte.is_some_and(|p| p.perms & need != 0 && p.perms & 1 != 0) {
