@@ -183,21 +183,7 @@ impl Model {
             return Err(Errno::ENOMEM);
         }
         self.free -= cost;
-        let mut frames = Vec::new();
-        for _ in 0..pages {
-            let f = self.next_frame;
-            self.next_frame += 1;
-            self.frames.insert(
-                f,
-                Frame {
-                    refs: 0,
-                    shm: false,
-                    device: false,
-                    words: BTreeMap::new(),
-                },
-            );
-            frames.push(f);
-        }
+        let frames = self.owned_frames(pages as u32, false);
         self.vmalloc.insert(candidate, frames);
         Ok(candidate as u32)
     }
@@ -703,21 +689,7 @@ impl Model {
             return Err(Errno::ENOMEM);
         }
         self.free -= pages;
-        let mut frames = Vec::new();
-        for _ in 0..pages {
-            let f = self.next_frame;
-            self.next_frame += 1;
-            self.frames.insert(
-                f,
-                Frame {
-                    refs: 0,
-                    shm: true,
-                    device: false,
-                    words: BTreeMap::new(),
-                },
-            );
-            frames.push(f);
-        }
+        let frames = self.owned_frames(pages, true);
         self.segments[slot] = Some(Segment {
             key,
             size,
@@ -962,19 +934,7 @@ impl Model {
                 .map(|(start, f)| f[((page - start) / PAGE) as usize])
                 .filter(|_| !user && need != 4)
                 .ok_or(unresolved)?;
-            let offset = (va - page) as u32;
-            let frame = self.frames.entry(frame).or_default();
-            return Ok(match access {
-                Access::Write(v) => {
-                    if v == 0 {
-                        frame.words.remove(&offset);
-                    } else {
-                        frame.words.insert(offset, v);
-                    }
-                    0
-                }
-                Access::Read | Access::Execute => frame.words.get(&offset).copied().unwrap_or(0),
-            });
+            return Ok(self.word(frame, (va - page) as u32, access));
         }
         let s = self.spaces.get(&id).ok_or(unresolved)?;
         let pte = s.ptes.get(&page).copied();
@@ -988,19 +948,23 @@ impl Model {
             .copied()
             .filter(|p| p.perms & need != 0)
             .ok_or(unresolved)?;
-        let offset = (va - page) as u32;
-        let frame = self.frames.entry(pte.frame).or_default();
-        Ok(match access {
+        Ok(self.word(pte.frame, (va - page) as u32, access))
+    }
+
+    /// Reads or writes the word at `offset` of `frame` (writes return 0).
+    fn word(&mut self, frame: FrameId, offset: u32, access: Access) -> u32 {
+        let frame = self.frames.entry(frame).or_default();
+        match access {
+            Access::Write(0) => {
+                frame.words.remove(&offset);
+                0
+            }
             Access::Write(v) => {
-                if v == 0 {
-                    frame.words.remove(&offset);
-                } else {
-                    frame.words.insert(offset, v);
-                }
+                frame.words.insert(offset, v);
                 0
             }
             Access::Read | Access::Execute => frame.words.get(&offset).copied().unwrap_or(0),
-        })
+        }
     }
 
     /// The fault handler: `None` when unresolved (nothing changes).
@@ -1067,6 +1031,27 @@ impl Model {
             Some(_) => return None,
         }
         Some(())
+    }
+
+    /// `count` fresh zeroed frames owned by a segment (`shm`) or a vmalloc allocation, outside
+    /// reference counting.
+    fn owned_frames(&mut self, count: u32, shm: bool) -> Vec<FrameId> {
+        (0..count)
+            .map(|_| {
+                let f = self.next_frame;
+                self.next_frame += 1;
+                self.frames.insert(
+                    f,
+                    Frame {
+                        refs: 0,
+                        shm,
+                        device: false,
+                        words: BTreeMap::new(),
+                    },
+                );
+                f
+            })
+            .collect()
     }
 
     fn new_frame(&mut self, words: BTreeMap<u32, u32>) -> FrameId {
