@@ -7,6 +7,7 @@
 //! model, with faults handed to the vmm's handler as on hardware; after every step every TLB
 //! entry must still match the tables (INV-8). Not yet: device mappings, kernel addresses.
 
+pub mod fuzz;
 pub mod machine;
 pub mod op;
 pub mod quick;

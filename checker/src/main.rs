@@ -15,7 +15,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Replay `.ops` files and report the first divergence of each.
+    /// Replay `.ops` files (or fuzzer inputs: any other extension) and report the first
+    /// divergence of each.
     Replay {
         /// Print every step with what it returned.
         #[arg(long)]
@@ -30,19 +31,34 @@ fn main() -> ExitCode {
     let Command::Replay { trace, files } = Cli::parse().command;
     let mut diverged = 0;
     for file in &files {
-        let text = match std::fs::read_to_string(file) {
-            Ok(t) => t,
+        let bytes = match std::fs::read(file) {
+            Ok(b) => b,
             Err(e) => {
                 eprintln!("{}: {e}", file.display());
                 return ExitCode::from(2);
             }
         };
-        let steps = match checker::parse_ops(&text) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("{}: {e}", file.display());
-                return ExitCode::from(2);
+        // `.ops` files are text; anything else is a fuzzer input, decoded as the targets do.
+        let is_text = file.extension().is_some_and(|x| x == "ops");
+        let steps = if is_text {
+            match std::str::from_utf8(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(checker::parse_ops)
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    return ExitCode::from(2);
+                }
             }
+        } else {
+            let steps = checker::fuzz::decode(&bytes);
+            println!(
+                "{}: fuzzer bytes, decoded to:\n{}",
+                file.display(),
+                checker::print_ops(&steps)
+            );
+            steps
         };
         if trace && let Ok(outcomes) = checker::trace(&steps) {
             for (i, (step, outcome)) in steps.iter().zip(outcomes).enumerate() {

@@ -1,5 +1,7 @@
 //! The project's front door.
 //!
+//! - `cargo xtask fuzz [--target T] [--seconds N] [--jobs J]`: the main job, cargo-fuzz with a
+//!   summary (executions, exec/s, coverage, corpus, crashes with their replay commands);
 //! - `cargo xtask test`: the checks CI runs, in order, stopping at the first failure;
 //! - `cargo xtask replay [FILES]`: `.ops` files through the model and the vmm (default: the
 //!   regression corpus); exit 1 on a divergence, with the report;
@@ -33,6 +35,18 @@ struct Cli {
 enum Task {
     /// Run every check CI runs: target, fmt, clippy, tests, guest build.
     Test,
+    /// Fuzz a target with cargo-fuzz (installed when missing) for a time budget, then summarize.
+    Fuzz {
+        /// The fuzz target.
+        #[arg(long, default_value = "ops")]
+        target: String,
+        /// Time budget in seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Parallel jobs (libFuzzer fork mode when above 1).
+        #[arg(long, default_value_t = 1)]
+        jobs: u32,
+    },
     /// Replay `.ops` files through the model and the vmm (exit 1 on a divergence).
     Replay {
         /// Print every step with what it returned.
@@ -66,6 +80,11 @@ fn main() -> ExitCode {
     let root = workspace_root();
     match cli.task {
         Task::Test => test(&root),
+        Task::Fuzz {
+            target,
+            seconds,
+            jobs,
+        } => fuzz(&root, &target, seconds, jobs),
         Task::Replay { trace, files } => {
             let files = if files.is_empty() {
                 let dir = root.join("corpus/regressions");
@@ -150,6 +169,99 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// `cargo xtask fuzz`: build and run a cargo-fuzz target, then print a summary.
+fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32) -> ExitCode {
+    let installed = cargo(root)
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        println!("==> cargo install cargo-fuzz --locked");
+        let mut install = cargo(root);
+        install.args(["install", "cargo-fuzz", "--locked"]);
+        if let Err(Failure(why)) = run(install) {
+            eprintln!("xtask fuzz: {why}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let corpus = root.join("corpus").join(target);
+    let artifacts = root.join("fuzz/artifacts").join(target);
+    let _ = std::fs::create_dir_all(&corpus);
+    let before: usize = std::fs::read_dir(&artifacts)
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let mut cmd = cargo(&root.join("fuzz"));
+    // Stable toolchains run cargo-fuzz with RUSTC_BOOTSTRAP; never cache a failed probe.
+    cmd.env("RUSTC_BOOTSTRAP", "1")
+        .env("CARGO_CACHE_RUSTC_INFO", "0");
+    cmd.args(["fuzz", "run", "-O", "--sanitizer", "none", target])
+        .arg(&corpus)
+        .arg("--");
+    cmd.arg(format!("-max_total_time={seconds}"))
+        .arg("-print_final_stats=1");
+    if jobs > 1 {
+        cmd.arg(format!("-fork={jobs}")).arg("-ignore_crashes=1");
+    }
+    println!(
+        "==> fuzzing `{target}` for {seconds} s with {jobs} job(s); corpus {}",
+        corpus.display()
+    );
+    let started = Instant::now();
+    let output = cmd.stderr(std::process::Stdio::piped()).output();
+    let Ok(output) = output else {
+        eprintln!("xtask fuzz: cannot run cargo fuzz");
+        return ExitCode::FAILURE;
+    };
+    let log = String::from_utf8_lossy(&output.stderr);
+    let stat = |name: &str| {
+        log.lines().rev().find_map(|l| {
+            l.strip_prefix(&format!("stat::{name}:"))
+                .map(|v| v.trim().to_string())
+        })
+    };
+    let coverage = log.lines().rev().find_map(|l| {
+        l.split("cov: ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+    });
+    let corpus_size = std::fs::read_dir(&corpus).map(|d| d.count()).unwrap_or(0);
+    let crashes: Vec<PathBuf> = std::fs::read_dir(&artifacts)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    println!(
+        "xtask fuzz summary ({:.0} s):",
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "  executions: {}",
+        stat("number_of_executed_units").unwrap_or_else(|| "?".into())
+    );
+    println!(
+        "  exec/s:     {}",
+        stat("average_exec_per_sec").unwrap_or_else(|| "?".into())
+    );
+    println!("  coverage:   {} edges", coverage.unwrap_or("?"));
+    println!("  corpus:     {corpus_size} inputs in {}", corpus.display());
+    println!(
+        "  crashes:    {} new ({} in {})",
+        crashes.len().saturating_sub(before),
+        crashes.len(),
+        artifacts.display()
+    );
+    for c in &crashes {
+        println!("    replay: cargo xtask replay {}", c.display());
+    }
+    if crashes.len() > before {
+        ExitCode::FAILURE
+    } else if !output.status.success() {
+        eprintln!("{log}");
+        eprintln!("xtask fuzz: cargo fuzz failed (see above)");
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
