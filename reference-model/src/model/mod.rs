@@ -439,7 +439,7 @@ impl Model {
         let cost = Self::split_cost(s, addr, len);
         let partial = s.partial_sections(addr, len);
         let before = s.small_groups().len() as u32;
-        if self.free < cost || self.refuse_allocation.is_some_and(|k| k < u64::from(cost)) {
+        if !self.can_allocate(cost) {
             return Err(Errno::ENOMEM);
         }
         let frames = &self.frames;
