@@ -129,18 +129,9 @@ fn main() -> ExitCode {
             }
         }
         Task::Mutants { args } => {
-            let installed = cargo(&root)
-                .args(["mutants", "--version"])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if !installed {
-                println!("==> cargo install cargo-mutants --locked");
-                let mut install = cargo(&root);
-                install.args(["install", "cargo-mutants", "--locked"]);
-                if let Err(Failure(why)) = run(install) {
-                    eprintln!("xtask mutants: {why}");
-                    return ExitCode::FAILURE;
-                }
+            if let Err(Failure(why)) = ensure_cargo_tool(&root, "mutants", "cargo-mutants") {
+                eprintln!("xtask mutants: {why}");
+                return ExitCode::FAILURE;
             }
             let mut cmd = cargo(&root);
             cmd.args(["mutants", "--package", "vmm", "--timeout-multiplier", "3"])
@@ -172,20 +163,26 @@ fn main() -> ExitCode {
     }
 }
 
-/// `cargo xtask fuzz`: build and run a cargo-fuzz target, then print a summary.
-fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32) -> ExitCode {
+/// Installs `krate` with `cargo install --locked` unless `cargo <subcommand> --version` works.
+fn ensure_cargo_tool(root: &Path, subcommand: &str, krate: &str) -> StepResult {
     let installed = cargo(root)
-        .args(["fuzz", "--version"])
+        .args([subcommand, "--version"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !installed {
-        println!("==> cargo install cargo-fuzz --locked");
-        let mut install = cargo(root);
-        install.args(["install", "cargo-fuzz", "--locked"]);
-        if let Err(Failure(why)) = run(install) {
-            eprintln!("xtask fuzz: {why}");
-            return ExitCode::FAILURE;
-        }
+    if installed {
+        return Ok(());
+    }
+    println!("==> cargo install {krate} --locked");
+    let mut install = cargo(root);
+    install.args(["install", krate, "--locked"]);
+    run(install)
+}
+
+/// `cargo xtask fuzz`: build and run a cargo-fuzz target, then print a summary.
+fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32) -> ExitCode {
+    if let Err(Failure(why)) = ensure_cargo_tool(root, "fuzz", "cargo-fuzz") {
+        eprintln!("xtask fuzz: {why}");
+        return ExitCode::FAILURE;
     }
     let corpus = root.join("corpus").join(target);
     let artifacts = root.join("fuzz/artifacts").join(target);
