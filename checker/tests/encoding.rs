@@ -1,0 +1,67 @@
+//! `fuzz::encode` is the exact inverse of `fuzz::decode`: generated sequences, sequences decoded
+//! from random bytes, and every regression scenario come back unchanged.
+
+use checker::fuzz::{MAX_STEPS, decode, encode, round_trips};
+use checker::{Op, Step, parse_ops};
+use proptest::prelude::*;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn decode_inverts_encode(steps in checker::strategy::steps(MAX_STEPS)) {
+        prop_assert!(round_trips(&steps));
+        prop_assert_eq!(decode(&encode(&steps)), steps);
+    }
+
+    /// Every value `decode` can produce (wild fields, every variant) encodes back.
+    #[test]
+    fn encode_inverts_decode(bytes in prop::collection::vec(any::<u8>(), 0..1200)) {
+        let steps = decode(&bytes);
+        prop_assert_eq!(decode(&encode(&steps)), steps);
+    }
+}
+
+#[test]
+fn a_sequence_without_the_leading_spawn_decodes_with_one() {
+    let fork = Step {
+        op: Op::Fork { s: 0 },
+        refuse: Some(2),
+    };
+    let spawn = Step {
+        op: Op::Spawn,
+        refuse: None,
+    };
+    assert!(!round_trips(std::slice::from_ref(&fork)));
+    assert_eq!(
+        decode(&encode(std::slice::from_ref(&fork))),
+        [spawn.clone(), fork]
+    );
+    // A refused spawn is not the implicit one: it is kept.
+    let refused = Step {
+        op: Op::Spawn,
+        refuse: Some(0),
+    };
+    assert_eq!(
+        decode(&encode(std::slice::from_ref(&refused))),
+        [spawn, refused]
+    );
+    assert!(encode(&[]).is_empty());
+}
+
+#[test]
+fn every_regression_scenario_round_trips() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/regressions");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|x| x != "ops") {
+            continue;
+        }
+        let steps = parse_ops(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert!(round_trips(&steps), "{}", path.display());
+        assert_eq!(decode(&encode(&steps)), steps, "{}", path.display());
+        n += 1;
+    }
+    assert!(n > 0, "no scenarios in {}", dir.display());
+}
