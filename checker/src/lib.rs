@@ -1,12 +1,11 @@
-//! The differential checker: the op language and its `.ops` text form ([`op`]), and (growing)
-//! the one interpreter that runs ops on the `vmm` and the reference model and compares them.
-//!
-//! Status: ops, the text format and [`run`]: model and vmm side by side, compared after every
-//! step, with a readable divergence report. The vmm runs on a simulated machine whose
-//! accesses go through the reference walker over the real table bytes and the reference TLB
-//! model, with faults handed to the vmm's handler as on hardware; after every step every TLB
-//! entry must still match the tables (INV-8). Not yet: device mappings, kernel addresses.
+//! The differential checker: the op language and its `.ops` text form ([`op`]), concrete ops
+//! resolved against the reference model ([`concrete`], applied to the vmm by the `op-driver`
+//! crate that the QEMU guest shares), and [`run`], the one interpreter: model and vmm side by
+//! side, compared after every step, with a readable divergence report. The vmm runs on a
+//! simulated machine whose accesses go through the reference walker over the real table bytes
+//! and the reference TLB model, with faults handed to the vmm's handler as on hardware.
 
+pub mod concrete;
 pub mod fuzz;
 pub mod machine;
 pub mod op;

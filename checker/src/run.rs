@@ -15,24 +15,14 @@ use crate::machine::{Defect, SimMachine};
 use vmm::space::{RegionKind, ShmId, SpaceId};
 use vmm::{Layout, Vm};
 
-use crate::op::{Addr, Op, Step, print_ops};
+use crate::concrete;
+use crate::op::{Op, Step, print_ops};
+pub use op_driver::Outcome;
+use op_driver::{AccessOp, Accessor};
 
 /// Frames in the pool of every run: small, so exhaustion is reached.
 pub const POOL_FRAMES: u32 = 160;
-/// Where the device window starts (RAM outside the pool).
-pub const DEVICE_WINDOW: u32 = 0x4800_0000;
-
-/// What one side returned: a value, or an error number (errno, or 1 = SEGV, 2 = EFAULT for
-/// accesses). Steps that address no live space are skipped on both sides (`Skipped`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Success with a value (an address, a word read, an id, a break; 0 when there is none).
-    Ok(u32),
-    /// Failure with an error number.
-    Err(i32),
-    /// No live space to apply it to.
-    Skipped,
-}
+pub use crate::concrete::DEVICE_WINDOW;
 
 /// Everything the comparison sees, in a form both sides produce.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,7 +154,9 @@ impl fmt::Display for Divergence {
 struct Pair {
     vm: Vm<SimMachine>,
     model: Model,
-    ids: Vec<(u32, SpaceId)>,
+    /// Live spaces in creation order, each side's names.
+    model_ids: Vec<u32>,
+    vmm_ids: Vec<SpaceId>,
     to_phys: BTreeMap<u64, PhysFrame>,
     to_model: BTreeMap<PhysFrame, u64>,
 }
@@ -207,7 +199,8 @@ fn run_observed(
             },
             free,
         ),
-        ids: Vec::new(),
+        model_ids: Vec::new(),
+        vmm_ids: Vec::new(),
         to_phys: BTreeMap::new(),
         to_model: BTreeMap::new(),
     };
@@ -276,7 +269,10 @@ fn run_observed(
         p.forget_freed_frames();
     }
     // Teardown: every space exits and every segment is removed; then every frame is back.
-    for (m, v) in std::mem::take(&mut p.ids) {
+    let ids = p.ids();
+    p.model_ids.clear();
+    p.vmm_ids.clear();
+    for (m, v) in ids {
         let (a, b) = (p.model.exit(m), p.vm.exit(v));
         if a.is_err() || b.is_err() {
             return Err(diverge(
@@ -345,6 +341,98 @@ fn diverged_tables(d: &Divergence) -> ! {
     panic!("{d}")
 }
 
+/// The registers of space `v`'s context: its TTBR0, the kernel's TTBR1, N = 2, domain 0
+/// client.
+fn registers(vm: &Vm<SimMachine>, v: SpaceId) -> Option<(Registers, u8)> {
+    let space = vm.space(v)?;
+    let regs = Registers {
+        ttbr0: space.mmu().l1_table().as_u32(),
+        ttbr1: vm.kernel().l1_table().as_u32(),
+        ttbcr_n: 2,
+        dacr: 0b01,
+    };
+    Some((regs, space.asid().value()))
+}
+
+/// An access as the hardware does it: the TLB model, else a walk of the real table bytes
+/// (filling the TLB); a fault goes to the vmm's handler and the access is retried.
+fn hardware_access(
+    vm: &mut Vm<SimMachine>,
+    v: SpaceId,
+    va: u32,
+    kind: AccessKind,
+    mode: Mode,
+) -> Result<PhysAddr, FaultError> {
+    let (regs, asid) = registers(vm, v).ok_or(mode.unresolved())?;
+    let privilege = if mode == Mode::User {
+        Privilege::Pl0
+    } else {
+        Privilege::Pl1
+    };
+    let access = match kind {
+        AccessKind::Read => Access::Read,
+        AccessKind::Write => Access::Write,
+        AccessKind::Execute => Access::Execute,
+    };
+    for _ in 0..3 {
+        let m = vm.machine_mut();
+        let result = match m.tlb.access(regs, va, asid, kind, privilege) {
+            Some(hit) => hit,
+            None => {
+                let walked = walk(
+                    |a| m.host.peek_word(PhysAddr::new(a)),
+                    regs,
+                    va,
+                    kind,
+                    privilege,
+                );
+                if let Ok(t) = walked {
+                    m.tlb.fill(t, asid);
+                }
+                walked.map(|t| t.pa)
+            }
+        };
+        match result {
+            Ok(pa) => return Ok(PhysAddr::new(pa)),
+            Err(_) => {
+                vm.handle_fault(v, VirtAddr::new(va), access, mode)?;
+            }
+        }
+    }
+    Err(mode.unresolved())
+}
+
+/// Accesses on the simulated machine: the TLB model and the reference walker over the vmm's
+/// real table bytes, faults to the vmm's handler.
+struct HostAccessor;
+
+impl Accessor<SimMachine> for HostAccessor {
+    fn access(
+        &mut self,
+        vm: &mut Vm<SimMachine>,
+        space: SpaceId,
+        va: u32,
+        access: AccessOp,
+        mode: Mode,
+    ) -> Result<u32, FaultError> {
+        let kind = match access {
+            AccessOp::Read => AccessKind::Read,
+            AccessOp::Write(_) => AccessKind::Write,
+            AccessOp::Exec => AccessKind::Execute,
+        };
+        let pa = hardware_access(vm, space, va, kind, mode)?;
+        Ok(match access {
+            AccessOp::Write(value) => {
+                // Data goes straight to RAM: the machine log then holds only the vmm's own
+                // (descriptor) writes, which the protocol check reads.
+                vm.machine_mut().host.write_bytes(pa, &value.to_le_bytes());
+                0
+            }
+            _ => vm.machine_mut().read_word(pa),
+        })
+    }
+}
+
 /// The fields of a translation a TLB entry caches (not the accessed byte).
 fn block(t: &Translation) -> (u32, u32, u32, bool, u8, bool, bool, u8) {
     (
@@ -359,361 +447,32 @@ fn block(t: &Translation) -> (u32, u32, u32, bool, u8, bool, bool, u8) {
     )
 }
 
-fn errno(e: vmm::Errno) -> Outcome {
-    Outcome::Err(e.number())
-}
-fn merr(e: model::Errno) -> Outcome {
-    Outcome::Err(e as i32)
-}
-fn both<T, U>(
-    m: Result<T, model::Errno>,
-    v: Result<U, vmm::Errno>,
-    mv: impl Fn(T) -> u32,
-    vv: impl Fn(U) -> u32,
-) -> (Outcome, Outcome) {
-    (
-        m.map_or_else(merr, |x| Outcome::Ok(mv(x))),
-        v.map_or_else(errno, |x| Outcome::Ok(vv(x))),
-    )
-}
-
 impl Pair {
-    fn pick(&self, s: u8) -> Option<(u32, SpaceId)> {
-        (!self.ids.is_empty()).then(|| self.ids[s as usize % self.ids.len()])
+    /// The live spaces, model and vmm names side by side.
+    fn ids(&self) -> Vec<(u32, SpaceId)> {
+        self.model_ids
+            .iter()
+            .copied()
+            .zip(self.vmm_ids.iter().copied())
+            .collect()
     }
 
-    fn resolve(&self, m: u32, a: &Addr) -> u32 {
-        match *a {
-            Addr::InRegion { region, page, word } => {
-                let regions = &self.model.spaces[&m].regions;
-                match regions.get(region as usize % regions.len().max(1)) {
-                    Some(r) => (r.start as u32)
-                        .wrapping_add(u32::from(page) * 0x1000 + u32::from(word) * 4),
-                    None => self.model.layout.mmap_base,
-                }
-            }
-            Addr::Heap(p) => self.model.layout.heap_base + u32::from(p) * 0x1000,
-            Addr::Mmap(p) => self
-                .model
-                .layout
-                .mmap_base
-                .wrapping_add(u32::from(p) * 0x1000),
-            Addr::Raw(v) => v,
-            Addr::Vmalloc { alloc, page } => {
-                let allocs = &self.model.vmalloc;
-                match allocs.keys().nth(alloc as usize % allocs.len().max(1)) {
-                    Some(&start) => (start as u32).wrapping_add(u32::from(page) * 0x1000),
-                    None => 0xC000_0000,
-                }
-            }
-        }
-    }
-
-    /// (model, vmm) outcomes.
+    /// (model, vmm) outcomes: the op resolved against the model, then applied to each side.
     fn apply(&mut self, op: &Op) -> (Outcome, Outcome) {
-        let id = |x: u32| x;
-        let unit = |(): ()| 0;
-        let addr = |a: VirtAddr| a.as_u32();
-        match op {
-            Op::Spawn => {
-                let (m, v) = (self.model.spawn(), self.vm.spawn());
-                if let (Ok(m), Ok(v)) = (m, v) {
-                    self.ids.push((m, v));
-                }
-                both(m, v, |_| 0, |_| 0)
-            }
-            Op::Fork { s } => {
-                let Some((m, v)) = self.pick(*s) else {
-                    return (Outcome::Skipped, Outcome::Skipped);
-                };
-                let (cm, cv) = (self.model.fork(m), self.vm.fork(v));
-                if let (Ok(cm), Ok(cv)) = (cm, cv) {
-                    self.ids.push((cm, cv));
-                }
-                both(cm, cv, |_| 0, |_| 0)
-            }
-            Op::Exit { s } => {
-                let Some((m, v)) = self.pick(*s) else {
-                    return (Outcome::Skipped, Outcome::Skipped);
-                };
-                self.ids.retain(|&(x, _)| x != m);
-                both(self.model.exit(m), self.vm.exit(v), unit, unit)
-            }
-            Op::Mmap {
-                s,
-                addr: a,
-                len,
-                prot,
-                flags,
-            } => {
-                let Some((m, v)) = self.pick(*s) else {
-                    return (Outcome::Skipped, Outcome::Skipped);
-                };
-                let a = self.resolve(m, a);
-                both(
-                    self.model.mmap(m, a, *len, *prot, *flags),
-                    self.vm.mmap(v, a, *len, *prot, *flags),
-                    id,
-                    addr,
-                )
-            }
-            Op::Munmap { s, addr: a, len } => {
-                let Some((m, v)) = self.pick(*s) else {
-                    return (Outcome::Skipped, Outcome::Skipped);
-                };
-                let a = self.resolve(m, a);
-                both(
-                    self.model.munmap(m, a, *len),
-                    self.vm.munmap(v, a, *len),
-                    unit,
-                    unit,
-                )
-            }
-            Op::Mprotect {
-                s,
-                addr: a,
-                len,
-                prot,
-            } => {
-                let Some((m, v)) = self.pick(*s) else {
-                    return (Outcome::Skipped, Outcome::Skipped);
-                };
-                let a = self.resolve(m, a);
-                both(
-                    self.model.mprotect(m, a, *len, *prot),
-                    self.vm.mprotect(v, a, *len, *prot),
-                    unit,
-                    unit,
-                )
-            }
-            Op::Brk { s, addr: a } => {
-                let Some((m, v)) = self.pick(*s) else {
-                    return (Outcome::Skipped, Outcome::Skipped);
-                };
-                let a = self.resolve(m, a);
-                (
-                    Outcome::Ok(self.model.brk(m, a)),
-                    Outcome::Ok(self.vm.brk(v, a)),
-                )
-            }
-            Op::Mremap {
-                s,
-                addr: a,
-                old_len,
-                new_len,
-                flags,
-                new_addr,
-            } => {
-                let Some((m, v)) = self.pick(*s) else {
-                    return (Outcome::Skipped, Outcome::Skipped);
-                };
-                let (a, n) = (self.resolve(m, a), self.resolve(m, new_addr));
-                both(
-                    self.model.mremap(m, a, *old_len, *new_len, *flags, n),
-                    self.vm.mremap(v, a, *old_len, *new_len, *flags, n),
-                    id,
-                    addr,
-                )
-            }
-            Op::ShmGet { key, size, flags } => both(
-                self.model.shmget(*key, *size, *flags),
-                self.vm.shmget(*key, *size, *flags),
-                id,
-                |i: ShmId| i.0,
-            ),
-            Op::ShmAt {
-                s,
-                id: seg,
-                addr: a,
-                flags,
-            } => {
-                let Some((m, v)) = self.pick(*s) else {
-                    return (Outcome::Skipped, Outcome::Skipped);
-                };
-                let a = a.as_ref().map_or(0, |a| self.resolve(m, a));
-                both(
-                    self.model.shmat(m, *seg, a, *flags),
-                    self.vm.shmat(v, ShmId(*seg), a, *flags),
-                    id,
-                    addr,
-                )
-            }
-            Op::ShmDt { s, addr: a } => {
-                let Some((m, v)) = self.pick(*s) else {
-                    return (Outcome::Skipped, Outcome::Skipped);
-                };
-                let a = self.resolve(m, a);
-                both(self.model.shmdt(m, a), self.vm.shmdt(v, a), unit, unit)
-            }
-            Op::ShmCtl { id: seg, cmd } => both(
-                self.model.shmctl(*seg, *cmd),
-                self.vm.shmctl(ShmId(*seg), *cmd),
-                |s| {
-                    s.map_or(0, |(size, att, rm)| {
-                        size ^ (att << 24) ^ (u32::from(rm) << 31)
-                    })
-                },
-                |s| {
-                    s.map_or(0, |s| {
-                        s.size ^ (s.attached << 24) ^ (u32::from(s.removed) << 31)
-                    })
-                },
-            ),
-            Op::MapDevice {
-                s,
-                addr: a,
-                page,
-                len,
-                prot,
-            } => {
-                let Some((m, v)) = self.pick(*s) else {
-                    return (Outcome::Skipped, Outcome::Skipped);
-                };
-                let a = self.resolve(m, a);
-                let pa = DEVICE_WINDOW + u32::from(*page) * 0x1000;
-                both(
-                    self.model.map_device(m, a, pa, *len, *prot),
-                    self.vm.map_device(v, a, pa, *len, *prot),
-                    id,
-                    addr,
-                )
-            }
-            Op::Vmalloc { len } => both(self.model.vmalloc(*len), self.vm.vmalloc(*len), id, addr),
-            Op::Vfree { addr: a } => {
-                let Some((m, _)) = self.pick(0) else {
-                    return (Outcome::Skipped, Outcome::Skipped);
-                };
-                let a = self.resolve(m, a);
-                both(self.model.vfree(a), self.vm.vfree(a), unit, unit)
-            }
-            Op::Read { s, addr: a, kernel } => self.access(*s, a, *kernel, None, false),
-            Op::Write {
-                s,
-                addr: a,
-                value,
-                kernel,
-            } => self.access(*s, a, *kernel, Some(*value), false),
-            Op::Exec { s, addr: a, kernel } => self.access(*s, a, *kernel, None, true),
-        }
-    }
-
-    fn access(
-        &mut self,
-        s: u8,
-        a: &Addr,
-        kernel: bool,
-        write: Option<u32>,
-        exec: bool,
-    ) -> (Outcome, Outcome) {
-        let Some((m, v)) = self.pick(s) else {
-            return (Outcome::Skipped, Outcome::Skipped);
-        };
-        let a = self.resolve(m, a);
-        if a >= 0x4000_0000 && !(0xC000_0000..0xC800_0000).contains(&a) {
-            // Of the kernel half only the vmalloc window is modelled.
-            return (Outcome::Skipped, Outcome::Skipped);
-        }
-        let mode = if kernel { Mode::Kernel } else { Mode::User };
-        let (model_access, kind) = match (write, exec) {
-            (Some(value), _) => (model::Access::Write(value), AccessKind::Write),
-            (None, true) => (model::Access::Execute, AccessKind::Execute),
-            (None, false) => (model::Access::Read, AccessKind::Read),
-        };
-        let vmm_result = self
-            .hardware_access(v, a & !3, kind, mode)
-            .map(|pa| match write {
-                Some(value) => {
-                    // Data goes straight to RAM: the machine log then holds only the vmm's own
-                    // (descriptor) writes, which the protocol check reads.
-                    self.vm
-                        .machine_mut()
-                        .host
-                        .write_bytes(pa, &value.to_le_bytes());
-                    0
-                }
-                None => self.vm.machine_mut().read_word(pa),
-            });
-        let model_result = self.model.access(m, a, model_access, !kernel);
-        let m_out = model_result.map_or_else(
-            |e| Outcome::Err(if e == model::AccessError::Segv { 1 } else { 2 }),
-            Outcome::Ok,
-        );
-        let v_out = vmm_result.map_or_else(
-            |e| Outcome::Err(if e == FaultError::Segv { 1 } else { 2 }),
-            Outcome::Ok,
-        );
-        (m_out, v_out)
-    }
-
-    /// The registers of space `v`'s context: its TTBR0, the kernel's TTBR1, N = 2, domain 0
-    /// client.
-    fn registers(&self, v: SpaceId) -> Option<(Registers, u8)> {
-        let space = self.vm.space(v)?;
-        let regs = Registers {
-            ttbr0: space.mmu().l1_table().as_u32(),
-            ttbr1: self.vm.kernel().l1_table().as_u32(),
-            ttbcr_n: 2,
-            dacr: 0b01,
-        };
-        Some((regs, space.asid().value()))
-    }
-
-    /// An access as the hardware does it: the TLB model, else a walk of the real table bytes
-    /// (filling the TLB); a fault goes to the vmm's handler and the access is retried.
-    fn hardware_access(
-        &mut self,
-        v: SpaceId,
-        va: u32,
-        kind: AccessKind,
-        mode: Mode,
-    ) -> Result<PhysAddr, FaultError> {
-        let (regs, asid) = self.registers(v).ok_or(mode.unresolved())?;
-        let privilege = if mode == Mode::User {
-            Privilege::Pl0
-        } else {
-            Privilege::Pl1
-        };
-        let access = match kind {
-            AccessKind::Read => Access::Read,
-            AccessKind::Write => Access::Write,
-            AccessKind::Execute => Access::Execute,
-        };
-        for _ in 0..3 {
-            let m = self.vm.machine_mut();
-            let result = match m.tlb.access(regs, va, asid, kind, privilege) {
-                Some(hit) => hit,
-                None => {
-                    let walked = walk(
-                        |a| m.host.peek_word(PhysAddr::new(a)),
-                        regs,
-                        va,
-                        kind,
-                        privilege,
-                    );
-                    if let Ok(t) = walked {
-                        m.tlb.fill(t, asid);
-                    }
-                    walked.map(|t| t.pa)
-                }
-            };
-            match result {
-                Ok(pa) => return Ok(PhysAddr::new(pa)),
-                Err(_) => {
-                    self.vm.handle_fault(v, VirtAddr::new(va), access, mode)?;
-                }
-            }
-        }
-        Err(mode.unresolved())
+        let op = concrete::resolve(&self.model, &self.model_ids, op);
+        let m = concrete::apply_model(&mut self.model, &mut self.model_ids, &op);
+        let v = op_driver::apply(&mut self.vm, &mut self.vmm_ids, &op, &mut HostAccessor);
+        (m, v)
     }
 
     /// INV-6 and INV-7: no kernel address answers a PL0 access, and every space's tables agree
     /// with its bookkeeping.
     fn check_tables(&mut self) -> Result<(), String> {
-        for &(m, v) in &self.ids.clone() {
+        for (m, v) in self.ids() {
             self.vm
                 .check_tables(v)
                 .map_err(|e| format!("space {m}: {e}\n"))?;
-            let (regs, _) = self.registers(v).ok_or("a live space is missing")?;
+            let (regs, _) = registers(&self.vm, v).ok_or("a live space is missing")?;
             let host = &self.vm.machine().host;
             for va in [0x4000_0000u32, 0x4100_0000, 0x7FFF_F000, 0xC000_0000] {
                 for kind in [AccessKind::Read, AccessKind::Write, AccessKind::Execute] {
@@ -737,9 +496,9 @@ impl Pair {
     /// INV-8: every TLB entry is what a walk of the current tables gives, for a live ASID.
     fn check_tlb(&mut self) -> Result<(), String> {
         let live: Vec<(u8, Registers)> = self
-            .ids
+            .vmm_ids
             .iter()
-            .filter_map(|&(_, v)| self.registers(v).map(|(r, a)| (a, r)))
+            .filter_map(|&v| registers(&self.vm, v).map(|(r, a)| (a, r)))
             .collect();
         let kernel = Registers {
             ttbr0: 0,
@@ -782,9 +541,9 @@ impl Pair {
         Observed {
             free_frames: self.model.free,
             spaces: self
-                .ids
+                .model_ids
                 .iter()
-                .map(|&(m, _)| {
+                .map(|&m| {
                     let s = &self.model.spaces[&m];
                     SpaceState {
                         regions: s
@@ -831,7 +590,7 @@ impl Pair {
     fn vmm_state(&mut self) -> Result<Observed, (DivergenceKind, String)> {
         let state = |why: &str| (DivergenceKind::State, why.to_string());
         let mut spaces = Vec::new();
-        for &(m, v) in &self.ids.clone() {
+        for (m, v) in self.ids() {
             let sp = self
                 .vm
                 .space(v)
