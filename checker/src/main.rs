@@ -1,7 +1,10 @@
 //! `checker replay FILE...`: runs `.ops` files through the model and the vmm. Exit status 0
 //! when they agree on every file, 1 with the divergence report otherwise, 2 on unreadable input.
+//!
+//! `checker seeds SCENARIOS OUT`: writes the fuzzers' seed corpora under `OUT/<target>/` from
+//! the `.ops` scenarios in `SCENARIOS` (what `cargo xtask seeds` runs).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -25,12 +28,86 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Write the seed corpora `OUT/<target>/<name>` from the `.ops` scenarios (each target's
+    /// directory is emptied first: it holds seeds only).
+    Seeds {
+        /// The directory of `.ops` scenarios (corpus/regressions).
+        scenarios: PathBuf,
+        /// The corpus root (corpus).
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
-    let Command::Replay { trace, files } = Cli::parse().command;
+    match Cli::parse().command {
+        Command::Replay { trace, files } => replay(trace, &files),
+        Command::Seeds { scenarios, out } => match seeds(&scenarios, &out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("checker seeds: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+/// The scenarios' names (file stems) and steps, sorted by name.
+fn scenarios(dir: &Path) -> Result<Vec<(String, String, Vec<checker::Step>)>, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "ops"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            let steps = checker::parse_ops(&text).map_err(|e| format!("{}: {e}", f.display()))?;
+            let name = f
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Ok((name, text, steps))
+        })
+        .collect()
+}
+
+/// Empties `dir` (files only) and writes `files` into it.
+fn write_seeds(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), String> {
+    let err = |e: std::io::Error| format!("{}: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(err)?;
+    for entry in std::fs::read_dir(dir).map_err(err)? {
+        let path = entry.map_err(err)?.path();
+        if path.is_file() {
+            std::fs::remove_file(&path).map_err(err)?;
+        }
+    }
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).map_err(err)?;
+    }
+    println!("{:>3} seeds in {}", files.len(), dir.display());
+    Ok(())
+}
+
+fn seeds(scenarios_dir: &Path, out: &Path) -> Result<(), String> {
+    let scenarios = scenarios(scenarios_dir)?;
+    let mut ops = Vec::new();
+    for (name, _, steps) in &scenarios {
+        if !checker::fuzz::round_trips(steps) {
+            return Err(format!(
+                "{name}: a fuzz input holds a leading `spawn` and at most {} steps",
+                checker::fuzz::MAX_STEPS
+            ));
+        }
+        ops.push((name.clone(), checker::fuzz::encode(steps)));
+    }
+    write_seeds(&out.join("ops"), &ops)
+}
+
+fn replay(trace: bool, files: &[PathBuf]) -> ExitCode {
     let mut diverged = 0;
-    for file in &files {
+    for file in files {
         let bytes = match std::fs::read(file) {
             Ok(b) => b,
             Err(e) => {

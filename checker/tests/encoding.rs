@@ -65,3 +65,24 @@ fn every_regression_scenario_round_trips() {
     }
     assert!(n > 0, "no scenarios in {}", dir.display());
 }
+
+/// The committed seeds `corpus/ops/<name>` are the encodings of today's scenarios (run
+/// `cargo xtask seeds` after changing a scenario or the op language).
+#[test]
+fn committed_ops_seeds_are_up_to_date() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus");
+    for entry in std::fs::read_dir(root.join("regressions")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|x| x != "ops") {
+            continue;
+        }
+        let steps = parse_ops(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let seed = root.join("ops").join(path.file_stem().unwrap());
+        let bytes = std::fs::read(&seed).unwrap_or_default();
+        assert!(
+            bytes == encode(&steps),
+            "{} is missing or stale: run `cargo xtask seeds`",
+            seed.display()
+        );
+    }
+}

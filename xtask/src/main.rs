@@ -2,6 +2,7 @@
 //!
 //! - `cargo xtask fuzz [--target T] [--seconds N] [--jobs J]`: the main job, cargo-fuzz with a
 //!   summary (executions, exec/s, coverage, corpus, crashes with their replay commands);
+//! - `cargo xtask seeds`: the committed seed corpora `corpus/<target>/`, from the scenarios;
 //! - `cargo xtask test`: the checks CI runs, in order, stopping at the first failure;
 //! - `cargo xtask replay [FILES]`: `.ops` files through the model and the vmm (default: the
 //!   regression corpus); exit 1 on a divergence, with the report;
@@ -16,6 +17,8 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
+
+mod fuzzing;
 
 /// The bare-metal target the vmm must keep building for.
 const GUEST_TARGET: &str = "armv7a-none-eabi";
@@ -47,6 +50,8 @@ enum Task {
         #[arg(long, default_value_t = 1)]
         jobs: u32,
     },
+    /// Regenerate the committed seed corpora corpus/<target>/ from corpus/regressions/*.ops.
+    Seeds,
     /// Replay `.ops` files through the model and the vmm (exit 1 on a divergence).
     Replay {
         /// Print every step with what it returned.
@@ -85,6 +90,7 @@ fn main() -> ExitCode {
             seconds,
             jobs,
         } => fuzz(&root, &target, seconds, jobs),
+        Task::Seeds => fuzzing::seeds(&root),
         Task::Replay { trace, files } => {
             let files = if files.is_empty() {
                 let dir = root.join("corpus/regressions");
@@ -184,7 +190,10 @@ fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32) -> ExitCode {
         eprintln!("xtask fuzz: {why}");
         return ExitCode::FAILURE;
     }
-    let corpus = root.join("corpus").join(target);
+    // New inputs go to the first directory (fuzz/corpus/T, not committed); the committed
+    // seeds in corpus/T are only read.
+    let corpus = root.join("fuzz/corpus").join(target);
+    let seeds = root.join("corpus").join(target);
     let artifacts = root.join("fuzz/artifacts").join(target);
     let _ = std::fs::create_dir_all(&corpus);
     let before: usize = std::fs::read_dir(&artifacts)
@@ -195,16 +204,20 @@ fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32) -> ExitCode {
     cmd.env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_CACHE_RUSTC_INFO", "0");
     cmd.args(["fuzz", "run", "-O", "--sanitizer", "none", target])
-        .arg(&corpus)
-        .arg("--");
+        .arg(&corpus);
+    if seeds.is_dir() {
+        cmd.arg(&seeds);
+    }
+    cmd.arg("--");
     cmd.arg(format!("-max_total_time={seconds}"))
         .arg("-print_final_stats=1");
     if jobs > 1 {
         cmd.arg(format!("-fork={jobs}")).arg("-ignore_crashes=1");
     }
     println!(
-        "==> fuzzing `{target}` for {seconds} s with {jobs} job(s); corpus {}",
-        corpus.display()
+        "==> fuzzing `{target}` for {seconds} s with {jobs} job(s); corpus {} (seeds {})",
+        corpus.display(),
+        seeds.display()
     );
     let started = Instant::now();
     let output = cmd.stderr(std::process::Stdio::piped()).output();
