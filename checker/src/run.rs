@@ -20,9 +20,8 @@ use crate::op::{Op, Step, print_ops};
 pub use op_driver::Outcome;
 use op_driver::{AccessOp, Accessor};
 
-/// Frames in the pool of every run: small, so exhaustion is reached.
-pub const POOL_FRAMES: u32 = 160;
 pub use crate::concrete::DEVICE_WINDOW;
+pub use op_driver::POOL_FRAMES;
 
 /// Everything the comparison sees, in a form both sides produce.
 #[derive(Clone, Debug, PartialEq, Eq)]

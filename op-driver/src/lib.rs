@@ -16,10 +16,11 @@
 extern crate alloc;
 
 mod apply;
+pub mod guest;
 mod wire;
 
 pub use apply::{Accessor, apply};
-pub use wire::{DecodeError, decode_steps, encode_steps};
+pub use wire::{DecodeError, decode_step_words, decode_steps, encode_step_words, encode_steps};
 
 /// An access kind, with the value written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,6 +154,9 @@ pub enum Outcome {
     /// Nothing was done ([`ConcreteOp::Skip`], or no such space).
     Skipped,
 }
+
+/// Frames in the pool of every checked world (host and guest): small, so exhaustion is reached.
+pub const POOL_FRAMES: u32 = 160;
 
 /// The error number of an unresolved user-mode access.
 pub const SEGV: i32 = 1;

@@ -82,16 +82,18 @@ const ARITY: [usize; 17] = [0, 0, 1, 1, 5, 3, 4, 2, 6, 3, 4, 2, 2, 5, 1, 1, 4];
 /// Encodes steps as little-endian words.
 #[must_use]
 pub fn encode_steps(steps: &[Step]) -> Vec<u8> {
-    let mut out = Vec::new();
+    let mut words = Vec::new();
     for step in steps {
-        let (tag, f) = fields(&step.op);
-        let header = tag | step.refuse.map_or(0, |k| HAS_REFUSE | (u32::from(k) << 16));
-        out.extend_from_slice(&header.to_le_bytes());
-        for w in f {
-            out.extend_from_slice(&w.to_le_bytes());
-        }
+        encode_step_words(step, &mut words);
     }
-    out
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// Appends the words of one step.
+pub fn encode_step_words(step: &Step, out: &mut Vec<u32>) {
+    let (tag, f) = fields(&step.op);
+    out.push(tag | step.refuse.map_or(0, |k| HAS_REFUSE | (u32::from(k) << 16)));
+    out.extend(f);
 }
 
 /// Decodes what [`encode_steps`] wrote.
@@ -106,91 +108,101 @@ pub fn decode_steps(bytes: &[u8]) -> Result<Vec<Step>, DecodeError> {
     let mut steps = Vec::new();
     let mut i = 0;
     while i < words.len() {
-        let header = words[i];
-        let tag = (header & 0xFF) as usize;
-        let arity = *ARITY.get(tag).ok_or(DecodeError::UnknownTag(i))?;
-        let f = words
-            .get(i + 1..i + 1 + arity)
-            .ok_or(DecodeError::Truncated(i))?;
-        use ConcreteOp as C;
-        let op = match tag {
-            0 => C::Skip,
-            1 => C::Spawn,
-            2 => C::Fork { s: f[0] },
-            3 => C::Exit { s: f[0] },
-            4 => C::Mmap {
-                s: f[0],
-                addr: f[1],
-                len: f[2],
-                prot: f[3],
-                flags: f[4],
-            },
-            5 => C::Munmap {
-                s: f[0],
-                addr: f[1],
-                len: f[2],
-            },
-            6 => C::Mprotect {
-                s: f[0],
-                addr: f[1],
-                len: f[2],
-                prot: f[3],
-            },
-            7 => C::Brk {
-                s: f[0],
-                addr: f[1],
-            },
-            8 => C::Mremap {
-                s: f[0],
-                addr: f[1],
-                old_len: f[2],
-                new_len: f[3],
-                flags: f[4],
-                new_addr: f[5],
-            },
-            9 => C::ShmGet {
-                key: f[0] as i32,
-                size: f[1],
-                flags: f[2],
-            },
-            10 => C::ShmAt {
-                s: f[0],
-                id: f[1],
-                addr: f[2],
-                flags: f[3],
-            },
-            11 => C::ShmDt {
-                s: f[0],
-                addr: f[1],
-            },
-            12 => C::ShmCtl {
-                id: f[0],
-                cmd: f[1],
-            },
-            13 => C::MapDevice {
-                s: f[0],
-                addr: f[1],
-                pa: f[2],
-                len: f[3],
-                prot: f[4],
-            },
-            14 => C::Vmalloc { len: f[0] },
-            15 => C::Vfree { addr: f[0] },
-            _ => C::Access {
-                s: f[0],
-                addr: f[1],
-                access: match f[2] & 0xFF {
-                    0 => AccessOp::Read,
-                    1 => AccessOp::Write(f[3]),
-                    2 => AccessOp::Exec,
-                    _ => return Err(DecodeError::UnknownTag(i)),
-                },
-                kernel: f[2] & 0x100 != 0,
-            },
-        };
-        let refuse = (header & HAS_REFUSE != 0).then_some((header >> 16) as u16);
-        steps.push(Step { op, refuse });
-        i += 1 + arity;
+        let (step, used) = decode_step_words(&words[i..]).map_err(|e| match e {
+            DecodeError::Truncated(_) => DecodeError::Truncated(i),
+            _ => DecodeError::UnknownTag(i),
+        })?;
+        steps.push(step);
+        i += used;
     }
     Ok(steps)
+}
+
+/// Decodes the step at the start of `words`; returns it and the words it used.
+pub fn decode_step_words(words: &[u32]) -> Result<(Step, usize), DecodeError> {
+    let i = 0;
+    let header = *words.first().ok_or(DecodeError::Truncated(0))?;
+    let tag = (header & 0xFF) as usize;
+    let arity = *ARITY.get(tag).ok_or(DecodeError::UnknownTag(i))?;
+    let f = words
+        .get(i + 1..i + 1 + arity)
+        .ok_or(DecodeError::Truncated(i))?;
+    use ConcreteOp as C;
+    let op = match tag {
+        0 => C::Skip,
+        1 => C::Spawn,
+        2 => C::Fork { s: f[0] },
+        3 => C::Exit { s: f[0] },
+        4 => C::Mmap {
+            s: f[0],
+            addr: f[1],
+            len: f[2],
+            prot: f[3],
+            flags: f[4],
+        },
+        5 => C::Munmap {
+            s: f[0],
+            addr: f[1],
+            len: f[2],
+        },
+        6 => C::Mprotect {
+            s: f[0],
+            addr: f[1],
+            len: f[2],
+            prot: f[3],
+        },
+        7 => C::Brk {
+            s: f[0],
+            addr: f[1],
+        },
+        8 => C::Mremap {
+            s: f[0],
+            addr: f[1],
+            old_len: f[2],
+            new_len: f[3],
+            flags: f[4],
+            new_addr: f[5],
+        },
+        9 => C::ShmGet {
+            key: f[0] as i32,
+            size: f[1],
+            flags: f[2],
+        },
+        10 => C::ShmAt {
+            s: f[0],
+            id: f[1],
+            addr: f[2],
+            flags: f[3],
+        },
+        11 => C::ShmDt {
+            s: f[0],
+            addr: f[1],
+        },
+        12 => C::ShmCtl {
+            id: f[0],
+            cmd: f[1],
+        },
+        13 => C::MapDevice {
+            s: f[0],
+            addr: f[1],
+            pa: f[2],
+            len: f[3],
+            prot: f[4],
+        },
+        14 => C::Vmalloc { len: f[0] },
+        15 => C::Vfree { addr: f[0] },
+        _ => C::Access {
+            s: f[0],
+            addr: f[1],
+            access: match f[2] & 0xFF {
+                0 => AccessOp::Read,
+                1 => AccessOp::Write(f[3]),
+                2 => AccessOp::Exec,
+                _ => return Err(DecodeError::UnknownTag(i)),
+            },
+            kernel: f[2] & 0x100 != 0,
+        },
+    };
+    let refuse = (header & HAS_REFUSE != 0).then_some((header >> 16) as u16);
+    Ok((Step { op, refuse }, 1 + arity))
 }

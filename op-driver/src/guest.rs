@@ -1,0 +1,346 @@
+//! The QEMU suite's protocol between the host runner and the bare-metal guest, both directions
+//! as little-endian 32-bit words.
+//!
+//! **Ops in** (`ops.bin`, read by the guest through semihosting): `[BLOB_MAGIC, defect,
+//! defect_arg, sequences]`, then per sequence `[steps]`, then per step `[probe_space, probes,
+//! va...]` followed by the step's words ([`crate::encode_step_words`]). `probe_space` is the
+//! live-space index whose pages are probed around the step ([`NO_SPACE`]: kernel pages only).
+//!
+//! **Reports out** (`report.bin`, written by the guest): records `[REC_SEQUENCE, seq,
+//! start_free]`, `[REC_STEP, step, outcome, value, free, probes]` followed by `probes` times
+//! [`PROBE_WORDS`] words ([`Probe`]), and `[REC_END, seq, free_after_teardown, 0]`.
+
+use alloc::vec::Vec;
+
+use crate::{DecodeError, Outcome, Step, decode_step_words, encode_step_words};
+
+/// First word of an ops blob.
+pub const BLOB_MAGIC: u32 = u32::from_le_bytes(*b"VMQ1");
+/// `probe_space` when no user space is probed.
+pub const NO_SPACE: u32 = u32::MAX;
+/// A sequence starts: `[REC_SEQUENCE, seq, start_free]`.
+pub const REC_SEQUENCE: u32 = 1;
+/// A step ran: `[REC_STEP, step, outcome, value, free, probes]` + probes.
+pub const REC_STEP: u32 = 2;
+/// A sequence ended after teardown: `[REC_END, seq, free, 0]`.
+pub const REC_END: u32 = 3;
+/// Words per probe record.
+pub const PROBE_WORDS: usize = 11;
+
+/// A defect the guest's machine injects (the QEMU side of the checker's broken machines).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestDefect {
+    /// A sound machine.
+    None,
+    /// Every TLB invalidate is dropped.
+    DropEveryInvalidate,
+    /// The k-th TLB invalidate of each sequence (0-based) is dropped.
+    DropNthInvalidate(u32),
+    /// Read-only user page descriptors are written read/write (APX cleared).
+    MakeReadOnlyUserPagesWritable,
+}
+
+impl GuestDefect {
+    fn words(self) -> [u32; 2] {
+        match self {
+            Self::None => [0, 0],
+            Self::DropEveryInvalidate => [1, 0],
+            Self::DropNthInvalidate(k) => [2, k],
+            Self::MakeReadOnlyUserPagesWritable => [3, 0],
+        }
+    }
+    fn from_words(kind: u32, arg: u32) -> Option<Self> {
+        Some(match kind {
+            0 => Self::None,
+            1 => Self::DropEveryInvalidate,
+            2 => Self::DropNthInvalidate(arg),
+            3 => Self::MakeReadOnlyUserPagesWritable,
+            _ => return None,
+        })
+    }
+}
+
+/// A step and the pages probed around it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbedStep {
+    /// Index of the live space whose pages are probed, if any (kernel pages are probed in it
+    /// too, or in no space).
+    pub probe_space: Option<u32>,
+    /// Page addresses to probe.
+    pub probes: Vec<u32>,
+    /// The step.
+    pub step: Step,
+}
+
+/// Encodes a blob of sequences.
+#[must_use]
+pub fn encode_blob(defect: GuestDefect, sequences: &[Vec<ProbedStep>]) -> Vec<u8> {
+    let [kind, arg] = defect.words();
+    let mut w = alloc::vec![BLOB_MAGIC, kind, arg, sequences.len() as u32];
+    for seq in sequences {
+        w.push(seq.len() as u32);
+        for p in seq {
+            w.push(p.probe_space.unwrap_or(NO_SPACE));
+            w.push(p.probes.len() as u32);
+            w.extend(&p.probes);
+            encode_step_words(&p.step, &mut w);
+        }
+    }
+    w.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Reads a blob one sequence at a time (the guest never holds it all decoded).
+pub struct BlobReader<'a> {
+    words: &'a [u32],
+    at: usize,
+    /// The defect to inject.
+    pub defect: GuestDefect,
+    /// Sequences left.
+    pub remaining: u32,
+}
+
+impl<'a> BlobReader<'a> {
+    /// Checks the header.
+    pub fn new(words: &'a [u32]) -> Result<Self, DecodeError> {
+        match words {
+            [BLOB_MAGIC, kind, arg, n, ..] => Ok(Self {
+                words,
+                at: 4,
+                defect: GuestDefect::from_words(*kind, *arg).ok_or(DecodeError::UnknownTag(1))?,
+                remaining: *n,
+            }),
+            _ => Err(DecodeError::UnknownTag(0)),
+        }
+    }
+
+    fn word(&mut self) -> Result<u32, DecodeError> {
+        let w = *self
+            .words
+            .get(self.at)
+            .ok_or(DecodeError::Truncated(self.at))?;
+        self.at += 1;
+        Ok(w)
+    }
+
+    /// The next sequence, or `None` after the last.
+    pub fn next_sequence(&mut self) -> Option<Result<Vec<ProbedStep>, DecodeError>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        Some(self.sequence())
+    }
+
+    fn sequence(&mut self) -> Result<Vec<ProbedStep>, DecodeError> {
+        let n = self.word()?;
+        let mut steps = Vec::new();
+        for _ in 0..n {
+            let space = self.word()?;
+            let count = self.word()? as usize;
+            let probes = self
+                .words
+                .get(self.at..self.at + count)
+                .ok_or(DecodeError::Truncated(self.at))?
+                .to_vec();
+            self.at += count;
+            let (step, used) = decode_step_words(&self.words[self.at..])
+                .map_err(|_| DecodeError::UnknownTag(self.at))?;
+            self.at += used;
+            steps.push(ProbedStep {
+                probe_space: (space != NO_SPACE).then_some(space),
+                probes,
+                step,
+            });
+        }
+        Ok(steps)
+    }
+}
+
+/// Access results in [`Probe::accesses`]: two bits per access, `attempted` and `succeeded`.
+/// Accesses 0-3 prime before the step (PL0 read, PL0 write-back, PL1 read, PL1 write-back),
+/// 4-7 repeat them after it.
+pub const ACCESS_NAMES: [&str; 8] = [
+    "pre PL0 read",
+    "pre PL0 write",
+    "pre PL1 read",
+    "pre PL1 write",
+    "post PL0 read",
+    "post PL0 write",
+    "post PL1 read",
+    "post PL1 write",
+];
+
+/// What the guest saw for one page around one step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Probe {
+    /// The page.
+    pub va: u32,
+    /// PAR after ATS1CUR, ATS1CUW, ATS1CPR, ATS1CPW (after the step).
+    pub ats: [u32; 4],
+    /// Two bits per access of [`ACCESS_NAMES`]: bit 2i attempted, bit 2i+1 succeeded.
+    pub accesses: u32,
+    /// Word 0 read by LDRT and LDR before the step.
+    pub pre_values: [u32; 2],
+    /// Word 0 read by LDRT and LDR after the step.
+    pub post_values: [u32; 2],
+    /// Word 0 of the physical page ATS1CPR gives, read through the kernel's linear map.
+    pub content: u32,
+}
+
+impl Probe {
+    /// Whether access `i` was attempted, and if so whether it succeeded.
+    #[must_use]
+    pub const fn access(&self, i: usize) -> Option<bool> {
+        if self.accesses >> (2 * i) & 1 == 0 {
+            None
+        } else {
+            Some(self.accesses >> (2 * i + 1) & 1 == 1)
+        }
+    }
+
+    /// Records access `i`.
+    pub fn set_access(&mut self, i: usize, ok: bool) {
+        self.accesses |= (1 | (u32::from(ok) << 1)) << (2 * i);
+    }
+
+    /// The record's words.
+    #[must_use]
+    pub const fn words(&self) -> [u32; PROBE_WORDS] {
+        [
+            self.va,
+            self.ats[0],
+            self.ats[1],
+            self.ats[2],
+            self.ats[3],
+            self.accesses,
+            self.pre_values[0],
+            self.pre_values[1],
+            self.post_values[0],
+            self.post_values[1],
+            self.content,
+        ]
+    }
+
+    /// From a record's words.
+    #[must_use]
+    pub const fn from_words(w: &[u32; PROBE_WORDS]) -> Self {
+        Self {
+            va: w[0],
+            ats: [w[1], w[2], w[3], w[4]],
+            accesses: w[5],
+            pre_values: [w[6], w[7]],
+            post_values: [w[8], w[9]],
+            content: w[10],
+        }
+    }
+}
+
+/// The outcome's words (`kind`, `value`).
+#[must_use]
+pub const fn outcome_words(o: Outcome) -> [u32; 2] {
+    match o {
+        Outcome::Ok(v) => [0, v],
+        Outcome::Err(e) => [1, e as u32],
+        Outcome::Skipped => [2, 0],
+    }
+}
+
+/// The outcome from its words.
+#[must_use]
+pub const fn outcome_from_words(kind: u32, value: u32) -> Outcome {
+    match kind {
+        0 => Outcome::Ok(value),
+        1 => Outcome::Err(value as i32),
+        _ => Outcome::Skipped,
+    }
+}
+
+/// One record of a report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// A sequence started with this many free frames.
+    Sequence { seq: u32, free: u32 },
+    /// A step ran.
+    Step {
+        step: u32,
+        outcome: Outcome,
+        free: u32,
+        probes: Vec<Probe>,
+    },
+    /// A sequence ended; free frames after teardown.
+    End { seq: u32, free: u32 },
+}
+
+impl Record {
+    /// Appends the record's words.
+    pub fn encode(&self, out: &mut Vec<u32>) {
+        match self {
+            Self::Sequence { seq, free } => out.extend([REC_SEQUENCE, *seq, *free]),
+            Self::Step {
+                step,
+                outcome,
+                free,
+                probes,
+            } => {
+                let [k, v] = outcome_words(*outcome);
+                out.extend([REC_STEP, *step, k, v, *free, probes.len() as u32]);
+                for p in probes {
+                    out.extend(p.words());
+                }
+            }
+            Self::End { seq, free } => out.extend([REC_END, *seq, *free, 0]),
+        }
+    }
+}
+
+/// Decodes a whole report; a truncated tail (the guest died mid-record) is an error naming
+/// the word where it starts.
+pub fn decode_report(words: &[u32]) -> Result<Vec<Record>, DecodeError> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        let get = |n: usize| words.get(i..i + n).ok_or(DecodeError::Truncated(i));
+        match words[i] {
+            REC_SEQUENCE => {
+                let w = get(3)?;
+                out.push(Record::Sequence {
+                    seq: w[1],
+                    free: w[2],
+                });
+                i += 3;
+            }
+            REC_STEP => {
+                let w = get(6)?;
+                let n = w[5] as usize;
+                let body = words
+                    .get(i + 6..i + 6 + n * PROBE_WORDS)
+                    .ok_or(DecodeError::Truncated(i))?;
+                let probes = body
+                    .chunks_exact(PROBE_WORDS)
+                    .map(|c| {
+                        let mut a = [0; PROBE_WORDS];
+                        a.copy_from_slice(c);
+                        Probe::from_words(&a)
+                    })
+                    .collect();
+                out.push(Record::Step {
+                    step: w[1],
+                    outcome: outcome_from_words(w[2], w[3]),
+                    free: w[4],
+                    probes,
+                });
+                i += 6 + n * PROBE_WORDS;
+            }
+            REC_END => {
+                let w = get(4)?;
+                out.push(Record::End {
+                    seq: w[1],
+                    free: w[2],
+                });
+                i += 4;
+            }
+            _ => return Err(DecodeError::UnknownTag(i)),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,50 @@
+//! The guest's own tables, used before a world boots and between worlds: TTBR1 maps RAM at
+//! VA = PA in sections (PL1 read/write), TTBR0 is an empty table. The vmm's kernel table maps
+//! the same RAM the same way, so switching TTBR1 between them never unmaps the guest.
+
+use core::ptr::addr_of;
+
+use crate::cp15;
+
+/// RAM on `-M virt` with `-m 256M`.
+const RAM_BASE: u32 = 0x4000_0000;
+const RAM_MIB: u32 = 256;
+
+#[repr(C, align(16384))]
+struct KernelL1([u32; 4096]);
+#[repr(C, align(4096))]
+struct UserL1([u32; 1024]);
+
+static mut BOOT_L1: KernelL1 = KernelL1([0; 4096]);
+static EMPTY_USER_L1: UserL1 = UserL1([0; 1024]);
+
+/// The empty TTBR0 table's address.
+pub fn empty_user_table() -> u32 {
+    addr_of!(EMPTY_USER_L1) as u32
+}
+
+/// Fills the boot table, sets TTBCR.N = 2, domain 0 client, and turns the MMU on.
+pub fn enable_mmu() {
+    for mib in 0..RAM_MIB {
+        let pa = RAM_BASE + (mib << 20);
+        // Section, AP = 01 (PL1 read/write), domain 0, TEX 001 C B (normal write-back).
+        let section = pa | (1 << 12) | (0b01 << 10) | (1 << 3) | (1 << 2) | 0b10;
+        // SAFETY: the table is only written here, before the MMU uses it.
+        unsafe { (*core::ptr::addr_of_mut!(BOOT_L1)).0[(pa >> 20) as usize] = section };
+    }
+    cp15::dsb();
+    cp15::write_ttbcr(2);
+    cp15::write_dacr(0b01);
+    cp15::write_contextidr(0);
+    use_boot_tables();
+    cp15::write_sctlr(cp15::read_sctlr() | 1);
+}
+
+/// TTBR1 = the boot table, TTBR0 = the empty table, whole TLB invalidated.
+pub fn use_boot_tables() {
+    cp15::write_ttbr0(empty_user_table());
+    cp15::write_ttbr1(addr_of!(BOOT_L1) as u32);
+    cp15::tlbiall(0);
+    cp15::dsb();
+    cp15::isb();
+}

@@ -1,0 +1,137 @@
+//! The CP15 registers and maintenance operations the guest uses, as small functions.
+//!
+//! Each is one `mcr`/`mrc` (plus the barrier the architecture asks for). They are safe to call
+//! in this guest: it runs at PL1, single-threaded, and every table it installs maps its own
+//! image (the vmm's kernel table maps all RAM at VA = PA, like the boot table).
+
+use core::arch::asm;
+
+macro_rules! write_cp15 {
+    ($(#[$doc:meta])* $name:ident, $crn:literal, $op1:literal, $crm:literal, $op2:literal) => {
+        $(#[$doc])*
+        #[inline(always)]
+        pub fn $name(value: u32) {
+            // SAFETY: a CP15 write at PL1; see the module comment for why it keeps the guest's
+            // own mappings intact.
+            unsafe {
+                asm!(
+                    concat!("mcr p15, ", $op1, ", {0}, ", $crn, ", ", $crm, ", ", $op2),
+                    "isb",
+                    in(reg) value,
+                    options(nostack)
+                )
+            }
+        }
+    };
+}
+
+macro_rules! read_cp15 {
+    ($(#[$doc:meta])* $name:ident, $crn:literal, $op1:literal, $crm:literal, $op2:literal) => {
+        $(#[$doc])*
+        #[inline(always)]
+        #[must_use]
+        pub fn $name() -> u32 {
+            let value: u32;
+            // SAFETY: a CP15 read at PL1 has no side effect.
+            unsafe {
+                asm!(
+                    concat!("mrc p15, ", $op1, ", {0}, ", $crn, ", ", $crm, ", ", $op2),
+                    out(reg) value,
+                    options(nostack, nomem)
+                )
+            };
+            value
+        }
+    };
+}
+
+write_cp15!(/// SCTLR.
+    write_sctlr, "c1", 0, "c0", 0);
+read_cp15!(/// SCTLR.
+    read_sctlr, "c1", 0, "c0", 0);
+write_cp15!(/// TTBR0: the current user space's L1 table.
+    write_ttbr0, "c2", 0, "c0", 0);
+write_cp15!(/// TTBR1: the kernel's L1 table.
+    write_ttbr1, "c2", 0, "c0", 1);
+write_cp15!(/// TTBCR (N = 2: TTBR0 below 1 GiB).
+    write_ttbcr, "c2", 0, "c0", 2);
+write_cp15!(/// DACR.
+    write_dacr, "c3", 0, "c0", 0);
+write_cp15!(/// CONTEXTIDR: the current ASID in bits 7:0.
+    write_contextidr, "c13", 0, "c0", 1);
+read_cp15!(/// DFSR.
+    read_dfsr, "c5", 0, "c0", 0);
+read_cp15!(/// DFAR.
+    read_dfar, "c6", 0, "c0", 0);
+
+macro_rules! tlb_op {
+    ($(#[$doc:meta])* $name:ident, $op2:literal) => {
+        $(#[$doc])*
+        #[inline(always)]
+        pub fn $name(operand: u32) {
+            // SAFETY: TLB maintenance only drops cached translations.
+            unsafe {
+                asm!(
+                    concat!("mcr p15, 0, {0}, c8, c7, ", $op2),
+                    in(reg) operand,
+                    options(nostack)
+                )
+            }
+        }
+    };
+}
+
+tlb_op!(/// TLBIALL (operand ignored).
+    tlbiall, 0);
+tlb_op!(/// TLBIMVA: operand = VA[31:12] | ASID.
+    tlbimva, 1);
+tlb_op!(/// TLBIASID: operand = ASID.
+    tlbiasid, 2);
+tlb_op!(/// TLBIMVAA: operand = VA[31:12].
+    tlbimvaa, 3);
+
+/// DSB.
+#[inline(always)]
+pub fn dsb() {
+    // SAFETY: a barrier.
+    unsafe { asm!("dsb", options(nostack)) }
+}
+
+/// ISB.
+#[inline(always)]
+pub fn isb() {
+    // SAFETY: a barrier.
+    unsafe { asm!("isb", options(nostack)) }
+}
+
+macro_rules! ats {
+    ($(#[$doc:meta])* $name:ident, $op2:literal) => {
+        $(#[$doc])*
+        #[inline(always)]
+        #[must_use]
+        pub fn $name(va: u32) -> u32 {
+            let par: u32;
+            // SAFETY: an address translation operation writes only PAR, which is read back.
+            unsafe {
+                asm!(
+                    concat!("mcr p15, 0, {va}, c7, c8, ", $op2),
+                    "isb",
+                    "mrc p15, 0, {par}, c7, c4, 0",
+                    va = in(reg) va,
+                    par = lateout(reg) par,
+                    options(nostack)
+                )
+            };
+            par
+        }
+    };
+}
+
+ats!(/// ATS1CPR: the tables' answer for a PL1 read (PAR).
+    ats1cpr, 0);
+ats!(/// ATS1CPW: PL1 write.
+    ats1cpw, 1);
+ats!(/// ATS1CUR: PL0 read.
+    ats1cur, 2);
+ats!(/// ATS1CUW: PL0 write.
+    ats1cuw, 3);

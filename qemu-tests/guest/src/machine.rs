@@ -1,0 +1,130 @@
+//! The vmm's `Machine` on real hardware: physical words through the kernel's linear map
+//! (VA = PA for RAM), real CP15 TLB maintenance and barriers, and the injected defects of the
+//! QEMU suite's broken-machine runs.
+
+use core::ptr::{read_volatile, write_volatile};
+
+use op_driver::guest::GuestDefect;
+use vmm::addr::{PhysAddr, PhysFrame, VirtPage};
+use vmm::arch::armv7::Asid;
+use vmm::machine::Machine;
+
+use crate::cp15;
+
+/// The guest's machine.
+pub struct GuestMachine {
+    defect: GuestDefect,
+    /// TLB invalidates asked for since the world booted.
+    invalidates: u32,
+    /// The allocation (0-based, within the current step) to refuse.
+    refuse: Option<u16>,
+    allocations: u32,
+}
+
+impl GuestMachine {
+    /// A machine with `defect`.
+    pub const fn new(defect: GuestDefect) -> Self {
+        Self {
+            defect,
+            invalidates: 0,
+            refuse: None,
+            allocations: 0,
+        }
+    }
+
+    /// Refuse allocation `k` of the next step (and count from 0 again).
+    pub fn refuse_allocation(&mut self, k: Option<u16>) {
+        self.refuse = k;
+        self.allocations = 0;
+    }
+
+    /// Whether this invalidate is lost (the defect).
+    fn lose_invalidate(&mut self) -> bool {
+        let n = self.invalidates;
+        self.invalidates += 1;
+        match self.defect {
+            GuestDefect::DropEveryInvalidate => true,
+            GuestDefect::DropNthInvalidate(k) => n == k,
+            _ => false,
+        }
+    }
+}
+
+fn word_ptr(pa: PhysAddr) -> *mut u32 {
+    pa.as_u32() as usize as *mut u32
+}
+
+impl Machine for GuestMachine {
+    fn read_word(&mut self, pa: PhysAddr) -> u32 {
+        // SAFETY: the vmm reads only its table pages and frames in RAM, which the kernel's
+        // linear map covers at VA = PA.
+        unsafe { read_volatile(word_ptr(pa)) }
+    }
+
+    fn write_word(&mut self, pa: PhysAddr, value: u32) {
+        // Same predicate as the host checker's broken machine, so both see the same defect.
+        let user_small_page = value & 0b10 != 0 && value & (1 << 11) != 0;
+        let value = if self.defect == GuestDefect::MakeReadOnlyUserPagesWritable
+            && user_small_page
+            && value & (1 << 9) != 0
+        {
+            value & !(1 << 9)
+        } else {
+            value
+        };
+        // SAFETY: the vmm writes only its own table pages (in the pool, mapped at VA = PA).
+        unsafe { write_volatile(word_ptr(pa), value) }
+    }
+
+    fn zero_frame(&mut self, frame: PhysFrame) {
+        let p = word_ptr(frame.start());
+        for i in 0..1024 {
+            // SAFETY: a whole pool frame the vmm owns, mapped at VA = PA.
+            unsafe { write_volatile(p.add(i), 0) }
+        }
+    }
+
+    fn copy_frame(&mut self, dst: PhysFrame, src: PhysFrame) {
+        let (d, s) = (word_ptr(dst.start()), word_ptr(src.start()));
+        for i in 0..1024 {
+            // SAFETY: two distinct frames the vmm owns, mapped at VA = PA.
+            unsafe { write_volatile(d.add(i), read_volatile(s.add(i))) }
+        }
+    }
+
+    fn tlb_invalidate_page(&mut self, asid: Asid, page: VirtPage) {
+        if !self.lose_invalidate() {
+            cp15::tlbimva(page.start().as_u32() | u32::from(asid.value()));
+        }
+    }
+
+    fn tlb_invalidate_page_all_asids(&mut self, page: VirtPage) {
+        if !self.lose_invalidate() {
+            cp15::tlbimvaa(page.start().as_u32());
+        }
+    }
+
+    fn tlb_invalidate_asid(&mut self, asid: Asid) {
+        if !self.lose_invalidate() {
+            cp15::tlbiasid(u32::from(asid.value()));
+        }
+    }
+
+    fn tlb_invalidate_all(&mut self) {
+        cp15::tlbiall(0);
+    }
+
+    fn dsb(&mut self) {
+        cp15::dsb();
+    }
+
+    fn isb(&mut self) {
+        cp15::isb();
+    }
+
+    fn frame_allocation_permitted(&mut self) -> bool {
+        let k = self.allocations;
+        self.allocations += 1;
+        self.refuse != Some(k.min(0xFFFF) as u16)
+    }
+}

@@ -1,0 +1,203 @@
+//! One fresh world per sequence: a new `Vm` on the real frame pool, its kernel table in TTBR1,
+//! the live spaces, and the step runner that primes and probes pages around every op.
+
+use alloc::vec::Vec;
+
+use op_driver::guest::{GuestDefect, Probe, ProbedStep, Record};
+use op_driver::{AccessOp, Accessor, ConcreteOp, POOL_FRAMES, Outcome};
+use vmm::fault::{Access, FaultError, Mode};
+use vmm::space::{ShmId, SpaceId};
+use vmm::{Errno, Layout, Vm};
+
+use crate::access::{ldr, ldrt, str, strt};
+use crate::boot;
+use crate::cp15;
+use crate::machine::GuestMachine;
+
+/// A vmm and its live spaces.
+pub struct World {
+    vm: Vm<GuestMachine>,
+    spaces: Vec<SpaceId>,
+}
+
+impl World {
+    /// Boots a vmm on the frame pool and switches the MMU to its kernel table.
+    pub fn boot(defect: GuestDefect) -> Result<Self, Errno> {
+        let vm = Vm::new(
+            GuestMachine::new(defect),
+            Layout::with_pool_frames(POOL_FRAMES),
+        )?;
+        cp15::write_ttbr1(vm.kernel().l1_table().as_u32());
+        cp15::tlbiall(0);
+        cp15::dsb();
+        cp15::isb();
+        Ok(Self {
+            vm,
+            spaces: Vec::new(),
+        })
+    }
+
+    /// Free frames in the pool.
+    pub fn free_frames(&self) -> u32 {
+        self.vm.frames().free_count()
+    }
+
+    /// Makes `space` current: TTBR0 and CONTEXTIDR (ASID), through the empty table so no
+    /// walk mixes the old ASID with the new table. `None`: the empty table, ASID 0.
+    fn enter(&self, space: Option<SpaceId>) {
+        let target = space.and_then(|id| self.vm.space(id)).map(|s| {
+            (
+                s.mmu().l1_table().as_u32(),
+                u32::from(s.asid().value()),
+            )
+        });
+        cp15::write_ttbr0(boot::empty_user_table());
+        let (table, asid) = target.unwrap_or((boot::empty_user_table(), 0));
+        cp15::write_contextidr(asid);
+        cp15::write_ttbr0(table);
+    }
+
+    /// Runs one step: enter the probed space, prime its pages, apply the op, probe again.
+    pub fn step(&mut self, index: u32, s: &ProbedStep) -> Record {
+        let space = s
+            .probe_space
+            .and_then(|i| self.spaces.get(i as usize).copied());
+        self.enter(space);
+        let mut probes: Vec<Probe> = s
+            .probes
+            .iter()
+            .map(|&va| {
+                let mut p = Probe {
+                    va,
+                    ..Probe::default()
+                };
+                prime(&mut p, 0);
+                p
+            })
+            .collect();
+        self.vm.machine_mut().refuse_allocation(s.step.refuse);
+        let outcome = if matches!(
+            s.step.op,
+            ConcreteOp::Access {
+                access: AccessOp::Exec,
+                ..
+            }
+        ) {
+            // Instruction fetches are not run in the guest (ATS has no execute variant and
+            // the pages hold data); the host runner never sends them.
+            Outcome::Skipped
+        } else {
+            op_driver::apply(&mut self.vm, &mut self.spaces, &s.step.op, &mut RealAccesses)
+        };
+        self.vm.machine_mut().refuse_allocation(None);
+        for p in &mut probes {
+            p.ats = [
+                cp15::ats1cur(p.va),
+                cp15::ats1cuw(p.va),
+                cp15::ats1cpr(p.va),
+                cp15::ats1cpw(p.va),
+            ];
+            prime(p, 4);
+            if p.ats[2] & 1 == 0 {
+                let pa = p.ats[2] & !0xFFF;
+                p.content = ldr(pa).unwrap_or(0);
+            }
+        }
+        Record::Step {
+            step: index,
+            outcome,
+            free: self.free_frames(),
+            probes,
+        }
+    }
+
+    /// Every space exits, every segment is removed, every vmalloc allocation is freed; then
+    /// the MMU goes back to the boot tables. Returns the free frames at the end.
+    pub fn teardown(mut self) -> u32 {
+        self.enter(None);
+        for id in core::mem::take(&mut self.spaces) {
+            let _ = self.vm.exit(id);
+        }
+        for i in 0..192 {
+            let _ = self.vm.shmctl(ShmId(i), 0);
+        }
+        let allocations: Vec<u32> = self
+            .vm
+            .vmalloc_allocations()
+            .map(|(a, _)| a.as_u32())
+            .collect();
+        for a in allocations {
+            let _ = self.vm.vfree(a);
+        }
+        let free = self.free_frames();
+        boot::use_boot_tables();
+        free
+    }
+}
+
+/// Accesses 0-3 (or 4-7 with `base` 4): PL0 read and write-back, PL1 read and write-back, of
+/// word 0 of the page. Writing back the value just read changes no memory.
+fn prime(p: &mut Probe, base: usize) {
+    let values = if base == 0 {
+        &mut p.pre_values
+    } else {
+        &mut p.post_values
+    };
+    let mut results = [None; 4];
+    if let Ok(v) = ldrt(p.va) {
+        values[0] = v;
+        results[0] = Some(true);
+        results[1] = Some(strt(p.va, v).is_ok());
+    } else {
+        results[0] = Some(false);
+    }
+    if let Ok(v) = ldr(p.va) {
+        values[1] = v;
+        results[2] = Some(true);
+        results[3] = Some(str(p.va, v).is_ok());
+    } else {
+        results[2] = Some(false);
+    }
+    for (i, r) in results.iter().enumerate() {
+        if let Some(ok) = r {
+            p.set_access(base + i, *ok);
+        }
+    }
+}
+
+/// User and kernel accesses as real loads and stores; an abort goes to the vmm's fault
+/// handler with the faulting address, and the access is retried.
+struct RealAccesses;
+
+impl Accessor<GuestMachine> for RealAccesses {
+    fn access(
+        &mut self,
+        vm: &mut Vm<GuestMachine>,
+        space: SpaceId,
+        va: u32,
+        access: AccessOp,
+        mode: Mode,
+    ) -> Result<u32, FaultError> {
+        let kind = match access {
+            AccessOp::Read => Access::Read,
+            AccessOp::Write(_) => Access::Write,
+            AccessOp::Exec => return Err(mode.unresolved()),
+        };
+        for _ in 0..3 {
+            let result = match (access, mode) {
+                (AccessOp::Write(v), Mode::User) => strt(va, v).map(|()| 0),
+                (AccessOp::Write(v), Mode::Kernel) => str(va, v).map(|()| 0),
+                (_, Mode::User) => ldrt(va),
+                (_, Mode::Kernel) => ldr(va),
+            };
+            match result {
+                Ok(v) => return Ok(v),
+                Err(abort) => {
+                    let at = vmm::addr::VirtAddr::new(abort.address);
+                    vm.handle_fault(space, at, kind, mode)?;
+                }
+            }
+        }
+        Err(mode.unresolved())
+    }
+}
