@@ -1,0 +1,217 @@
+//! Comparing the guest's report of one sequence with the plan, in the host checker's order:
+//! the TLB (a real access disagreeing with a fresh walk of the same tables, whatever the model
+//! says), then return values, then the page tables (ATS) and free frames against the model.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use checker::{Divergence, DivergenceKind};
+use op_driver::POOL_FRAMES;
+use op_driver::guest::{ACCESS_NAMES, Probe, Record};
+use vmm::Layout;
+
+use crate::plan::{FrameName, PageView, Plan};
+
+/// The guest's report for one sequence (records between its start and end).
+#[derive(Clone, Debug, Default)]
+pub struct SequenceReport {
+    /// Free frames at the start.
+    pub start_free: u32,
+    /// One record per step run.
+    pub steps: Vec<Record>,
+    /// Free frames after teardown, if the guest got that far.
+    pub end_free: Option<u32>,
+}
+
+fn fault_status(par: u32) -> u32 {
+    (par >> 1) & 0x3F
+}
+fn is_translation_fault(par: u32) -> bool {
+    par & 1 == 1 && fault_status(par) & 0b11101 == 0b00101
+}
+fn is_permission_fault(par: u32) -> bool {
+    par & 1 == 1 && fault_status(par) & 0b11101 == 0b01101
+}
+
+/// The frame pairing learned while comparing: model frame ids and physical frames.
+#[derive(Default)]
+struct Bijection {
+    to_model: BTreeMap<u32, u64>,
+    to_phys: BTreeMap<u64, u32>,
+}
+
+impl Bijection {
+    fn forget_dead(&mut self, live: &[u64]) {
+        self.to_phys.retain(|id, _| live.binary_search(id).is_ok());
+        let to_phys = &self.to_phys;
+        self.to_model.retain(|_, id| to_phys.contains_key(id));
+    }
+
+    /// Names `pa` (a frame), learning from what the model expects at this page.
+    fn name(&mut self, pa: u32, expected: &PageView) -> Result<FrameName, String> {
+        let layout = Layout::with_pool_frames(POOL_FRAMES);
+        if !layout.overlaps_pool(pa, 1) {
+            return Ok(FrameName::Device(pa));
+        }
+        if let Some(&id) = self.to_model.get(&pa) {
+            return Ok(FrameName::Model(id));
+        }
+        let PageView::Mapped {
+            frame: FrameName::Model(id),
+            ..
+        } = *expected
+        else {
+            return Ok(FrameName::Unpaired(pa));
+        };
+        if let Some(other) = self.to_phys.get(&id) {
+            return Err(format!(
+                "model frame {id} is physical {other:#010x} and {pa:#010x}\n"
+            ));
+        }
+        self.to_model.insert(pa, id);
+        self.to_phys.insert(id, pa);
+        Ok(FrameName::Model(id))
+    }
+
+    /// What the guest's ATS results say about the page.
+    fn view(&mut self, p: &Probe, expected: &PageView) -> Result<PageView, String> {
+        if p.ats.iter().all(|&par| is_translation_fault(par)) {
+            return Ok(PageView::Unmapped);
+        }
+        if p.ats.iter().all(|&par| is_permission_fault(par)) {
+            return Ok(PageView::NoAccess);
+        }
+        let ok: Vec<bool> = p.ats.iter().map(|par| par & 1 == 0).collect();
+        let pas: Vec<u32> = p
+            .ats
+            .iter()
+            .filter(|par| *par & 1 == 0)
+            .map(|par| par & !0xFFF)
+            .collect();
+        let consistent = p
+            .ats
+            .iter()
+            .all(|&par| par & 1 == 0 || is_permission_fault(par))
+            && pas.windows(2).all(|w| w[0] == w[1]);
+        if !consistent {
+            return Ok(PageView::Odd(p.ats));
+        }
+        Ok(PageView::Mapped {
+            pl0: (ok[0], ok[1]),
+            pl1: (ok[2], ok[3]),
+            frame: self.name(pas[0], expected)?,
+        })
+    }
+}
+
+/// The first access of a probe that disagrees with the tables after the step.
+fn stale_access(p: &Probe) -> Option<String> {
+    for k in 0..4 {
+        let Some(real_ok) = p.access(4 + k) else {
+            continue;
+        };
+        let tables_ok = p.ats[k] & 1 == 0;
+        if real_ok != tables_ok {
+            return Some(format!(
+                "page {:#010x}: {} {} but the tables (ATS, PAR {:#x}) say it {}\n",
+                p.va,
+                ACCESS_NAMES[4 + k],
+                if real_ok { "succeeded" } else { "faulted" },
+                p.ats[k],
+                if tables_ok { "is allowed" } else { "faults" },
+            ));
+        }
+        if real_ok && k % 2 == 0 {
+            let value = p.post_values[k / 2];
+            if value != p.content {
+                return Some(format!(
+                    "page {:#010x}: {} read {value:#x}, but the frame the tables give holds {:#x}\n",
+                    p.va,
+                    ACCESS_NAMES[4 + k],
+                    p.content
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Compares one sequence's report with its plan.
+pub fn compare(plan: &Plan, report: &SequenceReport) -> Result<(), Box<Divergence>> {
+    let diverge = |kind, at, model: String, vmm: String| {
+        Box::new(Divergence {
+            kind,
+            steps: plan.steps.clone(),
+            at,
+            model,
+            vmm,
+        })
+    };
+    if report.start_free != plan.start_free {
+        return Err(diverge(
+            DivergenceKind::State,
+            0,
+            format!("free frames at boot: {}\n", plan.start_free),
+            format!("free frames at boot: {}\n", report.start_free),
+        ));
+    }
+    let mut frames = Bijection::default();
+    for (at, expected) in plan.expected.iter().enumerate() {
+        let Some(Record::Step {
+            outcome,
+            free,
+            probes,
+            ..
+        }) = report.steps.get(at)
+        else {
+            return Err(diverge(
+                DivergenceKind::ReturnValue,
+                at,
+                "the step runs\n".into(),
+                "the guest stopped before this step (see its output)\n".into(),
+            ));
+        };
+        if let Some(why) = probes.iter().find_map(stale_access) {
+            return Err(diverge(
+                DivergenceKind::StaleTlb,
+                at,
+                "every real access agrees with a fresh walk of the tables\n".into(),
+                why,
+            ));
+        }
+        if *outcome != expected.outcome {
+            return Err(diverge(
+                DivergenceKind::ReturnValue,
+                at,
+                format!("{:?}\n", expected.outcome),
+                format!("{outcome:?}\n"),
+            ));
+        }
+        let mut model = format!("free frames: {}\n", expected.free);
+        let mut guest = format!("free frames: {free}\n");
+        for ((va, want), p) in expected.pages.iter().zip(probes) {
+            let got = frames
+                .view(p, want)
+                .map_err(|why| diverge(DivergenceKind::FrameBijection, at, String::new(), why))?;
+            let _ = writeln!(model, "{va:#010x}  {want}");
+            let _ = writeln!(guest, "{:#010x}  {got}", p.va);
+        }
+        if probes.len() != expected.pages.len() {
+            let _ = writeln!(guest, "({} probes reported)", probes.len());
+            let _ = writeln!(model, "({} probes reported)", expected.pages.len());
+        }
+        if model != guest {
+            return Err(diverge(DivergenceKind::State, at, model, guest));
+        }
+        frames.forget_dead(&expected.live_frames);
+    }
+    match report.end_free {
+        Some(free) if free == plan.start_free => Ok(()),
+        end => Err(diverge(
+            DivergenceKind::State,
+            plan.steps.len(),
+            format!("free frames after teardown: {}\n", plan.start_free),
+            format!("free frames after teardown: {end:?}\n"),
+        )),
+    }
+}

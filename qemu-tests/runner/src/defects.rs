@@ -1,0 +1,48 @@
+//! Injected machine defects the QEMU suite must catch, each with a short sequence and the
+//! divergence kind the host checker reports for the same defect on its simulated machine.
+
+use checker::{Defect, DivergenceKind};
+use op_driver::guest::GuestDefect;
+
+/// A defect case: the guest's defect, the host's, the sequence, the kind both must report.
+pub struct DefectCase {
+    /// Name for the report.
+    pub name: &'static str,
+    /// The guest machine's defect.
+    pub guest: GuestDefect,
+    /// The host machine's defect.
+    pub host: Defect,
+    /// The sequence (`.ops` text).
+    pub ops: &'static str,
+    /// The kind both must report.
+    pub kind: DivergenceKind,
+}
+
+/// Every defect case. The pages are written (PL0 TLB entries primed writable) in the space the
+/// defective op changes: a context switch would flush QEMU's whole TLB and hide the defect.
+#[must_use]
+pub fn cases() -> Vec<DefectCase> {
+    vec![
+        DefectCase {
+            name: "drop every TLB invalidate (munmap of a read page)",
+            guest: GuestDefect::DropEveryInvalidate,
+            host: Defect::DropEveryInvalidate,
+            ops: "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nread s=0 addr=r0+0p+0w mode=user\nmunmap s=0 addr=mmap+0p len=0x1000\n",
+            kind: DivergenceKind::StaleTlb,
+        },
+        DefectCase {
+            name: "drop the first TLB invalidate (the parent's write-protect at fork)",
+            guest: GuestDefect::DropNthInvalidate(0),
+            host: Defect::DropNthInvalidate(0),
+            ops: "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+0p+0w value=0x1 mode=user\nfork s=0\n",
+            kind: DivergenceKind::StaleTlb,
+        },
+        DefectCase {
+            name: "read-only user descriptors written read/write (fork)",
+            guest: GuestDefect::MakeReadOnlyUserPagesWritable,
+            host: Defect::MakeReadOnlyUserPagesWritable,
+            ops: "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+0p+0w value=0x1 mode=user\nfork s=0\n",
+            kind: DivergenceKind::State,
+        },
+    ]
+}

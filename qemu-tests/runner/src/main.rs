@@ -1,0 +1,393 @@
+//! `qemu-runner`: runs `.ops` files and seeded random sequences in the bare-metal guest under
+//! qemu-system-arm and compares what the real MMU shows with the reference model. Usually run
+//! through `cargo xtask qemu`, which builds the guest first.
+//!
+//! Prints PASS/FAIL per file, FAIL per random sequence (saved as `.ops` for replay), and a
+//! SUMMARY line with throughput. Exit status: 0 when everything agrees, 1 on any divergence,
+//! guest crash or timeout, 2 when the inputs or QEMU are unusable.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use checker::{DivergenceKind, Op, Step, parse_ops, print_ops};
+use clap::Parser;
+use op_driver::guest::{GuestDefect, Record, encode_blob};
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+use qemu_runner::compare::compare;
+use qemu_runner::defects;
+use qemu_runner::plan::{Plan, plan};
+use qemu_runner::qemu::run_guest;
+
+#[derive(Parser)]
+#[command(about = "The QEMU differential suite: op sequences on a real ARMv7 MMU vs the model")]
+struct Args {
+    /// The guest image (built by `cargo xtask qemu`).
+    #[arg(long)]
+    guest: PathBuf,
+    /// Random sequences to run after the files.
+    #[arg(long, default_value_t = 200)]
+    random: usize,
+    /// Seed of the random sequences.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Ops per random sequence (before instruction fetches are dropped).
+    #[arg(long, default_value_t = 50)]
+    length: usize,
+    /// Sequences per boot of the guest.
+    #[arg(long, default_value_t = 250)]
+    batch: usize,
+    /// Seconds one boot may take before it counts as hung.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+    /// Instead of the suite: show that injected defects are caught, as on the host.
+    #[arg(long)]
+    prove_defects: bool,
+    /// `.ops` files (default: corpus/regressions/*.ops).
+    files: Vec<PathBuf>,
+}
+
+/// A sequence to run, named for the report.
+struct Item {
+    name: String,
+    plan: Plan,
+}
+
+/// What happened to one sequence.
+enum Verdict {
+    Pass,
+    Diverged(Box<checker::Divergence>),
+    Crashed(String),
+}
+
+#[derive(Default)]
+struct Stats {
+    ops: usize,
+    probes: usize,
+    boots: usize,
+    qemu_time: Duration,
+}
+
+fn random_sequences(n: usize, seed: u64, length: usize) -> Vec<Vec<Step>> {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
+    );
+    let ops = proptest::collection::vec(
+        (
+            checker::strategy::op(),
+            proptest::option::weighted(0.15, 0..3u8),
+        ),
+        length.saturating_sub(1),
+    );
+    (0..n)
+        .map(|_| {
+            let tail = ops
+                .new_tree(&mut runner)
+                .map(|t| t.current())
+                .unwrap_or_default();
+            std::iter::once(Step {
+                op: Op::Spawn,
+                refuse: None,
+            })
+            .chain(tail.into_iter().map(|(op, refuse)| Step { op, refuse }))
+            .collect()
+        })
+        .collect()
+}
+
+/// Runs `items` in boots of at most `batch` sequences; a sequence the guest did not finish is
+/// a crash, and the boot resumes after it.
+fn run_items(
+    guest: &Path,
+    items: &[Item],
+    defect: GuestDefect,
+    batch: usize,
+    timeout: Duration,
+    stats: &mut Stats,
+    progress: bool,
+) -> Result<Vec<Verdict>, String> {
+    let mut verdicts = Vec::new();
+    let mut next = 0;
+    while next < items.len() {
+        let chunk = &items[next..(next + batch.max(1)).min(items.len())];
+        let blob = encode_blob(
+            defect,
+            &chunk
+                .iter()
+                .map(|i| i.plan.probed.clone())
+                .collect::<Vec<_>>(),
+        );
+        let run = run_guest(guest, &blob, timeout, stats.boots).map_err(|e| e.to_string())?;
+        if run.sequences.is_empty() && run.output.contains("qemu-system-arm:") {
+            return Err(format!("QEMU did not run the guest: {}", run.output.trim()));
+        }
+        stats.boots += 1;
+        stats.qemu_time += run.elapsed;
+        let mut finished = 0;
+        for (item, report) in chunk.iter().zip(&run.sequences) {
+            if report.end_free.is_none() {
+                break;
+            }
+            finished += 1;
+            stats.ops += item.plan.steps.len();
+            stats.probes += report
+                .steps
+                .iter()
+                .map(|r| match r {
+                    Record::Step { probes, .. } => probes.len(),
+                    _ => 0,
+                })
+                .sum::<usize>();
+            verdicts.push(match compare(&item.plan, report) {
+                Ok(()) => Verdict::Pass,
+                Err(d) => Verdict::Diverged(d),
+            });
+        }
+        next += finished;
+        if finished < chunk.len() {
+            let why = match run.status {
+                None => format!("timed out after {} s", timeout.as_secs()),
+                Some(code) => format!("guest exit status {code}"),
+            };
+            let detail = run.report_error.map_or(String::new(), |e| format!("; {e}"));
+            verdicts.push(Verdict::Crashed(format!(
+                "{why}{detail} while running this sequence; guest output:\n{}",
+                run.output.trim_end()
+            )));
+            next += 1;
+        }
+        if progress {
+            eprintln!(
+                "qemu: {}/{} sequences ({:.1} s in QEMU)",
+                next,
+                items.len(),
+                stats.qemu_time.as_secs_f64()
+            );
+        }
+    }
+    Ok(verdicts)
+}
+
+fn load_files(files: &[PathBuf]) -> Result<Vec<Item>, String> {
+    let mut items = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let steps = parse_ops(&text).map_err(|e| format!("{}: {e}", f.display()))?;
+        items.push(Item {
+            name: f.display().to_string(),
+            plan: plan(&steps),
+        });
+    }
+    Ok(items)
+}
+
+/// The workspace root.
+fn root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    here.canonicalize().unwrap_or(here)
+}
+
+fn default_files() -> Result<Vec<PathBuf>, String> {
+    let dir = root().join("corpus/regressions");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "ops"))
+        .collect();
+    files.sort();
+    Ok(files
+        .into_iter()
+        .map(|p| p.strip_prefix(root()).map(Path::to_path_buf).unwrap_or(p))
+        .collect())
+}
+
+fn suite(args: &Args) -> Result<bool, String> {
+    let files = if args.files.is_empty() {
+        default_files()?
+    } else {
+        args.files.clone()
+    };
+    let mut items = load_files(&files)?;
+    let file_count = items.len();
+    for (i, steps) in random_sequences(args.random, args.seed, args.length)
+        .into_iter()
+        .enumerate()
+    {
+        items.push(Item {
+            name: format!("random #{i} (seed {})", args.seed),
+            plan: plan(&steps),
+        });
+    }
+    println!(
+        "qemu: {} files + {} random sequences of {} ops (seed {}), {} per boot, guest {}",
+        file_count,
+        args.random,
+        args.length,
+        args.seed,
+        args.batch,
+        args.guest.display()
+    );
+    let start = Instant::now();
+    let mut stats = Stats::default();
+    let verdicts = run_items(
+        &args.guest,
+        &items,
+        GuestDefect::None,
+        args.batch,
+        Duration::from_secs(args.timeout),
+        &mut stats,
+        items.len() > args.batch,
+    )?;
+    let (mut failed, mut crashed) = (0, 0);
+    let failures = root().join("target/qemu-failures");
+    for (i, (item, verdict)) in items.iter().zip(&verdicts).enumerate() {
+        let is_file = i < file_count;
+        match verdict {
+            Verdict::Pass if is_file => println!("PASS {}", item.name),
+            Verdict::Pass => {}
+            Verdict::Diverged(d) => {
+                failed += 1;
+                println!("FAIL {}\n{d}", item.name);
+            }
+            Verdict::Crashed(why) => {
+                crashed += 1;
+                println!("FAIL {}: {why}\n{}", item.name, print_ops(&item.plan.steps));
+            }
+        }
+        if !is_file && !matches!(verdict, Verdict::Pass) {
+            let _ = std::fs::create_dir_all(&failures);
+            let path = failures.join(format!("random-seed{}-{}.ops", args.seed, i - file_count));
+            if std::fs::write(&path, print_ops(&item.plan.steps)).is_ok() {
+                println!(
+                    "  saved as {} (cargo xtask qemu {0}; cargo xtask replay {0})",
+                    path.display()
+                );
+            }
+        }
+    }
+    if args.random > 0 {
+        let random_failed = verdicts[file_count..]
+            .iter()
+            .filter(|v| !matches!(v, Verdict::Pass))
+            .count();
+        println!(
+            "{} random sequences: {} passed, {} failed",
+            args.random,
+            args.random - random_failed,
+            random_failed
+        );
+    }
+    let secs = stats.qemu_time.as_secs_f64().max(1e-9);
+    println!(
+        "SUMMARY: {} sequences, {} failed, {} guest crashes; {} ops, {} probes; {} boots, {:.1} s in QEMU ({:.0} sequences/min, {:.0} probes/s), {:.1} s wall",
+        items.len(),
+        failed,
+        crashed,
+        stats.ops,
+        stats.probes,
+        stats.boots,
+        secs,
+        items.len() as f64 * 60.0 / secs,
+        stats.probes as f64 / secs,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(failed == 0 && crashed == 0)
+}
+
+fn prove_defects(args: &Args) -> Result<bool, String> {
+    let mut all = true;
+    let timeout = Duration::from_secs(args.timeout);
+    for case in defects::cases() {
+        let steps = parse_ops(case.ops).map_err(|e| format!("{}: {e}", case.name))?;
+        let item = [Item {
+            name: case.name.into(),
+            plan: plan(&steps),
+        }];
+        let mut stats = Stats::default();
+        let kind_of = |v: &Verdict| match v {
+            Verdict::Pass => Ok(None),
+            Verdict::Diverged(d) => Ok(Some(d.kind)),
+            Verdict::Crashed(why) => Err(why.clone()),
+        };
+        let sound = run_items(
+            &args.guest,
+            &item,
+            GuestDefect::None,
+            1,
+            timeout,
+            &mut stats,
+            false,
+        )?;
+        let broken = run_items(
+            &args.guest,
+            &item,
+            case.guest,
+            1,
+            timeout,
+            &mut stats,
+            false,
+        )?;
+        let host_sound = checker::run(&steps).err().map(|d| d.kind);
+        let host_broken = checker::run_with_defect(&steps, Some(case.host))
+            .err()
+            .map(|d| d.kind);
+        let (qemu_sound, qemu_broken) = (kind_of(&sound[0])?, kind_of(&broken[0])?);
+        let ok = host_sound.is_none()
+            && qemu_sound.is_none()
+            && host_broken == Some(case.kind)
+            && qemu_broken == Some(case.kind);
+        all &= ok;
+        let show = |k: Option<DivergenceKind>| k.map_or("agrees".to_string(), |k| format!("{k:?}"));
+        println!(
+            "{} {}: expected {:?}; QEMU {} (sound machine: {}), host {} (sound machine: {})",
+            if ok { "PASS" } else { "FAIL" },
+            case.name,
+            case.kind,
+            show(qemu_broken),
+            show(qemu_sound),
+            show(host_broken),
+            show(host_sound),
+        );
+        if !ok && let Verdict::Diverged(d) = &broken[0] {
+            println!("{d}");
+        }
+    }
+    println!(
+        "SUMMARY: defects {}",
+        if all {
+            "all caught, host and QEMU agree"
+        } else {
+            "NOT all caught"
+        }
+    );
+    Ok(all)
+}
+
+fn main() -> ExitCode {
+    let mut args = Args::parse();
+    // QEMU runs in a scratch directory: the image path must not be relative.
+    match args.guest.canonicalize() {
+        Ok(p) => args.guest = p,
+        Err(e) => {
+            eprintln!("error: no guest image at {}: {e}", args.guest.display());
+            return ExitCode::from(2);
+        }
+    }
+    let result = if args.prove_defects {
+        prove_defects(&args)
+    } else {
+        suite(&args)
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

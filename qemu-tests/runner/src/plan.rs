@@ -1,0 +1,254 @@
+//! Planning a sequence with the reference model alone: every op resolved to a concrete op, the
+//! pages to probe around it, and what the model expects afterwards (the return value, the free
+//! frames, and for every probed page what the page tables must show).
+
+use std::fmt;
+
+use checker::concrete::{apply_model, resolve};
+use checker::{Op, Step};
+use op_driver::guest::ProbedStep;
+use op_driver::{ConcreteOp, Outcome, POOL_FRAMES};
+use reference_model::model::{self, Model};
+use vmm::machine::HostMachine;
+use vmm::{Layout, Vm};
+
+/// Most pages probed around one op.
+pub const MAX_PROBES: usize = 128;
+/// Pages of an op's own range that are probed even when nothing is mapped there.
+const RANGE_PAGES: u32 = 16;
+
+/// A frame as the comparison names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FrameName {
+    /// A pool frame, by model frame id.
+    Model(u64),
+    /// Device memory, by physical address.
+    Device(u32),
+    /// A pool frame the model has no frame for at this page.
+    Unpaired(u32),
+}
+
+/// What the page tables show for one page, at PL0 and PL1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageView {
+    /// No translation (a translation fault at every level).
+    Unmapped,
+    /// Present but no access at either level (PROT_NONE).
+    NoAccess,
+    /// Mapped: (read, write) at PL0 and at PL1, and the frame.
+    Mapped {
+        pl0: (bool, bool),
+        pl1: (bool, bool),
+        frame: FrameName,
+    },
+    /// Something else (the guest's ATS results disagree among themselves).
+    Odd([u32; 4]),
+}
+
+impl fmt::Display for PageView {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rw = |(r, w): (bool, bool)| match (r, w) {
+            (true, true) => "rw",
+            (true, false) => "r-",
+            (false, true) => "-w",
+            (false, false) => "--",
+        };
+        match self {
+            Self::Unmapped => write!(f, "no translation"),
+            Self::NoAccess => write!(f, "present, no access"),
+            Self::Mapped { pl0, pl1, frame } => {
+                write!(f, "pl0 {}  pl1 {}  ", rw(*pl0), rw(*pl1))?;
+                match frame {
+                    FrameName::Model(id) => write!(f, "frame {id}"),
+                    FrameName::Device(pa) => write!(f, "device {pa:#010x}"),
+                    FrameName::Unpaired(pa) => write!(f, "unpaired frame {pa:#010x}"),
+                }
+            }
+            Self::Odd(par) => write!(
+                f,
+                "PARs {:#x} {:#x} {:#x} {:#x}",
+                par[0], par[1], par[2], par[3]
+            ),
+        }
+    }
+}
+
+/// What the model expects after one step.
+#[derive(Clone, Debug)]
+pub struct Expected {
+    /// The return value.
+    pub outcome: Outcome,
+    /// Free frames.
+    pub free: u32,
+    /// Every probed page's view.
+    pub pages: Vec<(u32, PageView)>,
+    /// Model frames alive after the step (pairings of the others are forgotten).
+    pub live_frames: Vec<u64>,
+}
+
+/// A planned sequence.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The steps as written (instruction fetches removed).
+    pub steps: Vec<Step>,
+    /// What the guest runs.
+    pub probed: Vec<ProbedStep>,
+    /// What the model expects after each step.
+    pub expected: Vec<Expected>,
+    /// Free frames when the world has booted.
+    pub start_free: u32,
+}
+
+/// Free frames after the vmm boots on the checked layout (the model starts from it).
+#[must_use]
+pub fn boot_free_frames() -> u32 {
+    Vm::new(
+        HostMachine::default(),
+        Layout::with_pool_frames(POOL_FRAMES),
+    )
+    .map_or(0, |vm| vm.frames().free_count())
+}
+
+/// Whether the guest can run `step` (instruction fetches are not run there).
+#[must_use]
+pub fn runs_in_guest(step: &Step) -> bool {
+    !matches!(step.op, Op::Exec { .. })
+}
+
+fn op_pages(op: &ConcreteOp) -> Vec<u32> {
+    let range = |addr: u32, len: u32| {
+        let first = addr & !0xFFF;
+        let pages = len.div_ceil(0x1000).clamp(1, RANGE_PAGES);
+        (0..pages)
+            .filter_map(move |i| first.checked_add(i * 0x1000))
+            .filter(|&a| a < 0x4000_0000)
+    };
+    use ConcreteOp as C;
+    match *op {
+        C::Mmap { addr, len, .. }
+        | C::Munmap { addr, len, .. }
+        | C::Mprotect { addr, len, .. }
+        | C::MapDevice { addr, len, .. } => range(addr, len).collect(),
+        C::Mremap {
+            addr,
+            old_len,
+            new_len,
+            new_addr,
+            ..
+        } => range(addr, old_len)
+            .chain(range(new_addr, new_len))
+            .collect(),
+        C::Brk { addr, .. } | C::ShmDt { addr, .. } | C::ShmAt { addr, .. } => {
+            range(addr, 1).collect()
+        }
+        C::Access { addr, .. } => range(addr, 1).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The model and its live spaces, stepping through a sequence.
+struct ModelSide {
+    model: Model,
+    ids: Vec<u32>,
+}
+
+impl ModelSide {
+    fn view(&self, space: Option<usize>, va: u32) -> PageView {
+        if va >= 0x4000_0000 {
+            let page = u64::from(va);
+            return self
+                .model
+                .vmalloc
+                .range(..=page)
+                .next_back()
+                .filter(|(start, f)| page < *start + f.len() as u64 * 0x1000)
+                .map_or(PageView::Unmapped, |(start, f)| PageView::Mapped {
+                    pl0: (false, false),
+                    pl1: (true, true),
+                    frame: FrameName::Model(f[((page - start) / 0x1000) as usize]),
+                });
+        }
+        let pte = space
+            .and_then(|i| self.ids.get(i))
+            .and_then(|m| self.model.spaces[m].ptes.get(&u64::from(va)));
+        match pte {
+            None => PageView::Unmapped,
+            Some(p) if p.perms & 3 == 0 => PageView::NoAccess,
+            Some(p) => {
+                let rw = (p.perms & 1 != 0, p.perms & 2 != 0);
+                let frame = if p.frame & model::DEVICE_FRAME != 0 {
+                    FrameName::Device((p.frame & 0xFFFF_FFFF) as u32)
+                } else {
+                    FrameName::Model(p.frame)
+                };
+                PageView::Mapped {
+                    pl0: rw,
+                    pl1: rw,
+                    frame,
+                }
+            }
+        }
+    }
+}
+
+/// Plans `steps` (instruction fetches are dropped first; see [`runs_in_guest`]).
+#[must_use]
+pub fn plan(steps: &[Step]) -> Plan {
+    let steps: Vec<Step> = steps.iter().filter(|s| runs_in_guest(s)).cloned().collect();
+    let start_free = boot_free_frames();
+    let mut side = ModelSide {
+        model: Model::new(
+            model::Layout {
+                pool_size: POOL_FRAMES * 0x1000,
+                ..model::Layout::default()
+            },
+            start_free,
+        ),
+        ids: Vec::new(),
+    };
+    let (mut probed, mut expected) = (Vec::new(), Vec::new());
+    for step in &steps {
+        let op = resolve(&side.model, &side.ids, &step.op);
+        let space = match op {
+            ConcreteOp::Exit { .. } => None,
+            _ => op
+                .space()
+                .map(|s| s as usize)
+                .or((!side.ids.is_empty()).then_some(0)),
+        };
+        let mut pages: Vec<u32> = Vec::new();
+        if let Some(m) = space.and_then(|i| side.ids.get(i)) {
+            pages.extend(side.model.spaces[m].ptes.keys().map(|&a| a as u32));
+            pages.extend(op_pages(&op));
+        }
+        for (&start, frames) in &side.model.vmalloc {
+            pages.extend((0..frames.len() as u32).map(|i| start as u32 + i * 0x1000));
+        }
+        pages.sort_unstable();
+        pages.dedup();
+        pages.truncate(MAX_PROBES);
+        side.model.refuse_allocation = step.refuse.map(u64::from);
+        let outcome = apply_model(&mut side.model, &mut side.ids, &op);
+        side.model.refuse_allocation = None;
+        expected.push(Expected {
+            outcome,
+            free: side.model.free,
+            pages: pages.iter().map(|&va| (va, side.view(space, va))).collect(),
+            live_frames: side.model.frames.keys().copied().collect(),
+        });
+        probed.push(ProbedStep {
+            probe_space: space.map(|s| s as u32),
+            probes: pages,
+            step: op_driver::Step {
+                op,
+                refuse: step.refuse.map(u16::from),
+            },
+        });
+    }
+    Plan {
+        steps,
+        probed,
+        expected,
+        start_free,
+    }
+}

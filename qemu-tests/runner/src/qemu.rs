@@ -1,0 +1,127 @@
+//! Running the guest: a blob in a fresh directory, `qemu-system-arm` under a timeout, the
+//! report read back and split per sequence.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use op_driver::guest::{Record, decode_report};
+
+use crate::compare::SequenceReport;
+
+/// The machine every run uses (platform-notes.md).
+pub const QEMU_ARGS: [&str; 10] = [
+    "-M",
+    "virt",
+    "-cpu",
+    "cortex-a7",
+    "-m",
+    "256M",
+    "-nographic",
+    "-semihosting-config",
+    "enable=on,target=native",
+    "-no-reboot",
+];
+
+/// One boot of the guest.
+#[derive(Debug)]
+pub struct GuestRun {
+    /// The reports of the sequences the guest got through (the last may be partial).
+    pub sequences: Vec<SequenceReport>,
+    /// The guest's exit status (`None`: killed at the timeout).
+    pub status: Option<i32>,
+    /// What the guest printed.
+    pub output: String,
+    /// Wall time of the boot.
+    pub elapsed: Duration,
+    /// Why the report could not be read completely, if so.
+    pub report_error: Option<String>,
+}
+
+/// A scratch directory for one boot (QEMU's working directory: semihosting paths are
+/// relative to it).
+fn scratch_dir(batch: usize) -> io::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("vmm-qemu-{}-{batch}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Boots `guest` on `blob` and collects its report.
+pub fn run_guest(
+    guest: &Path,
+    blob: &[u8],
+    timeout: Duration,
+    batch: usize,
+) -> io::Result<GuestRun> {
+    let dir = scratch_dir(batch)?;
+    std::fs::write(dir.join("ops.bin"), blob)?;
+    let start = Instant::now();
+    let mut child = Command::new("qemu-system-arm")
+        .args(QEMU_ARGS)
+        .arg("-kernel")
+        .arg(guest)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(dir.join("stdout"))?))
+        .stderr(Stdio::from(std::fs::File::create(dir.join("stderr"))?))
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("starting qemu-system-arm: {e}")))?;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s.code();
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let elapsed = start.elapsed();
+    let output = std::fs::read_to_string(dir.join("stdout")).unwrap_or_default()
+        + &std::fs::read_to_string(dir.join("stderr")).unwrap_or_default();
+    let bytes = std::fs::read(dir.join("report.bin")).unwrap_or_default();
+    let words: Vec<u32> = bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let (records, report_error) = match decode_report(&words) {
+        Ok(r) => (r, None),
+        Err(e) => (Vec::new(), Some(format!("report.bin: {e:?}"))),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(GuestRun {
+        sequences: split(records),
+        status,
+        output,
+        elapsed,
+        report_error,
+    })
+}
+
+fn split(records: Vec<Record>) -> Vec<SequenceReport> {
+    let mut out: Vec<SequenceReport> = Vec::new();
+    for r in records {
+        match r {
+            Record::Sequence { free, .. } => out.push(SequenceReport {
+                start_free: free,
+                ..SequenceReport::default()
+            }),
+            Record::End { free, .. } => {
+                if let Some(s) = out.last_mut() {
+                    s.end_free = Some(free);
+                }
+            }
+            step @ Record::Step { .. } => {
+                if let Some(s) = out.last_mut() {
+                    s.steps.push(step);
+                }
+            }
+        }
+    }
+    out
+}
