@@ -11,7 +11,9 @@ pub fn ldrt(va: u32) -> Result<u32, Abort> {
     expecting_abort(|| {
         let (mut a, mut v) = (va, 0u32);
         // SAFETY: an unprivileged load; an abort is caught by the handler and skips it.
-        unsafe { asm!("ldrt {v}, [{a}], #0", a = inout(reg) a, v = inout(reg) v, options(nostack)) };
+        unsafe {
+            asm!("ldrt {v}, [{a}], #0", a = inout(reg) a, v = inout(reg) v, options(nostack))
+        };
         let _ = a;
         v
     })
@@ -22,7 +24,9 @@ pub fn strt(va: u32, value: u32) -> Result<(), Abort> {
     expecting_abort(|| {
         let mut a = va;
         // SAFETY: an unprivileged store of a word the caller chose; an abort skips it.
-        unsafe { asm!("strt {v}, [{a}], #0", a = inout(reg) a, v = in(reg) value, options(nostack)) };
+        unsafe {
+            asm!("strt {v}, [{a}], #0", a = inout(reg) a, v = in(reg) value, options(nostack))
+        };
         let _ = a;
         0
     })

@@ -84,6 +84,7 @@ extern "C" fn guest_main() -> ! {
             Ok(s) => s,
             Err(e) => fail(2, format_args!("ops.bin, sequence {seq}: {e:?}")),
         };
+        World::clear_device_memory(&sequence);
         let mut world = match World::boot(blob.defect) {
             Ok(w) => w,
             Err(e) => fail(2, format_args!("the vmm does not boot: {e:?}")),

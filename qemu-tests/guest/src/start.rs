@@ -142,10 +142,15 @@ pub fn expecting_abort(access: impl FnOnce() -> u32) -> Result<u32, Abort> {
 /// Any exception the guest did not ask for: report and exit with status 3 (guest crash).
 #[unsafe(no_mangle)]
 extern "C" fn unexpected_exception(kind: u32, pc: u32) -> ! {
-    let name = ["undefined instruction", "data abort", "prefetch abort", "interrupt"]
-        .get(kind as usize)
-        .copied()
-        .unwrap_or("?");
+    let name = [
+        "undefined instruction",
+        "data abort",
+        "prefetch abort",
+        "interrupt",
+    ]
+    .get(kind as usize)
+    .copied()
+    .unwrap_or("?");
     let (dfsr, dfar) = (crate::cp15::read_dfsr(), crate::cp15::read_dfar());
     semihosting::eprintln!(
         "GUEST CRASH: unexpected {name} at pc {pc:#010x} (DFSR {dfsr:#x}, DFAR {dfar:#010x})"

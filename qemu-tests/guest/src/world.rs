@@ -4,7 +4,7 @@
 use alloc::vec::Vec;
 
 use op_driver::guest::{GuestDefect, Probe, ProbedStep, Record};
-use op_driver::{AccessOp, Accessor, ConcreteOp, POOL_FRAMES, Outcome};
+use op_driver::{AccessOp, Accessor, ConcreteOp, Outcome, POOL_FRAMES};
 use vmm::fault::{Access, FaultError, Mode};
 use vmm::space::{ShmId, SpaceId};
 use vmm::{Errno, Layout, Vm};
@@ -37,6 +37,28 @@ impl World {
         })
     }
 
+    /// Zeroes the device memory `sequence` maps: the model (like the host checker's fresh
+    /// RAM) starts every sequence with device memory reading 0, while real RAM keeps what
+    /// earlier sequences wrote.
+    pub fn clear_device_memory(sequence: &[ProbedStep]) {
+        let layout = Layout::with_pool_frames(POOL_FRAMES);
+        let window = u64::from(layout.device_base)
+            ..u64::from(layout.device_base) + u64::from(layout.device_size);
+        for s in sequence {
+            if let ConcreteOp::MapDevice { pa, len, .. } = s.step.op {
+                let start = u64::from(pa & !0xFFF).max(window.start);
+                let end = (u64::from(pa) + u64::from(len)).min(window.end);
+                let mut a = start;
+                while a < end {
+                    // SAFETY: the device window is RAM outside the pool and the guest image,
+                    // mapped at VA = PA by the current kernel table; nothing else uses it.
+                    unsafe { core::ptr::write_volatile(a as usize as *mut u32, 0) };
+                    a += 4;
+                }
+            }
+        }
+    }
+
     /// Free frames in the pool.
     pub fn free_frames(&self) -> u32 {
         self.vm.frames().free_count()
@@ -45,12 +67,9 @@ impl World {
     /// Makes `space` current: TTBR0 and CONTEXTIDR (ASID), through the empty table so no
     /// walk mixes the old ASID with the new table. `None`: the empty table, ASID 0.
     fn enter(&self, space: Option<SpaceId>) {
-        let target = space.and_then(|id| self.vm.space(id)).map(|s| {
-            (
-                s.mmu().l1_table().as_u32(),
-                u32::from(s.asid().value()),
-            )
-        });
+        let target = space
+            .and_then(|id| self.vm.space(id))
+            .map(|s| (s.mmu().l1_table().as_u32(), u32::from(s.asid().value())));
         cp15::write_ttbr0(boot::empty_user_table());
         let (table, asid) = target.unwrap_or((boot::empty_user_table(), 0));
         cp15::write_contextidr(asid);
@@ -87,7 +106,12 @@ impl World {
             // the pages hold data); the host runner never sends them.
             Outcome::Skipped
         } else {
-            op_driver::apply(&mut self.vm, &mut self.spaces, &s.step.op, &mut RealAccesses)
+            op_driver::apply(
+                &mut self.vm,
+                &mut self.spaces,
+                &s.step.op,
+                &mut RealAccesses,
+            )
         };
         self.vm.machine_mut().refuse_allocation(None);
         for p in &mut probes {
