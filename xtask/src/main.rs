@@ -6,6 +6,9 @@
 //! - `cargo xtask test`: the checks CI runs, in order, stopping at the first failure;
 //! - `cargo xtask replay [FILES]`: `.ops` files through the model and the vmm (default: the
 //!   regression corpus); exit 1 on a divergence, with the report;
+//! - `cargo xtask qemu [ARGS] [FILES]`: the QEMU differential suite (installs qemu-system-arm,
+//!   builds the bare-metal guest, runs the regression corpus and seeded random sequences on a
+//!   real ARMv7 MMU; `--prove-defects` shows injected machine defects are caught);
 //! - `cargo xtask mutants [-- ARGS]`: cargo-mutants over `vmm` (installs it when missing);
 //! - `cargo xtask bench [-- ARGS]`: the vmm benchmarks (`cargo bench -p vmm --bench vmm`), with
 //!   `ARGS` handed to the criterion harness (a name filter, `--save-baseline main`, ...).
@@ -19,6 +22,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 
 mod fuzzing;
+mod qemu;
 
 /// The bare-metal target the vmm must keep building for.
 const GUEST_TARGET: &str = "armv7a-none-eabi";
@@ -59,6 +63,14 @@ enum Task {
         trace: bool,
         /// The `.ops` files (default: every file in corpus/regressions/).
         files: Vec<PathBuf>,
+    },
+    /// The QEMU differential suite: builds the bare-metal guest and runs the regression corpus
+    /// plus seeded random sequences on a real ARMv7 MMU (qemu-system-arm, installed when
+    /// missing). Arguments go to qemu-runner: `--random N`, `--seed S`, `--prove-defects`, FILES.
+    Qemu {
+        /// Passed to qemu-runner (`cargo xtask qemu -- --help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
     },
     /// Mutation testing of the vmm crate with cargo-mutants (installed when missing). Takes
     /// hours on 2 cores: pass `-- --shard k/n` or `-- --in-diff FILE` to do a part.
@@ -131,6 +143,27 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("xtask replay: cannot run cargo: {e}");
                     ExitCode::from(2)
+                }
+            }
+        }
+        Task::Qemu { args } => {
+            let args: Vec<OsString> = args
+                .into_iter()
+                .map(|a| {
+                    // Files named relative to where the user ran cargo xtask.
+                    let p = invocation_dir().join(&a);
+                    if !a.to_string_lossy().starts_with('-') && p.exists() {
+                        p.into_os_string()
+                    } else {
+                        a
+                    }
+                })
+                .collect();
+            match qemu::suite(&root, &args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(Failure(why)) => {
+                    eprintln!("xtask qemu: {why}");
+                    ExitCode::FAILURE
                 }
             }
         }
@@ -286,9 +319,10 @@ struct Step {
 enum Action {
     EnsureTarget,
     Cargo(&'static [&'static str]),
+    Qemu(&'static [&'static str]),
 }
 
-const STEPS: [Step; 5] = [
+const STEPS: [Step; 7] = [
     Step {
         name: "rustup target",
         action: Action::EnsureTarget,
@@ -317,9 +351,27 @@ const STEPS: [Step; 5] = [
         hint: "see the failing tests above",
     },
     Step {
-        name: "guest build",
-        action: Action::Cargo(&["build", "-p", "vmm", "--target", GUEST_TARGET]),
-        hint: "the vmm must stay no_std and build for armv7a-none-eabi",
+        name: "no_std build",
+        action: Action::Cargo(&[
+            "build",
+            "-p",
+            "vmm",
+            "-p",
+            "op-driver",
+            "--target",
+            GUEST_TARGET,
+        ]),
+        hint: "the vmm and op-driver must stay no_std and build for armv7a-none-eabi",
+    },
+    Step {
+        name: "qemu suite",
+        action: Action::Qemu(&[]),
+        hint: "see the FAIL lines above; replay one with `cargo xtask qemu FILE`",
+    },
+    Step {
+        name: "qemu defects",
+        action: Action::Qemu(&["--prove-defects"]),
+        hint: "an injected machine defect went unnoticed (see above)",
     },
 ];
 
@@ -334,6 +386,10 @@ fn test(root: &Path) -> ExitCode {
                 let mut cmd = cargo(root);
                 cmd.args(args);
                 run(cmd)
+            }
+            Action::Qemu(args) => {
+                let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+                qemu::suite(root, &args)
             }
         };
         if let Err(Failure(why)) = result {

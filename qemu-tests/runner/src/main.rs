@@ -27,7 +27,7 @@ struct Args {
     #[arg(long)]
     guest: PathBuf,
     /// Random sequences to run after the files.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 2000)]
     random: usize,
     /// Seed of the random sequences.
     #[arg(long, default_value_t = 1)]
