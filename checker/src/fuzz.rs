@@ -272,3 +272,21 @@ impl Encoder {
         }
     }
 }
+
+/// The `text` target: fuzzer bytes as a `.ops` file. Whenever they are UTF-8 and parse, printing
+/// the steps and parsing that again must give the same steps; panics with both otherwise.
+pub fn text_round_trip(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(steps) = crate::op::parse_ops(text) else {
+        return;
+    };
+    let printed = crate::op::print_ops(&steps);
+    match crate::op::parse_ops(&printed) {
+        Ok(again) if again == steps => {}
+        again => panic!(
+            "text: print -> parse changed the steps\ninput: {text:?}\nparsed: {steps:?}\nprinted:\n{printed}\nparsed again: {again:?}"
+        ),
+    }
+}

@@ -6,8 +6,10 @@
 //! and the reference TLB model, with faults handed to the vmm's handler as on hardware.
 
 pub mod concrete;
+pub mod frames;
 pub mod fuzz;
 pub mod machine;
+pub mod mmu;
 pub mod op;
 pub mod quick;
 pub mod run;

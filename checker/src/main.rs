@@ -1,8 +1,9 @@
 //! `checker replay FILE...`: runs `.ops` files through the model and the vmm. Exit status 0
 //! when they agree on every file, 1 with the divergence report otherwise, 2 on unreadable input.
 //!
-//! `checker seeds SCENARIOS OUT`: writes the fuzzers' seed corpora under `OUT/<target>/` from
-//! the `.ops` scenarios in `SCENARIOS` (what `cargo xtask seeds` runs).
+//! `checker seeds SCENARIOS OUT`: writes the fuzzers' seed corpora under `OUT/<target>/`: `ops`
+//! and `text` from the `.ops` scenarios in `SCENARIOS`, `mmu` and `frames` from the checker's
+//! built-in seeds (what `cargo xtask seeds` runs).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -102,7 +103,27 @@ fn seeds(scenarios_dir: &Path, out: &Path) -> Result<(), String> {
         }
         ops.push((name.clone(), checker::fuzz::encode(steps)));
     }
-    write_seeds(&out.join("ops"), &ops)
+    write_seeds(&out.join("ops"), &ops)?;
+    let text: Vec<(String, Vec<u8>)> = scenarios
+        .iter()
+        .map(|(name, text, _)| (name.clone(), text.clone().into_bytes()))
+        .collect();
+    write_seeds(&out.join("text"), &text)?;
+    let mmu = checker::mmu::seeds()
+        .into_iter()
+        .map(|(name, ops)| Ok((name.to_string(), checker::mmu::encode(&ops)?)))
+        .collect::<Result<Vec<_>, String>>()?;
+    write_seeds(&out.join("mmu"), &mmu)?;
+    let frames = checker::frames::seeds()
+        .into_iter()
+        .map(|(name, (start, total, ops))| {
+            Ok((
+                name.to_string(),
+                checker::frames::encode(start, total, &ops)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    write_seeds(&out.join("frames"), &frames)
 }
 
 fn replay(trace: bool, files: &[PathBuf]) -> ExitCode {
