@@ -215,3 +215,107 @@ pub fn compare(plan: &Plan, report: &SequenceReport) -> Result<(), Box<Divergenc
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PARs: success with a PA, page translation fault, page permission fault.
+    const PAR_OK: u32 = 0x4108_5000;
+    const PAR_TRANSLATION: u32 = 0x0F;
+    const PAR_PERMISSION: u32 = 0x1F;
+
+    fn probe(ats: [u32; 4]) -> Probe {
+        Probe {
+            va: 0x1F80_0000,
+            ats,
+            ..Probe::default()
+        }
+    }
+
+    #[test]
+    fn ats_results_read_as_page_views() {
+        let mut frames = Bijection::default();
+        let want = PageView::Mapped {
+            pl0: (true, false),
+            pl1: (true, false),
+            frame: FrameName::Model(7),
+        };
+        assert_eq!(
+            frames.view(&probe([PAR_TRANSLATION; 4]), &want),
+            Ok(PageView::Unmapped)
+        );
+        assert_eq!(
+            frames.view(&probe([PAR_PERMISSION; 4]), &want),
+            Ok(PageView::NoAccess)
+        );
+        let ro = probe([PAR_OK, PAR_PERMISSION, PAR_OK, PAR_PERMISSION]);
+        assert_eq!(frames.view(&ro, &want), Ok(want));
+        // The pairing is learned: frame 7 cannot also be another physical frame.
+        let other = probe([
+            PAR_OK + 0x1000,
+            PAR_PERMISSION,
+            PAR_OK + 0x1000,
+            PAR_PERMISSION,
+        ]);
+        assert!(frames.view(&other, &want).is_err());
+        // A translation fault for one level and a PA for another is not a page view.
+        let odd = probe([PAR_OK, PAR_TRANSLATION, PAR_OK, PAR_OK]);
+        assert!(matches!(frames.view(&odd, &want), Ok(PageView::Odd(_))));
+    }
+
+    #[test]
+    fn a_real_access_the_tables_forbid_is_a_stale_tlb_entry() {
+        // After the op the tables make the page read-only, but the real PL0 write still works.
+        let mut p = probe([PAR_OK, PAR_PERMISSION, PAR_OK, PAR_PERMISSION]);
+        p.set_access(4, true);
+        p.set_access(5, true);
+        let why = stale_access(&p).expect("stale");
+        assert!(why.contains("post PL0 write succeeded"), "{why}");
+        // The same page with the write refused agrees with the tables.
+        let mut p = probe([PAR_OK, PAR_PERMISSION, PAR_OK, PAR_PERMISSION]);
+        p.set_access(4, true);
+        p.set_access(5, false);
+        assert_eq!(stale_access(&p), None);
+        // A read through an old translation sees another frame's word.
+        let mut p = probe([PAR_OK; 4]);
+        p.set_access(4, true);
+        p.post_values[0] = 5;
+        p.content = 6;
+        assert!(stale_access(&p).is_some());
+    }
+
+    #[test]
+    fn reports_that_stop_early_or_return_otherwise_diverge() {
+        let steps = checker::parse_ops(
+            "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+0p+0w value=0x1 mode=user\n",
+        )
+        .unwrap();
+        let plan = crate::plan::plan(&steps);
+        // The write's page is probed, and the model expects it mapped read/write.
+        let (va, view) = plan.expected[2].pages[0];
+        assert_eq!(va, plan.expected[1].outcome_value().unwrap());
+        assert!(matches!(
+            view,
+            PageView::Mapped {
+                pl0: (true, true),
+                ..
+            }
+        ));
+        let mut report = SequenceReport {
+            start_free: plan.start_free,
+            ..SequenceReport::default()
+        };
+        let d = compare(&plan, &report).unwrap_err();
+        assert_eq!((d.kind, d.at), (DivergenceKind::ReturnValue, 0));
+        report.steps.push(Record::Step {
+            step: 0,
+            outcome: op_driver::Outcome::Err(12),
+            free: plan.expected[0].free,
+            probes: Vec::new(),
+        });
+        let d = compare(&plan, &report).unwrap_err();
+        assert_eq!((d.kind, d.at), (DivergenceKind::ReturnValue, 0));
+        assert!(d.vmm.contains("Err(12)"), "{d}");
+    }
+}

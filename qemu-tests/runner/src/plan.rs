@@ -86,6 +86,17 @@ pub struct Expected {
     pub live_frames: Vec<u64>,
 }
 
+impl Expected {
+    /// The value returned, if the op succeeded.
+    #[must_use]
+    pub fn outcome_value(&self) -> Option<u32> {
+        match self.outcome {
+            Outcome::Ok(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
 /// A planned sequence.
 #[derive(Clone, Debug)]
 pub struct Plan {
