@@ -236,7 +236,9 @@ fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32) -> ExitCode {
     // Stable toolchains run cargo-fuzz with RUSTC_BOOTSTRAP; never cache a failed probe.
     cmd.env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_CACHE_RUSTC_INFO", "0");
-    cmd.args(["fuzz", "run", "-O", "--sanitizer", "none", target])
+    cmd.args(["fuzz", "run"])
+        .args(fuzzing::BUILD_FLAGS)
+        .arg(target)
         .arg(&corpus);
     if seeds.is_dir() {
         cmd.arg(&seeds);
