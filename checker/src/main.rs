@@ -37,6 +37,19 @@ enum Command {
         /// The corpus root (corpus).
         out: PathBuf,
     },
+    /// Minimize a diverging `.ops` file or `ops` fuzzer input at the op level and write it as a
+    /// regression scenario `OUT/<kind>_<date>_<hash>.ops`.
+    Minimize {
+        /// The finding (`.ops` text, or fuzzer bytes: any other extension).
+        file: PathBuf,
+        /// A byte-minimized version of it (`cargo fuzz tmin`), used instead when it diverges
+        /// with the same kind.
+        #[arg(long)]
+        tmin: Option<PathBuf>,
+        /// Where to write the scenario (corpus/regressions).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,7 +62,90 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Minimize { file, tmin, out } => minimize(&file, tmin.as_deref(), &out),
     }
+}
+
+/// Reads `.ops` text, or fuzzer bytes (any other extension) decoded as the `ops` target does.
+fn read_steps(file: &Path) -> Result<Vec<checker::Step>, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    if file.extension().is_some_and(|x| x == "ops") {
+        std::str::from_utf8(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(checker::parse_ops)
+            .map_err(|e| format!("{}: {e}", file.display()))
+    } else {
+        Ok(checker::fuzz::decode(&bytes))
+    }
+}
+
+fn minimize(file: &Path, tmin: Option<&Path>, out: &Path) -> ExitCode {
+    let fail = |e: String| {
+        eprintln!("checker minimize: {e}");
+        ExitCode::from(2)
+    };
+    let steps = match read_steps(file) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let Err(original) = checker::run(&steps) else {
+        println!(
+            "{}: model and vmm agree ({} steps): nothing to minimize",
+            file.display(),
+            steps.len()
+        );
+        return ExitCode::FAILURE;
+    };
+    println!(
+        "{}: {:?} at step {} of {}",
+        file.display(),
+        original.kind,
+        original.at + 1,
+        steps.len()
+    );
+    // Start from the byte-minimized input when it still diverges the same way.
+    let mut start = steps.clone();
+    if let Some(t) = tmin {
+        match read_steps(t).map(|s| (checker::run(&s), s)) {
+            Ok((Err(d), s)) if d.kind == original.kind => {
+                println!("{}: the same kind in {} steps", t.display(), s.len());
+                start = s;
+            }
+            _ => println!("{}: not the same divergence; ignored", t.display()),
+        }
+    }
+    let Some(mut m) = checker::minimize::minimize(&start, None) else {
+        return fail("the divergence did not reproduce".into());
+    };
+    m.original_len = steps.len();
+    // Found: when the fuzzer wrote the file (its modification time), else today.
+    let secs = std::fs::metadata(file)
+        .and_then(|md| md.modified())
+        .unwrap_or_else(|_| std::time::SystemTime::now())
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let source = file
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let (name, text) =
+        checker::minimize::regression_file(&m, &source, checker::minimize::civil_date(days));
+    let path = out.join(name);
+    if let Err(e) = std::fs::create_dir_all(out).and_then(|()| std::fs::write(&path, &text)) {
+        return fail(format!("{}: {e}", path.display()));
+    }
+    println!(
+        "minimized {} -> {} steps ({} runs), {:?} at step {}:\n{}",
+        m.original_len,
+        m.steps.len(),
+        m.runs,
+        m.divergence.kind,
+        m.divergence.at + 1,
+        text
+    );
+    println!("wrote {}", path.display());
+    println!("replay: cargo xtask replay {}", path.display());
+    ExitCode::SUCCESS
 }
 
 /// The scenarios' names (file stems) and steps, sorted by name.
@@ -129,35 +225,21 @@ fn seeds(scenarios_dir: &Path, out: &Path) -> Result<(), String> {
 fn replay(trace: bool, files: &[PathBuf]) -> ExitCode {
     let mut diverged = 0;
     for file in files {
-        let bytes = match std::fs::read(file) {
-            Ok(b) => b,
+        let steps = match read_steps(file) {
+            Ok(s) => s,
             Err(e) => {
-                eprintln!("{}: {e}", file.display());
+                eprintln!("{e}");
                 return ExitCode::from(2);
             }
         };
-        // `.ops` files are text; anything else is a fuzzer input, decoded as the targets do.
-        let is_text = file.extension().is_some_and(|x| x == "ops");
-        let steps = if is_text {
-            match std::str::from_utf8(&bytes)
-                .map_err(|e| e.to_string())
-                .and_then(checker::parse_ops)
-            {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("{}: {e}", file.display());
-                    return ExitCode::from(2);
-                }
-            }
-        } else {
-            let steps = checker::fuzz::decode(&bytes);
+        // `.ops` files are text; anything else is a fuzzer input, decoded as the target does.
+        if file.extension().is_none_or(|x| x != "ops") {
             println!(
                 "{}: fuzzer bytes, decoded to:\n{}",
                 file.display(),
                 checker::print_ops(&steps)
             );
-            steps
-        };
+        }
         if trace && let Ok(outcomes) = checker::trace(&steps) {
             for (i, (step, outcome)) in steps.iter().zip(outcomes).enumerate() {
                 println!("{:>4}  {:<72} -> {outcome:?}", i + 1, step.to_string());

@@ -1,5 +1,6 @@
 //! Fuzzing tasks beside `cargo xtask fuzz`: `seeds` (the committed seed corpora, regenerated
-//! from the `.ops` scenarios by the checker's encoder).
+//! from the `.ops` scenarios by the checker's encoder) and `minimize` (a finding -> a short
+//! regression scenario).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -31,6 +32,80 @@ pub fn seeds(root: &Path) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(why)) => {
             eprintln!("xtask seeds: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cargo xtask minimize FILE`: a finding of the `ops` target (fuzzer bytes) or an `.ops` file
+/// that diverges -> `cargo fuzz tmin` on the bytes (when cargo-fuzz is there) -> the checker's
+/// op-level minimizer -> a regression scenario in corpus/regressions/.
+pub fn minimize(root: &Path, file: &Path) -> ExitCode {
+    let is_text = file.extension().is_some_and(|x| x == "ops");
+    let mut tmin_out = None;
+    let has_cargo_fuzz = cargo(root)
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !is_text && has_cargo_fuzz {
+        let name = file
+            .file_name()
+            .map_or_else(|| "input".into(), |n| n.to_string_lossy().into_owned());
+        // Beside the crashes, not among them (`cargo xtask fuzz` counts those).
+        let dir = root.join("fuzz/artifacts/ops-tmin");
+        let out = dir.join(format!("tmin-{name}"));
+        let _ = std::fs::create_dir_all(&dir);
+        let mut cmd = cargo(&root.join("fuzz"));
+        cmd.env("RUSTC_BOOTSTRAP", "1")
+            .env("CARGO_CACHE_RUSTC_INFO", "0")
+            .args(["fuzz", "tmin"])
+            .args(BUILD_FLAGS)
+            .arg("ops")
+            .arg(file)
+            .arg("--")
+            .arg(format!("-exact_artifact_path={}", out.display()));
+        println!("==> byte-level: cargo fuzz tmin (output {})", out.display());
+        match cmd.output() {
+            Ok(o) if o.status.success() && out.is_file() => tmin_out = Some(out),
+            Ok(o) => {
+                let log = String::from_utf8_lossy(&o.stderr);
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                println!(
+                    "cargo fuzz tmin did not minimize ({}); going on with the input as it is:\n  {}",
+                    o.status,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+                );
+            }
+            Err(e) => println!("cannot run cargo fuzz tmin ({e}); going on without it"),
+        }
+    } else if !is_text {
+        println!("cargo-fuzz is not installed: skipping the byte-level pass (cargo fuzz tmin)");
+    }
+    println!("==> op-level: checker minimize");
+    let mut cmd = cargo(root);
+    cmd.args([
+        "run",
+        "--quiet",
+        "--release",
+        "-p",
+        "checker",
+        "--",
+        "minimize",
+    ])
+    .arg(file)
+    .arg("--out")
+    .arg(root.join("corpus/regressions"));
+    if let Some(t) = &tmin_out {
+        cmd.arg("--tmin").arg(t);
+    }
+    match cmd.status() {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(s) => {
+            eprintln!("xtask minimize: checker minimize exited with {s}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("xtask minimize: cannot run cargo: {e}");
             ExitCode::FAILURE
         }
     }

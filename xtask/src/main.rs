@@ -3,6 +3,7 @@
 //! - `cargo xtask fuzz [--target T] [--seconds N] [--jobs J]`: the main job, cargo-fuzz with a
 //!   summary (executions, exec/s, coverage, corpus, crashes with their replay commands);
 //! - `cargo xtask seeds`: the committed seed corpora `corpus/<target>/`, from the scenarios;
+//! - `cargo xtask minimize FILE`: a finding -> a short regression scenario;
 //! - `cargo xtask test`: the checks CI runs, in order, stopping at the first failure;
 //! - `cargo xtask replay [FILES]`: `.ops` files through the model and the vmm (default: the
 //!   regression corpus); exit 1 on a divergence, with the report;
@@ -56,6 +57,12 @@ enum Task {
     },
     /// Regenerate the committed seed corpora corpus/<target>/ from corpus/regressions/*.ops.
     Seeds,
+    /// Minimize a diverging `ops` fuzzer input or `.ops` file (cargo fuzz tmin, then op by op)
+    /// into a regression scenario in corpus/regressions/.
+    Minimize {
+        /// The finding, e.g. fuzz/artifacts/ops/crash-...
+        file: PathBuf,
+    },
     /// Replay `.ops` files through the model and the vmm (exit 1 on a divergence).
     Replay {
         /// Print every step with what it returned.
@@ -103,6 +110,7 @@ fn main() -> ExitCode {
             jobs,
         } => fuzz(&root, &target, seconds, jobs),
         Task::Seeds => fuzzing::seeds(&root),
+        Task::Minimize { file } => fuzzing::minimize(&root, &invocation_dir().join(file)),
         Task::Replay { trace, files } => {
             let files = if files.is_empty() {
                 let dir = root.join("corpus/regressions");
@@ -297,7 +305,16 @@ fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32) -> ExitCode {
         artifacts.display()
     );
     for c in &crashes {
-        println!("    replay: cargo xtask replay {}", c.display());
+        if target == "ops" {
+            println!("    replay:   cargo xtask replay {}", c.display());
+            println!("    minimize: cargo xtask minimize {}", c.display());
+        } else {
+            println!(
+                "    replay:   (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run {} {target} {})",
+                fuzzing::BUILD_FLAGS.join(" "),
+                c.display()
+            );
+        }
     }
     if crashes.len() > before {
         ExitCode::FAILURE
