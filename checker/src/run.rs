@@ -6,9 +6,9 @@ use std::fmt;
 
 use reference_model::armv7::{AccessKind, Privilege, Registers, Translation, translate, walk};
 use reference_model::model::{self, Model};
-use vmm::addr::{PhysAddr, PhysFrame, VirtAddr};
+use vmm::addr::{PhysAddr, PhysFrame};
 use vmm::arch::armv7::MappingFlags;
-use vmm::fault::{Access, FaultError, Mode};
+use vmm::fault::Mode;
 use vmm::machine::{AllocationFailure, Machine, MachineEvent};
 
 use crate::machine::{Defect, SimMachine};
@@ -18,7 +18,7 @@ use vmm::{Layout, Vm};
 use crate::concrete;
 use crate::op::{Op, Step, print_ops};
 pub use op_driver::Outcome;
-use op_driver::{AccessOp, Accessor};
+use op_driver::{AccessOp, Accessor, Miss};
 
 pub use crate::concrete::DEVICE_WINDOW;
 pub use op_driver::POOL_FRAMES;
@@ -353,27 +353,30 @@ fn registers(vm: &Vm<SimMachine>, v: SpaceId) -> Option<(Registers, u8)> {
     Some((regs, space.asid().value()))
 }
 
-/// An access as the hardware does it: the TLB model, else a walk of the real table bytes
-/// (filling the TLB); a fault goes to the vmm's handler and the access is retried.
-fn hardware_access(
-    vm: &mut Vm<SimMachine>,
-    v: SpaceId,
-    va: u32,
-    kind: AccessKind,
-    mode: Mode,
-) -> Result<PhysAddr, FaultError> {
-    let (regs, asid) = registers(vm, v).ok_or(mode.unresolved())?;
-    let privilege = if mode == Mode::User {
-        Privilege::Pl0
-    } else {
-        Privilege::Pl1
-    };
-    let access = match kind {
-        AccessKind::Read => Access::Read,
-        AccessKind::Write => Access::Write,
-        AccessKind::Execute => Access::Execute,
-    };
-    for _ in 0..3 {
+/// Accesses on the simulated machine: the TLB model, else a walk of the real table bytes
+/// (filling the TLB); `op_driver::apply` hands faults to the vmm's handler and retries.
+struct HostAccessor;
+
+impl Accessor<SimMachine> for HostAccessor {
+    fn attempt(
+        &mut self,
+        vm: &mut Vm<SimMachine>,
+        space: SpaceId,
+        va: u32,
+        access: AccessOp,
+        mode: Mode,
+    ) -> Result<u32, Miss> {
+        let (regs, asid) = registers(vm, space).ok_or(Miss::Unsupported)?;
+        let privilege = if mode == Mode::User {
+            Privilege::Pl0
+        } else {
+            Privilege::Pl1
+        };
+        let kind = match access {
+            AccessOp::Read => AccessKind::Read,
+            AccessOp::Write(_) => AccessKind::Write,
+            AccessOp::Exec => AccessKind::Execute,
+        };
         let m = vm.machine_mut();
         let result = match m.tlb.access(regs, va, asid, kind, privilege) {
             Some(hit) => hit,
@@ -391,43 +394,15 @@ fn hardware_access(
                 walked.map(|t| t.pa)
             }
         };
-        match result {
-            Ok(pa) => return Ok(PhysAddr::new(pa)),
-            Err(_) => {
-                vm.handle_fault(v, VirtAddr::new(va), access, mode)?;
-            }
-        }
-    }
-    Err(mode.unresolved())
-}
-
-/// Accesses on the simulated machine: the TLB model and the reference walker over the vmm's
-/// real table bytes, faults to the vmm's handler.
-struct HostAccessor;
-
-impl Accessor<SimMachine> for HostAccessor {
-    fn access(
-        &mut self,
-        vm: &mut Vm<SimMachine>,
-        space: SpaceId,
-        va: u32,
-        access: AccessOp,
-        mode: Mode,
-    ) -> Result<u32, FaultError> {
-        let kind = match access {
-            AccessOp::Read => AccessKind::Read,
-            AccessOp::Write(_) => AccessKind::Write,
-            AccessOp::Exec => AccessKind::Execute,
-        };
-        let pa = hardware_access(vm, space, va, kind, mode)?;
+        let pa = PhysAddr::new(result.map_err(|_| Miss::Fault(va))?);
         Ok(match access {
             AccessOp::Write(value) => {
                 // Data goes straight to RAM: the machine log then holds only the vmm's own
                 // (descriptor) writes, which the protocol check reads.
-                vm.machine_mut().host.write_bytes(pa, &value.to_le_bytes());
+                m.host.write_bytes(pa, &value.to_le_bytes());
                 0
             }
-            _ => vm.machine_mut().read_word(pa),
+            _ => m.read_word(pa),
         })
     }
 }

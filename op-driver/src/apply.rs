@@ -5,26 +5,66 @@
 use alloc::vec::Vec;
 
 use vmm::addr::VirtAddr;
-use vmm::fault::{FaultError, Mode};
+use vmm::fault::{Access, FaultError, Mode};
 use vmm::machine::Machine;
 use vmm::space::{ShmId, SpaceId};
 use vmm::{Errno, Vm};
 
 use crate::{AccessOp, ConcreteOp, EFAULT, Outcome, SEGV};
 
-/// How word accesses reach memory: as the hardware would do them, with faults handed to
-/// [`Vm::handle_fault`] and the access retried.
+/// Why one hardware attempt at an access did not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Miss {
+    /// The MMU faulted at this address (DFAR): the fault goes to the vmm's handler.
+    Fault(u32),
+    /// The accessor cannot perform this kind of access at all.
+    Unsupported,
+}
+
+/// How word accesses reach memory, one hardware attempt at a time: the host simulates the
+/// MMU and TLB over the real table bytes, the guest issues real loads and stores. [`apply`]
+/// hands each fault to [`Vm::handle_fault`] and retries, as a kernel does.
 pub trait Accessor<M: Machine> {
-    /// Performs `access` at `va` (word-aligned) in `space` and `mode`; returns the word read
+    /// Tries `access` at `va` (word-aligned) in `space` and `mode` once; returns the word read
     /// (0 for a write).
-    fn access(
+    fn attempt(
         &mut self,
         vm: &mut Vm<M>,
         space: SpaceId,
         va: u32,
         access: AccessOp,
         mode: Mode,
-    ) -> Result<u32, FaultError>;
+    ) -> Result<u32, Miss>;
+}
+
+/// Attempts allowed per access: the first, one after a fault-in, one after a copy-on-write.
+const ATTEMPTS: usize = 3;
+
+/// An access as the hardware and the kernel do it together: an attempt, and on a fault the
+/// vmm's handler and another attempt.
+fn access<M: Machine>(
+    vm: &mut Vm<M>,
+    space: SpaceId,
+    va: u32,
+    access: AccessOp,
+    mode: Mode,
+    accessor: &mut impl Accessor<M>,
+) -> Result<u32, FaultError> {
+    let kind = match access {
+        AccessOp::Read => Access::Read,
+        AccessOp::Write(_) => Access::Write,
+        AccessOp::Exec => Access::Execute,
+    };
+    for _ in 0..ATTEMPTS {
+        match accessor.attempt(vm, space, va, access, mode) {
+            Ok(value) => return Ok(value),
+            Err(Miss::Fault(at)) => {
+                vm.handle_fault(space, VirtAddr::new(at), kind, mode)?;
+            }
+            Err(Miss::Unsupported) => break,
+        }
+    }
+    Err(mode.unresolved())
 }
 
 fn outcome<T>(r: Result<T, Errno>, value: impl FnOnce(T) -> u32) -> Outcome {
@@ -115,7 +155,7 @@ pub fn apply<M: Machine>(
             ..
         } => {
             let mode = if kernel { Mode::Kernel } else { Mode::User };
-            match accessor.access(vm, v, a, access, mode) {
+            match self::access(vm, v, a, access, mode, accessor) {
                 Ok(x) => Outcome::Ok(x),
                 Err(FaultError::Segv) => Outcome::Err(SEGV),
                 Err(FaultError::Efault) => Outcome::Err(EFAULT),

@@ -19,7 +19,7 @@ mod apply;
 pub mod guest;
 mod wire;
 
-pub use apply::{Accessor, apply};
+pub use apply::{Accessor, Miss, apply};
 pub use wire::{DecodeError, decode_step_words, decode_steps, encode_step_words, encode_steps};
 
 /// An access kind, with the value written.

@@ -125,6 +125,6 @@ impl Machine for GuestMachine {
     fn frame_allocation_permitted(&mut self) -> bool {
         let k = self.allocations;
         self.allocations += 1;
-        self.refuse != Some(k.min(0xFFFF) as u16)
+        self.refuse.is_none_or(|r| u32::from(r) != k)
     }
 }

@@ -4,8 +4,8 @@
 use alloc::vec::Vec;
 
 use op_driver::guest::{GuestDefect, Probe, ProbedStep, Record};
-use op_driver::{AccessOp, Accessor, ConcreteOp, Outcome, POOL_FRAMES};
-use vmm::fault::{Access, FaultError, Mode};
+use op_driver::{AccessOp, Accessor, ConcreteOp, Miss, Outcome, POOL_FRAMES};
+use vmm::fault::Mode;
 use vmm::space::{ShmId, SpaceId};
 use vmm::{Errno, Layout, Vm};
 
@@ -189,39 +189,27 @@ fn prime(p: &mut Probe, base: usize) {
     }
 }
 
-/// User and kernel accesses as real loads and stores; an abort goes to the vmm's fault
-/// handler with the faulting address, and the access is retried.
+/// User and kernel accesses as real loads and stores; an abort is reported with its DFAR, and
+/// `op_driver::apply` hands it to the vmm's fault handler and retries.
 struct RealAccesses;
 
 impl Accessor<GuestMachine> for RealAccesses {
-    fn access(
+    fn attempt(
         &mut self,
-        vm: &mut Vm<GuestMachine>,
-        space: SpaceId,
+        _vm: &mut Vm<GuestMachine>,
+        _space: SpaceId,
         va: u32,
         access: AccessOp,
         mode: Mode,
-    ) -> Result<u32, FaultError> {
-        let kind = match access {
-            AccessOp::Read => Access::Read,
-            AccessOp::Write(_) => Access::Write,
-            AccessOp::Exec => return Err(mode.unresolved()),
+    ) -> Result<u32, Miss> {
+        let result = match (access, mode) {
+            // Instruction fetches are not run in the guest (see `World::step`).
+            (AccessOp::Exec, _) => return Err(Miss::Unsupported),
+            (AccessOp::Write(v), Mode::User) => strt(va, v).map(|()| 0),
+            (AccessOp::Write(v), Mode::Kernel) => str(va, v).map(|()| 0),
+            (AccessOp::Read, Mode::User) => ldrt(va),
+            (AccessOp::Read, Mode::Kernel) => ldr(va),
         };
-        for _ in 0..3 {
-            let result = match (access, mode) {
-                (AccessOp::Write(v), Mode::User) => strt(va, v).map(|()| 0),
-                (AccessOp::Write(v), Mode::Kernel) => str(va, v).map(|()| 0),
-                (_, Mode::User) => ldrt(va),
-                (_, Mode::Kernel) => ldr(va),
-            };
-            match result {
-                Ok(v) => return Ok(v),
-                Err(abort) => {
-                    let at = vmm::addr::VirtAddr::new(abort.address);
-                    vm.handle_fault(space, at, kind, mode)?;
-                }
-            }
-        }
-        Err(mode.unresolved())
+        result.map_err(|abort| Miss::Fault(abort.address))
     }
 }
