@@ -12,6 +12,7 @@ pub mod machine;
 pub mod minimize;
 pub mod mmu;
 pub mod op;
+pub mod pairing;
 pub mod quick;
 pub mod run;
 pub mod strategy;

@@ -1,12 +1,11 @@
 //! The one interpreter: `run(steps)` applies every step to the `vmm` and to the reference
 //! model, and after each step compares return values and the whole observable state.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use reference_model::armv7::{AccessKind, Privilege, Registers, Translation, translate, walk};
 use reference_model::model::{self, Model};
-use vmm::addr::{PhysAddr, PhysFrame};
+use vmm::addr::PhysAddr;
 use vmm::arch::armv7::MappingFlags;
 use vmm::fault::Mode;
 use vmm::machine::{AllocationFailure, Machine, MachineEvent};
@@ -17,6 +16,7 @@ use vmm::{Layout, Vm};
 
 use crate::concrete;
 use crate::op::{Op, Step, print_ops};
+use crate::pairing::FramePairing;
 pub use op_driver::Outcome;
 use op_driver::{AccessOp, Accessor, Miss};
 
@@ -156,8 +156,7 @@ struct Pair {
     /// Live spaces in creation order, each side's names.
     model_ids: Vec<u32>,
     vmm_ids: Vec<SpaceId>,
-    to_phys: BTreeMap<u64, PhysFrame>,
-    to_model: BTreeMap<PhysFrame, u64>,
+    frames: FramePairing,
 }
 
 /// Runs `steps` on a fresh vmm and model and compares after every step. Returns the number of
@@ -200,8 +199,7 @@ fn run_observed(
         ),
         model_ids: Vec::new(),
         vmm_ids: Vec::new(),
-        to_phys: BTreeMap::new(),
-        to_model: BTreeMap::new(),
+        frames: FramePairing::default(),
     };
     let diverge = |kind, at, model: String, vmm: String| {
         Box::new(Divergence {
@@ -605,22 +603,18 @@ impl Pair {
                     // Device memory is compared by its exact physical address.
                     model::DEVICE_FRAME | u64::from(t.frame.start().as_u32())
                 } else {
-                    match self.to_model.get(&t.frame) {
-                        Some(&id) => id,
+                    let pa = t.frame.start().as_u32();
+                    match self.frames.model_of(pa) {
+                        Some(id) => id,
                         None => {
                             // Learn the pair from the model's page at this address, if it is new.
                             let id = self.model.spaces[&m]
                                 .ptes
                                 .get(&addr)
                                 .map_or(u64::MAX, |e| e.frame);
-                            if let Some(other) = self.to_phys.get(&id) {
-                                let why =
-                                    format!("model frame {id} is {other:?} and {:?}", t.frame);
-                                return Err((DivergenceKind::FrameBijection, why));
-                            }
-                            self.to_phys.insert(id, t.frame);
-                            self.to_model.insert(t.frame, id);
-                            id
+                            self.frames
+                                .learn(pa, id)
+                                .map_err(|why| (DivergenceKind::FrameBijection, why))?
                         }
                     }
                 };
@@ -655,8 +649,6 @@ impl Pair {
     /// Frames the model freed may come back from the vmm as new ones.
     fn forget_freed_frames(&mut self) {
         let live = &self.model.frames;
-        self.to_phys.retain(|id, _| live.contains_key(id));
-        let to_phys = &self.to_phys;
-        self.to_model.retain(|_, id| to_phys.contains_key(id));
+        self.frames.forget_dead(|id| live.contains_key(&id));
     }
 }

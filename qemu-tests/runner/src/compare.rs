@@ -2,9 +2,9 @@
 //! the TLB (a real access disagreeing with a fresh walk of the same tables, whatever the model
 //! says), then return values, then the page tables (ATS) and free frames against the model.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use checker::pairing::FramePairing;
 use checker::{Divergence, DivergenceKind};
 use op_driver::POOL_FRAMES;
 use op_driver::guest::{ACCESS_NAMES, Probe, Record};
@@ -33,18 +33,14 @@ fn is_permission_fault(par: u32) -> bool {
     par & 1 == 1 && fault_status(par) & 0b11101 == 0b01101
 }
 
-/// The frame pairing learned while comparing: model frame ids and physical frames.
+/// Names physical frames as the comparison does, learning pairs from the model's
+/// expectations.
 #[derive(Default)]
-struct Bijection {
-    to_model: BTreeMap<u32, u64>,
-    to_phys: BTreeMap<u64, u32>,
-}
+struct Bijection(FramePairing);
 
 impl Bijection {
     fn forget_dead(&mut self, live: &[u64]) {
-        self.to_phys.retain(|id, _| live.binary_search(id).is_ok());
-        let to_phys = &self.to_phys;
-        self.to_model.retain(|_, id| to_phys.contains_key(id));
+        self.0.forget_dead(|id| live.binary_search(&id).is_ok());
     }
 
     /// Names `pa` (a frame), learning from what the model expects at this page.
@@ -53,24 +49,16 @@ impl Bijection {
         if !layout.overlaps_pool(pa, 1) {
             return Ok(FrameName::Device(pa));
         }
-        if let Some(&id) = self.to_model.get(&pa) {
+        if let Some(id) = self.0.model_of(pa) {
             return Ok(FrameName::Model(id));
         }
-        let PageView::Mapped {
-            frame: FrameName::Model(id),
-            ..
-        } = *expected
-        else {
-            return Ok(FrameName::Unpaired(pa));
-        };
-        if let Some(other) = self.to_phys.get(&id) {
-            return Err(format!(
-                "model frame {id} is physical {other:#010x} and {pa:#010x}\n"
-            ));
+        match *expected {
+            PageView::Mapped {
+                frame: FrameName::Model(id),
+                ..
+            } => self.0.learn(pa, id).map(FrameName::Model),
+            _ => Ok(FrameName::Unpaired(pa)),
         }
-        self.to_model.insert(pa, id);
-        self.to_phys.insert(id, pa);
-        Ok(FrameName::Model(id))
     }
 
     /// What the guest's ATS results say about the page.
