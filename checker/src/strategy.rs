@@ -83,7 +83,13 @@ pub fn op() -> impl Strategy<Value = Op> {
 
 /// A sequence starting with `spawn`, some steps refusing one of their frame allocations.
 pub fn steps(max: usize) -> impl Strategy<Value = Vec<Step>> {
-    prop::collection::vec((op(), prop::option::weighted(0.15, 0..3u8)), 1..max).prop_map(|v| {
+    sequence(1..max)
+}
+
+/// A sequence of `spawn` and then `len` more steps, some refusing one of their frame
+/// allocations.
+pub fn sequence(len: impl Into<prop::collection::SizeRange>) -> impl Strategy<Value = Vec<Step>> {
+    prop::collection::vec((op(), prop::option::weighted(0.15, 0..3u8)), len).prop_map(|v| {
         let mut steps = vec![Step {
             op: Op::Spawn,
             refuse: None,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use checker::{DivergenceKind, Op, Step, parse_ops, print_ops};
+use checker::{DivergenceKind, Step, parse_ops, print_ops};
 use clap::Parser;
 use op_driver::guest::{GuestDefect, Record, encode_blob};
 use proptest::strategy::{Strategy, ValueTree};
@@ -76,25 +76,13 @@ fn random_sequences(n: usize, seed: u64, length: usize) -> Vec<Vec<Step>> {
         Config::default(),
         TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
     );
-    let ops = proptest::collection::vec(
-        (
-            checker::strategy::op(),
-            proptest::option::weighted(0.15, 0..3u8),
-        ),
-        length.saturating_sub(1),
-    );
+    let sequence = checker::strategy::sequence(length.saturating_sub(1));
     (0..n)
         .map(|_| {
-            let tail = ops
+            sequence
                 .new_tree(&mut runner)
                 .map(|t| t.current())
-                .unwrap_or_default();
-            std::iter::once(Step {
-                op: Op::Spawn,
-                refuse: None,
-            })
-            .chain(tail.into_iter().map(|(op, refuse)| Step { op, refuse }))
-            .collect()
+                .unwrap_or_default()
         })
         .collect()
 }
