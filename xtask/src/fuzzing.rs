@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::{Failure, cargo, run};
+use crate::{Failure, cargo, cargo_run, run};
 
 /// How every fuzz target is built (`cargo fuzz run|build|tmin` flags): release, no sanitizer
 /// (the targets are safe Rust; the checks are the model comparisons), and no comparison tracing:
@@ -16,18 +16,10 @@ pub const BUILD_FLAGS: [&str; 4] = ["-O", "--sanitizer", "none", "--no-trace-com
 /// `cargo xtask seeds`: `corpus/<target>/` from `corpus/regressions/*.ops` (and the checker's
 /// built-in seeds for the targets that do not take ops).
 pub fn seeds(root: &Path) -> ExitCode {
-    let mut cmd = cargo(root);
-    cmd.args([
-        "run",
-        "--quiet",
-        "--release",
-        "-p",
-        "checker",
-        "--",
-        "seeds",
-    ])
-    .arg(root.join("corpus/regressions"))
-    .arg(root.join("corpus"));
+    let mut cmd = cargo_run(root, "checker");
+    cmd.arg("seeds")
+        .arg(root.join("corpus/regressions"))
+        .arg(root.join("corpus"));
     match run(cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(why)) => {
@@ -82,19 +74,11 @@ pub fn minimize(root: &Path, file: &Path) -> ExitCode {
         println!("cargo-fuzz is not installed: skipping the byte-level pass (cargo fuzz tmin)");
     }
     println!("==> op-level: checker minimize");
-    let mut cmd = cargo(root);
-    cmd.args([
-        "run",
-        "--quiet",
-        "--release",
-        "-p",
-        "checker",
-        "--",
-        "minimize",
-    ])
-    .arg(file)
-    .arg("--out")
-    .arg(root.join("corpus/regressions"));
+    let mut cmd = cargo_run(root, "checker");
+    cmd.arg("minimize")
+        .arg(file)
+        .arg("--out")
+        .arg(root.join("corpus/regressions"));
     if let Some(t) = &tmin_out {
         cmd.arg("--tmin").arg(t);
     }

@@ -132,16 +132,8 @@ fn main() -> ExitCode {
                     })
                     .collect()
             };
-            let mut cmd = cargo(&root);
-            cmd.args([
-                "run",
-                "--quiet",
-                "--release",
-                "-p",
-                "checker",
-                "--",
-                "replay",
-            ]);
+            let mut cmd = cargo_run(&root, "checker");
+            cmd.arg("replay");
             if trace {
                 cmd.arg("--trace");
             }
@@ -463,6 +455,13 @@ fn cargo(root: &Path) -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root);
+    cmd
+}
+
+/// `cargo run --quiet --release -p PACKAGE --`: a workspace binary, arguments to follow.
+fn cargo_run(root: &Path, package: &str) -> Command {
+    let mut cmd = cargo(root);
+    cmd.args(["run", "--quiet", "--release", "-p", package, "--"]);
     cmd
 }
 

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::{Failure, StepResult, cargo, run};
+use crate::{Failure, StepResult, cargo, cargo_run, run};
 
 /// The guest image, relative to the workspace root.
 const GUEST_IMAGE: &str = "qemu-tests/guest/target/armv7a-none-eabi/release/vmm-guest";
@@ -74,10 +74,7 @@ pub fn build_guest(root: &Path) -> Result<PathBuf, Failure> {
 pub fn suite(root: &Path, args: &[OsString]) -> StepResult {
     ensure_qemu()?;
     let guest = build_guest(root)?;
-    let mut cmd = cargo(root);
-    cmd.args(["run", "--quiet", "--release", "-p", "qemu-runner", "--"])
-        .arg("--guest")
-        .arg(guest)
-        .args(args);
+    let mut cmd = cargo_run(root, "qemu-runner");
+    cmd.arg("--guest").arg(guest).args(args);
     run(cmd)
 }
