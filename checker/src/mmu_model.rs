@@ -8,27 +8,9 @@
 //! machine log shows break-before-make and a TLB invalidate for every removed or changed page.
 //! An op that fails changes no byte, no frame and no count, and writes nothing.
 
-/// `assert!` that returns the message as an error.
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(format!($($fmt)+));
-        }
-    };
-}
-
-/// `assert_eq!` that returns both sides as an error.
-macro_rules! ensure_eq {
-    ($a:expr, $b:expr) => {
-        ensure_eq!($a, $b, "values differ")
-    };
-    ($a:expr, $b:expr, $($fmt:tt)+) => {{
-        let (a, b) = (&$a, &$b);
-        if a != b {
-            return Err(format!("{}\n  vmm:   {:?}\n  model: {:?}", format!($($fmt)+), a, b));
-        }
-    }};
-}
+// `ensure!` and `ensure_eq!`; included, not a module, because vmm's tests also include this
+// file by path.
+include!("ensure_macros.rs");
 
 use std::collections::{BTreeMap, BTreeSet};
 
