@@ -3,6 +3,7 @@
 //! frames, and for every probed page what the page tables must show).
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use checker::concrete::{apply_model, resolve};
 use checker::{Op, Step};
@@ -110,14 +111,18 @@ pub struct Plan {
     pub start_free: u32,
 }
 
-/// Free frames after the vmm boots on the checked layout (the model starts from it).
+/// Free frames after the vmm boots on the checked layout (the model starts from it); the
+/// same for every sequence, so the host boots a vmm once to learn it.
 #[must_use]
 pub fn boot_free_frames() -> u32 {
-    Vm::new(
-        HostMachine::default(),
-        Layout::with_pool_frames(POOL_FRAMES),
-    )
-    .map_or(0, |vm| vm.frames().free_count())
+    static FREE: OnceLock<u32> = OnceLock::new();
+    *FREE.get_or_init(|| {
+        Vm::new(
+            HostMachine::default(),
+            Layout::with_pool_frames(POOL_FRAMES),
+        )
+        .map_or(0, |vm| vm.frames().free_count())
+    })
 }
 
 /// Whether the guest can run `step` (instruction fetches are not run there).
@@ -149,10 +154,10 @@ fn op_pages(op: &ConcreteOp) -> Vec<u32> {
         } => range(addr, old_len)
             .chain(range(new_addr, new_len))
             .collect(),
-        C::Brk { addr, .. } | C::ShmDt { addr, .. } | C::ShmAt { addr, .. } => {
-            range(addr, 1).collect()
-        }
-        C::Access { addr, .. } => range(addr, 1).collect(),
+        C::Brk { addr, .. }
+        | C::ShmDt { addr, .. }
+        | C::ShmAt { addr, .. }
+        | C::Access { addr, .. } => range(addr, 1).collect(),
         _ => Vec::new(),
     }
 }
