@@ -111,6 +111,18 @@ impl<M: Machine> Vm<M> {
         space.mmu.mappings(&mut self.machine).ok()
     }
 
+    /// The mapped pages of `range` in space `id` (see
+    /// [`ArchMmu::mappings_in`](crate::arch::armv7::ArchMmu::mappings_in)); `None` for no such
+    /// space or a descriptor the vmm's decoder refuses.
+    pub fn mappings_in(
+        &mut self,
+        id: SpaceId,
+        range: PageRange,
+    ) -> Option<Vec<(VirtPage, crate::arch::armv7::Translation)>> {
+        let space = self.spaces.get(&id)?;
+        space.mmu.mappings_in(&mut self.machine, range).ok()
+    }
+
     /// Checks the tables of user space `id` against its bookkeeping (see
     /// [`ArchMmu::check`](crate::arch::armv7::ArchMmu::check)).
     pub fn check_tables(&mut self, id: SpaceId) -> Result<(), alloc::string::String> {

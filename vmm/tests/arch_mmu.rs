@@ -868,3 +868,42 @@ fn replace_range_swaps_mappings_without_freeing_tables() {
     assert_eq!(q(&mmu, &mut f, 0x2100_0000).block, BlockSize::SmallPage);
     mmu.check(&mut f.m).unwrap();
 }
+
+/// `mappings_in` is `mappings` restricted to the range (clipped to the window), for ranges
+/// that start and end inside sections, page tables and unmapped MiBs.
+#[test]
+fn mappings_in_is_mappings_restricted_to_the_range() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    f.map(&mut mmu, 0x0100_0000, 256, 0x4100_0000, rw_user())
+        .unwrap();
+    f.map(&mut mmu, 0x0110_0000, 3, 0x6000_0000, ro_user())
+        .unwrap();
+    f.map(&mut mmu, 0x3FFF_E000, 2, 0x6001_0000, rw_user())
+        .unwrap();
+    let all = mmu.mappings(&mut f.m).unwrap();
+    assert_eq!(all.len(), 256 + 3 + 2);
+    for (va, count) in [
+        (0x0000_0000, 0x4_0000),
+        (0x0100_0000, 1),
+        (0x010F_F000, 3),
+        (0x0080_0000, 0x900),
+        (0x0110_1000, 1),
+        (0x0200_0000, 0x10),
+        (0x3FFF_F000, 1),
+        (0x3FFF_F000, 0x10),
+        (0x4000_0000, 0x10),
+    ] {
+        let range = pages(va, count);
+        let expected: Vec<_> = all
+            .iter()
+            .filter(|(p, _)| range.contains(*p))
+            .cloned()
+            .collect();
+        assert_eq!(
+            mmu.mappings_in(&mut f.m, range).unwrap(),
+            expected,
+            "{range:?}"
+        );
+    }
+}

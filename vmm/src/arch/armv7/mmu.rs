@@ -874,19 +874,35 @@ impl ArchMmu {
         &self,
         m: &mut M,
     ) -> Result<Vec<(VirtPage, Translation)>, MapError> {
+        self.mappings_in(m, self.window())
+    }
+
+    /// The mapped pages of `range` (clipped to the window) in ascending order. Each L1 entry
+    /// is read once, so a sweep costs one read per MiB plus one per page under a page table.
+    pub fn mappings_in<M: Machine>(
+        &self,
+        m: &mut M,
+        range: PageRange,
+    ) -> Result<Vec<(VirtPage, Translation)>, MapError> {
         let mut out = Vec::new();
-        let (first, end) = self.l1_window();
-        for l1 in first..end {
-            match self.read_l1(m, l1) {
-                L1Descriptor::Fault => {}
-                L1Descriptor::PageTable { .. }
-                | L1Descriptor::Section { .. }
-                | L1Descriptor::Supersection(_) => {
-                    for p in l1 * ENTRIES_PER_L2..(l1 + 1) * ENTRIES_PER_L2 {
-                        if let Some(t) = self.translate(m, page(p))? {
-                            out.push((page(p), t));
-                        }
-                    }
+        let window = self.window();
+        if !window.overlaps(range) {
+            return Ok(out);
+        }
+        let lo = range.start().number().max(window.start().number());
+        let hi = range.end_number().min(window.end_number());
+        let Some(clipped) = PageRange::new(page(lo), hi - lo) else {
+            return Ok(out);
+        };
+        for l1 in self.l1_span(clipped) {
+            let descriptor = self.read_l1(m, l1);
+            if descriptor == L1Descriptor::Fault {
+                continue;
+            }
+            let (first, end) = Self::clip(clipped, l1);
+            for p in first..end {
+                if let Some(t) = self.translate_under(m, descriptor, page(p))? {
+                    out.push((page(p), t));
                 }
             }
         }
@@ -940,8 +956,12 @@ impl ArchMmu {
     /// count match; every descriptor decodes to attributes this space may hold.
     pub fn check<M: Machine>(&self, m: &mut M) -> Result<(), String> {
         let (first, end) = self.l1_window();
-        for l1 in 0..self.l1_entries() {
-            let d = self.read_l1(m, l1);
+        // Each L1 entry is read once.
+        let l1_table: Vec<L1Descriptor> = (0..self.l1_entries())
+            .map(|l1| self.read_l1(m, l1))
+            .collect();
+        for (l1, d) in l1_table.iter().enumerate() {
+            let l1 = l1 as u32;
             if (l1 < first || l1 >= end) && d.is_valid() {
                 return Err(format!("L1[{l1}] outside the window is {d:?}"));
             }
@@ -951,7 +971,7 @@ impl ArchMmu {
             let mut group_page = None;
             for l1 in group_first..group_first + TABLES_PER_PAGE {
                 let va = page(l1 * ENTRIES_PER_L2).start();
-                match self.read_l1(m, l1) {
+                match l1_table[l1 as usize] {
                     L1Descriptor::Fault => {
                         if self.used[l1 as usize] != 0 {
                             return Err(format!(
@@ -1418,8 +1438,19 @@ impl ArchMmu {
         p: VirtPage,
     ) -> Result<Option<Translation>, MapError> {
         let l1 = p.number() / ENTRIES_PER_L2;
+        let descriptor = self.read_l1(m, l1);
+        self.translate_under(m, descriptor, p)
+    }
+
+    /// [`Self::translate`] with the page's L1 entry already read.
+    fn translate_under<M: Machine>(
+        &self,
+        m: &mut M,
+        descriptor: L1Descriptor,
+        p: VirtPage,
+    ) -> Result<Option<Translation>, MapError> {
         let va = p.start();
-        let (frame, attrs, block, raw) = match self.read_l1(m, l1) {
+        let (frame, attrs, block, raw) = match descriptor {
             L1Descriptor::Fault => return Ok(None),
             L1Descriptor::Supersection(raw) => {
                 return Err(MapError::UnsupportedDescriptor { va, raw });
