@@ -1,10 +1,12 @@
-//! Checked ops per second: `checker::run` (vmm on the simulated MMU + reference model, full
-//! comparison after every step) over fixed pseudo-random sequences.
+//! Checked ops per second over fixed pseudo-random sequences: `checker::run` (vmm on the
+//! simulated MMU + reference model, full comparison after every step), `checker::run_fast`
+//! (the fuzzing mode), and each side alone with nothing compared, all from the same run.
 
 use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
-use checker::{Step, run};
+use checker::run::{model_alone, vmm_alone};
+use checker::{Step, run, run_fast};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// Deterministic sequences decoded from xorshift bytes, exactly as a fuzzer would decode them.
@@ -41,12 +43,36 @@ fn throughput(c: &mut Criterion) {
     for s in &seqs {
         run(s).expect("model and vmm agree on the benchmark sequences");
     }
+    let concrete: Vec<_> = seqs.iter().map(|s| model_alone(s)).collect();
     let mut g = c.benchmark_group("checker");
     g.throughput(Throughput::Elements(total as u64));
-    g.bench_function("run_32_sequences_of_64_steps", |b| {
+    // Checked: model and vmm side by side, compared after every step.
+    g.bench_function("full_mode", |b| {
         b.iter(|| {
             for s in &seqs {
                 let _ = run(s);
+            }
+        });
+    });
+    g.bench_function("fast_mode", |b| {
+        b.iter(|| {
+            for s in &seqs {
+                let _ = run_fast(s);
+            }
+        });
+    });
+    // Each side alone, nothing compared: what checking costs on top.
+    g.bench_function("model_alone", |b| {
+        b.iter(|| {
+            for s in &seqs {
+                let _ = model_alone(s);
+            }
+        });
+    });
+    g.bench_function("vmm_alone", |b| {
+        b.iter(|| {
+            for s in &concrete {
+                let _ = vmm_alone(s);
             }
         });
     });

@@ -15,8 +15,12 @@ pub mod op;
 pub mod pairing;
 pub mod quick;
 pub mod run;
+pub mod shadow;
 pub mod strategy;
 
 pub use machine::Defect;
 pub use op::{Addr, Op, Step, parse_ops, print_ops};
-pub use run::{Divergence, DivergenceKind, Outcome, run, run_or_panic, run_with_defect, trace};
+pub use run::{
+    CheckMode, Divergence, DivergenceKind, Outcome, run, run_fast, run_fast_with_defect,
+    run_or_panic, run_with_defect, trace,
+};

@@ -34,6 +34,9 @@ pub struct SimMachine {
     pub tlb: Tlb,
     /// The defect, if any.
     pub defect: Option<Defect>,
+    /// Words written by accesses (data writes bypass the log, which holds the vmm's own
+    /// writes): the fast mode needs every change to RAM.
+    pub data_writes: Vec<PhysAddr>,
     invalidates: u64,
 }
 

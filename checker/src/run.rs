@@ -17,11 +17,16 @@ use vmm::{Layout, Vm};
 use crate::concrete;
 use crate::op::{Op, Step, print_ops};
 use crate::pairing::FramePairing;
+use crate::shadow::{Changes, TableShadow};
 pub use op_driver::Outcome;
 use op_driver::{AccessOp, Accessor, Miss};
 
 pub use crate::concrete::DEVICE_WINDOW;
 pub use op_driver::POOL_FRAMES;
+
+/// What the state comparison reports when the vmm's own decoder refuses its tables.
+const UNDECODABLE: &str =
+    "the vmm's tables hold a descriptor it does not write (its own decoder refuses them)";
 
 /// Everything the comparison sees, in a form both sides produce.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,6 +154,20 @@ impl fmt::Display for Divergence {
     }
 }
 
+/// How much of the vmm's tables `run` reads after every step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckMode {
+    /// The reference mode (replay, minimize, tests): after every step, every space's tables
+    /// are read whole (every translation, INV-7 on every table).
+    Full,
+    /// The fuzzing mode: after every step, only the translations whose table words changed
+    /// are read again ([`TableShadow`]); the whole state is still compared with the model,
+    /// and the TLB, INV-6 and INV-10 are checked as in full mode. INV-7 and a full read of
+    /// the tables run once, after the last step. A divergence is reported by re-running the
+    /// steps in full mode, so both modes give the same report.
+    Fast,
+}
+
 /// The vmm and the model side by side, with the frame bijection.
 struct Pair {
     vm: Vm<SimMachine>,
@@ -157,29 +176,116 @@ struct Pair {
     model_ids: Vec<u32>,
     vmm_ids: Vec<SpaceId>,
     frames: FramePairing,
+    /// In fast mode, the translations kept current from each step's changes.
+    shadow: Option<TableShadow>,
 }
 
-/// Runs `steps` on a fresh vmm and model and compares after every step. Returns the number of
-/// steps run, or the first divergence.
+/// Runs `steps` on a fresh vmm and model and compares after every step (full mode). Returns
+/// the number of steps run, or the first divergence.
 pub fn run(steps: &[Step]) -> Result<usize, Box<Divergence>> {
     run_with_defect(steps, None)
 }
 
+/// [`run`] in [`CheckMode::Fast`]: the same result, and on a divergence the same report
+/// (found again in full mode), at a fraction of the cost of a sequence that passes.
+pub fn run_fast(steps: &[Step]) -> Result<usize, Box<Divergence>> {
+    run_fast_with_defect(steps, None)
+}
+
+/// [`run_fast`] on a machine with a deliberate defect.
+pub fn run_fast_with_defect(
+    steps: &[Step],
+    defect: Option<Defect>,
+) -> Result<usize, Box<Divergence>> {
+    match run_observed(steps, defect, CheckMode::Fast, false, &mut |_, _| {}) {
+        Ok(n) => Ok(n),
+        Err(_) => run_with_defect(steps, defect),
+    }
+}
+
 /// [`run`] on a machine with a deliberate defect (to show the checker catches it).
 pub fn run_with_defect(steps: &[Step], defect: Option<Defect>) -> Result<usize, Box<Divergence>> {
-    run_observed(steps, defect, &mut |_, _| {})
+    run_observed(steps, defect, CheckMode::Full, false, &mut |_, _| {})
+}
+
+/// Fast mode with its claim checked: after every step the shadow's translations must equal a
+/// full read of the tables. `Err` names the first step where they differ (or a divergence).
+/// No fallback to full mode: a divergence here was found by the fast mode itself.
+#[doc(hidden)]
+pub fn audit_fast_mode(steps: &[Step], defect: Option<Defect>) -> Result<usize, Box<Divergence>> {
+    run_observed(steps, defect, CheckMode::Fast, true, &mut |_, _| {})
+}
+
+/// The model's start state: the free count of a freshly booted vmm (measured once).
+fn start_free_frames() -> u32 {
+    static FREE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *FREE.get_or_init(|| {
+        Vm::new(SimMachine::default(), Layout::with_pool_frames(POOL_FRAMES))
+            .expect("the default layout boots")
+            .frames()
+            .free_count()
+    })
+}
+
+/// The model alone (for the throughput benchmark): `steps` resolved and applied to the
+/// reference model only. Returns the concrete steps, which [`vmm_alone`] replays.
+pub fn model_alone(steps: &[Step]) -> Vec<op_driver::Step> {
+    let mut model = Model::new(
+        model::Layout {
+            pool_size: POOL_FRAMES * 0x1000,
+            ..model::Layout::default()
+        },
+        start_free_frames(),
+    );
+    let mut ids = Vec::new();
+    steps
+        .iter()
+        .map(|step| {
+            model.refuse_allocation = step.refuse.map(u64::from);
+            let op = concrete::resolve(&model, &ids, &step.op);
+            concrete::apply_model(&mut model, &mut ids, &op);
+            op_driver::Step {
+                op,
+                refuse: step.refuse.map(u16::from),
+            }
+        })
+        .collect()
+}
+
+/// The vmm alone (for the throughput benchmark): concrete steps applied to a fresh vmm on the
+/// simulated machine, nothing compared. Returns the number of steps that succeeded.
+pub fn vmm_alone(steps: &[op_driver::Step]) -> usize {
+    let mut vm = Vm::new(SimMachine::default(), Layout::with_pool_frames(POOL_FRAMES))
+        .expect("the default layout boots");
+    let mut ids = Vec::new();
+    let mut ok = 0;
+    for step in steps {
+        let plan = step.refuse.map_or(AllocationFailure::Never, |k| {
+            AllocationFailure::Nth(u64::from(k))
+        });
+        vm.machine_mut().host.set_allocation_failure(plan);
+        ok += usize::from(matches!(
+            op_driver::apply(&mut vm, &mut ids, &step.op, &mut HostAccessor),
+            Outcome::Ok(_)
+        ));
+    }
+    ok
 }
 
 /// [`run`], also returning what every step returned (model and vmm agreed on it).
 pub fn trace(steps: &[Step]) -> Result<Vec<Outcome>, Box<Divergence>> {
     let mut outcomes = Vec::new();
-    run_observed(steps, None, &mut |_, o| outcomes.push(o))?;
+    run_observed(steps, None, CheckMode::Full, false, &mut |_, o| {
+        outcomes.push(o);
+    })?;
     Ok(outcomes)
 }
 
 fn run_observed(
     steps: &[Step],
     defect: Option<Defect>,
+    mode: CheckMode,
+    audit: bool,
     on_step: &mut dyn FnMut(usize, Outcome),
 ) -> Result<usize, Box<Divergence>> {
     let mut machine = SimMachine::with_defect(defect);
@@ -200,6 +306,7 @@ fn run_observed(
         model_ids: Vec::new(),
         vmm_ids: Vec::new(),
         frames: FramePairing::default(),
+        shadow: (mode == CheckMode::Fast).then(TableShadow::default),
     };
     let diverge = |kind, at, model: String, vmm: String| {
         Box::new(Divergence {
@@ -223,6 +330,7 @@ fn run_observed(
             .host
             .set_allocation_failure(AllocationFailure::Never);
         let log = p.vm.machine_mut().host.take_log();
+        let data_writes = std::mem::take(&mut p.vm.machine_mut().data_writes);
         if let Err(why) = check_protocol(&log) {
             return Err(diverge(
                 DivergenceKind::HardwareProtocol,
@@ -231,7 +339,7 @@ fn run_observed(
                 why,
             ));
         }
-        if let Err(why) = p.check_tables() {
+        if let Err(why) = p.check_tables(mode == CheckMode::Full) {
             return Err(diverge(
                 DivergenceKind::Tables,
                 at,
@@ -251,19 +359,37 @@ fn run_observed(
                 format!("{vmm_out:?}\n"),
             ));
         }
-        let model_state = p.model_state();
-        let vmm_state = p
-            .vmm_state()
-            .map_err(|(kind, why)| diverge(kind, at, String::new(), why))?;
-        if model_state != vmm_state {
+        if let Some(shadow) = &mut p.shadow {
+            let changes = Changes::from_log(&log, &data_writes);
+            if shadow.update(&mut p.vm, &p.vmm_ids, &changes).is_none() {
+                return Err(diverge(
+                    DivergenceKind::State,
+                    at,
+                    String::new(),
+                    UNDECODABLE.into(),
+                ));
+            }
+            if audit {
+                p.audit_shadow()
+                    .map_err(|why| diverge(DivergenceKind::State, at, String::new(), why))?;
+            }
+        }
+        p.compare_state(at, steps)?;
+        p.forget_freed_frames();
+    }
+    if mode == CheckMode::Fast && !steps.is_empty() {
+        // The full sweep at the end: the tables read whole, INV-7 on every table.
+        let at = steps.len() - 1;
+        p.shadow = None;
+        if let Err(why) = p.check_tables(true) {
             return Err(diverge(
-                DivergenceKind::State,
+                DivergenceKind::Tables,
                 at,
-                format!("{model_state:#?}\n"),
-                format!("{vmm_state:#?}\n"),
+                "the tables are well formed\n".into(),
+                why,
             ));
         }
-        p.forget_freed_frames();
+        p.compare_state(at, steps)?;
     }
     // Teardown: every space exits and every segment is removed; then every frame is back.
     let ids = p.ids();
@@ -298,10 +424,10 @@ fn run_observed(
     Ok(steps.len())
 }
 
-/// Like [`run`], but panics on a divergence, from a function of its own per kind so that
-/// fuzzers group crashes by kind.
+/// [`run_fast`] (the fuzzing mode), but panics on a divergence, from a function of its own
+/// per kind so that fuzzers group crashes by kind.
 pub fn run_or_panic(steps: &[Step]) {
-    if let Err(d) = run(steps) {
+    if let Err(d) = run_fast(steps) {
         match d.kind {
             DivergenceKind::ReturnValue => diverged_return_value(&d),
             DivergenceKind::State => diverged_state(&d),
@@ -398,6 +524,7 @@ impl Accessor<SimMachine> for HostAccessor {
                 // Data goes straight to RAM: the machine log then holds only the vmm's own
                 // (descriptor) writes, which the protocol check reads.
                 m.host.write_bytes(pa, &value.to_le_bytes());
+                m.data_writes.push(pa);
                 0
             }
             _ => m.read_word(pa),
@@ -437,13 +564,15 @@ impl Pair {
         (m, v)
     }
 
-    /// INV-6 and INV-7: no kernel address answers a PL0 access, and every space's tables agree
-    /// with its bookkeeping.
-    fn check_tables(&mut self) -> Result<(), String> {
+    /// INV-6 and (when `whole`) INV-7: no kernel address answers a PL0 access, and every
+    /// space's tables agree with its bookkeeping.
+    fn check_tables(&mut self, whole: bool) -> Result<(), String> {
         for (m, v) in self.ids() {
-            self.vm
-                .check_tables(v)
-                .map_err(|e| format!("space {m}: {e}\n"))?;
+            if whole {
+                self.vm
+                    .check_tables(v)
+                    .map_err(|e| format!("space {m}: {e}\n"))?;
+            }
             let (regs, _) = registers(&self.vm, v).ok_or("a live space is missing")?;
             let host = &self.vm.machine().host;
             for va in [0x4000_0000u32, 0x4100_0000, 0x7FFF_F000, 0xC000_0000] {
@@ -497,6 +626,47 @@ impl Pair {
                 return Err(format!(
                     "stale TLB entry {:#?}\nthe tables now give {:#?}\n",
                     e, now
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The whole observable state of both sides, compared.
+    fn compare_state(&mut self, at: usize, steps: &[Step]) -> Result<(), Box<Divergence>> {
+        let diverge = |kind, model: String, vmm: String| {
+            Box::new(Divergence {
+                kind,
+                steps: steps.to_vec(),
+                at,
+                model,
+                vmm,
+            })
+        };
+        let model_state = self.model_state();
+        let vmm_state = self
+            .vmm_state()
+            .map_err(|(kind, why)| diverge(kind, String::new(), why))?;
+        if model_state != vmm_state {
+            return Err(diverge(
+                DivergenceKind::State,
+                format!("{model_state:#?}\n"),
+                format!("{vmm_state:#?}\n"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The fast mode's claim: the shadow equals a full read of every space's tables.
+    fn audit_shadow(&mut self) -> Result<(), String> {
+        let Some(shadow) = &self.shadow else {
+            return Ok(());
+        };
+        for v in self.vmm_ids.clone() {
+            let (kept, read) = (shadow.pages(v), self.vm.mappings(v));
+            if kept != read {
+                return Err(format!(
+                    "fast-mode shadow of {v:?} differs from the tables:\nshadow {kept:#?}\ntables {read:#?}\n"
                 ));
             }
         }
@@ -589,9 +759,11 @@ impl Pair {
                 .collect();
             let (brk, table_pages) = (sp.brk(), sp.mmu().table_pages());
             let mut pages = Vec::new();
-            let mappings = self.vm.mappings(v).ok_or_else(|| {
-                state("the vmm's tables hold a descriptor it does not write (its own decoder refuses them)")
-            })?;
+            let mappings = match &self.shadow {
+                Some(shadow) => shadow.pages(v),
+                None => self.vm.mappings(v),
+            }
+            .ok_or_else(|| state(UNDECODABLE))?;
             for (page, t) in mappings {
                 let addr = u64::from(page.start().as_u32());
                 let f = t.attrs.flags;

@@ -16,3 +16,16 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// The fast mode agrees with the full mode, and its shadow of the tables equals a full
+    /// read after every step.
+    #[test]
+    fn fast_mode_agrees_with_full_mode(steps in checker::strategy::steps(50)) {
+        let full = checker::run(&steps).map_err(|d| d.to_string());
+        let fast = checker::run::audit_fast_mode(&steps, None).map_err(|d| d.to_string());
+        prop_assert_eq!(fast, full);
+    }
+}

@@ -1,0 +1,239 @@
+//! The fast mode's copy of the vmm's translations: every present page of every live space,
+//! kept current from what changed RAM during a step instead of re-read after every step.
+//!
+//! Why it equals a full read of the tables: RAM changes only by the vmm's word writes, frame
+//! zeroings and frame copies (all in the machine log) and by the data writes of accesses
+//! (recorded by the accessor). For each changed word the shadow finds what it can affect: a
+//! word of a live space's L1 table re-reads that MiB; a word of an L2 table linked from a live
+//! L1 entry re-reads that page. Writes to frames that are neither affect no translation. L1
+//! changes are applied before L2 writes are placed, so an L2 table filled and then linked in
+//! the same step is re-read whole, and writes to a table unlinked in the step are ignored
+//! (its MiB is re-read from the new L1 entry). The checker's own test (`fast_mode.rs`) audits
+//! this claim after every step of the regression corpus and random sequences.
+
+use std::collections::{BTreeMap, HashMap};
+
+use vmm::Vm;
+use vmm::addr::{PageRange, PhysAddr, VirtPage};
+use vmm::arch::armv7::Translation;
+use vmm::machine::MachineEvent;
+use vmm::space::SpaceId;
+
+use crate::machine::SimMachine;
+
+/// Pages one L1 entry covers (1 MiB).
+const PAGES_PER_L1: u32 = 256;
+/// Bytes of one L2 table.
+const L2_TABLE_BYTES: u32 = 1024;
+
+/// What changed RAM during a step, as the shadow needs it.
+#[derive(Clone, Debug, Default)]
+pub struct Changes {
+    /// Words written (descriptor writes, data writes).
+    pub words: Vec<u32>,
+    /// Frames zeroed or overwritten by a copy.
+    pub frames: Vec<u32>,
+}
+
+impl Changes {
+    /// The changes in a machine log plus the accessor's data writes.
+    pub fn from_log(log: &[MachineEvent], data_writes: &[PhysAddr]) -> Self {
+        let mut changes = Self::default();
+        for e in log {
+            match *e {
+                MachineEvent::Write { pa, .. } => changes.words.push(pa.as_u32()),
+                MachineEvent::ZeroFrame(f) | MachineEvent::CopyFrame { dst: f, .. } => {
+                    changes.frames.push(f.start().as_u32());
+                }
+                _ => {}
+            }
+        }
+        changes
+            .words
+            .extend(data_writes.iter().map(|pa| pa.as_u32()));
+        changes
+    }
+
+    /// Whether `[base, base + len)` was touched, and the touched words inside it (all of
+    /// them when a frame overlapping it was zeroed or copied).
+    fn touched(&self, base: u32, len: u32) -> Vec<u32> {
+        let inside = |a: u32| a >= base && a - base < len;
+        if self
+            .frames
+            .iter()
+            .any(|&f| f < base.saturating_add(len) && base < f.saturating_add(4096))
+        {
+            return (base..base + len).step_by(4).collect();
+        }
+        self.words.iter().copied().filter(|&a| inside(a)).collect()
+    }
+}
+
+/// One live space as the shadow keeps it.
+#[derive(Clone, Debug)]
+struct ShadowSpace {
+    /// Physical address of its L1 table.
+    l1_table: u32,
+    /// The raw L1 entries (the user window).
+    l1: Vec<u32>,
+    /// Present pages by page number.
+    pages: BTreeMap<u32, Translation>,
+}
+
+/// The translations of every live space, updated step by step.
+#[derive(Clone, Debug, Default)]
+pub struct TableShadow {
+    spaces: BTreeMap<SpaceId, ShadowSpace>,
+    /// L2 table (physical address / 1 KiB) -> the space and L1 index linking it.
+    owners: HashMap<u32, (SpaceId, u32)>,
+}
+
+/// The L2 table a raw L1 entry links, if it is a page-table descriptor.
+fn linked_table(raw: u32) -> Option<u32> {
+    (raw & 0b11 == 0b01).then_some(raw & !(L2_TABLE_BYTES - 1))
+}
+
+fn read(vm: &Vm<SimMachine>, pa: u32) -> u32 {
+    vm.machine().host.peek_word(PhysAddr::new(pa)).unwrap_or(0)
+}
+
+/// The vmm's translations of `range` in space `id`, or `None` when its decoder refuses a
+/// descriptor.
+fn mappings(
+    vm: &mut Vm<SimMachine>,
+    id: SpaceId,
+    range: PageRange,
+) -> Option<Vec<(u32, Translation)>> {
+    Some(
+        vm.mappings_in(id, range)?
+            .into_iter()
+            .map(|(p, t)| (p.number(), t))
+            .collect(),
+    )
+}
+
+impl TableShadow {
+    /// Brings the shadow up to date after a step that made `changes`, for the spaces `live`.
+    /// `None` when the vmm's own decoder refuses one of the descriptors read.
+    pub fn update(
+        &mut self,
+        vm: &mut Vm<SimMachine>,
+        live: &[SpaceId],
+        changes: &Changes,
+    ) -> Option<()> {
+        // Spaces that exited, or whose L1 table moved (an id reused), are dropped.
+        let current: Vec<(SpaceId, u32)> = live
+            .iter()
+            .filter_map(|&id| Some((id, vm.space(id)?.mmu().l1_table().as_u32())))
+            .collect();
+        let stale: Vec<SpaceId> = self
+            .spaces
+            .iter()
+            .filter(|(id, s)| !current.contains(&(**id, s.l1_table)))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in stale {
+            self.spaces.remove(&id);
+            self.owners.retain(|_, (owner, _)| *owner != id);
+        }
+        // New spaces are read whole.
+        for &(id, l1_table) in &current {
+            if !self.spaces.contains_key(&id) {
+                self.load(vm, id, l1_table)?;
+            }
+        }
+        // L1 entries first: links and unlinks decide which L2 writes matter.
+        let mut whole_mibs: Vec<(SpaceId, u32)> = Vec::new();
+        for (&id, space) in &mut self.spaces {
+            let len = space.l1.len() as u32 * 4;
+            for pa in changes.touched(space.l1_table, len) {
+                let index = (pa - space.l1_table) / 4;
+                let new = read(vm, pa);
+                let old = std::mem::replace(&mut space.l1[index as usize], new);
+                if old == new {
+                    continue;
+                }
+                if let Some(t) = linked_table(old) {
+                    self.owners.remove(&(t / L2_TABLE_BYTES));
+                }
+                if let Some(t) = linked_table(new) {
+                    self.owners.insert(t / L2_TABLE_BYTES, (id, index));
+                }
+                whole_mibs.push((id, index));
+            }
+        }
+        let mut pages: Vec<(SpaceId, u32)> = Vec::new();
+        for &pa in &changes.words {
+            if let Some(&(id, index)) = self.owners.get(&(pa / L2_TABLE_BYTES)) {
+                pages.push((id, index * PAGES_PER_L1 + (pa % L2_TABLE_BYTES) / 4));
+            }
+        }
+        for &f in &changes.frames {
+            for t in (f..f + 4096).step_by(L2_TABLE_BYTES as usize) {
+                if let Some(&(id, index)) = self.owners.get(&(t / L2_TABLE_BYTES)) {
+                    whole_mibs.push((id, index));
+                }
+            }
+        }
+        whole_mibs.sort_unstable();
+        whole_mibs.dedup();
+        for (id, index) in whole_mibs {
+            let first = VirtPage::from_number(index * PAGES_PER_L1)?;
+            self.refresh(vm, id, PageRange::new(first, PAGES_PER_L1)?)?;
+        }
+        pages.sort_unstable();
+        pages.dedup();
+        for (id, number) in pages {
+            self.refresh(vm, id, PageRange::new(VirtPage::from_number(number)?, 1)?)?;
+        }
+        Some(())
+    }
+
+    /// The present pages of space `id`, ascending.
+    pub fn pages(&self, id: SpaceId) -> Option<Vec<(VirtPage, Translation)>> {
+        let space = self.spaces.get(&id)?;
+        space
+            .pages
+            .iter()
+            .map(|(&n, &t)| Some((VirtPage::from_number(n)?, t)))
+            .collect()
+    }
+
+    /// Reads space `id` whole: its L1 entries and every present page.
+    fn load(&mut self, vm: &mut Vm<SimMachine>, id: SpaceId, l1_table: u32) -> Option<()> {
+        let window = vm.space(id)?.mmu().window();
+        let entries = window.end_number() / PAGES_PER_L1;
+        let l1: Vec<u32> = (0..entries).map(|i| read(vm, l1_table + 4 * i)).collect();
+        for (index, &raw) in l1.iter().enumerate() {
+            if let Some(t) = linked_table(raw) {
+                self.owners.insert(t / L2_TABLE_BYTES, (id, index as u32));
+            }
+        }
+        let pages = mappings(vm, id, window)?.into_iter().collect();
+        self.spaces.insert(
+            id,
+            ShadowSpace {
+                l1_table,
+                l1,
+                pages,
+            },
+        );
+        Some(())
+    }
+
+    /// Re-reads `range` of space `id`.
+    fn refresh(&mut self, vm: &mut Vm<SimMachine>, id: SpaceId, range: PageRange) -> Option<()> {
+        let fresh = mappings(vm, id, range)?;
+        let space = self.spaces.get_mut(&id)?;
+        let stale: Vec<u32> = space
+            .pages
+            .range(range.start().number()..range.end_number())
+            .map(|(&n, _)| n)
+            .collect();
+        for n in stale {
+            space.pages.remove(&n);
+        }
+        space.pages.extend(fresh);
+        Some(())
+    }
+}
