@@ -25,14 +25,30 @@ use crate::machine::SimMachine;
 const PAGES_PER_L1: u32 = 256;
 /// Bytes of one L2 table.
 const L2_TABLE_BYTES: u32 = 1024;
+/// Bytes of a frame.
+const FRAME_BYTES: u32 = 4096;
 
 /// What changed RAM during a step, as the shadow needs it.
 #[derive(Clone, Debug, Default)]
 pub struct Changes {
     /// Words written (descriptor writes, data writes).
-    pub words: Vec<u32>,
-    /// Frames zeroed or overwritten by a copy.
-    pub frames: Vec<u32>,
+    words: Vec<u32>,
+    /// Frames zeroed (first address).
+    zeroed: Vec<u32>,
+    /// Frames overwritten by a copy (first address).
+    copied: Vec<u32>,
+}
+
+/// What a step did to one frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FrameChange {
+    /// At most some words written.
+    Words,
+    /// Zeroed: every word is 0 except those written (before or after: their value in RAM now
+    /// is the truth either way).
+    Zeroed,
+    /// Overwritten by a copy: any word may have changed.
+    Unknown,
 }
 
 impl Changes {
@@ -42,9 +58,8 @@ impl Changes {
         for e in log {
             match *e {
                 MachineEvent::Write { pa, .. } => changes.words.push(pa.as_u32()),
-                MachineEvent::ZeroFrame(f) | MachineEvent::CopyFrame { dst: f, .. } => {
-                    changes.frames.push(f.start().as_u32());
-                }
+                MachineEvent::ZeroFrame(f) => changes.zeroed.push(f.start().as_u32()),
+                MachineEvent::CopyFrame { dst, .. } => changes.copied.push(dst.start().as_u32()),
                 _ => {}
             }
         }
@@ -54,18 +69,24 @@ impl Changes {
         changes
     }
 
-    /// Whether `[base, base + len)` was touched, and the touched words inside it (all of
-    /// them when a frame overlapping it was zeroed or copied).
-    fn touched(&self, base: u32, len: u32) -> Vec<u32> {
-        let inside = |a: u32| a >= base && a - base < len;
-        if self
-            .frames
-            .iter()
-            .any(|&f| f < base.saturating_add(len) && base < f.saturating_add(4096))
-        {
-            return (base..base + len).step_by(4).collect();
+    /// What happened to the frame holding `pa`.
+    fn frame(&self, pa: u32) -> FrameChange {
+        let frame = pa & !(FRAME_BYTES - 1);
+        if self.copied.contains(&frame) {
+            FrameChange::Unknown
+        } else if self.zeroed.contains(&frame) {
+            FrameChange::Zeroed
+        } else {
+            FrameChange::Words
         }
-        self.words.iter().copied().filter(|&a| inside(a)).collect()
+    }
+
+    /// The words written inside `[base, base + len)`.
+    fn written(&self, base: u32, len: u32) -> impl Iterator<Item = u32> + '_ {
+        self.words
+            .iter()
+            .copied()
+            .filter(move |&a| a >= base && a - base < len)
     }
 }
 
@@ -136,17 +157,47 @@ impl TableShadow {
             self.spaces.remove(&id);
             self.owners.retain(|_, (owner, _)| *owner != id);
         }
-        // New spaces are read whole.
+        // A new space whose L1 table was zeroed in this step starts empty (its entries come
+        // from this step's writes, below); any other new space is read whole.
         for &(id, l1_table) in &current {
-            if !self.spaces.contains_key(&id) {
+            if self.spaces.contains_key(&id) {
+                continue;
+            }
+            if changes.frame(l1_table) == FrameChange::Zeroed {
+                let entries = vm.space(id)?.mmu().window().end_number() / PAGES_PER_L1;
+                self.spaces.insert(
+                    id,
+                    ShadowSpace {
+                        l1_table,
+                        l1: vec![0; entries as usize],
+                        pages: BTreeMap::new(),
+                    },
+                );
+            } else {
                 self.load(vm, id, l1_table)?;
             }
         }
         // L1 entries first: links and unlinks decide which L2 writes matter.
         let mut whole_mibs: Vec<(SpaceId, u32)> = Vec::new();
+        let mut fresh_tables: Vec<(SpaceId, u32, u32)> = Vec::new();
         for (&id, space) in &mut self.spaces {
             let len = space.l1.len() as u32 * 4;
-            for pa in changes.touched(space.l1_table, len) {
+            let candidates: Vec<u32> = match changes.frame(space.l1_table) {
+                FrameChange::Words => changes.written(space.l1_table, len).collect(),
+                FrameChange::Zeroed => {
+                    let mut c: Vec<u32> = changes.written(space.l1_table, len).collect();
+                    c.extend(
+                        (0..space.l1.len() as u32)
+                            .filter(|&i| space.l1[i as usize] != 0)
+                            .map(|i| space.l1_table + 4 * i),
+                    );
+                    c
+                }
+                FrameChange::Unknown => (0..space.l1.len() as u32)
+                    .map(|i| space.l1_table + 4 * i)
+                    .collect(),
+            };
+            for pa in candidates {
                 let index = (pa - space.l1_table) / 4;
                 let new = read(vm, pa);
                 let old = std::mem::replace(&mut space.l1[index as usize], new);
@@ -156,10 +207,31 @@ impl TableShadow {
                 if let Some(t) = linked_table(old) {
                     self.owners.remove(&(t / L2_TABLE_BYTES));
                 }
-                if let Some(t) = linked_table(new) {
-                    self.owners.insert(t / L2_TABLE_BYTES, (id, index));
+                match linked_table(new) {
+                    // A table zeroed in this step holds only the words written to it.
+                    Some(t) if changes.frame(t) == FrameChange::Zeroed => {
+                        self.owners.insert(t / L2_TABLE_BYTES, (id, index));
+                        fresh_tables.push((id, index, t));
+                    }
+                    Some(t) => {
+                        self.owners.insert(t / L2_TABLE_BYTES, (id, index));
+                        whole_mibs.push((id, index));
+                    }
+                    None => whole_mibs.push((id, index)),
                 }
-                whole_mibs.push((id, index));
+            }
+        }
+        for &(id, index, _) in &fresh_tables {
+            if let Some(space) = self.spaces.get_mut(&id) {
+                let first = index * PAGES_PER_L1;
+                let stale: Vec<u32> = space
+                    .pages
+                    .range(first..first + PAGES_PER_L1)
+                    .map(|(&n, _)| n)
+                    .collect();
+                for n in stale {
+                    space.pages.remove(&n);
+                }
             }
         }
         let mut pages: Vec<(SpaceId, u32)> = Vec::new();
@@ -168,22 +240,28 @@ impl TableShadow {
                 pages.push((id, index * PAGES_PER_L1 + (pa % L2_TABLE_BYTES) / 4));
             }
         }
-        for &f in &changes.frames {
-            for t in (f..f + 4096).step_by(L2_TABLE_BYTES as usize) {
-                if let Some(&(id, index)) = self.owners.get(&(t / L2_TABLE_BYTES)) {
+        // Linked tables zeroed or overwritten in this step (other than fresh ones) are re-read.
+        for &f in changes.zeroed.iter().chain(&changes.copied) {
+            for t in (f..f + FRAME_BYTES).step_by(L2_TABLE_BYTES as usize) {
+                if let Some(&(id, index)) = self.owners.get(&(t / L2_TABLE_BYTES))
+                    && !fresh_tables.contains(&(id, index, t))
+                {
                     whole_mibs.push((id, index));
                 }
             }
         }
         whole_mibs.sort_unstable();
         whole_mibs.dedup();
-        for (id, index) in whole_mibs {
+        for &(id, index) in &whole_mibs {
             let first = VirtPage::from_number(index * PAGES_PER_L1)?;
             self.refresh(vm, id, PageRange::new(first, PAGES_PER_L1)?)?;
         }
         pages.sort_unstable();
         pages.dedup();
         for (id, number) in pages {
+            if whole_mibs.contains(&(id, number / PAGES_PER_L1)) {
+                continue;
+            }
             self.refresh(vm, id, PageRange::new(VirtPage::from_number(number)?, 1)?)?;
         }
         Some(())

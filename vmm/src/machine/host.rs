@@ -1,6 +1,7 @@
 //! A simulated machine for host tests: sparse RAM, a call log and allocation-failure injection.
 
 use alloc::boxed::Box;
+use alloc::vec;
 use alloc::vec::Vec;
 
 use super::Machine;
@@ -81,8 +82,14 @@ pub enum AllocationFailure {
 pub struct HostMachine {
     ram_base: PhysAddr,
     ram_size: u32,
-    /// One slot per RAM frame; `None` reads as zeroes (sparse, O(1) to find).
-    frames: Vec<Option<Box<[u8; PAGE_SIZE as usize]>>>,
+    /// One slot per RAM frame: 0 reads as zeroes, `n` is `storage[n - 1]` (sparse, O(1) to
+    /// find, and a plain integer table so that making and dropping a machine costs nothing
+    /// per frame of RAM).
+    slots: Vec<u32>,
+    /// The frames ever written.
+    storage: Vec<Box<[u8; PAGE_SIZE as usize]>>,
+    /// Indices into `storage` no slot uses (frames zeroed since), reused first.
+    spare: Vec<u32>,
     recording: bool,
     skip_reads: bool,
     log: Vec<MachineEvent>,
@@ -106,7 +113,9 @@ impl HostMachine {
         Self {
             ram_base: base,
             ram_size: size,
-            frames: (0..size / PAGE_SIZE).map(|_| None).collect(),
+            slots: vec![0; (size / PAGE_SIZE) as usize],
+            storage: Vec::new(),
+            spare: Vec::new(),
             recording: false,
             skip_reads: false,
             log: Vec::new(),
@@ -223,14 +232,37 @@ impl HostMachine {
     }
 
     fn frame(&self, number: u32) -> Option<&[u8; PAGE_SIZE as usize]> {
-        self.frames
-            .get(self.slot(number))
-            .and_then(|f| f.as_deref())
+        match *self.slots.get(self.slot(number))? {
+            0 => None,
+            n => self.storage.get(n as usize - 1).map(|f| &**f),
+        }
     }
 
     fn frame_mut(&mut self, number: u32) -> &mut [u8; PAGE_SIZE as usize] {
         let slot = self.slot(number);
-        self.frames[slot].get_or_insert_with(|| Box::new([0; PAGE_SIZE as usize]))
+        if self.slots[slot] == 0 {
+            let index = match self.spare.pop() {
+                Some(i) => {
+                    self.storage[i as usize].fill(0);
+                    i
+                }
+                None => {
+                    self.storage.push(Box::new([0; PAGE_SIZE as usize]));
+                    self.storage.len() as u32 - 1
+                }
+            };
+            self.slots[slot] = index + 1;
+        }
+        &mut self.storage[self.slots[slot] as usize - 1]
+    }
+
+    /// Makes a frame read as zeroes again (its storage is kept for reuse).
+    fn clear_frame(&mut self, number: u32) {
+        let slot = self.slot(number);
+        let n = core::mem::replace(&mut self.slots[slot], 0);
+        if n != 0 {
+            self.spare.push(n - 1);
+        }
     }
 
     fn record(&mut self, event: MachineEvent) {
@@ -285,8 +317,7 @@ impl Machine for HostMachine {
             self.record(MachineEvent::BadAccess(frame.start()));
             return;
         }
-        let slot = self.slot(frame.number());
-        self.frames[slot] = None;
+        self.clear_frame(frame.number());
         self.record(MachineEvent::ZeroFrame(frame));
     }
 
@@ -296,9 +327,10 @@ impl Machine for HostMachine {
             self.record(MachineEvent::BadAccess(bad.start()));
             return;
         }
-        let data = self.frame(src.number()).map(|f| Box::new(*f));
-        let slot = self.slot(dst.number());
-        self.frames[slot] = data;
+        match self.frame(src.number()).map(|f| Box::new(*f)) {
+            None => self.clear_frame(dst.number()),
+            Some(data) => *self.frame_mut(dst.number()) = *data,
+        }
         self.record(MachineEvent::CopyFrame { dst, src });
     }
 
@@ -393,6 +425,29 @@ mod tests {
         assert!(!m.frame_is_zero(b));
         m.copy_frame(b, a);
         assert!(m.frame_is_zero(b));
+    }
+
+    /// A zeroed frame's storage is reused by the next frame written: it must come back zeroed
+    /// and leave the zeroed frame reading zeroes.
+    #[test]
+    fn storage_of_zeroed_frames_is_reused_clean() {
+        let mut m = HostMachine::default();
+        let (a, b, c) = (frame(0x4000_0000), frame(0x4000_1000), frame(0x4000_2000));
+        m.write_word(PhysAddr::new(0x4000_0010), 7);
+        m.write_word(PhysAddr::new(0x4000_1020), 8);
+        m.zero_frame(a);
+        m.write_word(PhysAddr::new(0x4000_2030), 9);
+        assert!(m.frame_is_zero(a));
+        assert_eq!(m.peek_word(PhysAddr::new(0x4000_2010)), Some(0));
+        assert_eq!(m.peek_word(PhysAddr::new(0x4000_2030)), Some(9));
+        assert_eq!(m.peek_word(PhysAddr::new(0x4000_1020)), Some(8));
+        // A copy onto a zero frame reuses spare storage too; a copy onto itself keeps it.
+        m.zero_frame(b);
+        m.copy_frame(a, c);
+        assert_eq!(m.peek_word(PhysAddr::new(0x4000_0030)), Some(9));
+        assert!(m.frame_is_zero(b));
+        m.copy_frame(c, c);
+        assert_eq!(m.peek_word(PhysAddr::new(0x4000_2030)), Some(9));
     }
 
     #[test]
