@@ -9,6 +9,13 @@ use crate::op::{Addr, Op};
 
 /// Where the device window starts (RAM outside the pool).
 pub const DEVICE_WINDOW: u32 = 0x4800_0000;
+/// Pages in the device window (16 MiB, the default layout's); `mapdev page=N` names window
+/// page `N` modulo this.
+pub const DEVICE_WINDOW_PAGES: u32 = 0x1000;
+/// End of the RAM both machines have (the host's default, QEMU's `-m 256M`): device memory is
+/// RAM here, and a device range past it would read as RAM in the model but as nothing on the
+/// machines, so such a `mapdev` is not run.
+pub const RAM_END: u64 = 0x5000_0000;
 
 /// The live space with index `s` modulo the count, as an index into `ids`.
 fn pick(ids: &[u32], s: u8) -> Option<usize> {
@@ -42,8 +49,8 @@ pub fn resolve_addr(model: &Model, m: u32, a: &Addr) -> u32 {
 }
 
 /// `op` with concrete arguments, given the model's state and its live spaces `ids` (creation
-/// order). Ops naming a space when none is live, and accesses to kernel addresses outside the
-/// vmalloc window (not modelled), become [`ConcreteOp::Skip`].
+/// order). Ops naming a space when none is live, accesses to kernel addresses outside the
+/// vmalloc window (not modelled), and device ranges leaving RAM become [`ConcreteOp::Skip`].
 #[must_use]
 pub fn resolve(model: &Model, ids: &[u32], op: &Op) -> ConcreteOp {
     use ConcreteOp as C;
@@ -121,13 +128,19 @@ pub fn resolve(model: &Model, ids: &[u32], op: &Op) -> ConcreteOp {
             page,
             len,
             prot,
-        } => with_space(*s, &|s, m| C::MapDevice {
-            s,
-            addr: r(m, addr),
-            pa: DEVICE_WINDOW + u32::from(*page) * 0x1000,
-            len: *len,
-            prot: *prot,
-        }),
+        } => {
+            let pa = DEVICE_WINDOW + u32::from(*page) % DEVICE_WINDOW_PAGES * 0x1000;
+            if u64::from(pa) + u64::from(*len) > RAM_END {
+                return C::Skip;
+            }
+            with_space(*s, &|s, m| C::MapDevice {
+                s,
+                addr: r(m, addr),
+                pa,
+                len: *len,
+                prot: *prot,
+            })
+        }
         Op::Vmalloc { len } => C::Vmalloc { len: *len },
         // Relative addresses need a space to resolve against: the first one.
         Op::Vfree { addr } => with_space(0, &|_, m| C::Vfree { addr: r(m, addr) }),

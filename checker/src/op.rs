@@ -143,7 +143,8 @@ pub enum Op {
         s: u8,
         /// Virtual address.
         addr: Addr,
-        /// First page of the device window (0x4800_0000) to map.
+        /// First page of the device window (0x4800_0000, 4096 pages) to map, modulo 4096.
+        /// A range that would leave RAM (0x5000_0000) is skipped.
         page: u16,
         /// Length in bytes.
         len: u32,
