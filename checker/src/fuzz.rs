@@ -290,3 +290,15 @@ pub fn text_round_trip(data: &[u8]) {
         ),
     }
 }
+
+/// The defect the `ops` fuzz target injects, named by the `VMM_FUZZ_DEFECT` environment
+/// variable (read once; unset means a sound machine). Only the end-to-end proof that fuzzing
+/// finds bugs sets it. An unknown name panics at the first input, so a typo cannot pass as a
+/// clean run.
+pub fn defect_from_env() -> Option<crate::Defect> {
+    static DEFECT: std::sync::OnceLock<Option<crate::Defect>> = std::sync::OnceLock::new();
+    *DEFECT.get_or_init(|| {
+        let name = std::env::var("VMM_FUZZ_DEFECT").ok()?;
+        Some(crate::Defect::from_name(&name).unwrap_or_else(|e| panic!("VMM_FUZZ_DEFECT: {e}")))
+    })
+}

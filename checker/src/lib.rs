@@ -22,5 +22,5 @@ pub use machine::Defect;
 pub use op::{Addr, Op, Step, parse_ops, print_ops};
 pub use run::{
     CheckMode, Divergence, DivergenceKind, Outcome, run, run_fast, run_fast_with_defect,
-    run_or_panic, run_with_defect, trace,
+    run_or_panic, run_or_panic_with_defect, run_with_defect, trace,
 };

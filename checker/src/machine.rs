@@ -25,6 +25,34 @@ pub enum Defect {
     DropBarriers,
 }
 
+impl Defect {
+    /// Every defect with its command-line name (`--defect NAME`, `VMM_FUZZ_DEFECT=NAME`).
+    pub const NAMED: [(&'static str, Defect); 7] = [
+        ("drop-every-invalidate", Defect::DropEveryInvalidate),
+        ("drop-first-invalidate", Defect::DropNthInvalidate(0)),
+        (
+            "ro-user-pages-writable",
+            Defect::MakeReadOnlyUserPagesWritable,
+        ),
+        ("clear-not-global", Defect::ClearNotGlobal),
+        ("corrupt-frame-copy", Defect::CorruptFrameCopy),
+        ("skip-frame-zeroing", Defect::SkipFrameZeroing),
+        ("drop-barriers", Defect::DropBarriers),
+    ];
+
+    /// The defect named `name` (see [`Defect::NAMED`]).
+    pub fn from_name(name: &str) -> Result<Self, String> {
+        Self::NAMED
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, d)| d)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::NAMED.iter().map(|(n, _)| *n).collect();
+                format!("unknown defect `{name}` (one of: {})", names.join(", "))
+            })
+    }
+}
+
 /// RAM and the TLB model, optionally with a defect.
 #[derive(Debug, Default)]
 pub struct SimMachine {

@@ -19,12 +19,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Replay `.ops` files (or fuzzer inputs: any other extension) and report the first
-    /// divergence of each.
+    /// Replay `.ops` files (or fuzzer inputs: any other extension; a directory stands for
+    /// its files) and report the first divergence of each.
     Replay {
         /// Print every step with what it returned.
         #[arg(long)]
         trace: bool,
+        /// Print only divergences and the summary.
+        #[arg(long)]
+        quiet: bool,
+        /// Run on a machine with this deliberate defect (drop-every-invalidate, ...).
+        #[arg(long, value_parser = parse_defect)]
+        defect: Option<checker::Defect>,
         /// The files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -49,12 +55,24 @@ enum Command {
         /// Where to write the scenario (corpus/regressions).
         #[arg(long)]
         out: PathBuf,
+        /// Minimize against a machine with this deliberate defect.
+        #[arg(long, value_parser = parse_defect)]
+        defect: Option<checker::Defect>,
     },
+}
+
+fn parse_defect(name: &str) -> Result<checker::Defect, String> {
+    checker::Defect::from_name(name)
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Replay { trace, files } => replay(trace, &files),
+        Command::Replay {
+            trace,
+            quiet,
+            defect,
+            files,
+        } => replay(trace, quiet, defect, &expand_dirs(&files)),
         Command::Seeds { scenarios, out } => match seeds(&scenarios, &out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -62,7 +80,12 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Minimize { file, tmin, out } => minimize(&file, tmin.as_deref(), &out),
+        Command::Minimize {
+            file,
+            tmin,
+            out,
+            defect,
+        } => minimize(&file, tmin.as_deref(), &out, defect),
     }
 }
 
@@ -79,7 +102,12 @@ fn read_steps(file: &Path) -> Result<Vec<checker::Step>, String> {
     }
 }
 
-fn minimize(file: &Path, tmin: Option<&Path>, out: &Path) -> ExitCode {
+fn minimize(
+    file: &Path,
+    tmin: Option<&Path>,
+    out: &Path,
+    defect: Option<checker::Defect>,
+) -> ExitCode {
     let fail = |e: String| {
         eprintln!("checker minimize: {e}");
         ExitCode::from(2)
@@ -88,7 +116,7 @@ fn minimize(file: &Path, tmin: Option<&Path>, out: &Path) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let Err(original) = checker::run(&steps) else {
+    let Err(original) = checker::run_with_defect(&steps, defect) else {
         println!(
             "{}: model and vmm agree ({} steps): nothing to minimize",
             file.display(),
@@ -106,7 +134,7 @@ fn minimize(file: &Path, tmin: Option<&Path>, out: &Path) -> ExitCode {
     // Start from the byte-minimized input when it still diverges the same way.
     let mut start = steps.clone();
     if let Some(t) = tmin {
-        match read_steps(t).map(|s| (checker::run(&s), s)) {
+        match read_steps(t).map(|s| (checker::run_with_defect(&s, defect), s)) {
             Ok((Err(d), s)) if d.kind == original.kind => {
                 println!("{}: the same kind in {} steps", t.display(), s.len());
                 start = s;
@@ -114,7 +142,7 @@ fn minimize(file: &Path, tmin: Option<&Path>, out: &Path) -> ExitCode {
             _ => println!("{}: not the same divergence; ignored", t.display()),
         }
     }
-    let Some(mut m) = checker::minimize::minimize(&start, None) else {
+    let Some(mut m) = checker::minimize::minimize(&start, defect) else {
         return fail("the divergence did not reproduce".into());
     };
     m.original_len = steps.len();
@@ -222,7 +250,30 @@ fn seeds(scenarios_dir: &Path, out: &Path) -> Result<(), String> {
     write_seeds(&out.join("frames"), &frames)
 }
 
-fn replay(trace: bool, files: &[PathBuf]) -> ExitCode {
+/// Files as given, directories replaced by their files (sorted).
+fn expand_dirs(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut inside: Vec<PathBuf> = std::fs::read_dir(p)
+                .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                .unwrap_or_default();
+            inside.retain(|f| f.is_file());
+            inside.sort();
+            out.extend(inside);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    out
+}
+
+fn replay(
+    trace: bool,
+    quiet: bool,
+    defect: Option<checker::Defect>,
+    files: &[PathBuf],
+) -> ExitCode {
     let mut diverged = 0;
     for file in files {
         let steps = match read_steps(file) {
@@ -233,7 +284,7 @@ fn replay(trace: bool, files: &[PathBuf]) -> ExitCode {
             }
         };
         // `.ops` files are text; anything else is a fuzzer input, decoded as the target does.
-        if file.extension().is_none_or(|x| x != "ops") {
+        if !quiet && file.extension().is_none_or(|x| x != "ops") {
             println!(
                 "{}: fuzzer bytes, decoded to:\n{}",
                 file.display(),
@@ -245,8 +296,9 @@ fn replay(trace: bool, files: &[PathBuf]) -> ExitCode {
                 println!("{:>4}  {:<72} -> {outcome:?}", i + 1, step.to_string());
             }
         }
-        match checker::run(&steps) {
-            Ok(n) => println!("PASS {} ({n} steps)", file.display()),
+        match checker::run_with_defect(&steps, defect) {
+            Ok(n) if !quiet => println!("PASS {} ({n} steps)", file.display()),
+            Ok(_) => {}
             Err(d) => {
                 diverged += 1;
                 println!("FAIL {}\n{d}", file.display());

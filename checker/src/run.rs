@@ -427,7 +427,12 @@ fn run_observed(
 /// [`run_fast`] (the fuzzing mode), but panics on a divergence, from a function of its own
 /// per kind so that fuzzers group crashes by kind.
 pub fn run_or_panic(steps: &[Step]) {
-    if let Err(d) = run_fast(steps) {
+    run_or_panic_with_defect(steps, None);
+}
+
+/// [`run_or_panic`] on a machine with a deliberate defect (the fuzzing workflow's proof).
+pub fn run_or_panic_with_defect(steps: &[Step], defect: Option<Defect>) {
+    if let Err(d) = run_fast_with_defect(steps, defect) {
         match d.kind {
             DivergenceKind::ReturnValue => diverged_return_value(&d),
             DivergenceKind::State => diverged_state(&d),

@@ -5,5 +5,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    checker::run_or_panic(&checker::fuzz::decode(data));
+    // A sound machine unless VMM_FUZZ_DEFECT names a defect (`cargo xtask fuzz-proof`).
+    checker::run_or_panic_with_defect(
+        &checker::fuzz::decode(data),
+        checker::fuzz::defect_from_env(),
+    );
 });

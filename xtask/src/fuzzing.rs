@@ -3,7 +3,7 @@
 //! regression scenario).
 
 use std::path::Path;
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 
 use crate::{Failure, cargo, cargo_run, run};
 
@@ -12,6 +12,83 @@ use crate::{Failure, cargo, cargo_run, run};
 /// the `-sanitizer-coverage-trace-compares` hooks sat in the checker's per-step sweeps and took
 /// two thirds of the `ops` target's time (60 vs 285 executions/s of 64-step inputs, measured).
 pub const BUILD_FLAGS: [&str; 4] = ["-O", "--sanitizer", "none", "--no-trace-compares"];
+
+/// The fuzz targets of fuzz/, in the order tasks run them.
+pub const TARGETS: [&str; 4] = ["ops", "mmu", "frames", "text"];
+
+/// `cargo fuzz <subcommand> <BUILD_FLAGS> <target>` run from fuzz/, on stable through
+/// RUSTC_BOOTSTRAP, never caching a failed toolchain probe.
+pub fn cargo_fuzz(root: &Path, subcommand: &str, target: &str) -> Command {
+    let mut cmd = cargo(&root.join("fuzz"));
+    cmd.env("RUSTC_BOOTSTRAP", "1")
+        .env("CARGO_CACHE_RUSTC_INFO", "0")
+        .args(["fuzz", subcommand])
+        .args(BUILD_FLAGS)
+        .arg(target);
+    cmd
+}
+
+/// What a libFuzzer run reported (its stderr), in single-process or fork mode.
+#[derive(Debug, Default)]
+pub struct FuzzStats {
+    /// Inputs executed.
+    pub executions: Option<u64>,
+    /// Average executions per second.
+    pub exec_per_sec: Option<u64>,
+    /// Coverage (edges, libFuzzer's `cov:`).
+    pub coverage: Option<u64>,
+}
+
+impl FuzzStats {
+    /// Reads the final statistics (`stat::` lines with `-print_final_stats=1`), else the last
+    /// status line (`#N ... cov: C ... exec/s: E`, which fork mode prints).
+    pub fn parse(log: &str) -> Self {
+        let stat = |name: &str| {
+            log.lines().rev().find_map(|l| {
+                l.strip_prefix(&format!("stat::{name}:"))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+        };
+        let field = |line: &str, key: &str| {
+            line.split(key)
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        };
+        let status = log
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('#') && l.contains("cov: "));
+        Self {
+            executions: stat("number_of_executed_units").or_else(|| {
+                status.and_then(|l| {
+                    l[1..]
+                        .split(|c: char| !c.is_ascii_digit())
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                })
+            }),
+            exec_per_sec: stat("average_exec_per_sec")
+                .or_else(|| status.and_then(|l| field(l, "exec/s: "))),
+            coverage: status.and_then(|l| field(l, "cov: ")),
+        }
+    }
+}
+
+/// A number or `?`.
+pub fn or_unknown(v: Option<u64>) -> String {
+    v.map_or_else(|| "?".into(), |v| v.to_string())
+}
+
+/// The files in `dir`, sorted (none when it does not exist).
+pub fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.is_file());
+    files.sort();
+    files
+}
 
 /// `cargo xtask seeds`: `corpus/<target>/` from `corpus/regressions/*.ops` (and the checker's
 /// built-in seeds for the targets that do not take ops).
@@ -47,13 +124,8 @@ pub fn minimize(root: &Path, file: &Path) -> ExitCode {
         let dir = root.join("fuzz/artifacts/ops-tmin");
         let out = dir.join(format!("tmin-{name}"));
         let _ = std::fs::create_dir_all(&dir);
-        let mut cmd = cargo(&root.join("fuzz"));
-        cmd.env("RUSTC_BOOTSTRAP", "1")
-            .env("CARGO_CACHE_RUSTC_INFO", "0")
-            .args(["fuzz", "tmin"])
-            .args(BUILD_FLAGS)
-            .arg("ops")
-            .arg(file)
+        let mut cmd = cargo_fuzz(root, "tmin", "ops");
+        cmd.arg(file)
             .arg("--")
             .arg(format!("-exact_artifact_path={}", out.display()));
         println!("==> byte-level: cargo fuzz tmin (output {})", out.display());

@@ -4,6 +4,11 @@
 //!   summary (executions, exec/s, coverage, corpus, crashes with their replay commands);
 //! - `cargo xtask seeds`: the committed seed corpora `corpus/<target>/`, from the scenarios;
 //! - `cargo xtask minimize FILE`: a finding -> a short regression scenario;
+//! - `cargo xtask nightly [--seconds N] [--jobs J] [--targets T,..]`: every target in fork mode,
+//!   corpora merged, new crashes minimized and grouped by kind, a Markdown summary;
+//! - `cargo xtask fuzz-proof [--defect D]`: an injected defect found by fuzzing, minimized to at
+//!   most 10 steps and replayed (the workflow proven end to end);
+//! - `cargo xtask coverage`: an HTML coverage report of `vmm` from the fuzz corpora;
 //! - `cargo xtask test`: the checks CI runs, in order, stopping at the first failure;
 //! - `cargo xtask replay [FILES]`: `.ops` files through the model and the vmm (default: the
 //!   regression corpus); exit 1 on a divergence, with the report;
@@ -22,7 +27,10 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
+mod coverage;
+mod fuzz_proof;
 mod fuzzing;
+mod nightly;
 mod qemu;
 
 /// The bare-metal target the vmm must keep building for.
@@ -57,6 +65,34 @@ enum Task {
     },
     /// Regenerate the committed seed corpora corpus/<target>/ from corpus/regressions/*.ops.
     Seeds,
+    /// Every fuzz target in fork mode across the cores, corpora merged (cargo fuzz cmin), new
+    /// crashes minimized and grouped by kind, a Markdown summary (target/nightly/summary.md).
+    /// Exit status 1 when something new was found.
+    Nightly {
+        /// Time budget per target, in seconds.
+        #[arg(long, default_value_t = 900)]
+        seconds: u64,
+        /// Parallel jobs per target (default: the number of cores).
+        #[arg(long)]
+        jobs: Option<u32>,
+        /// The targets (default: all).
+        #[arg(long, value_delimiter = ',', default_values_t = fuzzing::TARGETS.map(String::from))]
+        targets: Vec<String>,
+    },
+    /// The fuzzing workflow proven end to end: with a defect injected into the simulated
+    /// machine, a fuzz run from an empty corpus must find it, the checker must minimize it to
+    /// at most 10 steps, and replay must show it (and pass on the sound machine).
+    FuzzProof {
+        /// The injected defect.
+        #[arg(long, default_value = "drop-every-invalidate")]
+        defect: String,
+        /// The fuzzing budget in seconds.
+        #[arg(long, default_value_t = 120)]
+        seconds: u64,
+    },
+    /// An HTML coverage report of the vmm crate from the fuzz corpora and the regression
+    /// scenarios (cargo-llvm-cov, installed when missing), in target/coverage/html/.
+    Coverage,
     /// Minimize a diverging `ops` fuzzer input or `.ops` file (cargo fuzz tmin, then op by op)
     /// into a regression scenario in corpus/regressions/.
     Minimize {
@@ -110,6 +146,20 @@ fn main() -> ExitCode {
             jobs,
         } => fuzz(&root, &target, seconds, jobs),
         Task::Seeds => fuzzing::seeds(&root),
+        Task::Nightly {
+            seconds,
+            jobs,
+            targets,
+        } => {
+            let jobs = jobs.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+            });
+            ExitCode::from(nightly::nightly(&root, seconds, jobs, &targets))
+        }
+        Task::FuzzProof { defect, seconds } => {
+            ExitCode::from(fuzz_proof::fuzz_proof(&root, &defect, seconds))
+        }
+        Task::Coverage => coverage::coverage(&root),
         Task::Minimize { file } => fuzzing::minimize(&root, &invocation_dir().join(file)),
         Task::Replay { trace, files } => {
             let files = if files.is_empty() {
@@ -232,14 +282,8 @@ fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32) -> ExitCode {
     let before: usize = std::fs::read_dir(&artifacts)
         .map(|d| d.count())
         .unwrap_or(0);
-    let mut cmd = cargo(&root.join("fuzz"));
-    // Stable toolchains run cargo-fuzz with RUSTC_BOOTSTRAP; never cache a failed probe.
-    cmd.env("RUSTC_BOOTSTRAP", "1")
-        .env("CARGO_CACHE_RUSTC_INFO", "0");
-    cmd.args(["fuzz", "run"])
-        .args(fuzzing::BUILD_FLAGS)
-        .arg(target)
-        .arg(&corpus);
+    let mut cmd = fuzzing::cargo_fuzz(root, "run", target);
+    cmd.arg(&corpus);
     if seeds.is_dir() {
         cmd.arg(&seeds);
     }
@@ -261,17 +305,7 @@ fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let log = String::from_utf8_lossy(&output.stderr);
-    let stat = |name: &str| {
-        log.lines().rev().find_map(|l| {
-            l.strip_prefix(&format!("stat::{name}:"))
-                .map(|v| v.trim().to_string())
-        })
-    };
-    let coverage = log.lines().rev().find_map(|l| {
-        l.split("cov: ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-    });
+    let stats = fuzzing::FuzzStats::parse(&log);
     let corpus_size = std::fs::read_dir(&corpus).map(|d| d.count()).unwrap_or(0);
     let crashes: Vec<PathBuf> = std::fs::read_dir(&artifacts)
         .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
@@ -280,15 +314,12 @@ fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32) -> ExitCode {
         "xtask fuzz summary ({:.0} s):",
         started.elapsed().as_secs_f64()
     );
+    println!("  executions: {}", fuzzing::or_unknown(stats.executions));
+    println!("  exec/s:     {}", fuzzing::or_unknown(stats.exec_per_sec));
     println!(
-        "  executions: {}",
-        stat("number_of_executed_units").unwrap_or_else(|| "?".into())
+        "  coverage:   {} edges",
+        fuzzing::or_unknown(stats.coverage)
     );
-    println!(
-        "  exec/s:     {}",
-        stat("average_exec_per_sec").unwrap_or_else(|| "?".into())
-    );
-    println!("  coverage:   {} edges", coverage.unwrap_or("?"));
     println!("  corpus:     {corpus_size} inputs in {}", corpus.display());
     println!(
         "  crashes:    {} new ({} in {})",
@@ -331,9 +362,13 @@ enum Action {
     EnsureTarget,
     Cargo(&'static [&'static str]),
     Qemu(&'static [&'static str]),
+    /// `cargo xtask nightly` with this many seconds per target, one job.
+    FuzzSmoke(u64),
+    /// `cargo xtask fuzz-proof` with the default defect and budget.
+    FuzzProof,
 }
 
-const STEPS: [Step; 7] = [
+const STEPS: [Step; 9] = [
     Step {
         name: "rustup target",
         action: Action::EnsureTarget,
@@ -384,6 +419,16 @@ const STEPS: [Step; 7] = [
         action: Action::Qemu(&["--prove-defects"]),
         hint: "an injected machine defect went unnoticed (see above)",
     },
+    Step {
+        name: "fuzz smoke",
+        action: Action::FuzzSmoke(10),
+        hint: "a fuzz target crashed or did not build: see the summary above and replay the crash",
+    },
+    Step {
+        name: "fuzz proof",
+        action: Action::FuzzProof,
+        hint: "the fuzzing workflow missed an injected defect (see the FAIL line above)",
+    },
 ];
 
 fn test(root: &Path) -> ExitCode {
@@ -402,6 +447,19 @@ fn test(root: &Path) -> ExitCode {
                 let args: Vec<OsString> = args.iter().map(OsString::from).collect();
                 qemu::suite(root, &args)
             }
+            Action::FuzzSmoke(seconds) => {
+                let targets = fuzzing::TARGETS.map(String::from);
+                match nightly::nightly(root, seconds, 1, &targets) {
+                    0 => Ok(()),
+                    code => Err(Failure(format!("cargo xtask nightly exited with {code}"))),
+                }
+            }
+            Action::FuzzProof => match fuzz_proof::fuzz_proof(root, "drop-every-invalidate", 120) {
+                0 => Ok(()),
+                code => Err(Failure(format!(
+                    "cargo xtask fuzz-proof exited with {code}"
+                ))),
+            },
         };
         if let Err(Failure(why)) = result {
             eprintln!("error: {why}\nhint: {}", step.hint);

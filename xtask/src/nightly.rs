@@ -1,0 +1,287 @@
+//! `cargo xtask nightly`: every fuzz target in fork mode across the cores, the grown corpora
+//! merged down (`cargo fuzz cmin`), new crashes minimized and grouped by divergence kind, and a
+//! Markdown summary (printed and written to target/nightly/summary.md). Exit status 1 when
+//! something new was found.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Instant;
+
+use crate::fuzzing::{self, FuzzStats, cargo_fuzz, files_in, or_unknown};
+use crate::{cargo_run, ensure_cargo_tool};
+
+/// One target's night.
+struct TargetNight {
+    target: String,
+    stats: FuzzStats,
+    seconds: f64,
+    corpus_before_cmin: usize,
+    corpus_after_cmin: Option<usize>,
+    new_crashes: Vec<PathBuf>,
+    /// Whether cargo fuzz itself failed (a build error, not a crash).
+    failed: Option<String>,
+}
+
+/// A new crash, minimized where the target's inputs are op sequences.
+struct Finding {
+    crash: PathBuf,
+    /// The group: a divergence kind for `ops`, the panic site for the other targets.
+    kind: String,
+    /// The minimized scenario (ops only) and its text.
+    minimized: Option<(PathBuf, String)>,
+}
+
+/// Returns the exit status: 0 clean, 1 new crashes, 2 a target could not run.
+pub fn nightly(root: &Path, seconds: u64, jobs: u32, targets: &[String]) -> u8 {
+    if let Err(crate::Failure(why)) = ensure_cargo_tool(root, "fuzz", "cargo-fuzz") {
+        eprintln!("xtask nightly: {why}");
+        return 2;
+    }
+    for t in targets {
+        if !fuzzing::TARGETS.contains(&t.as_str()) {
+            eprintln!(
+                "xtask nightly: unknown target `{t}` (one of {})",
+                fuzzing::TARGETS.join(", ")
+            );
+            return 2;
+        }
+    }
+    let out = root.join("target/nightly");
+    let findings_dir = out.join("findings");
+    let _ = std::fs::create_dir_all(&findings_dir);
+    let started = Instant::now();
+    let mut nights = Vec::new();
+    let mut findings: Vec<(String, Finding)> = Vec::new();
+    for target in targets {
+        let night = fuzz_one(root, target, seconds, jobs);
+        for crash in &night.new_crashes {
+            findings.push((target.clone(), triage(root, target, crash, &findings_dir)));
+        }
+        nights.push(night);
+    }
+    let report = summary(&nights, &findings, jobs, started.elapsed().as_secs_f64());
+    let path = out.join("summary.md");
+    match std::fs::write(&path, &report) {
+        Ok(()) => println!("{report}\n(written to {})", path.display()),
+        Err(e) => println!("{report}\n(could not write {}: {e})", path.display()),
+    }
+    if nights.iter().any(|n| n.failed.is_some()) {
+        2
+    } else {
+        u8::from(!findings.is_empty())
+    }
+}
+
+/// Fuzzes `target` for `seconds` with `jobs` workers, then merges its corpus down.
+fn fuzz_one(root: &Path, target: &str, seconds: u64, jobs: u32) -> TargetNight {
+    let corpus = root.join("fuzz/corpus").join(target);
+    let seeds = root.join("corpus").join(target);
+    let artifacts = root.join("fuzz/artifacts").join(target);
+    let _ = std::fs::create_dir_all(&corpus);
+    let _ = std::fs::create_dir_all(&artifacts);
+    let before = files_in(&artifacts);
+    let mut cmd = cargo_fuzz(root, "run", target);
+    cmd.arg(&corpus);
+    if seeds.is_dir() {
+        cmd.arg(&seeds);
+    }
+    cmd.arg("--")
+        .arg(format!("-max_total_time={seconds}"))
+        .arg("-print_final_stats=1");
+    if jobs > 1 {
+        // Fork mode keeps going after a crash: every crash of the night is kept.
+        cmd.arg(format!("-fork={jobs}")).arg("-ignore_crashes=1");
+    }
+    println!("==> nightly: fuzzing `{target}` for {seconds} s with {jobs} job(s)");
+    let t0 = Instant::now();
+    let output = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output();
+    let seconds = t0.elapsed().as_secs_f64();
+    let (stats, mut failed) = match output {
+        Ok(o) => {
+            let log = String::from_utf8_lossy(&o.stderr).into_owned();
+            let stats = FuzzStats::parse(&log);
+            // A crash makes cargo fuzz exit non-zero; only a run that never fuzzed is an error.
+            let failed = (stats.executions.is_none() && !o.status.success()).then(|| {
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            });
+            (stats, failed)
+        }
+        Err(e) => (
+            FuzzStats::default(),
+            Some(format!("cannot run cargo fuzz: {e}")),
+        ),
+    };
+    let new_crashes: Vec<PathBuf> = files_in(&artifacts)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    let corpus_before_cmin = files_in(&corpus).len();
+    let mut corpus_after_cmin = None;
+    if failed.is_none() {
+        println!("==> nightly: merging the `{target}` corpus (cargo fuzz cmin)");
+        let mut cmin = cargo_fuzz(root, "cmin", target);
+        cmin.arg(&corpus);
+        match cmin.stdout(Stdio::null()).stderr(Stdio::piped()).output() {
+            Ok(o) if o.status.success() => corpus_after_cmin = Some(files_in(&corpus).len()),
+            Ok(o) => {
+                let log = String::from_utf8_lossy(&o.stderr);
+                failed = Some(format!(
+                    "cargo fuzz cmin failed: {}",
+                    log.lines().last().unwrap_or("")
+                ));
+            }
+            Err(e) => failed = Some(format!("cannot run cargo fuzz cmin: {e}")),
+        }
+    }
+    TargetNight {
+        target: target.to_string(),
+        stats,
+        seconds,
+        corpus_before_cmin,
+        corpus_after_cmin,
+        new_crashes,
+        failed,
+    }
+}
+
+/// Minimizes an `ops` crash through the checker (op level) into `out`; for the other targets
+/// the panic site of a re-run names the group.
+fn triage(root: &Path, target: &str, crash: &Path, out: &Path) -> Finding {
+    if target == "ops" {
+        let mut cmd = cargo_run(root, "checker");
+        cmd.arg("minimize").arg(crash).arg("--out").arg(out);
+        // The target injected this defect too (a demonstration run): minimize against it.
+        if let Ok(defect) = std::env::var("VMM_FUZZ_DEFECT") {
+            cmd.arg("--defect").arg(defect);
+        }
+        let text = cmd
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        // "minimized 18 -> 4 steps (77 runs), ReturnValue at step 4:" and "wrote PATH".
+        let kind = text
+            .lines()
+            .find_map(|l| l.strip_prefix("minimized "))
+            .and_then(|l| l.split("), ").nth(1))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or("did not reproduce")
+            .to_string();
+        let minimized = text
+            .lines()
+            .find_map(|l| l.strip_prefix("wrote "))
+            .map(PathBuf::from)
+            .and_then(|p| Some((p.clone(), std::fs::read_to_string(&p).ok()?)));
+        return Finding {
+            crash: crash.to_path_buf(),
+            kind,
+            minimized,
+        };
+    }
+    let mut cmd = cargo_fuzz(root, "run", target);
+    cmd.arg(crash);
+    let log = cmd
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .unwrap_or_default();
+    let kind = log
+        .lines()
+        .find(|l| l.contains("panicked at"))
+        .and_then(|l| l.split("panicked at ").nth(1))
+        .map_or_else(
+            || "no panic on re-run".to_string(),
+            |s| s.trim_end_matches(':').to_string(),
+        );
+    Finding {
+        crash: crash.to_path_buf(),
+        kind,
+        minimized: None,
+    }
+}
+
+fn summary(
+    nights: &[TargetNight],
+    findings: &[(String, Finding)],
+    jobs: u32,
+    total: f64,
+) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# Nightly fuzzing summary\n");
+    let verdict = if nights.iter().any(|n| n.failed.is_some()) {
+        "**ERROR**: a target did not run (see below)"
+    } else if findings.is_empty() {
+        "**clean**: no new crash"
+    } else {
+        "**NEW CRASHES** (exit status 1)"
+    };
+    let _ = writeln!(
+        md,
+        "{verdict}. {} target(s), {jobs} job(s) each, {total:.0} s in all.\n",
+        nights.len()
+    );
+    let _ = writeln!(
+        md,
+        "| target | time | executions | exec/s | coverage | corpus (before -> after cmin) | new crashes |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+    for n in nights {
+        let after = n
+            .corpus_after_cmin
+            .map_or_else(|| "?".to_string(), |a| a.to_string());
+        let _ = writeln!(
+            md,
+            "| `{}` | {:.0} s | {} | {} | {} | {} -> {} | {} |",
+            n.target,
+            n.seconds,
+            or_unknown(n.stats.executions),
+            or_unknown(n.stats.exec_per_sec),
+            or_unknown(n.stats.coverage),
+            n.corpus_before_cmin,
+            after,
+            n.new_crashes.len()
+        );
+    }
+    for n in nights {
+        if let Some(why) = &n.failed {
+            let _ = writeln!(md, "\n## `{}` did not run\n\n```\n{why}\n```", n.target);
+        }
+    }
+    if findings.is_empty() {
+        return md;
+    }
+    let mut groups: BTreeMap<(String, String), Vec<&Finding>> = BTreeMap::new();
+    for (target, f) in findings {
+        groups
+            .entry((target.clone(), f.kind.clone()))
+            .or_default()
+            .push(f);
+    }
+    let _ = writeln!(md, "\n## New crashes by kind\n");
+    for ((target, kind), group) in &groups {
+        let _ = writeln!(md, "### `{target}`: {kind} ({} crash(es))\n", group.len());
+        for f in group {
+            let _ = writeln!(md, "- `{}`", f.crash.display());
+            if target == "ops" {
+                let _ = writeln!(md, "  - replay: `cargo xtask replay {}`", f.crash.display());
+            } else {
+                let _ = writeln!(
+                    md,
+                    "  - replay: `(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run {} {target} {})`",
+                    fuzzing::BUILD_FLAGS.join(" "),
+                    f.crash.display()
+                );
+            }
+            if let Some((path, text)) = &f.minimized {
+                let _ = writeln!(
+                    md,
+                    "  - minimized: `{}` (copy it into corpus/regressions/ to keep it)\n\n```\n{}```\n",
+                    path.display(),
+                    text
+                );
+            }
+        }
+    }
+    md
+}
