@@ -129,9 +129,9 @@ pub fn fuzz_proof(root: &Path, defect: &str, seconds: u64) -> u8 {
             },
         );
         if ok {
-            if let Some(p) = &written {
-                if let Ok(text) = std::fs::read_to_string(p) {
-                    println!("{text}");
+            if let Some(text) = written.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+                for line in text.lines() {
+                    println!("    | {line}");
                 }
             }
             scenario = written;
@@ -153,9 +153,12 @@ pub fn fuzz_proof(root: &Path, defect: &str, seconds: u64) -> u8 {
         let shown = text.contains(&format!("divergence: {kind} at step"));
         stage(
             code == Some(1) && shown,
-            format!("replay on the broken machine reports {kind} (exit {code:?})"),
+            format!("replay on the broken machine reports {kind} (exit {code:?}); its report:"),
         );
-        println!("{text}");
+        // Indented: the report's own FAIL/SUMMARY lines are not this proof's.
+        for line in text.lines() {
+            println!("    | {line}");
+        }
         let mut sound = cargo_run(root, "checker");
         sound.arg("replay").arg(file);
         let code = sound.output().ok().and_then(|o| o.status.code());
