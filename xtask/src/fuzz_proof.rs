@@ -129,7 +129,10 @@ pub fn fuzz_proof(root: &Path, defect: &str, seconds: u64) -> u8 {
             },
         );
         if ok {
-            if let Some(text) = written.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+            if let Some(text) = written
+                .as_ref()
+                .and_then(|p| std::fs::read_to_string(p).ok())
+            {
                 for line in text.lines() {
                     println!("    | {line}");
                 }
