@@ -126,6 +126,25 @@ pub struct Divergence {
     pub vmm: String,
 }
 
+impl Divergence {
+    /// A divergence of `kind` at step `at` of `steps`, model side first.
+    fn boxed(
+        kind: DivergenceKind,
+        steps: &[Step],
+        at: usize,
+        model: String,
+        vmm: String,
+    ) -> Box<Self> {
+        Box::new(Self {
+            kind,
+            steps: steps.to_vec(),
+            at,
+            model,
+            vmm,
+        })
+    }
+}
+
 impl fmt::Display for Divergence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -308,15 +327,7 @@ fn run_observed(
         frames: FramePairing::default(),
         shadow: (mode == CheckMode::Fast).then(TableShadow::default),
     };
-    let diverge = |kind, at, model: String, vmm: String| {
-        Box::new(Divergence {
-            kind,
-            steps: steps.to_vec(),
-            at,
-            model,
-            vmm,
-        })
-    };
+    let diverge = |kind, at, model, vmm| Divergence::boxed(kind, steps, at, model, vmm);
     for (at, step) in steps.iter().enumerate() {
         p.model.refuse_allocation = step.refuse.map(u64::from);
         let plan = step.refuse.map_or(AllocationFailure::Never, |k| {
@@ -643,15 +654,7 @@ impl Pair {
 
     /// The whole observable state of both sides, compared.
     fn compare_state(&mut self, at: usize, steps: &[Step]) -> Result<(), Box<Divergence>> {
-        let diverge = |kind, model: String, vmm: String| {
-            Box::new(Divergence {
-                kind,
-                steps: steps.to_vec(),
-                at,
-                model,
-                vmm,
-            })
-        };
+        let diverge = |kind, model, vmm| Divergence::boxed(kind, steps, at, model, vmm);
         let model_state = self.model_state();
         let vmm_state = self
             .vmm_state()
