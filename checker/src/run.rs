@@ -235,27 +235,37 @@ pub fn audit_fast_mode(steps: &[Step], defect: Option<Defect>) -> Result<usize, 
     run_observed(steps, defect, CheckMode::Fast, true, &mut |_, _| {})
 }
 
+/// A vmm booted on `machine` with the checked worlds' layout (a pool of [`POOL_FRAMES`]).
+fn boot(machine: SimMachine) -> Vm<SimMachine> {
+    Vm::new(machine, Layout::with_pool_frames(POOL_FRAMES)).expect("the default layout boots")
+}
+
+/// The model of the same world, starting with `free` free frames.
+fn new_model(free: u32) -> Model {
+    Model::new(
+        model::Layout {
+            pool_size: POOL_FRAMES * 0x1000,
+            ..model::Layout::default()
+        },
+        free,
+    )
+}
+
+/// The machine's plan for a step that refuses its `refuse`-th allocation, if any.
+fn refusal(refuse: Option<u64>) -> AllocationFailure {
+    refuse.map_or(AllocationFailure::Never, AllocationFailure::Nth)
+}
+
 /// The model's start state: the free count of a freshly booted vmm (measured once).
 fn start_free_frames() -> u32 {
     static FREE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *FREE.get_or_init(|| {
-        Vm::new(SimMachine::default(), Layout::with_pool_frames(POOL_FRAMES))
-            .expect("the default layout boots")
-            .frames()
-            .free_count()
-    })
+    *FREE.get_or_init(|| boot(SimMachine::default()).frames().free_count())
 }
 
 /// The model alone (for the throughput benchmark): `steps` resolved and applied to the
 /// reference model only. Returns the concrete steps, which [`vmm_alone`] replays.
 pub fn model_alone(steps: &[Step]) -> Vec<op_driver::Step> {
-    let mut model = Model::new(
-        model::Layout {
-            pool_size: POOL_FRAMES * 0x1000,
-            ..model::Layout::default()
-        },
-        start_free_frames(),
-    );
+    let mut model = new_model(start_free_frames());
     let mut ids = Vec::new();
     steps
         .iter()
@@ -274,15 +284,13 @@ pub fn model_alone(steps: &[Step]) -> Vec<op_driver::Step> {
 /// The vmm alone (for the throughput benchmark): concrete steps applied to a fresh vmm on the
 /// simulated machine, nothing compared. Returns the number of steps that succeeded.
 pub fn vmm_alone(steps: &[op_driver::Step]) -> usize {
-    let mut vm = Vm::new(SimMachine::default(), Layout::with_pool_frames(POOL_FRAMES))
-        .expect("the default layout boots");
+    let mut vm = boot(SimMachine::default());
     let mut ids = Vec::new();
     let mut ok = 0;
     for step in steps {
-        let plan = step.refuse.map_or(AllocationFailure::Never, |k| {
-            AllocationFailure::Nth(u64::from(k))
-        });
-        vm.machine_mut().host.set_allocation_failure(plan);
+        vm.machine_mut()
+            .host
+            .set_allocation_failure(refusal(step.refuse.map(u64::from)));
         ok += usize::from(matches!(
             op_driver::apply(&mut vm, &mut ids, &step.op, &mut HostAccessor),
             Outcome::Ok(_)
@@ -310,18 +318,11 @@ fn run_observed(
     let mut machine = SimMachine::with_defect(defect);
     machine.host.set_recording(true);
     machine.host.set_skip_reads(true);
-    let vm =
-        Vm::new(machine, Layout::with_pool_frames(POOL_FRAMES)).expect("the default layout boots");
+    let vm = boot(machine);
     let free = vm.frames().free_count();
     let mut p = Pair {
         vm,
-        model: Model::new(
-            model::Layout {
-                pool_size: POOL_FRAMES * 0x1000,
-                ..model::Layout::default()
-            },
-            free,
-        ),
+        model: new_model(free),
         model_ids: Vec::new(),
         vmm_ids: Vec::new(),
         frames: FramePairing::default(),
@@ -330,10 +331,9 @@ fn run_observed(
     let diverge = |kind, at, model, vmm| Divergence::boxed(kind, steps, at, model, vmm);
     for (at, step) in steps.iter().enumerate() {
         p.model.refuse_allocation = step.refuse.map(u64::from);
-        let plan = step.refuse.map_or(AllocationFailure::Never, |k| {
-            AllocationFailure::Nth(u64::from(k))
-        });
-        p.vm.machine_mut().host.set_allocation_failure(plan);
+        p.vm.machine_mut()
+            .host
+            .set_allocation_failure(refusal(step.refuse.map(u64::from)));
         let (model_out, vmm_out) = p.apply(&step.op);
         on_step(at, vmm_out);
         p.model.refuse_allocation = None;

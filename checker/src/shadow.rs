@@ -4,12 +4,14 @@
 //! Why it equals a full read of the tables: RAM changes only by the vmm's word writes, frame
 //! zeroings and frame copies (all in the machine log) and by the data writes of accesses
 //! (recorded by the accessor). For each changed word the shadow finds what it can affect: a
-//! word of a live space's L1 table re-reads that MiB; a word of an L2 table linked from a live
-//! L1 entry re-reads that page. Writes to frames that are neither affect no translation. L1
-//! changes are applied before L2 writes are placed, so an L2 table filled and then linked in
-//! the same step is re-read whole, and writes to a table unlinked in the step are ignored
-//! (its MiB is re-read from the new L1 entry). The checker's own test (`fast_mode.rs`) audits
-//! this claim after every step of the regression corpus and random sequences.
+//! changed entry of a live space's L1 table re-reads that MiB, except that an L2 table zeroed
+//! in the same step holds only the words written into it; a word of an L2 table linked from a
+//! live L1 entry re-reads that page; a linked table zeroed or copied over re-reads its MiB.
+//! Writes to frames that are neither affect no translation. L1 changes are applied before L2
+//! writes are placed, so writes to a table filled and then linked in the same step count, and
+//! writes to a table unlinked in the step are ignored (its MiB is re-read from the new entry).
+//! The checker's tests (`regressions.rs`, `model_agrees_with_vmm.rs`) audit this claim after
+//! every step of the regression corpus and of random sequences (`run::audit_fast_mode`).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -99,6 +101,20 @@ struct ShadowSpace {
     l1: Vec<u32>,
     /// Present pages by page number.
     pages: BTreeMap<u32, Translation>,
+}
+
+impl ShadowSpace {
+    /// Drops the pages `[first, first + count)` (page numbers).
+    fn forget(&mut self, first: u32, count: u32) {
+        let stale: Vec<u32> = self
+            .pages
+            .range(first..first + count)
+            .map(|(&n, _)| n)
+            .collect();
+        for n in stale {
+            self.pages.remove(&n);
+        }
+    }
 }
 
 /// The translations of every live space, updated step by step.
@@ -223,15 +239,7 @@ impl TableShadow {
         }
         for &(id, index, _) in &fresh_tables {
             if let Some(space) = self.spaces.get_mut(&id) {
-                let first = index * PAGES_PER_L1;
-                let stale: Vec<u32> = space
-                    .pages
-                    .range(first..first + PAGES_PER_L1)
-                    .map(|(&n, _)| n)
-                    .collect();
-                for n in stale {
-                    space.pages.remove(&n);
-                }
+                space.forget(index * PAGES_PER_L1, PAGES_PER_L1);
             }
         }
         let mut pages: Vec<(SpaceId, u32)> = Vec::new();
@@ -303,14 +311,7 @@ impl TableShadow {
     fn refresh(&mut self, vm: &mut Vm<SimMachine>, id: SpaceId, range: PageRange) -> Option<()> {
         let fresh = mappings(vm, id, range)?;
         let space = self.spaces.get_mut(&id)?;
-        let stale: Vec<u32> = space
-            .pages
-            .range(range.start().number()..range.end_number())
-            .map(|(&n, _)| n)
-            .collect();
-        for n in stale {
-            space.pages.remove(&n);
-        }
+        space.forget(range.start().number(), range.count());
         space.pages.extend(fresh);
         Some(())
     }
