@@ -163,12 +163,8 @@ fn main() -> ExitCode {
         Task::Minimize { file } => fuzzing::minimize(&root, &invocation_dir().join(file)),
         Task::Replay { trace, files } => {
             let files = if files.is_empty() {
-                let dir = root.join("corpus/regressions");
-                let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
-                    .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-                    .unwrap_or_default();
+                let mut found = fuzzing::files_in(&root.join("corpus/regressions"));
                 found.retain(|p| p.extension().is_some_and(|x| x == "ops"));
-                found.sort();
                 found
             } else {
                 files
@@ -279,9 +275,7 @@ fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32) -> ExitCode {
     let seeds = root.join("corpus").join(target);
     let artifacts = root.join("fuzz/artifacts").join(target);
     let _ = std::fs::create_dir_all(&corpus);
-    let before: usize = std::fs::read_dir(&artifacts)
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let before = fuzzing::files_in(&artifacts).len();
     let mut cmd = fuzzing::cargo_fuzz(root, "run", target);
     cmd.arg(&corpus);
     if seeds.is_dir() {
@@ -306,10 +300,8 @@ fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32) -> ExitCode {
     };
     let log = String::from_utf8_lossy(&output.stderr);
     let stats = fuzzing::FuzzStats::parse(&log);
-    let corpus_size = std::fs::read_dir(&corpus).map(|d| d.count()).unwrap_or(0);
-    let crashes: Vec<PathBuf> = std::fs::read_dir(&artifacts)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
+    let corpus_size = fuzzing::files_in(&corpus).len();
+    let crashes = fuzzing::files_in(&artifacts);
     println!(
         "xtask fuzz summary ({:.0} s):",
         started.elapsed().as_secs_f64()
