@@ -109,6 +109,9 @@ impl Machine for SimMachine {
     fn read_word(&mut self, pa: PhysAddr) -> u32 {
         self.host.read_word(pa)
     }
+    fn read_words(&mut self, pa: PhysAddr, out: &mut [u32]) {
+        self.host.read_words(pa, out);
+    }
     fn write_word(&mut self, pa: PhysAddr, value: u32) {
         let value = self.corrupt_descriptor(value);
         self.host.write_word(pa, value);

@@ -82,10 +82,8 @@ pub enum AllocationFailure {
 pub struct HostMachine {
     ram_base: PhysAddr,
     ram_size: u32,
-    /// One slot per RAM frame: 0 reads as zeroes, `n` is `storage[n - 1]` (sparse, O(1) to
-    /// find, and a plain integer table so that making and dropping a machine costs nothing
-    /// per frame of RAM).
-    slots: Vec<u32>,
+    /// Which storage holds each RAM frame (sparse, O(1) to find).
+    slots: Slots,
     /// The frames ever written.
     storage: Vec<Box<[u8; PAGE_SIZE as usize]>>,
     /// Indices into `storage` no slot uses (frames zeroed since), reused first.
@@ -113,7 +111,7 @@ impl HostMachine {
         Self {
             ram_base: base,
             ram_size: size,
-            slots: vec![0; (size / PAGE_SIZE) as usize],
+            slots: Slots::new((size / PAGE_SIZE) as usize),
             storage: Vec::new(),
             spare: Vec::new(),
             recording: false,
@@ -232,7 +230,7 @@ impl HostMachine {
     }
 
     fn frame(&self, number: u32) -> Option<&[u8; PAGE_SIZE as usize]> {
-        match *self.slots.get(self.slot(number))? {
+        match self.slots.get(self.slot(number)) {
             0 => None,
             n => self.storage.get(n as usize - 1).map(|f| &**f),
         }
@@ -240,7 +238,8 @@ impl HostMachine {
 
     fn frame_mut(&mut self, number: u32) -> &mut [u8; PAGE_SIZE as usize] {
         let slot = self.slot(number);
-        if self.slots[slot] == 0 {
+        let mut n = self.slots.get(slot);
+        if n == 0 {
             let index = match self.spare.pop() {
                 Some(i) => {
                     self.storage[i as usize].fill(0);
@@ -251,15 +250,16 @@ impl HostMachine {
                     self.storage.len() as u32 - 1
                 }
             };
-            self.slots[slot] = index + 1;
+            n = index + 1;
+            self.slots.set(slot, n);
         }
-        &mut self.storage[self.slots[slot] as usize - 1]
+        &mut self.storage[n as usize - 1]
     }
 
     /// Makes a frame read as zeroes again (its storage is kept for reuse).
     fn clear_frame(&mut self, number: u32) {
         let slot = self.slot(number);
-        let n = core::mem::replace(&mut self.slots[slot], 0);
+        let n = self.slots.set(slot, 0);
         if n != 0 {
             self.spare.push(n - 1);
         }
@@ -271,6 +271,43 @@ impl HostMachine {
         }
         if self.recording {
             self.log.push(event);
+        }
+    }
+}
+
+/// RAM frames per block of [`Slots`] (1 MiB of RAM).
+const SLOTS_PER_BLOCK: usize = 256;
+
+/// Frame slot (frame number minus RAM's first) -> `n`: 0 reads as zeroes, `n` is
+/// `storage[n - 1]`. Kept in blocks of one MiB of RAM made on the first write inside them, so
+/// making and dropping a machine costs one pointer per MiB, not a word per frame.
+#[derive(Clone, Debug)]
+struct Slots(Vec<Option<Box<[u32; SLOTS_PER_BLOCK]>>>);
+
+impl Slots {
+    fn new(frames: usize) -> Self {
+        Self(vec![None; frames.div_ceil(SLOTS_PER_BLOCK)])
+    }
+
+    /// The slot's value (0 past the end).
+    fn get(&self, slot: usize) -> u32 {
+        match self.0.get(slot / SLOTS_PER_BLOCK) {
+            Some(Some(block)) => block[slot % SLOTS_PER_BLOCK],
+            _ => 0,
+        }
+    }
+
+    /// Sets the slot (ignored past the end) and returns its old value.
+    fn set(&mut self, slot: usize, value: u32) -> u32 {
+        match self.0.get_mut(slot / SLOTS_PER_BLOCK) {
+            Some(Some(block)) => core::mem::replace(&mut block[slot % SLOTS_PER_BLOCK], value),
+            Some(empty) if value != 0 => {
+                let mut block = Box::new([0; SLOTS_PER_BLOCK]);
+                block[slot % SLOTS_PER_BLOCK] = value;
+                *empty = Some(block);
+                0
+            }
+            _ => 0,
         }
     }
 }
@@ -293,6 +330,46 @@ impl Machine for HostMachine {
             None => {
                 self.record(MachineEvent::BadAccess(pa));
                 0
+            }
+        }
+    }
+
+    fn read_words(&mut self, pa: PhysAddr, out: &mut [u32]) {
+        let bytes = out.len() as u64 * 4;
+        if !pa.is_aligned(4) || !self.in_ram(pa, bytes) {
+            // Word by word, so each bad address is recorded as `read_word` records it.
+            let mut at = pa.as_u32();
+            for word in out {
+                *word = self.read_word(PhysAddr::new(at));
+                at = at.wrapping_add(4);
+            }
+            return;
+        }
+        // One copy per frame touched (an aligned word never crosses a frame).
+        let mut done = 0;
+        while done < out.len() {
+            let at = pa.as_u32() + done as u32 * 4;
+            let offset = (at & (PAGE_SIZE - 1)) as usize;
+            let n = ((PAGE_SIZE as usize - offset) / 4).min(out.len() - done);
+            let chunk = &mut out[done..done + n];
+            match self.frame(at >> PAGE_SHIFT) {
+                None => chunk.fill(0),
+                Some(f) => {
+                    for (word, b) in chunk.iter_mut().zip(f[offset..].chunks_exact(4)) {
+                        *word = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    }
+                }
+            }
+            done += n;
+        }
+        if self.recording && !self.skip_reads {
+            let mut at = pa.as_u32();
+            for &value in out.iter() {
+                self.log.push(MachineEvent::Read {
+                    pa: PhysAddr::new(at),
+                    value,
+                });
+                at += 4;
             }
         }
     }
@@ -398,6 +475,36 @@ mod tests {
             ]
         );
         assert!(m.log().is_empty());
+    }
+
+    /// The bulk read is word-by-word reads: across a frame boundary, over frames never
+    /// written, recorded the same way, and at the edge of RAM (bad words read as zero and
+    /// are counted).
+    #[test]
+    fn read_words_is_read_word_in_turn() {
+        let mut bulk = HostMachine::new(PhysAddr::new(0x4000_0000), 0x3000);
+        bulk.set_recording(true);
+        for (pa, v) in [
+            (0x4000_0FF8, 1),
+            (0x4000_0FFC, 2),
+            (0x4000_1000, 3),
+            (0x4000_2FFC, 4),
+        ] {
+            bulk.write_word(PhysAddr::new(pa), v);
+        }
+        let mut single = bulk.clone();
+        let _ = (bulk.take_log(), single.take_log());
+        for (start, len) in [(0x4000_0FF0u32, 8usize), (0x4000_1FF8, 4), (0x4000_2FF8, 4)] {
+            let mut got = vec![u32::MAX; len];
+            bulk.read_words(PhysAddr::new(start), &mut got);
+            let want: Vec<u32> = (0..len as u32)
+                .map(|i| single.read_word(PhysAddr::new(start + 4 * i)))
+                .collect();
+            assert_eq!(got, want, "{start:#x}+{len}");
+        }
+        assert_eq!(bulk.take_log(), single.take_log());
+        assert_eq!(bulk.bad_accesses(), 2);
+        assert_eq!(single.bad_accesses(), 2);
     }
 
     #[test]

@@ -19,6 +19,16 @@ use crate::arch::armv7::Asid;
 pub trait Machine {
     /// Reads the 32-bit word at `pa`.
     fn read_word(&mut self, pa: PhysAddr) -> u32;
+    /// Reads `out.len()` consecutive words starting at `pa` (a whole table, or the part of one
+    /// a sweep needs). The same as [`read_word`](Self::read_word) on each address in turn;
+    /// machines whose RAM is an array override it with one copy.
+    fn read_words(&mut self, pa: PhysAddr, out: &mut [u32]) {
+        let mut at = pa.as_u32();
+        for word in out {
+            *word = self.read_word(PhysAddr::new(at));
+            at = at.wrapping_add(4);
+        }
+    }
     /// Writes the 32-bit word at `pa`.
     fn write_word(&mut self, pa: PhysAddr, value: u32);
     /// Fills the frame with zeroes.

@@ -877,8 +877,9 @@ impl ArchMmu {
         self.mappings_in(m, self.window())
     }
 
-    /// The mapped pages of `range` (clipped to the window) in ascending order. Each L1 entry
-    /// is read once, so a sweep costs one read per MiB plus one per page under a page table.
+    /// The mapped pages of `range` (clipped to the window) in ascending order. The L1 entries
+    /// of the range are read in one [`Machine::read_words`], then the part of each L2 table
+    /// the range covers in another.
     pub fn mappings_in<M: Machine>(
         &self,
         m: &mut M,
@@ -894,14 +895,24 @@ impl ArchMmu {
         let Some(clipped) = PageRange::new(page(lo), hi - lo) else {
             return Ok(out);
         };
-        for l1 in self.l1_span(clipped) {
-            let descriptor = self.read_l1(m, l1);
+        let span = self.l1_span(clipped);
+        let raw_l1 = self.read_l1_words(m, span.clone());
+        let mut l2 = [0u32; ENTRIES_PER_L2 as usize];
+        for (l1, &raw) in span.zip(raw_l1.iter()) {
+            let descriptor = L1Descriptor::decode(raw);
             if descriptor == L1Descriptor::Fault {
                 continue;
             }
             let (first, end) = Self::clip(clipped, l1);
-            for p in first..end {
-                if let Some(t) = self.translate_under(m, descriptor, page(p))? {
+            let words = &mut l2[..(end - first) as usize];
+            match descriptor {
+                L1Descriptor::PageTable { table, .. } => {
+                    m.read_words(Self::l2_entry(table, first), words);
+                }
+                _ => words.fill(0),
+            }
+            for (p, &raw) in (first..end).zip(words.iter()) {
+                if let Some(t) = Self::translation(descriptor, raw, page(p))? {
                     out.push((page(p), t));
                 }
             }
@@ -929,11 +940,8 @@ impl ArchMmu {
                 m.isb();
             }
         }
-        let (first, end) = self.l1_window();
-        for group_first in (first..end).step_by(TABLES_PER_PAGE as usize) {
-            if let Some(p) = self.group_page(m, group_first) {
-                let _ = frames.free(p);
-            }
+        for p in self.group_pages(m) {
+            let _ = frames.free(p);
         }
         let _ = frames.free(self.l1);
     }
@@ -943,10 +951,7 @@ impl ArchMmu {
         let mut out: Vec<PhysFrame> = (0..self.l1_frames())
             .map(|i| frame_plus(self.l1, i))
             .collect();
-        let (first, end) = self.l1_window();
-        for group_first in (first..end).step_by(TABLES_PER_PAGE as usize) {
-            out.extend(self.group_page(m, group_first));
-        }
+        out.extend(self.group_pages(m));
         out
     }
 
@@ -957,18 +962,22 @@ impl ArchMmu {
     pub fn check<M: Machine>(&self, m: &mut M) -> Result<(), String> {
         let (first, end) = self.l1_window();
         // Each L1 entry is read once: those outside the window here, the others below.
-        for l1 in (0..first).chain(end..self.l1_entries()) {
-            let d = self.read_l1(m, l1);
-            if d.is_valid() {
-                return Err(format!("L1[{l1}] outside the window is {d:?}"));
+        for outside in [0..first, end..self.l1_entries()] {
+            for (l1, raw) in outside.clone().zip(self.read_l1_words(m, outside)) {
+                let d = L1Descriptor::decode(raw);
+                if d.is_valid() {
+                    return Err(format!("L1[{l1}] outside the window is {d:?}"));
+                }
             }
         }
+        let window = self.read_l1_words(m, first..end);
+        let mut l2 = [0u32; ENTRIES_PER_L2 as usize];
         let mut pages = 0;
         for group_first in (first..end).step_by(TABLES_PER_PAGE as usize) {
             let mut group_page = None;
             for l1 in group_first..group_first + TABLES_PER_PAGE {
                 let va = page(l1 * ENTRIES_PER_L2).start();
-                match self.read_l1(m, l1) {
+                match L1Descriptor::decode(window[(l1 - first) as usize]) {
                     L1Descriptor::Fault => {
                         if self.used[l1 as usize] != 0 {
                             return Err(format!(
@@ -1014,8 +1023,9 @@ impl ArchMmu {
                             Some(_) => {}
                         }
                         let mut valid = 0u32;
-                        for p in l1 * ENTRIES_PER_L2..(l1 + 1) * ENTRIES_PER_L2 {
-                            match L2Descriptor::decode(m.read_word(Self::l2_entry(table, p))) {
+                        m.read_words(table, &mut l2);
+                        for (p, &raw) in (l1 * ENTRIES_PER_L2..).zip(l2.iter()) {
+                            match L2Descriptor::decode(raw) {
                                 L2Descriptor::Fault => {}
                                 L2Descriptor::Small { attrs, .. } => {
                                     self.check_attrs(page(p).start(), attrs, Domain::ZERO)?;
@@ -1446,6 +1456,20 @@ impl ArchMmu {
         descriptor: L1Descriptor,
         p: VirtPage,
     ) -> Result<Option<Translation>, MapError> {
+        let l2 = match descriptor {
+            L1Descriptor::PageTable { table, .. } => m.read_word(Self::l2_entry(table, p.number())),
+            _ => 0,
+        };
+        Self::translation(descriptor, l2, p)
+    }
+
+    /// The translation of `p` from its L1 descriptor and, under a page table, its L2 word
+    /// (`l2` is ignored otherwise).
+    fn translation(
+        descriptor: L1Descriptor,
+        l2: u32,
+        p: VirtPage,
+    ) -> Result<Option<Translation>, MapError> {
         let va = p.start();
         let (frame, attrs, block, raw) = match descriptor {
             L1Descriptor::Fault => return Ok(None),
@@ -1458,8 +1482,8 @@ impl ArchMmu {
                 BlockSize::Section,
                 d.encode(),
             ),
-            L1Descriptor::PageTable { table, .. } => {
-                let raw = m.read_word(Self::l2_entry(table, p.number()));
+            L1Descriptor::PageTable { .. } => {
+                let raw = l2;
                 match L2Descriptor::decode(raw) {
                     L2Descriptor::Fault => return Ok(None),
                     L2Descriptor::Large { .. } => {
@@ -1566,6 +1590,32 @@ impl ArchMmu {
 
     fn read_l1<M: Machine>(&self, m: &mut M, l1: u32) -> L1Descriptor {
         L1Descriptor::decode(m.read_word(self.l1_entry_pa(l1)))
+    }
+
+    /// The raw L1 entries `l1s`, read in one [`Machine::read_words`]. Sweeps decode only the
+    /// valid ones: most of a window is faults.
+    fn read_l1_words<M: Machine>(&self, m: &mut M, l1s: core::ops::Range<u32>) -> Vec<u32> {
+        let mut raw = vec![0; l1s.len()];
+        m.read_words(self.l1_entry_pa(l1s.start), &mut raw);
+        raw
+    }
+
+    /// Every L2 page of the window: the page of each group of [`TABLES_PER_PAGE`] L1 entries
+    /// that holds a page table (the window's L1 entries read once).
+    fn group_pages<M: Machine>(&self, m: &mut M) -> Vec<PhysFrame> {
+        let (first, end) = self.l1_window();
+        self.read_l1_words(m, first..end)
+            .chunks(TABLES_PER_PAGE as usize)
+            .filter(|group| group.iter().any(|&raw| raw != 0))
+            .filter_map(|group| {
+                group
+                    .iter()
+                    .find_map(|&raw| match L1Descriptor::decode(raw) {
+                        L1Descriptor::PageTable { table, .. } => Some(PhysFrame::containing(table)),
+                        _ => None,
+                    })
+            })
+            .collect()
     }
 
     fn write_l1<M: Machine>(&self, m: &mut M, l1: u32, d: L1Descriptor) {
