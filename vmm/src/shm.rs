@@ -3,7 +3,6 @@
 //! A segment owns its frames from creation until it is destroyed (removed and no longer
 //! attached); attachments map them without reference counts and never copy-on-write.
 
-use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::addr::{PAGE_SIZE, PageRange, PhysFrame, VirtAddr, VirtPage};
@@ -64,18 +63,11 @@ pub struct ShmStat {
     pub removed: bool,
 }
 
-/// The segment slots.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The segment slots: up to [`SHMMNI`], made as they are first used (so looking for a
+/// segment costs the slots ever used, not all of them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ShmTable {
     slots: Vec<Option<Segment>>,
-}
-
-impl Default for ShmTable {
-    fn default() -> Self {
-        Self {
-            slots: vec![None; SHMMNI],
-        }
-    }
 }
 
 impl ShmTable {
@@ -91,6 +83,25 @@ impl ShmTable {
             .iter()
             .enumerate()
             .filter_map(|(i, s)| Some((ShmId(i as u32), s.as_ref()?)))
+    }
+
+    /// The lowest free slot, unless all [`SHMMNI`] are in use.
+    fn free_slot(&self) -> Option<usize> {
+        let slot = self
+            .slots
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(self.slots.len());
+        (slot < SHMMNI).then_some(slot)
+    }
+
+    /// Puts `segment` in `slot` (a [`Self::free_slot`]).
+    fn insert(&mut self, slot: usize, segment: Segment) {
+        if slot == self.slots.len() {
+            self.slots.push(Some(segment));
+        } else {
+            self.slots[slot] = Some(segment);
+        }
     }
 
     fn pages_in_use(&self) -> u32 {
@@ -148,12 +159,7 @@ impl<M: Machine> Vm<M> {
             return Err(Errno::EINVAL);
         }
         let pages = size.div_ceil(PAGE_SIZE);
-        let slot = self
-            .shm
-            .slots
-            .iter()
-            .position(Option::is_none)
-            .ok_or(Errno::ENOSPC)?;
+        let slot = self.shm.free_slot().ok_or(Errno::ENOSPC)?;
         if self.shm.pages_in_use() + pages > SHMALL_PAGES {
             return Err(Errno::ENOSPC);
         }
@@ -161,13 +167,16 @@ impl<M: Machine> Vm<M> {
             .frames
             .alloc_frames_zeroed(&mut self.machine, pages)
             .map_err(|_| Errno::ENOMEM)?;
-        self.shm.slots[slot] = Some(Segment {
-            key,
-            size,
-            frames,
-            attached: 0,
-            removed: false,
-        });
+        self.shm.insert(
+            slot,
+            Segment {
+                key,
+                size,
+                frames,
+                attached: 0,
+                removed: false,
+            },
+        );
         Ok(ShmId(slot as u32))
     }
 

@@ -586,14 +586,20 @@ fn shm_limits() {
     for id in ids {
         vm.shmctl(id, IPC_RMID).unwrap();
     }
-    for _ in 0..192 {
-        vm.shmget(IPC_PRIVATE, PAGE, 0).unwrap();
-    }
+    let full: Vec<_> = (0..192)
+        .map(|_| vm.shmget(IPC_PRIVATE, PAGE, 0).unwrap())
+        .collect();
     assert_eq!(
         vm.shmget(IPC_PRIVATE, PAGE, 0),
         Err(Errno::ENOSPC),
         "192 segments"
     );
+    // A freed slot is the next one used, even with higher ones free too.
+    for id in [full[191], full[100], full[7]] {
+        vm.shmctl(id, IPC_RMID).unwrap();
+    }
+    assert_eq!(vm.shmget(IPC_PRIVATE, PAGE, 0), Ok(full[7]));
+    assert_eq!(vm.shmget(IPC_PRIVATE, PAGE, 0), Ok(full[100]));
 }
 
 #[test]

@@ -105,7 +105,7 @@ pub struct Model {
     pub frames: BTreeMap<FrameId, Frame>,
     /// Free frames in the pool.
     pub free: u32,
-    /// shm segment slots (192).
+    /// shm segment slots: at most 192, made as they are first used.
     pub segments: Vec<Option<Segment>>,
     /// `vmalloc` allocations: first address -> one frame per page.
     pub vmalloc: BTreeMap<u64, Vec<FrameId>>,
@@ -125,7 +125,7 @@ impl Model {
             spaces: BTreeMap::new(),
             frames: BTreeMap::new(),
             free,
-            segments: vec![None; 192],
+            segments: Vec::new(),
             vmalloc: BTreeMap::new(),
             refuse_allocation: None,
             next_space: 1,
@@ -671,11 +671,15 @@ impl Model {
             return Err(Errno::EINVAL);
         }
         let pages = size.div_ceil(4096);
+        // The lowest free slot of 192 (slots are made as they are first used).
         let slot = self
             .segments
             .iter()
             .position(Option::is_none)
-            .ok_or(Errno::ENOSPC)?;
+            .unwrap_or(self.segments.len());
+        if slot >= 192 {
+            return Err(Errno::ENOSPC);
+        }
         let in_use: u32 = self
             .segments
             .iter()
@@ -690,13 +694,18 @@ impl Model {
         }
         self.free -= pages;
         let frames = self.owned_frames(pages, true);
-        self.segments[slot] = Some(Segment {
+        let segment = Some(Segment {
             key,
             size,
             frames,
             attached: 0,
             removed: false,
         });
+        if slot == self.segments.len() {
+            self.segments.push(segment);
+        } else {
+            self.segments[slot] = segment;
+        }
         Ok(slot as u32)
     }
 
