@@ -71,6 +71,11 @@ impl Changes {
         changes
     }
 
+    /// Whether RAM did not change at all.
+    pub fn is_empty(&self) -> bool {
+        self.words.is_empty() && self.zeroed.is_empty() && self.copied.is_empty()
+    }
+
     /// What happened to the frame holding `pa`.
     fn frame(&self, pa: u32) -> FrameChange {
         let frame = pa & !(FRAME_BYTES - 1);

@@ -137,7 +137,7 @@ impl Model {
     /// present page (anonymous memory is always mapped with small pages).
     #[must_use]
     pub fn table_pages(&self, id: u32) -> Option<u32> {
-        Some(1 + self.spaces.get(&id)?.small_groups().len() as u32)
+        Some(1 + self.spaces.get(&id)?.small_group_count())
     }
 
     /// The kernel's page-table pages: its 16 KiB L1 table plus one L2 page per 4 MiB group of
@@ -169,7 +169,9 @@ impl Model {
             }
             candidate = candidate.max(start + frames.len() as u64 * PAGE);
         }
-        if candidate + pages * PAGE > hi {
+        // Not even the pages fit: ENOMEM without counting table pages (a large request
+        // would count tens of thousands of pages for nothing).
+        if candidate + pages * PAGE > hi || !self.can_allocate(pages as u32) {
             return Err(Errno::ENOMEM);
         }
         let have = self.vmalloc_groups();

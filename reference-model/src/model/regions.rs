@@ -134,4 +134,26 @@ impl Space {
             .map(|p| p >> 22)
             .collect()
     }
+
+    /// How many [`Self::small_groups`] there are (pages ascend, so each new group is a
+    /// change of group).
+    #[must_use]
+    pub fn small_group_count(&self) -> u32 {
+        let mut groups = self
+            .ptes
+            .keys()
+            .filter(|p| !self.sections.contains(&(*p & !0xF_FFFF)))
+            .map(|p| p >> 22);
+        let Some(mut last) = groups.next() else {
+            return 0;
+        };
+        let mut count = 1;
+        for g in groups {
+            if g != last {
+                count += 1;
+                last = g;
+            }
+        }
+        count
+    }
 }
