@@ -180,11 +180,13 @@ impl TableShadow {
         }
         // A new space whose L1 table was zeroed in this step starts empty (its entries come
         // from this step's writes, below); any other new space is read whole.
+        let mut born_empty: Vec<SpaceId> = Vec::new();
         for &(id, l1_table) in &current {
             if self.spaces.contains_key(&id) {
                 continue;
             }
             if changes.frame(l1_table) == FrameChange::Zeroed {
+                born_empty.push(id);
                 let entries = vm.space(id)?.mmu().window().end_number() / PAGES_PER_L1;
                 self.spaces.insert(
                     id,
@@ -204,6 +206,10 @@ impl TableShadow {
         for (&id, space) in &mut self.spaces {
             let len = space.l1.len() as u32 * 4;
             let candidates: Vec<u32> = match changes.frame(space.l1_table) {
+                // A space born empty in this step holds no entry the zeroing could clear.
+                FrameChange::Words | FrameChange::Zeroed if born_empty.contains(&id) => {
+                    changes.written(space.l1_table, len).collect()
+                }
                 FrameChange::Words => changes.written(space.l1_table, len).collect(),
                 FrameChange::Zeroed => {
                     let mut c: Vec<u32> = changes.written(space.l1_table, len).collect();

@@ -187,9 +187,15 @@ impl HostMachine {
         if !self.in_ram(pa, bytes.len() as u64) {
             return false;
         }
-        for (i, b) in bytes.iter().enumerate() {
-            let a = pa.as_u32() + i as u32;
-            self.frame_mut(a >> PAGE_SHIFT)[(a & (PAGE_SIZE - 1)) as usize] = *b;
+        // One copy per frame touched.
+        let mut done = 0;
+        while done < bytes.len() {
+            let at = pa.as_u32() + done as u32;
+            let offset = (at & (PAGE_SIZE - 1)) as usize;
+            let n = (PAGE_SIZE as usize - offset).min(bytes.len() - done);
+            self.frame_mut(at >> PAGE_SHIFT)[offset..offset + n]
+                .copy_from_slice(&bytes[done..done + n]);
+            done += n;
         }
         true
     }
@@ -505,6 +511,21 @@ mod tests {
         assert_eq!(bulk.take_log(), single.take_log());
         assert_eq!(bulk.bad_accesses(), 2);
         assert_eq!(single.bad_accesses(), 2);
+    }
+
+    /// Bytes written across frames read back the same, and leave their neighbours alone.
+    #[test]
+    fn bytes_cross_frames() {
+        let mut m = HostMachine::new(PhysAddr::new(0x4000_0000), 0x3000);
+        let data: Vec<u8> = (1..=0x1010u32).map(|i| i as u8 | 1).collect();
+        assert!(m.write_bytes(PhysAddr::new(0x4000_0FF8), &data));
+        let mut back = vec![0; data.len() + 16];
+        assert!(m.read_bytes(PhysAddr::new(0x4000_0FF0), &mut back));
+        assert_eq!(&back[..8], &[0; 8]);
+        assert_eq!(&back[8..8 + data.len()], &data[..]);
+        assert_eq!(&back[8 + data.len()..], &[0; 8]);
+        assert!(!m.write_bytes(PhysAddr::new(0x4000_2FFE), &[1, 2, 3]));
+        assert_eq!(m.peek_word(PhysAddr::new(0x4000_2FFC)), Some(0));
     }
 
     #[test]

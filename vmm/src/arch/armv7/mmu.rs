@@ -1601,8 +1601,12 @@ impl ArchMmu {
     }
 
     /// Every L2 page of the window: the page of each group of [`TABLES_PER_PAGE`] L1 entries
-    /// that holds a page table (the window's L1 entries read once).
+    /// that holds a page table (the window's L1 entries read once, and looked at only until
+    /// the counted L2 pages are found).
     fn group_pages<M: Machine>(&self, m: &mut M) -> Vec<PhysFrame> {
+        if self.l2_pages == 0 {
+            return Vec::new();
+        }
         let (first, end) = self.l1_window();
         self.read_l1_words(m, first..end)
             .chunks(TABLES_PER_PAGE as usize)
@@ -1615,6 +1619,7 @@ impl ArchMmu {
                         _ => None,
                     })
             })
+            .take(self.l2_pages as usize)
             .collect()
     }
 
