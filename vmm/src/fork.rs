@@ -18,20 +18,20 @@ impl<M: Machine> Vm<M> {
         let p = self.spaces.get(&parent).ok_or(Errno::EINVAL)?;
         let regions = p.regions.clone();
         let brk = p.brk;
-        let present = p
-            .mmu
-            .mappings(&mut self.machine)
-            .map_err(|_| Errno::EINVAL)?;
+        // Each region's present pages (only the tables under regions are read).
+        let mut present: Vec<Vec<(VirtPage, PhysFrame)>> = Vec::with_capacity(regions.len());
+        for region in regions.iter() {
+            let pages = p
+                .mmu
+                .mappings_in(&mut self.machine, region.range)
+                .map_err(|_| Errno::EINVAL)?;
+            present.push(pages.into_iter().map(|(page, t)| (page, t.frame)).collect());
+        }
         let mut child = ArchMmu::new_user(&mut self.machine, &mut self.frames, &mut self.asids)
             .map_err(|_| Errno::ENOMEM)?;
         let mut retained: Vec<PhysFrame> = Vec::new();
         let mut built = Ok(());
-        for region in regions.iter() {
-            let inside: Vec<(VirtPage, PhysFrame)> = present
-                .iter()
-                .filter(|(page, _)| region.range.contains(*page))
-                .map(|(page, t)| (*page, t.frame))
-                .collect();
+        for (region, inside) in regions.iter().zip(&present) {
             if inside.is_empty() {
                 continue;
             }
@@ -39,10 +39,10 @@ impl<M: Machine> Vm<M> {
             let result = match region.kind {
                 RegionKind::Anon | RegionKind::Heap => {
                     attrs.flags.remove(MappingFlags::WRITE);
-                    child.map_each(&mut self.machine, &mut self.frames, &inside, attrs)
+                    child.map_each(&mut self.machine, &mut self.frames, inside, attrs)
                 }
                 RegionKind::Shm { .. } => {
-                    child.map_each(&mut self.machine, &mut self.frames, &inside, attrs)
+                    child.map_each(&mut self.machine, &mut self.frames, inside, attrs)
                 }
                 RegionKind::Device { first_frame } => child.map(
                     &mut self.machine,
@@ -57,7 +57,7 @@ impl<M: Machine> Vm<M> {
                 break;
             }
             if region.is_private_anon() {
-                for &(_, f) in &inside {
+                for &(_, f) in inside {
                     if self.frames.retain(f).is_ok() {
                         retained.push(f);
                     }

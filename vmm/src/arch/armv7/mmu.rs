@@ -905,13 +905,17 @@ impl ArchMmu {
             }
             let (first, end) = Self::clip(clipped, l1);
             let words = &mut l2[..(end - first) as usize];
-            match descriptor {
+            let under_table = match descriptor {
                 L1Descriptor::PageTable { table, .. } => {
                     m.read_words(Self::l2_entry(table, first), words);
+                    true
                 }
-                _ => words.fill(0),
-            }
+                _ => false,
+            };
             for (p, &raw) in (first..end).zip(words.iter()) {
+                if under_table && raw & 0b11 == 0 {
+                    continue; // an L2 fault
+                }
                 if let Some(t) = Self::translation(descriptor, raw, page(p))? {
                     out.push((page(p), t));
                 }
@@ -974,6 +978,13 @@ impl ArchMmu {
         let mut l2 = [0u32; ENTRIES_PER_L2 as usize];
         let mut pages = 0;
         for group_first in (first..end).step_by(TABLES_PER_PAGE as usize) {
+            let group = group_first as usize..(group_first + TABLES_PER_PAGE) as usize;
+            let in_window = group.start - first as usize..group.end - first as usize;
+            if window[in_window].iter().all(|&raw| raw & 0b11 == 0)
+                && self.used[group].iter().all(|&n| n == 0)
+            {
+                continue; // four faults counting no entries: nothing to check
+            }
             let mut group_page = None;
             for l1 in group_first..group_first + TABLES_PER_PAGE {
                 let va = page(l1 * ENTRIES_PER_L2).start();
