@@ -29,7 +29,7 @@ const UNDECODABLE: &str =
     "the vmm's tables hold a descriptor it does not write (its own decoder refuses them)";
 
 /// Everything the comparison sees, in a form both sides produce.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observed {
     /// Free frames in the pool.
     pub free_frames: u32,
@@ -44,7 +44,7 @@ pub struct Observed {
 }
 
 /// One space as compared.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SpaceState {
     /// Regions: (start, length, prot, shared, kind).
     pub regions: Vec<(u64, u64, u32, bool, &'static str)>,
@@ -200,6 +200,11 @@ struct Pair {
     frames: FramePairing,
     /// In fast mode, the translations kept current from each step's changes.
     shadow: Option<TableShadow>,
+    /// The model's and the vmm's observed state, refilled at every comparison (their
+    /// buffers are reused from step to step).
+    seen: Box<(Observed, Observed)>,
+    /// The present pages of the space being observed (page number, translation), reused.
+    mapped: Vec<(u32, vmm::arch::armv7::Translation)>,
     /// The words (address, value) the last INV-6 walks read: the walker is a function of
     /// the words it reads, so while they hold the same values its answer is the same.
     inv6_reads: Vec<(u32, Option<u32>)>,
@@ -333,6 +338,8 @@ fn run_observed(
         vmm_ids: Vec::new(),
         frames: FramePairing::default(),
         shadow: (mode == CheckMode::Fast).then(TableShadow::default),
+        seen: Box::default(),
+        mapped: Vec::new(),
         inv6_reads: Vec::new(),
     };
     let diverge = |kind, at, model, vmm| Divergence::boxed(kind, steps, at, model, vmm);
@@ -680,18 +687,21 @@ impl Pair {
     /// The whole observable state of both sides, compared.
     fn compare_state(&mut self, at: usize, steps: &[Step]) -> Result<(), Box<Divergence>> {
         let diverge = |kind, model, vmm| Divergence::boxed(kind, steps, at, model, vmm);
-        let model_state = self.model_state();
-        let vmm_state = self
-            .vmm_state()
-            .map_err(|(kind, why)| diverge(kind, String::new(), why))?;
-        if model_state != vmm_state {
-            return Err(diverge(
+        let mut seen = std::mem::take(&mut self.seen);
+        let (model_state, vmm_state) = &mut *seen;
+        self.model_state(model_state);
+        let filled = self.vmm_state(vmm_state);
+        let result = match filled {
+            Err((kind, why)) => Err(diverge(kind, String::new(), why)),
+            Ok(()) if model_state != vmm_state => Err(diverge(
                 DivergenceKind::State,
                 format!("{model_state:#?}\n"),
                 format!("{vmm_state:#?}\n"),
-            ));
-        }
-        Ok(())
+            )),
+            Ok(()) => Ok(()),
+        };
+        self.seen = seen;
+        result
     }
 
     /// The fast mode's claim: the shadow equals a full read of every space's tables.
@@ -700,7 +710,11 @@ impl Pair {
             return Ok(());
         };
         for v in self.vmm_ids.clone() {
-            let (kept, read) = (shadow.pages(v), self.vm.mappings(v));
+            let kept: Option<Vec<_>> = shadow.pages(v).map(Iterator::collect);
+            let read: Option<Vec<_>> = self
+                .vm
+                .mappings(v)
+                .map(|all| all.into_iter().map(|(p, t)| (p.number(), t)).collect());
             if kept != read {
                 return Err(format!(
                     "fast-mode shadow of {v:?} differs from the tables:\nshadow {kept:#?}\ntables {read:#?}\n"
@@ -710,104 +724,105 @@ impl Pair {
         Ok(())
     }
 
-    fn model_state(&self) -> Observed {
+    /// The model's observable state, into `out` (its buffers reused).
+    fn model_state(&self, out: &mut Observed) {
         let kind = |k: model::Kind| match k {
             model::Kind::Anon => "anon",
             model::Kind::Heap => "heap",
             model::Kind::Shm { .. } => "shm",
             model::Kind::Device { .. } => "device",
         };
-        Observed {
-            free_frames: self.model.free,
-            spaces: self
-                .model_ids
-                .iter()
-                .map(|&m| {
-                    let s = &self.model.spaces[&m];
-                    SpaceState {
-                        regions: s
-                            .regions
-                            .iter()
-                            .map(|r| (r.start, r.len, r.prot, r.shared, kind(r.kind)))
-                            .collect(),
-                        brk: s.brk,
-                        table_pages: self.model.table_pages(m).unwrap_or(0),
-                        pages: s.ptes.iter().map(|(&a, e)| (a, e.perms, e.frame)).collect(),
-                    }
+        out.free_frames = self.model.free;
+        out.spaces
+            .resize_with(self.model_ids.len(), SpaceState::default);
+        for (space, &m) in out.spaces.iter_mut().zip(&self.model_ids) {
+            let s = &self.model.spaces[&m];
+            space.regions.clear();
+            space.regions.extend(
+                s.regions
+                    .iter()
+                    .map(|r| (r.start, r.len, r.prot, r.shared, kind(r.kind))),
+            );
+            space.brk = s.brk;
+            space.table_pages = self.model.table_pages(m).unwrap_or(0);
+            space.pages.clear();
+            space
+                .pages
+                .extend(s.ptes.iter().map(|(&a, e)| (a, e.perms, e.frame)));
+        }
+        out.segments.clear();
+        out.segments
+            .extend(self.model.segments.iter().enumerate().filter_map(|(i, s)| {
+                s.as_ref().map(|s| {
+                    (
+                        i as u32,
+                        s.key,
+                        s.size,
+                        s.frames.len(),
+                        s.attached,
+                        s.removed,
+                    )
                 })
-                .collect(),
-            segments: self
-                .model
-                .segments
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| {
-                    s.as_ref().map(|s| {
-                        (
-                            i as u32,
-                            s.key,
-                            s.size,
-                            s.frames.len(),
-                            s.attached,
-                            s.removed,
-                        )
-                    })
-                })
-                .collect(),
-            kernel_table_pages: self.model.kernel_table_pages(),
-            vmalloc: self
-                .model
+            }));
+        out.kernel_table_pages = self.model.kernel_table_pages();
+        out.vmalloc.clear();
+        out.vmalloc.extend(
+            self.model
                 .vmalloc
                 .iter()
-                .map(|(&a, f)| (a as u32, f.len() as u32))
-                .collect(),
-        }
+                .map(|(&a, f)| (a as u32, f.len() as u32)),
+        );
     }
 
     /// The vmm's state with physical frames named by model frame ids (learning new pairs from
     /// the model's page at the same address); an inconsistent pairing is an error.
-    fn vmm_state(&mut self) -> Result<Observed, (DivergenceKind, String)> {
+    fn vmm_state(&mut self, out: &mut Observed) -> Result<(), (DivergenceKind, String)> {
         let state = |why: &str| (DivergenceKind::State, why.to_string());
-        let mut spaces = Vec::new();
-        for (m, v) in self.ids() {
+        let kind = |k: RegionKind| match k {
+            RegionKind::Anon => "anon",
+            RegionKind::Heap => "heap",
+            RegionKind::Shm { .. } => "shm",
+            RegionKind::Device { .. } => "device",
+        };
+        let mut mapped = std::mem::take(&mut self.mapped);
+        out.spaces
+            .resize_with(self.vmm_ids.len(), SpaceState::default);
+        for (i, (&m, &v)) in self.model_ids.iter().zip(&self.vmm_ids).enumerate() {
+            mapped.clear();
+            match &self.shadow {
+                Some(shadow) => mapped.extend(shadow.pages(v).ok_or_else(|| state(UNDECODABLE))?),
+                None => mapped.extend(
+                    self.vm
+                        .mappings(v)
+                        .ok_or_else(|| state(UNDECODABLE))?
+                        .into_iter()
+                        .map(|(page, t)| (page.number(), t)),
+                ),
+            }
             let sp = self
                 .vm
                 .space(v)
                 .ok_or_else(|| state("a live space is missing"))?;
-            let kind = |k: RegionKind| match k {
-                RegionKind::Anon => "anon",
-                RegionKind::Heap => "heap",
-                RegionKind::Shm { .. } => "shm",
-                RegionKind::Device { .. } => "device",
-            };
-            let regions = sp
-                .regions()
-                .iter()
-                .map(|r| {
-                    let start = u64::from(r.range.start_addr().as_u32());
-                    (
-                        start,
-                        u64::from(r.range.count()) * 4096,
-                        r.prot.bits(),
-                        r.shared,
-                        kind(r.kind),
-                    )
-                })
-                .collect();
-            let (brk, table_pages) = (sp.brk(), sp.mmu().table_pages());
-            let mut pages = Vec::new();
-            let mappings = match &self.shadow {
-                Some(shadow) => shadow.pages(v),
-                None => self.vm.mappings(v),
-            }
-            .ok_or_else(|| state(UNDECODABLE))?;
-            for (page, t) in mappings {
-                let addr = u64::from(page.start().as_u32());
+            let space = &mut out.spaces[i];
+            space.regions.clear();
+            space.regions.extend(sp.regions().iter().map(|r| {
+                (
+                    u64::from(r.range.start_addr().as_u32()),
+                    u64::from(r.range.count()) * 4096,
+                    r.prot.bits(),
+                    r.shared,
+                    kind(r.kind),
+                )
+            }));
+            (space.brk, space.table_pages) = (sp.brk(), sp.mmu().table_pages());
+            space.pages.clear();
+            let pool = self.vm.frames();
+            for &(number, t) in &mapped {
+                let addr = u64::from(number) << 12;
                 let f = t.attrs.flags;
                 let perms = u32::from(f.contains(MappingFlags::READ))
                     | (u32::from(f.contains(MappingFlags::WRITE)) << 1)
                     | (u32::from(f.contains(MappingFlags::EXECUTE)) << 2);
-                let pool = self.vm.frames();
                 let model_frame = if !pool.contains(t.frame) {
                     // Device memory is compared by its exact physical address.
                     model::DEVICE_FRAME | u64::from(t.frame.start().as_u32())
@@ -827,32 +842,23 @@ impl Pair {
                         }
                     }
                 };
-                pages.push((addr, perms, model_frame));
+                space.pages.push((addr, perms, model_frame));
             }
-            spaces.push(SpaceState {
-                regions,
-                brk,
-                table_pages,
-                pages,
-            });
         }
-        let segments = self
-            .vm
-            .shm()
-            .iter()
-            .map(|(id, s)| (id.0, s.key, s.size, s.frames.len(), s.attached, s.removed))
-            .collect();
-        Ok(Observed {
-            free_frames: self.vm.frames().free_count(),
-            spaces,
-            segments,
-            kernel_table_pages: self.vm.kernel().table_pages(),
-            vmalloc: self
-                .vm
-                .vmalloc_allocations()
-                .map(|(a, n)| (a.as_u32(), n))
-                .collect(),
-        })
+        self.mapped = mapped;
+        out.free_frames = self.vm.frames().free_count();
+        out.segments.clear();
+        out.segments.extend(
+            self.vm
+                .shm()
+                .iter()
+                .map(|(id, s)| (id.0, s.key, s.size, s.frames.len(), s.attached, s.removed)),
+        );
+        out.kernel_table_pages = self.vm.kernel().table_pages();
+        out.vmalloc.clear();
+        out.vmalloc
+            .extend(self.vm.vmalloc_allocations().map(|(a, n)| (a.as_u32(), n)));
+        Ok(())
     }
 
     /// Frames the model freed may come back from the vmm as new ones.

@@ -286,14 +286,9 @@ impl TableShadow {
         Some(())
     }
 
-    /// The present pages of space `id`, ascending.
-    pub fn pages(&self, id: SpaceId) -> Option<Vec<(VirtPage, Translation)>> {
-        let space = self.spaces.get(&id)?;
-        space
-            .pages
-            .iter()
-            .map(|(&n, &t)| Some((VirtPage::from_number(n)?, t)))
-            .collect()
+    /// The present pages of space `id` (page number, translation), ascending.
+    pub fn pages(&self, id: SpaceId) -> Option<impl Iterator<Item = (u32, Translation)> + '_> {
+        Some(self.spaces.get(&id)?.pages.iter().map(|(&n, &t)| (n, t)))
     }
 
     /// Reads space `id` whole: its L1 entries and every present page.
