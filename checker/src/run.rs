@@ -435,7 +435,11 @@ fn run_observed(
             ));
         }
     }
-    for i in 0..192 {
+    // The segments left (the model's; the vmm's were just compared equal to them).
+    let segments: Vec<u32> = (0..p.model.segments.len() as u32)
+        .filter(|&i| p.model.segments[i as usize].is_some())
+        .collect();
+    for i in segments {
         let _ = (p.model.shmctl(i, 0), p.vm.shmctl(ShmId(i), 0));
     }
     let allocations: Vec<u64> = p.model.vmalloc.keys().copied().collect();

@@ -163,6 +163,16 @@ impl TableShadow {
         live: &[SpaceId],
         changes: &Changes,
     ) -> Option<()> {
+        // Nothing in RAM changed and the same spaces live on the same tables: nothing to do.
+        if changes.is_empty()
+            && self.spaces.len() == live.len()
+            && live.iter().all(|id| {
+                self.spaces.get(id).map(|s| s.l1_table)
+                    == vm.space(*id).map(|s| s.mmu().l1_table().as_u32())
+            })
+        {
+            return Some(());
+        }
         // Spaces that exited, or whose L1 table moved (an id reused), are dropped.
         let current: Vec<(SpaceId, u32)> = live
             .iter()

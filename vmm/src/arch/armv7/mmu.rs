@@ -148,6 +148,25 @@ pub struct ArchMmu {
     l2_pages: u32,
 }
 
+/// The indices of the non-zero elements of `words`, ascending. Zero runs are skipped 16
+/// elements at a time with one slice comparison (a `memcmp`): most of a window is faults.
+fn nonzero<T: Copy + Default + PartialEq>(words: &[T]) -> Vec<usize> {
+    const CHUNK: usize = 16;
+    let zero = [T::default(); CHUNK];
+    let mut out = Vec::new();
+    for (c, chunk) in words.chunks(CHUNK).enumerate() {
+        if chunk == &zero[..chunk.len()] {
+            continue;
+        }
+        for (j, w) in chunk.iter().enumerate() {
+            if *w != T::default() {
+                out.push(c * CHUNK + j);
+            }
+        }
+    }
+    out
+}
+
 /// L2 pages allocated by the prepare step and handed out by the commit step.
 struct Reserved(Vec<PhysFrame>);
 
@@ -898,8 +917,8 @@ impl ArchMmu {
         let span = self.l1_span(clipped);
         let raw_l1 = self.read_l1_words(m, span.clone());
         let mut l2 = [0u32; ENTRIES_PER_L2 as usize];
-        for (l1, &raw) in span.zip(raw_l1.iter()) {
-            let descriptor = L1Descriptor::decode(raw);
+        for i in nonzero(&raw_l1) {
+            let (l1, descriptor) = (span.start + i as u32, L1Descriptor::decode(raw_l1[i]));
             if descriptor == L1Descriptor::Fault {
                 continue;
             }
@@ -977,14 +996,17 @@ impl ArchMmu {
         let window = self.read_l1_words(m, first..end);
         let mut l2 = [0u32; ENTRIES_PER_L2 as usize];
         let mut pages = 0;
-        for group_first in (first..end).step_by(TABLES_PER_PAGE as usize) {
-            let group = group_first as usize..(group_first + TABLES_PER_PAGE) as usize;
-            let in_window = group.start - first as usize..group.end - first as usize;
-            if window[in_window].iter().all(|&raw| raw & 0b11 == 0)
-                && self.used[group].iter().all(|&n| n == 0)
-            {
-                continue; // four faults counting no entries: nothing to check
-            }
+        // Only groups with a non-zero entry or count need a look: four zero entries counting
+        // nothing are four faults, as they should be.
+        let used = &self.used[first as usize..end as usize];
+        let mut groups: Vec<u32> = nonzero(&window)
+            .into_iter()
+            .chain(nonzero(used))
+            .map(|i| first + i as u32 / TABLES_PER_PAGE * TABLES_PER_PAGE)
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        for group_first in groups {
             let mut group_page = None;
             for l1 in group_first..group_first + TABLES_PER_PAGE {
                 let va = page(l1 * ENTRIES_PER_L2).start();
@@ -1619,19 +1641,23 @@ impl ArchMmu {
             return Vec::new();
         }
         let (first, end) = self.l1_window();
-        self.read_l1_words(m, first..end)
-            .chunks(TABLES_PER_PAGE as usize)
-            .filter(|group| group.iter().any(|&raw| raw != 0))
-            .filter_map(|group| {
-                group
-                    .iter()
-                    .find_map(|&raw| match L1Descriptor::decode(raw) {
-                        L1Descriptor::PageTable { table, .. } => Some(PhysFrame::containing(table)),
-                        _ => None,
-                    })
-            })
-            .take(self.l2_pages as usize)
-            .collect()
+        let words = self.read_l1_words(m, first..end);
+        let mut out: Vec<PhysFrame> = Vec::new();
+        let mut last_group = None;
+        for i in nonzero(&words) {
+            let group = i / TABLES_PER_PAGE as usize;
+            if last_group == Some(group) {
+                continue;
+            }
+            if let L1Descriptor::PageTable { table, .. } = L1Descriptor::decode(words[i]) {
+                out.push(PhysFrame::containing(table));
+                last_group = Some(group);
+                if out.len() == self.l2_pages as usize {
+                    break;
+                }
+            }
+        }
+        out
     }
 
     fn write_l1<M: Machine>(&self, m: &mut M, l1: u32, d: L1Descriptor) {
@@ -1654,5 +1680,34 @@ impl ArchMmu {
 
     fn l2_entry(table: PhysAddr, page_number: u32) -> PhysAddr {
         PhysAddr::new(table.as_u32() + (page_number % ENTRIES_PER_L2) * 4)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nonzero;
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    #[test]
+    fn nonzero_finds_every_non_zero_element() {
+        for len in [0usize, 1, 15, 16, 17, 40, 1024] {
+            for hot in [
+                vec![],
+                vec![0],
+                vec![15, 16],
+                vec![3, 31, 32, 33],
+                vec![len / 2],
+            ] {
+                let hot: Vec<usize> = hot.into_iter().filter(|&i| i < len).collect();
+                let mut words = vec![0u32; len];
+                for &i in &hot {
+                    words[i] = 1 << (i % 32);
+                }
+                assert_eq!(nonzero(&words), hot, "len {len}");
+                let counts: Vec<u16> = words.iter().map(|&w| u16::from(w != 0)).collect();
+                assert_eq!(nonzero(&counts), hot, "len {len} (u16)");
+            }
+        }
     }
 }
