@@ -54,7 +54,7 @@ impl Defect {
 }
 
 /// RAM and the TLB model, optionally with a defect.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct SimMachine {
     /// RAM, the call log and failure injection.
     pub host: HostMachine,

@@ -251,6 +251,24 @@ fn boot(machine: SimMachine) -> Vm<SimMachine> {
     Vm::new(machine, Layout::with_pool_frames(POOL_FRAMES)).expect("the default layout boots")
 }
 
+/// The checked world's vmm: booted on a machine with `defect` that records the vmm's writes
+/// (not its reads). The sound machine is booted once per thread and copied, machine and all.
+fn boot_recording(defect: Option<Defect>) -> Vm<SimMachine> {
+    fn fresh(defect: Option<Defect>) -> Vm<SimMachine> {
+        let mut machine = SimMachine::with_defect(defect);
+        machine.host.set_recording(true);
+        machine.host.set_skip_reads(true);
+        boot(machine)
+    }
+    thread_local! {
+        static SOUND: Vm<SimMachine> = fresh(None);
+    }
+    match defect {
+        None => SOUND.with(Clone::clone),
+        Some(_) => fresh(defect),
+    }
+}
+
 /// The model of the same world, starting with `free` free frames.
 fn new_model(free: u32) -> Model {
     Model::new(
@@ -326,10 +344,7 @@ fn run_observed(
     audit: bool,
     on_step: &mut dyn FnMut(usize, Outcome),
 ) -> Result<usize, Box<Divergence>> {
-    let mut machine = SimMachine::with_defect(defect);
-    machine.host.set_recording(true);
-    machine.host.set_skip_reads(true);
-    let vm = boot(machine);
+    let vm = boot_recording(defect);
     let free = vm.frames().free_count();
     let mut p = Pair {
         vm,

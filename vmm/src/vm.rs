@@ -30,6 +30,28 @@ pub struct Vm<M: Machine> {
     pub(crate) vmalloc: BTreeMap<u32, Vec<PhysFrame>>,
 }
 
+/// A copy of the whole VM, machine included: the copy's RAM holds its own tables and frames,
+/// so the two go their own ways (the checker boots once and copies the booted VM).
+impl<M: Machine + Clone> Clone for Vm<M> {
+    fn clone(&self) -> Self {
+        Self {
+            machine: self.machine.clone(),
+            layout: self.layout,
+            frames: self.frames.clone(),
+            asids: self.asids.clone(),
+            kernel: self.kernel.snapshot(),
+            spaces: self
+                .spaces
+                .iter()
+                .map(|(&id, space)| (id, space.snapshot()))
+                .collect(),
+            next_space: self.next_space,
+            shm: self.shm.clone(),
+            vmalloc: self.vmalloc.clone(),
+        }
+    }
+}
+
 impl<M: Machine> Vm<M> {
     /// Boots the VM: the frame pool, the kernel's TTBR1 table and the linear map of RAM
     /// (VA = PA, kernel read/write/execute, sections where aligned).

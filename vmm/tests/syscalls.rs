@@ -988,3 +988,29 @@ fn mremap_fixed_out_of_memory_changes_nothing() {
     assert_eq!(user_read(&mut vm, s, 0x0300_0000), Ok(1));
     assert_eq!(regions(&vm, s), [(0x0300_0000, 1, 3)]);
 }
+
+/// A cloned VM is a separate machine: what the copy does leaves the original's memory,
+/// tables and frames alone, and both stay well formed.
+#[test]
+fn a_cloned_vm_goes_its_own_way() {
+    let (mut vm, s, _) = vm();
+    let a = vm.mmap(s, 0, 2 * PAGE, RW, ANON).unwrap().as_u32();
+    user_write(&mut vm, s, a, 7).unwrap();
+    let (free, mapped) = (vm.frames().free_count(), vm.mappings(s));
+    let mut copy = vm.clone();
+    assert_eq!(copy.mappings(s), mapped);
+    user_write(&mut copy, s, a, 8).unwrap();
+    user_write(&mut copy, s, a + PAGE, 9).unwrap();
+    let t = copy.spawn().unwrap();
+    copy.mmap(t, 0, PAGE, RW, ANON).unwrap();
+    assert_eq!(user_read(&mut vm, s, a), Ok(7));
+    assert_eq!(vm.frames().free_count(), free);
+    assert_eq!(vm.mappings(s), mapped);
+    assert!(vm.space(t).is_none());
+    assert_eq!(user_read(&mut copy, s, a), Ok(8));
+    copy.munmap(s, a, 2 * PAGE).unwrap();
+    assert_eq!(user_read(&mut vm, s, a + 4), Ok(0));
+    vm.check_tables(s).unwrap();
+    copy.check_tables(s).unwrap();
+    copy.check_tables(t).unwrap();
+}

@@ -21,6 +21,17 @@ pub struct VmSpace {
 }
 
 impl VmSpace {
+    /// See [`ArchMmu::snapshot`].
+    pub(crate) fn snapshot(&self) -> Self {
+        Self {
+            mmu: self.mmu.snapshot(),
+            regions: self.regions.clone(),
+            brk: self.brk,
+        }
+    }
+}
+
+impl VmSpace {
     /// The regions, ascending.
     #[must_use]
     pub fn regions(&self) -> &RegionMap {

@@ -148,6 +148,21 @@ pub struct ArchMmu {
     l2_pages: u32,
 }
 
+impl ArchMmu {
+    /// The same bookkeeping for the same tables, for a copy of the whole [`Vm`] with its
+    /// machine (whose RAM holds the copy's own tables). Not `Clone`: two `ArchMmu`s over one
+    /// machine's tables would each believe it owns them.
+    pub(crate) fn snapshot(&self) -> Self {
+        Self {
+            kind: self.kind,
+            l1: self.l1,
+            asid: self.asid,
+            used: self.used.clone(),
+            l2_pages: self.l2_pages,
+        }
+    }
+}
+
 /// The indices of the non-zero elements of `words`, ascending. Zero runs are skipped 16
 /// elements at a time with one slice comparison (a `memcmp`): most of a window is faults.
 fn nonzero<T: Copy + Default + PartialEq>(words: &[T]) -> Vec<usize> {
