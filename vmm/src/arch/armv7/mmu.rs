@@ -572,9 +572,11 @@ impl ArchMmu {
         let new = attrs.to_page_attributes();
         self.plan_splits(m, range, Some(new), &mut needed)?;
         let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
-        for l1 in self.l1_span(range) {
+        // Each pass changes only its own L1 entry, so the entries can be read up front.
+        let mut l2 = [0u32; ENTRIES_PER_L2 as usize];
+        for (l1, descriptor) in self.valid_l1s(m, range) {
             let (lo, hi) = Self::clip(range, l1);
-            match self.read_l1(m, l1) {
+            match descriptor {
                 L1Descriptor::Fault | L1Descriptor::Supersection(_) => {}
                 // Already as asked: no change, so no split either (the plan reserved none).
                 L1Descriptor::Section { attrs: old, .. } if old == new => {}
@@ -599,10 +601,12 @@ impl ArchMmu {
                         continue;
                     };
                     let mut changed = Vec::new();
-                    for p in lo..hi {
+                    // Read once: each entry is written only after it was read.
+                    let words = &mut l2[..(hi - lo) as usize];
+                    m.read_words(Self::l2_entry(table, lo), words);
+                    for (p, &raw) in (lo..hi).zip(words.iter()) {
                         let pa = Self::l2_entry(table, p);
-                        if let L2Descriptor::Small { base, attrs: old } =
-                            L2Descriptor::decode(m.read_word(pa))
+                        if let L2Descriptor::Small { base, attrs: old } = L2Descriptor::decode(raw)
                             && old != new
                         {
                             m.write_word(pa, 0);
@@ -1204,9 +1208,9 @@ impl ArchMmu {
         keep: Option<PageAttributes>,
         needed: &mut GroupsNeeded,
     ) -> Result<(), MapError> {
-        for l1 in self.l1_span(range) {
+        for (l1, descriptor) in self.valid_l1s(m, range) {
             let (lo, hi) = Self::clip(range, l1);
-            match self.read_l1(m, l1) {
+            match descriptor {
                 L1Descriptor::Supersection(raw) => {
                     return Err(MapError::UnsupportedDescriptor {
                         va: page(lo).start(),
@@ -1307,9 +1311,11 @@ impl ArchMmu {
         emptied: &mut Vec<(u32, PhysFrame)>,
         on_removed: &mut dyn FnMut(VirtPage, PhysFrame),
     ) {
-        for l1 in self.l1_span(range) {
+        // Each pass changes only its own L1 entry, so the entries can be read up front.
+        let mut l2 = [0u32; ENTRIES_PER_L2 as usize];
+        for (l1, descriptor) in self.valid_l1s(m, range) {
             let (lo, hi) = Self::clip(range, l1);
-            match self.read_l1(m, l1) {
+            match descriptor {
                 L1Descriptor::Fault | L1Descriptor::Supersection(_) => {}
                 L1Descriptor::Section { base, .. } if hi - lo == ENTRIES_PER_L2 => {
                     self.write_l1(m, l1, L1Descriptor::Fault);
@@ -1323,9 +1329,12 @@ impl ArchMmu {
                     let Some(table) = self.table_for_update(m, l1, reserved) else {
                         continue;
                     };
-                    for p in lo..hi {
+                    // Read once: each entry is written only after it was read.
+                    let words = &mut l2[..(hi - lo) as usize];
+                    m.read_words(Self::l2_entry(table, lo), words);
+                    for (p, &raw) in (lo..hi).zip(words.iter()) {
                         let pa = Self::l2_entry(table, p);
-                        let frame = match L2Descriptor::decode(m.read_word(pa)) {
+                        let frame = match L2Descriptor::decode(raw) {
                             L2Descriptor::Fault => continue,
                             L2Descriptor::Small { base, .. } => PhysFrame::containing(base),
                             L2Descriptor::Large { base, .. } => {
@@ -1646,6 +1655,17 @@ impl ArchMmu {
         let mut raw = vec![0; l1s.len()];
         m.read_words(self.l1_entry_pa(l1s.start), &mut raw);
         raw
+    }
+
+    /// The L1 entries of `range` that are not zero (so not faults), with their index, read
+    /// in one go.
+    fn valid_l1s<M: Machine>(&self, m: &mut M, range: PageRange) -> Vec<(u32, L1Descriptor)> {
+        let span = self.l1_span(range);
+        let words = self.read_l1_words(m, span.clone());
+        nonzero(&words)
+            .into_iter()
+            .map(|i| (span.start + i as u32, L1Descriptor::decode(words[i])))
+            .collect()
     }
 
     /// Every L2 page of the window: the page of each group of [`TABLES_PER_PAGE`] L1 entries
