@@ -43,11 +43,24 @@ pub struct Observed {
     pub vmalloc: Vec<(u32, u32)>,
 }
 
+/// What backs a region, as compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// Private or shared anonymous memory.
+    Anon,
+    /// The heap (`brk`).
+    Heap,
+    /// An shm segment.
+    Shm,
+    /// Device memory.
+    Device,
+}
+
 /// One space as compared.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SpaceState {
-    /// Regions: (start, length, prot, shared, kind).
-    pub regions: Vec<(u64, u64, u32, bool, &'static str)>,
+    /// Regions: (start, length, prot, shared, backing).
+    pub regions: Vec<(u64, u64, u32, bool, Backing)>,
     /// The break.
     pub brk: u32,
     /// Page-table pages.
@@ -746,10 +759,10 @@ impl Pair {
     /// The model's observable state, into `out` (its buffers reused).
     fn model_state(&self, out: &mut Observed) {
         let kind = |k: model::Kind| match k {
-            model::Kind::Anon => "anon",
-            model::Kind::Heap => "heap",
-            model::Kind::Shm { .. } => "shm",
-            model::Kind::Device { .. } => "device",
+            model::Kind::Anon => Backing::Anon,
+            model::Kind::Heap => Backing::Heap,
+            model::Kind::Shm { .. } => Backing::Shm,
+            model::Kind::Device { .. } => Backing::Device,
         };
         out.free_frames = self.model.free;
         out.spaces
@@ -798,10 +811,10 @@ impl Pair {
     fn vmm_state(&mut self, out: &mut Observed) -> Result<(), (DivergenceKind, String)> {
         let state = |why: &str| (DivergenceKind::State, why.to_string());
         let kind = |k: RegionKind| match k {
-            RegionKind::Anon => "anon",
-            RegionKind::Heap => "heap",
-            RegionKind::Shm { .. } => "shm",
-            RegionKind::Device { .. } => "device",
+            RegionKind::Anon => Backing::Anon,
+            RegionKind::Heap => Backing::Heap,
+            RegionKind::Shm { .. } => Backing::Shm,
+            RegionKind::Device { .. } => Backing::Device,
         };
         let mut mapped = std::mem::take(&mut self.mapped);
         out.spaces
