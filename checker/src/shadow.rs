@@ -13,7 +13,7 @@
 //! The checker's tests (`regressions.rs`, `model_agrees_with_vmm.rs`) audit this claim after
 //! every step of the regression corpus and of random sequences (`run::audit_fast_mode`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use vmm::Vm;
 use vmm::addr::{PageRange, PhysAddr, VirtPage};
@@ -127,7 +127,7 @@ impl ShadowSpace {
 pub struct TableShadow {
     spaces: BTreeMap<SpaceId, ShadowSpace>,
     /// L2 table (physical address / 1 KiB) -> the space and L1 index linking it.
-    owners: HashMap<u32, (SpaceId, u32)>,
+    owners: BTreeMap<u32, (SpaceId, u32)>,
 }
 
 /// The L2 table a raw L1 entry links, if it is a page-table descriptor.
