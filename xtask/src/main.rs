@@ -9,6 +9,8 @@
 //! - `cargo xtask fuzz-proof [--defect D]`: an injected defect found by fuzzing, minimized to at
 //!   most 10 steps and replayed (the workflow proven end to end);
 //! - `cargo xtask coverage`: an HTML coverage report of `vmm` from the fuzz corpora;
+//! - `cargo xtask fuzz-speed [--inputs N] [--rounds R]`: the `ops` target's exec/s on 64-step
+//!   inputs (one core, no sanitizer, best of R rounds);
 //! - `cargo xtask test`: the checks CI runs, in order, stopping at the first failure;
 //! - `cargo xtask replay [FILES]`: `.ops` files through the model and the vmm (default: the
 //!   regression corpus); exit 1 on a divergence, with the report;
@@ -29,6 +31,7 @@ use clap::{Parser, Subcommand};
 
 mod coverage;
 mod fuzz_proof;
+mod fuzz_speed;
 mod fuzzing;
 mod nightly;
 mod qemu;
@@ -93,6 +96,16 @@ enum Task {
     /// An HTML coverage report of the vmm crate from the fuzz corpora and the regression
     /// scenarios (cargo-llvm-cov, installed when missing), in target/coverage/html/.
     Coverage,
+    /// The `ops` target's executions per second on 64-step inputs, one core, no sanitizer
+    /// (fixed pseudo-random inputs replayed with `-runs=0`; the best of several rounds).
+    FuzzSpeed {
+        /// Inputs per round.
+        #[arg(long, default_value_t = 10_000)]
+        inputs: usize,
+        /// Rounds.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Minimize a diverging `ops` fuzzer input or `.ops` file (cargo fuzz tmin, then op by op)
     /// into a regression scenario in corpus/regressions/.
     Minimize {
@@ -160,6 +173,9 @@ fn main() -> ExitCode {
             ExitCode::from(fuzz_proof::fuzz_proof(&root, &defect, seconds))
         }
         Task::Coverage => coverage::coverage(&root),
+        Task::FuzzSpeed { inputs, rounds } => {
+            ExitCode::from(fuzz_speed::fuzz_speed(&root, inputs, rounds))
+        }
         Task::Minimize { file } => fuzzing::minimize(&root, &invocation_dir().join(file)),
         Task::Replay { trace, files } => {
             let files = if files.is_empty() {
