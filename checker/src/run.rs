@@ -105,18 +105,14 @@ fn check_protocol(log: &[MachineEvent]) -> Result<(), String> {
         }
     }
     let wrote = log.iter().any(|e| matches!(e, MachineEvent::Write { .. }));
-    let tail: Vec<&MachineEvent> = log
-        .iter()
-        .rev()
-        .filter(|e| {
-            matches!(
-                e,
-                MachineEvent::Write { .. } | MachineEvent::Dsb | MachineEvent::Isb
-            )
-        })
-        .take(2)
-        .collect();
-    if wrote && tail != [&MachineEvent::Isb, &MachineEvent::Dsb] {
+    let mut last = log.iter().rev().filter(|e| {
+        matches!(
+            e,
+            MachineEvent::Write { .. } | MachineEvent::Dsb | MachineEvent::Isb
+        )
+    });
+    let tail = [last.next(), last.next()];
+    if wrote && tail != [Some(&MachineEvent::Isb), Some(&MachineEvent::Dsb)] {
         return Err(format!(
             "descriptor writes not followed by DSB; ISB before the op returned (last events {tail:?})\n"
         ));
@@ -371,6 +367,7 @@ fn run_observed(
         inv6_reads: Vec::new(),
     };
     let diverge = |kind, at, model, vmm| Divergence::boxed(kind, steps, at, model, vmm);
+    let mut changes = Changes::default();
     for (at, step) in steps.iter().enumerate() {
         p.model.refuse_allocation = step.refuse.map(u64::from);
         p.vm.machine_mut()
@@ -393,7 +390,7 @@ fn run_observed(
                 why,
             ));
         }
-        let changes = Changes::from_log(&log, &data_writes);
+        changes.refill(&log, &data_writes);
         let unchanged = mode == CheckMode::Fast && changes.is_empty() && p.vmm_ids == spaces_before;
         if !unchanged {
             if let Err(why) = p.check_tables(mode == CheckMode::Full) {

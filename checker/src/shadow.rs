@@ -57,18 +57,24 @@ impl Changes {
     /// The changes in a machine log plus the accessor's data writes.
     pub fn from_log(log: &[MachineEvent], data_writes: &[PhysAddr]) -> Self {
         let mut changes = Self::default();
+        changes.refill(log, data_writes);
+        changes
+    }
+
+    /// [`Self::from_log`] into `self`, its buffers reused.
+    pub fn refill(&mut self, log: &[MachineEvent], data_writes: &[PhysAddr]) {
+        self.words.clear();
+        self.zeroed.clear();
+        self.copied.clear();
         for e in log {
             match *e {
-                MachineEvent::Write { pa, .. } => changes.words.push(pa.as_u32()),
-                MachineEvent::ZeroFrame(f) => changes.zeroed.push(f.start().as_u32()),
-                MachineEvent::CopyFrame { dst, .. } => changes.copied.push(dst.start().as_u32()),
+                MachineEvent::Write { pa, .. } => self.words.push(pa.as_u32()),
+                MachineEvent::ZeroFrame(f) => self.zeroed.push(f.start().as_u32()),
+                MachineEvent::CopyFrame { dst, .. } => self.copied.push(dst.start().as_u32()),
                 _ => {}
             }
         }
-        changes
-            .words
-            .extend(data_writes.iter().map(|pa| pa.as_u32()));
-        changes
+        self.words.extend(data_writes.iter().map(|pa| pa.as_u32()));
     }
 
     /// Whether RAM did not change at all.
