@@ -65,6 +65,10 @@ pub struct SimMachine {
     /// Words written by accesses (data writes bypass the log, which holds the vmm's own
     /// writes): the fast mode needs every change to RAM.
     pub data_writes: Vec<PhysAddr>,
+    /// TLB entries filled by accesses since the checker last looked (the fast mode checks the
+    /// TLB after any step that filled it: a fill from unchanged tables can still break INV-8,
+    /// e.g. a global entry for a user page).
+    pub tlb_fills: u32,
     invalidates: u64,
 }
 

@@ -33,6 +33,14 @@ fn cases() -> Vec<(Defect, &'static str, DivergenceKind)> {
             DivergenceKind::Tables,
         ),
         (
+            // The same with an eagerly mapped page (shm): read without a fault, so the access
+            // step changes no RAM, and detached at once (its invalidate drops the entry). Fast
+            // mode finds the global descriptor when it re-reads the attached page.
+            Defect::ClearNotGlobal,
+            "spawn\nshmget key=0 size=0x1000 flags=0o0\nshmat s=0 id=0 addr=none flags=0o0\nread s=0 addr=r0+0p+0w mode=user\nshmdt s=0 addr=r0+0p+0w\n",
+            DivergenceKind::Tables,
+        ),
+        (
             // The copy of a copy-on-write break loses a word.
             Defect::CorruptFrameCopy,
             "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+0p+0w value=0x5 mode=user\nfork s=0\nwrite s=1 addr=r0+0p+1w value=0x6 mode=user\nread s=1 addr=r0+0p+0w mode=user\n",
