@@ -56,3 +56,62 @@ pub trait Machine {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{HostMachine, Machine};
+    use crate::addr::{PhysAddr, PhysFrame, VirtPage};
+    use crate::arch::armv7::Asid;
+    use alloc::vec;
+    use alloc::vec::Vec;
+
+    /// A machine with only the required methods (RAM from a host machine), so `read_words`
+    /// is the trait's own default, as on the QEMU guest.
+    struct Plain(HostMachine);
+
+    impl Machine for Plain {
+        fn read_word(&mut self, pa: PhysAddr) -> u32 {
+            self.0.read_word(pa)
+        }
+        fn write_word(&mut self, pa: PhysAddr, value: u32) {
+            self.0.write_word(pa, value);
+        }
+        fn zero_frame(&mut self, frame: PhysFrame) {
+            self.0.zero_frame(frame);
+        }
+        fn copy_frame(&mut self, dst: PhysFrame, src: PhysFrame) {
+            self.0.copy_frame(dst, src);
+        }
+        fn tlb_invalidate_page(&mut self, asid: Asid, page: VirtPage) {
+            self.0.tlb_invalidate_page(asid, page);
+        }
+        fn tlb_invalidate_page_all_asids(&mut self, page: VirtPage) {
+            self.0.tlb_invalidate_page_all_asids(page);
+        }
+        fn tlb_invalidate_asid(&mut self, asid: Asid) {
+            self.0.tlb_invalidate_asid(asid);
+        }
+        fn tlb_invalidate_all(&mut self) {
+            self.0.tlb_invalidate_all();
+        }
+        fn dsb(&mut self) {
+            self.0.dsb();
+        }
+        fn isb(&mut self) {
+            self.0.isb();
+        }
+    }
+
+    #[test]
+    fn default_read_words_reads_each_word_in_turn() {
+        let mut m = Plain(HostMachine::default());
+        let base = 0x4000_0FF8;
+        for i in 0..4u32 {
+            m.write_word(PhysAddr::new(base + 4 * i), 0x10 + i);
+        }
+        let mut got = vec![u32::MAX; 5];
+        m.read_words(PhysAddr::new(base - 4), &mut got);
+        let want: Vec<u32> = vec![0, 0x10, 0x11, 0x12, 0x13];
+        assert_eq!(got, want);
+    }
+}
