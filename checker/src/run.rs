@@ -531,15 +531,24 @@ fn diverged_tables(d: &Divergence) -> ! {
     panic!("{d}")
 }
 
-/// The registers of space `v`'s context: its TTBR0, the kernel's TTBR1, N = 2, domain 0
-/// client.
+/// The registers with no user space current: no TTBR0, the kernel's TTBR1, N = 2, domain 0
+/// client. With N = 2 every address at or above 1 GiB is walked from TTBR1, so these stand
+/// for every space's context there.
+fn kernel_registers(vm: &Vm<SimMachine>) -> Registers {
+    Registers {
+        ttbr0: 0,
+        ttbr1: vm.kernel().l1_table().as_u32(),
+        ttbcr_n: 2,
+        dacr: 0b01,
+    }
+}
+
+/// The registers of space `v`'s context: its TTBR0 beside the [`kernel_registers`].
 fn registers(vm: &Vm<SimMachine>, v: SpaceId) -> Option<(Registers, u8)> {
     let space = vm.space(v)?;
     let regs = Registers {
         ttbr0: space.mmu().l1_table().as_u32(),
-        ttbr1: vm.kernel().l1_table().as_u32(),
-        ttbcr_n: 2,
-        dacr: 0b01,
+        ..kernel_registers(vm)
     };
     Some((regs, space.asid().value()))
 }
@@ -643,14 +652,8 @@ impl Pair {
                     .map_err(|e| format!("space {m}: {e}\n"))?;
             }
         }
-        // With TTBCR.N = 2 every address at or above 1 GiB is walked from TTBR1, the
-        // kernel's table, whichever space is current: the kernel's registers stand for all.
-        let regs = Registers {
-            ttbr0: 0,
-            ttbr1: self.vm.kernel().l1_table().as_u32(),
-            ttbcr_n: 2,
-            dacr: 0b01,
-        };
+        // Every address tested is at or above 1 GiB: the kernel's registers stand for all.
+        let regs = kernel_registers(&self.vm);
         let host = &self.vm.machine().host;
         let unchanged = |reads: &[(u32, Option<u32>)]| {
             !reads.is_empty()
@@ -687,12 +690,7 @@ impl Pair {
             .iter()
             .filter_map(|&v| registers(&self.vm, v).map(|(r, a)| (a, r)))
             .collect();
-        let kernel = Registers {
-            ttbr0: 0,
-            ttbr1: self.vm.kernel().l1_table().as_u32(),
-            ttbcr_n: 2,
-            dacr: 0b01,
-        };
+        let kernel = kernel_registers(&self.vm);
         let m = self.vm.machine_mut();
         for e in m.tlb.entries() {
             let regs = match e.asid {
