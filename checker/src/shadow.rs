@@ -54,14 +54,8 @@ enum FrameChange {
 }
 
 impl Changes {
-    /// The changes in a machine log plus the accessor's data writes.
-    pub fn from_log(log: &[MachineEvent], data_writes: &[PhysAddr]) -> Self {
-        let mut changes = Self::default();
-        changes.refill(log, data_writes);
-        changes
-    }
-
-    /// [`Self::from_log`] into `self`, its buffers reused.
+    /// The changes in a machine log plus the accessor's data writes, into `self` (its buffers
+    /// reused from step to step).
     pub fn refill(&mut self, log: &[MachineEvent], data_writes: &[PhysAddr]) {
         self.words.clear();
         self.zeroed.clear();
@@ -223,11 +217,7 @@ impl TableShadow {
             let len = space.l1.len() as u32 * 4;
             let candidates: Vec<u32> = match changes.frame(space.l1_table) {
                 // A space born empty in this step holds no entry the zeroing could clear.
-                FrameChange::Words | FrameChange::Zeroed if born_empty.contains(&id) => {
-                    changes.written(space.l1_table, len).collect()
-                }
-                FrameChange::Words => changes.written(space.l1_table, len).collect(),
-                FrameChange::Zeroed => {
+                FrameChange::Zeroed if !born_empty.contains(&id) => {
                     let mut c: Vec<u32> = changes.written(space.l1_table, len).collect();
                     c.extend(
                         (0..space.l1.len() as u32)
@@ -235,6 +225,9 @@ impl TableShadow {
                             .map(|i| space.l1_table + 4 * i),
                     );
                     c
+                }
+                FrameChange::Words | FrameChange::Zeroed => {
+                    changes.written(space.l1_table, len).collect()
                 }
                 FrameChange::Unknown => (0..space.l1.len() as u32)
                     .map(|i| space.l1_table + 4 * i)
