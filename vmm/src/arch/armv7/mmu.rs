@@ -935,27 +935,17 @@ impl ArchMmu {
         let Some(clipped) = PageRange::new(page(lo), hi - lo) else {
             return Ok(out);
         };
-        let span = self.l1_span(clipped);
-        let raw_l1 = self.read_l1_words(m, span.clone());
         let mut l2 = [0u32; ENTRIES_PER_L2 as usize];
-        for i in nonzero(&raw_l1) {
-            let (l1, descriptor) = (span.start + i as u32, L1Descriptor::decode(raw_l1[i]));
+        for (l1, descriptor) in self.valid_l1s(m, clipped) {
             if descriptor == L1Descriptor::Fault {
                 continue;
             }
             let (first, end) = Self::clip(clipped, l1);
             let words = &mut l2[..(end - first) as usize];
-            let under_table = match descriptor {
-                L1Descriptor::PageTable { table, .. } => {
-                    m.read_words(Self::l2_entry(table, first), words);
-                    true
-                }
-                _ => false,
-            };
+            if let L1Descriptor::PageTable { table, .. } = descriptor {
+                m.read_words(Self::l2_entry(table, first), words);
+            }
             for (p, &raw) in (first..end).zip(words.iter()) {
-                if under_table && raw & 0b11 == 0 {
-                    continue; // an L2 fault
-                }
                 if let Some(t) = Self::translation(descriptor, raw, page(p))? {
                     out.push((page(p), t));
                 }
@@ -1677,16 +1667,14 @@ impl ArchMmu {
         if self.l2_pages == 0 {
             return Vec::new();
         }
-        let (first, end) = self.l1_window();
-        let words = self.read_l1_words(m, first..end);
         let mut out: Vec<PhysFrame> = Vec::new();
         let mut last_group = None;
-        for i in nonzero(&words) {
-            let group = i / TABLES_PER_PAGE as usize;
+        for (l1, descriptor) in self.valid_l1s(m, self.window()) {
+            let group = l1 / TABLES_PER_PAGE;
             if last_group == Some(group) {
                 continue;
             }
-            if let L1Descriptor::PageTable { table, .. } = L1Descriptor::decode(words[i]) {
+            if let L1Descriptor::PageTable { table, .. } = descriptor {
                 out.push(PhysFrame::containing(table));
                 last_group = Some(group);
                 if out.len() == self.l2_pages as usize {
