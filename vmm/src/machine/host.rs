@@ -344,11 +344,7 @@ impl Machine for HostMachine {
         let bytes = out.len() as u64 * 4;
         if !pa.is_aligned(4) || !self.in_ram(pa, bytes) {
             // Word by word, so each bad address is recorded as `read_word` records it.
-            let mut at = pa.as_u32();
-            for word in out {
-                *word = self.read_word(PhysAddr::new(at));
-                at = at.wrapping_add(4);
-            }
+            super::read_each_word(self, pa, out);
             return;
         }
         // One copy per frame touched (an aligned word never crosses a frame).

@@ -12,6 +12,16 @@ pub use host::{AllocationFailure, HostMachine, MachineEvent};
 use crate::addr::{PhysAddr, PhysFrame, VirtPage};
 use crate::arch::armv7::Asid;
 
+/// `out.len()` words from `pa` by [`Machine::read_word`] in turn: the default
+/// [`Machine::read_words`], and what an override falls back to for addresses it cannot copy.
+pub fn read_each_word<M: Machine + ?Sized>(m: &mut M, pa: PhysAddr, out: &mut [u32]) {
+    let mut at = pa.as_u32();
+    for word in out {
+        *word = m.read_word(PhysAddr::new(at));
+        at = at.wrapping_add(4);
+    }
+}
+
 /// The hardware operations the vmm needs.
 ///
 /// Word accesses are to 4-byte aligned physical addresses inside RAM; the vmm only reads and
@@ -23,11 +33,7 @@ pub trait Machine {
     /// a sweep needs). The same as [`read_word`](Self::read_word) on each address in turn;
     /// machines whose RAM is an array override it with one copy.
     fn read_words(&mut self, pa: PhysAddr, out: &mut [u32]) {
-        let mut at = pa.as_u32();
-        for word in out {
-            *word = self.read_word(PhysAddr::new(at));
-            at = at.wrapping_add(4);
-        }
+        read_each_word(self, pa, out);
     }
     /// Writes the 32-bit word at `pa`.
     fn write_word(&mut self, pa: PhysAddr, value: u32);
