@@ -144,19 +144,7 @@ impl Model {
     /// the vmalloc window in use (the linear map of RAM is made of sections).
     #[must_use]
     pub fn kernel_table_pages(&self) -> u32 {
-        // Allocations ascend and are disjoint: count each one's groups past the last counted.
-        let mut groups = 0;
-        let mut last: Option<u64> = None;
-        for (&start, frames) in &self.vmalloc {
-            let (first, end) = (
-                start / GROUP,
-                (start + frames.len() as u64 * PAGE - 1) / GROUP,
-            );
-            let first = last.map_or(first, |l| first.max(l + 1));
-            groups += (end + 1).saturating_sub(first);
-            last = Some(last.map_or(end, |l| l.max(end)));
-        }
-        4 + groups as u32
+        4 + self.vmalloc_groups().len() as u32
     }
 
     fn vmalloc_groups(&self) -> std::collections::BTreeSet<u64> {
