@@ -116,6 +116,9 @@ impl Machine for SimMachine {
     fn read_words(&mut self, pa: PhysAddr, out: &mut [u32]) {
         self.host.read_words(pa, out);
     }
+    fn read_nonzero_words(&mut self, pa: PhysAddr, count: usize, out: &mut Vec<(usize, u32)>) {
+        self.host.read_nonzero_words(pa, count, out);
+    }
     fn write_word(&mut self, pa: PhysAddr, value: u32) {
         let value = self.corrupt_descriptor(value);
         self.host.write_word(pa, value);

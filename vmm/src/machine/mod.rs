@@ -9,6 +9,8 @@ mod host;
 
 pub use host::{AllocationFailure, HostMachine, MachineEvent};
 
+use alloc::vec::Vec;
+
 use crate::addr::{PhysAddr, PhysFrame, VirtPage};
 use crate::arch::armv7::Asid;
 
@@ -19,6 +21,30 @@ pub fn read_each_word<M: Machine + ?Sized>(m: &mut M, pa: PhysAddr, out: &mut [u
     for word in out {
         *word = m.read_word(PhysAddr::new(at));
         at = at.wrapping_add(4);
+    }
+}
+
+/// The non-zero words among the `count` words from `pa`, as `(index from pa, word)` in
+/// ascending order, appended to `out` and read by [`Machine::read_words`] in chunks: the
+/// default [`Machine::read_nonzero_words`].
+pub fn read_nonzero_in_chunks<M: Machine + ?Sized>(
+    m: &mut M,
+    pa: PhysAddr,
+    count: usize,
+    out: &mut Vec<(usize, u32)>,
+) {
+    let mut chunk = [0u32; 64];
+    let mut done = 0;
+    while done < count {
+        let n = (count - done).min(chunk.len());
+        let at = pa.as_u32().wrapping_add((done as u32).wrapping_mul(4));
+        m.read_words(PhysAddr::new(at), &mut chunk[..n]);
+        for (j, &word) in chunk[..n].iter().enumerate() {
+            if word != 0 {
+                out.push((done + j, word));
+            }
+        }
+        done += n;
     }
 }
 
@@ -34,6 +60,13 @@ pub trait Machine {
     /// machines whose RAM is an array override it with one copy.
     fn read_words(&mut self, pa: PhysAddr, out: &mut [u32]) {
         read_each_word(self, pa, out);
+    }
+    /// Reads the `count` words from `pa` as [`read_words`](Self::read_words) does and appends
+    /// the non-zero ones to `out` as `(index from pa, word)`, ascending. Table sweeps use it:
+    /// most of a table is fault entries (zero), and a machine that knows where its zeros are
+    /// need not copy them.
+    fn read_nonzero_words(&mut self, pa: PhysAddr, count: usize, out: &mut Vec<(usize, u32)>) {
+        read_nonzero_in_chunks(self, pa, count, out);
     }
     /// Writes the 32-bit word at `pa`.
     fn write_word(&mut self, pa: PhysAddr, value: u32);
@@ -119,5 +152,26 @@ mod tests {
         m.read_words(PhysAddr::new(base - 4), &mut got);
         let want: Vec<u32> = vec![0, 0x10, 0x11, 0x12, 0x13];
         assert_eq!(got, want);
+    }
+
+    /// The default non-zero read keeps the order and the indices across its chunks, and
+    /// appends to what `out` already holds.
+    #[test]
+    fn default_read_nonzero_words_finds_each_nonzero_word() {
+        let mut m = Plain(HostMachine::default());
+        let base = 0x4000_0F00;
+        let hot = [0usize, 1, 63, 64, 65, 127, 128, 200, 257];
+        for &i in &hot {
+            m.write_word(PhysAddr::new(base + 4 * i as u32), 0x100 + i as u32);
+        }
+        let mut out = vec![(9999, 1)];
+        m.read_nonzero_words(PhysAddr::new(base), 258, &mut out);
+        let want: Vec<(usize, u32)> = core::iter::once((9999, 1))
+            .chain(hot.iter().map(|&i| (i, 0x100 + i as u32)))
+            .collect();
+        assert_eq!(out, want);
+        let mut short = Vec::new();
+        m.read_nonzero_words(PhysAddr::new(base), 200, &mut short);
+        assert_eq!(short, want[1..8]);
     }
 }

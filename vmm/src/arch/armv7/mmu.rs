@@ -917,9 +917,9 @@ impl ArchMmu {
         self.mappings_in(m, self.window())
     }
 
-    /// The mapped pages of `range` (clipped to the window) in ascending order. The L1 entries
-    /// of the range are read in one [`Machine::read_words`], then the part of each L2 table
-    /// the range covers in another.
+    /// The mapped pages of `range` (clipped to the window) in ascending order. The non-zero L1
+    /// entries of the range are read in one [`Machine::read_nonzero_words`], then the part of
+    /// each L2 table the range covers in one [`Machine::read_words`].
     pub fn mappings_in<M: Machine>(
         &self,
         m: &mut M,
@@ -997,23 +997,29 @@ impl ArchMmu {
         let (first, end) = self.l1_window();
         // Each L1 entry is read once: those outside the window here, the others below.
         for outside in [0..first, end..self.l1_entries()] {
-            for (l1, raw) in outside.clone().zip(self.read_l1_words(m, outside)) {
+            for (l1, raw) in self.nonzero_l1_words(m, outside) {
                 let d = L1Descriptor::decode(raw);
                 if d.is_valid() {
                     return Err(format!("L1[{l1}] outside the window is {d:?}"));
                 }
             }
         }
-        let window = self.read_l1_words(m, first..end);
+        let window = self.nonzero_l1_words(m, first..end);
+        let raw_l1 = |l1: u32| {
+            window
+                .binary_search_by_key(&l1, |&(i, _)| i)
+                .map_or(0, |k| window[k].1)
+        };
         let mut l2 = [0u32; ENTRIES_PER_L2 as usize];
         let mut pages = 0;
         // Only groups with a non-zero entry or count need a look: four zero entries counting
         // nothing are four faults, as they should be.
         let used = &self.used[first as usize..end as usize];
-        let mut groups: Vec<u32> = nonzero(&window)
-            .into_iter()
-            .chain(nonzero(used))
-            .map(|i| first + i as u32 / TABLES_PER_PAGE * TABLES_PER_PAGE)
+        let mut groups: Vec<u32> = window
+            .iter()
+            .map(|&(l1, _)| l1)
+            .chain(nonzero(used).into_iter().map(|i| first + i as u32))
+            .map(|l1| l1 / TABLES_PER_PAGE * TABLES_PER_PAGE)
             .collect();
         groups.sort_unstable();
         groups.dedup();
@@ -1021,7 +1027,7 @@ impl ArchMmu {
             let mut group_page = None;
             for l1 in group_first..group_first + TABLES_PER_PAGE {
                 let va = page(l1 * ENTRIES_PER_L2).start();
-                match L1Descriptor::decode(window[(l1 - first) as usize]) {
+                match L1Descriptor::decode(raw_l1(l1)) {
                     L1Descriptor::Fault => {
                         if self.used[l1 as usize] != 0 {
                             return Err(format!(
@@ -1641,22 +1647,26 @@ impl ArchMmu {
         L1Descriptor::decode(m.read_word(self.l1_entry_pa(l1)))
     }
 
-    /// The raw L1 entries `l1s`, read in one [`Machine::read_words`]. Sweeps decode only the
-    /// valid ones: most of a window is faults.
-    fn read_l1_words<M: Machine>(&self, m: &mut M, l1s: core::ops::Range<u32>) -> Vec<u32> {
-        let mut raw = vec![0; l1s.len()];
-        m.read_words(self.l1_entry_pa(l1s.start), &mut raw);
-        raw
+    /// The non-zero raw L1 entries among `l1s` with their index, ascending, read in one
+    /// [`Machine::read_nonzero_words`] (most of a window is faults).
+    fn nonzero_l1_words<M: Machine>(
+        &self,
+        m: &mut M,
+        l1s: core::ops::Range<u32>,
+    ) -> Vec<(u32, u32)> {
+        let mut found = Vec::new();
+        m.read_nonzero_words(self.l1_entry_pa(l1s.start), l1s.len(), &mut found);
+        found
+            .into_iter()
+            .map(|(i, raw)| (l1s.start + i as u32, raw))
+            .collect()
     }
 
-    /// The L1 entries of `range` that are not zero (so not faults), with their index, read
-    /// in one go.
+    /// The L1 entries of `range` that are not zero (so not faults), with their index.
     fn valid_l1s<M: Machine>(&self, m: &mut M, range: PageRange) -> Vec<(u32, L1Descriptor)> {
-        let span = self.l1_span(range);
-        let words = self.read_l1_words(m, span.clone());
-        nonzero(&words)
+        self.nonzero_l1_words(m, self.l1_span(range))
             .into_iter()
-            .map(|i| (span.start + i as u32, L1Descriptor::decode(words[i])))
+            .map(|(l1, raw)| (l1, L1Descriptor::decode(raw)))
             .collect()
     }
 
