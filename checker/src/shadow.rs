@@ -29,6 +29,8 @@ const PAGES_PER_L1: u32 = 256;
 const L2_TABLE_BYTES: u32 = 1024;
 /// Bytes of a frame.
 const FRAME_BYTES: u32 = 4096;
+/// L1 entries in one frame of an L1 table.
+const L1_PER_FRAME: u32 = FRAME_BYTES / 4;
 
 /// What changed RAM during a step, as the shadow needs it.
 #[derive(Clone, Debug, Default)]
@@ -102,8 +104,10 @@ impl Changes {
 struct ShadowSpace {
     /// Physical address of its L1 table.
     l1_table: u32,
-    /// The raw L1 entries (the user window).
-    l1: Vec<u32>,
+    /// L1 entries in its user window.
+    entries: u32,
+    /// The raw L1 entries of the window that are not zero, by index.
+    l1: BTreeMap<u32, u32>,
     /// Present pages by page number.
     pages: BTreeMap<u32, Translation>,
 }
@@ -202,7 +206,8 @@ impl TableShadow {
                     id,
                     ShadowSpace {
                         l1_table,
-                        l1: vec![0; entries as usize],
+                        entries,
+                        l1: BTreeMap::new(),
                         pages: BTreeMap::new(),
                     },
                 );
@@ -213,30 +218,34 @@ impl TableShadow {
         // L1 entries first: links and unlinks decide which L2 writes matter.
         let mut whole_mibs: Vec<(SpaceId, u32)> = Vec::new();
         let mut fresh_tables: Vec<(SpaceId, u32, u32)> = Vec::new();
+        let mut candidates: Vec<u32> = Vec::new();
         for (&id, space) in &mut self.spaces {
-            let len = space.l1.len() as u32 * 4;
-            let candidates: Vec<u32> = match changes.frame(space.l1_table) {
-                // A space born empty in this step holds no entry the zeroing could clear.
-                FrameChange::Zeroed if !born_empty.contains(&id) => {
-                    let mut c: Vec<u32> = changes.written(space.l1_table, len).collect();
-                    c.extend(
-                        (0..space.l1.len() as u32)
-                            .filter(|&i| space.l1[i as usize] != 0)
-                            .map(|i| space.l1_table + 4 * i),
-                    );
-                    c
+            // The entries each frame of the table may have changed, by what happened to it.
+            candidates.clear();
+            for lo in (0..space.entries).step_by(L1_PER_FRAME as usize) {
+                let hi = space.entries.min(lo + L1_PER_FRAME);
+                let base = space.l1_table + 4 * lo;
+                let written = changes
+                    .written(base, 4 * (hi - lo))
+                    .map(|pa| lo + (pa - base) / 4);
+                match changes.frame(base) {
+                    FrameChange::Unknown => candidates.extend(lo..hi),
+                    // A space born empty in this step holds no entry the zeroing could clear.
+                    FrameChange::Zeroed if !born_empty.contains(&id) => {
+                        candidates.extend(written);
+                        candidates.extend(space.l1.range(lo..hi).map(|(&i, _)| i));
+                    }
+                    FrameChange::Words | FrameChange::Zeroed => candidates.extend(written),
                 }
-                FrameChange::Words | FrameChange::Zeroed => {
-                    changes.written(space.l1_table, len).collect()
+            }
+            for &index in &candidates {
+                let new = read(vm, space.l1_table + 4 * index);
+                let old = if new == 0 {
+                    space.l1.remove(&index)
+                } else {
+                    space.l1.insert(index, new)
                 }
-                FrameChange::Unknown => (0..space.l1.len() as u32)
-                    .map(|i| space.l1_table + 4 * i)
-                    .collect(),
-            };
-            for pa in candidates {
-                let index = (pa - space.l1_table) / 4;
-                let new = read(vm, pa);
-                let old = std::mem::replace(&mut space.l1[index as usize], new);
+                .unwrap_or(0);
                 if old == new {
                     continue;
                 }
@@ -304,10 +313,13 @@ impl TableShadow {
     fn load(&mut self, vm: &mut Vm<SimMachine>, id: SpaceId, l1_table: u32) -> Option<()> {
         let window = vm.space(id)?.mmu().window();
         let entries = window.end_number() / PAGES_PER_L1;
-        let l1: Vec<u32> = (0..entries).map(|i| read(vm, l1_table + 4 * i)).collect();
-        for (index, &raw) in l1.iter().enumerate() {
+        let l1: BTreeMap<u32, u32> = (0..entries)
+            .map(|i| (i, read(vm, l1_table + 4 * i)))
+            .filter(|&(_, raw)| raw != 0)
+            .collect();
+        for (&index, &raw) in &l1 {
             if let Some(t) = linked_table(raw) {
-                self.owners.insert(t / L2_TABLE_BYTES, (id, index as u32));
+                self.owners.insert(t / L2_TABLE_BYTES, (id, index));
             }
         }
         let pages = mappings(vm, id, window)?.into_iter().collect();
@@ -315,6 +327,7 @@ impl TableShadow {
             id,
             ShadowSpace {
                 l1_table,
+                entries,
                 l1,
                 pages,
             },
