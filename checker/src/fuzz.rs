@@ -71,6 +71,33 @@ pub fn round_trips(steps: &[Step]) -> bool {
             })
 }
 
+/// The inputs `cargo xtask fuzz-speed` times the `ops` target on: `count` sequences of
+/// [`MAX_STEPS`] steps, each decoded from 4096 pseudo-random bytes (xorshift32 from a fixed
+/// seed, so every run measures the same work) and written back as its canonical encoding,
+/// the shortest bytes that decode to those steps. The error names the first input that does not
+/// decode to [`MAX_STEPS`] steps or does not round-trip (never seen; checked so the figure is
+/// always about 64-step inputs).
+pub fn speed_inputs(count: usize) -> Result<Vec<Vec<u8>>, usize> {
+    let mut x: u32 = 0x9E37_79B9;
+    let mut random = vec![0u8; 4096];
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        for b in &mut random {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        let steps = decode(&random);
+        let bytes = encode(&steps);
+        if steps.len() != MAX_STEPS || decode(&bytes) != steps {
+            return Err(i);
+        }
+        out.push(bytes);
+    }
+    Ok(out)
+}
+
 /// Variants of [`Op`] and [`Addr`] as the derive counts them (declaration order).
 const OP_VARIANTS: u32 = 18;
 const ADDR_VARIANTS: u32 = 5;

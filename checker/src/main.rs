@@ -4,6 +4,11 @@
 //! `checker seeds SCENARIOS OUT`: writes the fuzzers' seed corpora under `OUT/<target>/`: `ops`
 //! and `text` from the `.ops` scenarios in `SCENARIOS`, `mmu` and `frames` from the checker's
 //! built-in seeds (what `cargo xtask seeds` runs).
+//!
+//! `checker minimize FILE --out DIR`: a finding -> a short regression scenario (what `cargo
+//! xtask minimize` runs after `cargo fuzz tmin`).
+//!
+//! `checker speed-inputs OUT`: the fixed 64-step inputs `cargo xtask fuzz-speed` times.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -59,6 +64,16 @@ enum Command {
         #[arg(long, value_parser = parse_defect)]
         defect: Option<checker::Defect>,
     },
+    /// Write the inputs `cargo xtask fuzz-speed` times: `OUT/input-NNNNN`, each the shortest
+    /// encoding of a pseudo-random 64-step sequence (the same set on every run; `OUT` is
+    /// emptied first).
+    SpeedInputs {
+        /// How many inputs.
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// The directory to write them into.
+        out: PathBuf,
+    },
 }
 
 fn parse_defect(name: &str) -> Result<checker::Defect, String> {
@@ -86,7 +101,34 @@ fn main() -> ExitCode {
             out,
             defect,
         } => minimize(&file, tmin.as_deref(), &out, defect),
+        Command::SpeedInputs { count, out } => speed_inputs(count, &out),
     }
+}
+
+fn speed_inputs(count: usize, out: &Path) -> ExitCode {
+    let inputs = match checker::fuzz::speed_inputs(count) {
+        Ok(inputs) => inputs,
+        Err(i) => {
+            eprintln!("checker speed-inputs: input {i} does not decode to 64 steps");
+            return ExitCode::from(2);
+        }
+    };
+    let files: Vec<(String, Vec<u8>)> = inputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, bytes)| (format!("input-{i:05}"), bytes))
+        .collect();
+    let bytes: usize = files.iter().map(|(_, b)| b.len()).sum();
+    if let Err(e) = replace_files(out, &files) {
+        eprintln!("checker speed-inputs: {e}");
+        return ExitCode::from(2);
+    }
+    println!(
+        "{count} inputs of 64 steps ({} bytes on average) in {}",
+        bytes / count.max(1),
+        out.display()
+    );
+    ExitCode::SUCCESS
 }
 
 /// Reads `.ops` text, or fuzzer bytes (any other extension) decoded as the `ops` target does.
@@ -200,6 +242,13 @@ fn scenarios(dir: &Path) -> Result<Vec<(String, String, Vec<checker::Step>)>, St
 
 /// Empties `dir` (files only) and writes `files` into it.
 fn write_seeds(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), String> {
+    replace_files(dir, files)?;
+    println!("{:>3} seeds in {}", files.len(), dir.display());
+    Ok(())
+}
+
+/// Empties `dir` (files only; made when missing) and writes `files` into it.
+fn replace_files(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), String> {
     let err = |e: std::io::Error| format!("{}: {e}", dir.display());
     std::fs::create_dir_all(dir).map_err(err)?;
     for entry in std::fs::read_dir(dir).map_err(err)? {
@@ -211,7 +260,6 @@ fn write_seeds(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), String> {
     for (name, bytes) in files {
         std::fs::write(dir.join(name), bytes).map_err(err)?;
     }
-    println!("{:>3} seeds in {}", files.len(), dir.display());
     Ok(())
 }
 

@@ -86,3 +86,19 @@ fn committed_ops_seeds_are_up_to_date() {
         );
     }
 }
+
+/// `cargo xtask fuzz-speed` times 64-step inputs: each is a full sequence in its shortest
+/// encoding, and the set is the same on every run.
+#[test]
+fn speed_inputs_are_canonical_64_step_sequences() {
+    let inputs = checker::fuzz::speed_inputs(200).expect("every input decodes to 64 steps");
+    assert_eq!(inputs.len(), 200);
+    for bytes in &inputs {
+        let steps = decode(bytes);
+        assert_eq!(steps.len(), MAX_STEPS);
+        assert_eq!(&encode(&steps), bytes);
+    }
+    assert_eq!(checker::fuzz::speed_inputs(200), Ok(inputs.clone()));
+    let distinct: std::collections::BTreeSet<&Vec<u8>> = inputs.iter().collect();
+    assert_eq!(distinct.len(), inputs.len());
+}

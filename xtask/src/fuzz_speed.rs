@@ -1,19 +1,18 @@
 //! `cargo xtask fuzz-speed`: how many 64-step inputs the `ops` fuzz target executes per
 //! second on one core, the figure the fuzzing issue sets a goal for (10k exec/s, no
-//! sanitizer). The inputs are pseudo-random (a fixed xorshift seed, so every run measures the
-//! same work), 4096 bytes each, which always decode to the full 64 steps; libFuzzer replays
-//! them once each (`-runs=0 DIR`, no mutation and no corpus growth), in several rounds, and
-//! the best round is the figure (the others show the machine's noise).
+//! sanitizer). The inputs come from `checker speed-inputs`: pseudo-random 64-step sequences
+//! (a fixed xorshift seed, so every run measures the same work), each in its shortest
+//! encoding; libFuzzer replays them once each (`-runs=0 DIR`, no mutation and no corpus
+//! growth), in several rounds, and the best round is the figure (the others show the
+//! machine's noise).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use crate::ensure_cargo_tool;
 use crate::fuzzing::{FuzzStats, cargo_fuzz};
+use crate::{cargo_run, ensure_cargo_tool};
 
-/// Bytes per input: far more than 64 steps ever take, so each decodes to 64 steps.
-const INPUT_BYTES: usize = 4096;
 /// The goal of the fuzzing issue, executions per second.
 const GOAL: f64 = 10_000.0;
 
@@ -24,9 +23,17 @@ pub fn fuzz_speed(root: &Path, inputs: usize, rounds: usize) -> u8 {
         return 1;
     }
     let dir = root.join("target/fuzz-speed/inputs");
-    if let Err(e) = write_inputs(&dir, inputs) {
-        eprintln!("xtask fuzz-speed: cannot write {}: {e}", dir.display());
-        return 1;
+    let mut cmd = cargo_run(root, "checker");
+    cmd.arg("speed-inputs")
+        .arg("--count")
+        .arg(inputs.to_string())
+        .arg(&dir);
+    match cmd.status() {
+        Ok(s) if s.success() => {}
+        other => {
+            eprintln!("xtask fuzz-speed: checker speed-inputs failed: {other:?}");
+            return 1;
+        }
     }
     println!("$ cargo fuzz build ops (release, no sanitizer)");
     match cargo_fuzz(root, "build", "ops").status() {
@@ -40,10 +47,7 @@ pub fn fuzz_speed(root: &Path, inputs: usize, rounds: usize) -> u8 {
         eprintln!("xtask fuzz-speed: cannot find the built ops binary under fuzz/target/");
         return 1;
     };
-    println!(
-        "{inputs} inputs of {INPUT_BYTES} bytes (64 steps each) in {}, {rounds} rounds of `ops -runs=0`",
-        dir.display()
-    );
+    println!("{rounds} rounds of `ops -runs=0 {}`", dir.display());
     let mut best: f64 = 0.0;
     for round in 1..=rounds.max(1) {
         let start = Instant::now();
@@ -80,24 +84,6 @@ pub fn fuzz_speed(root: &Path, inputs: usize, rounds: usize) -> u8 {
         "SUMMARY: ops, 64-step inputs, one core, no sanitizer: best {best:.0} exec/s (goal {GOAL:.0}: {verdict})"
     );
     0
-}
-
-/// Writes `count` inputs of [`INPUT_BYTES`] pseudo-random bytes (xorshift32, fixed seed).
-fn write_inputs(dir: &Path, count: usize) -> std::io::Result<()> {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir)?;
-    let mut x: u32 = 0x9E37_79B9;
-    let mut bytes = vec![0u8; INPUT_BYTES];
-    for i in 0..count {
-        for b in &mut bytes {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            *b = x as u8;
-        }
-        std::fs::write(dir.join(format!("input-{i:05}")), &bytes)?;
-    }
-    Ok(())
 }
 
 /// fuzz/target/<host triple>/release/ops, where `cargo fuzz build -O` leaves it.
