@@ -300,4 +300,15 @@ mod tests {
         assert!(a.contains(VirtPage::from_number(14).unwrap()));
         assert!(!a.contains(VirtPage::from_number(15).unwrap()));
     }
+
+    /// Ranges print as half-open byte intervals (divergence reports show them), the end wide
+    /// enough for 4 GiB.
+    #[test]
+    fn ranges_print_as_byte_intervals() {
+        let a = PageRange::new(VirtPage::from_number(0x10).unwrap(), 2).unwrap();
+        assert_eq!(alloc::format!("{a:?}"), "[0x00010000, 0x000012000)");
+        let last = VirtPage::from_number(VirtPage::COUNT - 1).unwrap();
+        let r = PageRange::new(last, 1).unwrap();
+        assert_eq!(alloc::format!("{r:?}"), "[0xfffff000, 0x100000000)");
+    }
 }

@@ -43,3 +43,29 @@ impl fmt::Display for Errno {
 }
 
 impl core::error::Error for Errno {}
+
+#[cfg(test)]
+mod tests {
+    use super::Errno;
+
+    /// The numbers are Linux's (user space sees them), and the message names both.
+    #[test]
+    fn numbers_are_linux_errnos() {
+        let linux = [
+            (Errno::EPERM, 1),
+            (Errno::ENOENT, 2),
+            (Errno::ENOMEM, 12),
+            (Errno::EACCES, 13),
+            (Errno::EFAULT, 14),
+            (Errno::EBUSY, 16),
+            (Errno::EEXIST, 17),
+            (Errno::EINVAL, 22),
+            (Errno::ENOSPC, 28),
+            (Errno::EIDRM, 43),
+        ];
+        for (e, n) in linux {
+            assert_eq!(e.number(), n, "{e:?}");
+        }
+        assert_eq!(alloc::format!("{}", Errno::EINVAL), "EINVAL (22)");
+    }
+}

@@ -233,3 +233,53 @@ impl<M: Machine> Vm<M> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Access, Mode, permits};
+    use crate::arch::armv7::{MappingAttrs, MappingFlags, MemoryType};
+
+    fn attrs(flags: MappingFlags) -> MappingAttrs {
+        MappingAttrs {
+            flags,
+            memory: MemoryType::Cached,
+        }
+    }
+
+    /// The hardware's rules, case by case: PL0 needs USER; a read needs READ (implied by
+    /// WRITE and EXECUTE), a write WRITE, a fetch EXECUTE; PL1 ignores USER.
+    #[test]
+    fn permits_follows_the_access_permission_rules() {
+        use Access::{Execute, Read, Write};
+        use MappingFlags as F;
+        let cases = [
+            (F::empty(), [false, false, false]),
+            (F::READ, [true, false, false]),
+            (F::READ | F::WRITE, [true, true, false]),
+            (F::READ | F::EXECUTE, [true, false, true]),
+            (F::WRITE, [true, true, false]),
+            (F::EXECUTE, [true, false, true]),
+            (F::READ | F::WRITE | F::EXECUTE, [true, true, true]),
+        ];
+        for (flags, want) in cases {
+            for (access, allowed) in [Read, Write, Execute].into_iter().zip(want) {
+                let user = attrs(flags | F::USER);
+                assert_eq!(
+                    permits(user, access, Mode::User),
+                    allowed,
+                    "{flags:?} {access:?}"
+                );
+                assert_eq!(
+                    permits(user, access, Mode::Kernel),
+                    allowed,
+                    "{flags:?} {access:?}"
+                );
+                assert_eq!(permits(attrs(flags), access, Mode::Kernel), allowed);
+                assert!(
+                    !permits(attrs(flags), access, Mode::User),
+                    "{flags:?} {access:?}"
+                );
+            }
+        }
+    }
+}

@@ -407,6 +407,18 @@ fn faults_outside_regions_or_permissions_are_unresolved() {
         "linear map"
     );
     let r = vm.mmap(s, 0, PAGE, 1, ANON).unwrap().as_u32();
+    let free = vm.frames().free_count();
+    assert_eq!(
+        vm.handle_fault(s, VirtAddr::new(r), Access::Execute, Mode::User),
+        Err(FaultError::Segv),
+        "a fetch from a region without PROT_EXEC"
+    );
+    assert_eq!(
+        vm.frames().free_count(),
+        free,
+        "the refused fault mapped nothing"
+    );
+    assert_eq!(vm.mappings(s), Some(Vec::new()));
     assert_eq!(user_write(&mut vm, s, r, 1), Err(FaultError::Segv));
     assert_eq!(
         vm.access(s, VirtAddr::new(r), Access::Execute, Mode::User),
@@ -571,6 +583,26 @@ fn shm_lifecycle() {
     assert_eq!(vm.frames().free_count(), start);
 }
 
+/// Each page of an attachment reaches its own frame of the segment (shmat maps them all, in
+/// order), whatever order they are touched in.
+#[test]
+fn shm_pages_reach_their_own_frames() {
+    let (mut vm, s, _) = vm();
+    let id = vm.shmget(IPC_PRIVATE, 4 * PAGE, 0).unwrap();
+    let a = vm.shmat(s, id, 0, 0).unwrap().as_u32();
+    let frames = vm.shm().get(id).unwrap().frames.clone();
+    for k in [3, 0, 2, 1] {
+        let pa = vm
+            .access(s, VirtAddr::new(a + k * PAGE + 8), Access::Read, Mode::User)
+            .unwrap();
+        assert_eq!(
+            pa.as_u32(),
+            frames[k as usize].start().as_u32() + 8,
+            "page {k}"
+        );
+    }
+}
+
 #[test]
 fn shm_limits() {
     let mut vm = Vm::new(HostMachine::default(), Layout::ARM_VIRT).unwrap();
@@ -633,6 +665,18 @@ fn device_mappings_use_sections_and_check_their_arguments() {
         Err(Errno::EINVAL),
         "inside the pool"
     );
+    for (va, pa, len, why) in [
+        (0x0200_0800, dev, PAGE, "unaligned address"),
+        (0x0200_0000, dev, PAGE + 4, "unaligned length"),
+        (0x0200_0000, 0xFFFF_F000, 2 * PAGE, "past 4 GiB"),
+    ] {
+        assert_eq!(
+            vm.map_device(s, va, pa, len, RW),
+            Err(Errno::EINVAL),
+            "{why}"
+        );
+    }
+    assert_eq!(vm.mappings(s), Some(Vec::new()));
     assert_eq!(
         vm.map_device(s, 0x0200_0000, dev, 0x20_0000, RW)
             .unwrap()
