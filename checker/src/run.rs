@@ -214,6 +214,11 @@ struct Pair {
     seen: Box<(Observed, Observed)>,
     /// The present pages of the space being observed (page number, translation), reused.
     mapped: Vec<(u32, vmm::arch::armv7::Translation)>,
+    /// Fast mode: for each space (by position), what the model's and the vmm's page lists in
+    /// `seen` were built from. A side whose space there has the same key now (same space,
+    /// pages not touched since) keeps its list instead of listing every page again.
+    model_keys: Vec<Option<(u32, (u64, u64))>>,
+    vmm_keys: Vec<Option<(SpaceId, u64)>>,
     /// The words (address, value) the last INV-6 walks read: the walker is a function of
     /// the words it reads, so while they hold the same values its answer is the same.
     inv6_reads: Vec<(u32, Option<u32>)>,
@@ -364,6 +369,8 @@ fn run_observed(
         shadow: (mode == CheckMode::Fast).then(TableShadow::default),
         seen: Box::default(),
         mapped: Vec::new(),
+        model_keys: Vec::new(),
+        vmm_keys: Vec::new(),
         inv6_reads: Vec::new(),
     };
     let diverge = |kind, at, model, vmm| Divergence::boxed(kind, steps, at, model, vmm);
@@ -756,8 +763,9 @@ impl Pair {
         Ok(())
     }
 
-    /// The model's observable state, into `out` (its buffers reused).
-    fn model_state(&self, out: &mut Observed) {
+    /// The model's observable state, into `out` (its buffers reused; in fast mode a space's
+    /// page list is left as it is while its pages are untouched).
+    fn model_state(&mut self, out: &mut Observed) {
         let kind = |k: model::Kind| match k {
             model::Kind::Anon => Backing::Anon,
             model::Kind::Heap => Backing::Heap,
@@ -767,7 +775,8 @@ impl Pair {
         out.free_frames = self.model.free;
         out.spaces
             .resize_with(self.model_ids.len(), SpaceState::default);
-        for (space, &m) in out.spaces.iter_mut().zip(&self.model_ids) {
+        self.model_keys.truncate(self.model_ids.len());
+        for (i, (space, &m)) in out.spaces.iter_mut().zip(&self.model_ids).enumerate() {
             let s = &self.model.spaces[&m];
             space.regions.clear();
             space.regions.extend(
@@ -777,6 +786,13 @@ impl Pair {
             );
             space.brk = s.brk;
             space.table_pages = self.model.table_pages(m).unwrap_or(0);
+            let key = self.shadow.is_some().then_some((m, s.ptes.stamp()));
+            if key.is_some() && self.model_keys.get(i) == Some(&key) {
+                continue;
+            }
+            self.model_keys
+                .resize(self.model_keys.len().max(i + 1), None);
+            self.model_keys[i] = key;
             space.pages.clear();
             space
                 .pages
@@ -819,18 +835,8 @@ impl Pair {
         let mut mapped = std::mem::take(&mut self.mapped);
         out.spaces
             .resize_with(self.vmm_ids.len(), SpaceState::default);
+        self.vmm_keys.truncate(self.vmm_ids.len());
         for (i, (&m, &v)) in self.model_ids.iter().zip(&self.vmm_ids).enumerate() {
-            mapped.clear();
-            match &self.shadow {
-                Some(shadow) => mapped.extend(shadow.pages(v).ok_or_else(|| state(UNDECODABLE))?),
-                None => mapped.extend(
-                    self.vm
-                        .mappings(v)
-                        .ok_or_else(|| state(UNDECODABLE))?
-                        .into_iter()
-                        .map(|(page, t)| (page.number(), t)),
-                ),
-            }
             let sp = self
                 .vm
                 .space(v)
@@ -847,6 +853,27 @@ impl Pair {
                 )
             }));
             (space.brk, space.table_pages) = (sp.brk(), sp.mmu().table_pages());
+            let key = match &self.shadow {
+                Some(shadow) => Some((v, shadow.stamp(v).ok_or_else(|| state(UNDECODABLE))?)),
+                None => None,
+            };
+            if key.is_some() && self.vmm_keys.get(i) == Some(&key) {
+                continue;
+            }
+            self.vmm_keys.resize(self.vmm_keys.len().max(i + 1), None);
+            self.vmm_keys[i] = key;
+            mapped.clear();
+            match &self.shadow {
+                Some(shadow) => mapped.extend(shadow.pages(v).ok_or_else(|| state(UNDECODABLE))?),
+                None => mapped.extend(
+                    self.vm
+                        .mappings(v)
+                        .ok_or_else(|| state(UNDECODABLE))?
+                        .into_iter()
+                        .map(|(page, t)| (page.number(), t)),
+                ),
+            }
+            let space = &mut out.spaces[i];
             space.pages.clear();
             let pool = self.vm.frames();
             for &(number, t) in &mapped {

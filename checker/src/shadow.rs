@@ -110,11 +110,20 @@ struct ShadowSpace {
     l1: BTreeMap<u32, u32>,
     /// Present pages by page number.
     pages: BTreeMap<u32, Translation>,
+    /// Changes whenever `pages` may have (see [`TableShadow::stamp`]).
+    stamp: u64,
+}
+
+/// A stamp never handed out before in this process.
+fn fresh_stamp() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl ShadowSpace {
     /// Drops the pages `[first, first + count)` (page numbers).
     fn forget(&mut self, first: u32, count: u32) {
+        self.stamp = fresh_stamp();
         let stale: Vec<u32> = self
             .pages
             .range(first..first + count)
@@ -209,6 +218,7 @@ impl TableShadow {
                         entries,
                         l1: BTreeMap::new(),
                         pages: BTreeMap::new(),
+                        stamp: fresh_stamp(),
                     },
                 );
             } else {
@@ -304,6 +314,12 @@ impl TableShadow {
         Some(())
     }
 
+    /// A number that changes whenever the pages of space `id` may have (unique within the
+    /// process): equal stamps mean the same pages.
+    pub fn stamp(&self, id: SpaceId) -> Option<u64> {
+        Some(self.spaces.get(&id)?.stamp)
+    }
+
     /// The present pages of space `id` (page number, translation), ascending.
     pub fn pages(&self, id: SpaceId) -> Option<impl Iterator<Item = (u32, Translation)> + '_> {
         Some(self.spaces.get(&id)?.pages.iter().map(|(&n, &t)| (n, t)))
@@ -330,6 +346,7 @@ impl TableShadow {
                 entries,
                 l1,
                 pages,
+                stamp: fresh_stamp(),
             },
         );
         Some(())

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 pub use errno::Errno;
 pub use layout::Layout;
-pub use regions::{Kind, Region, Space};
+pub use regions::{Kind, Ptes, Region, Space};
 
 /// `MAP_SHARED`.
 pub const MAP_SHARED: u32 = 0x01;
@@ -231,7 +231,7 @@ impl Model {
         Ok(self.insert(Space {
             regions: Vec::new(),
             brk: self.layout.heap_base,
-            ptes: BTreeMap::new(),
+            ptes: regions::Ptes::default(),
             sections: std::collections::BTreeSet::new(),
         }))
     }

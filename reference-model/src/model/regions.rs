@@ -39,6 +39,76 @@ pub struct Region {
     pub kind: Kind,
 }
 
+/// A space's present pages by page address: a map, plus a stamp that changes with every
+/// mutable access and is never shared by two maps, so a reader can tell cheaply that nothing
+/// changed since it last looked (the checker's fast mode lists again only pages that may
+/// have changed). Equality is the pages' alone.
+#[derive(Debug)]
+pub struct Ptes {
+    pages: std::collections::BTreeMap<u64, super::Pte>,
+    /// This map's number, unique within the process (a new one for every map and clone).
+    instance: u64,
+    /// Mutable accesses so far.
+    version: u64,
+}
+
+/// A map number never handed out before in this process.
+fn fresh_instance() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+impl Ptes {
+    /// Changes whenever the pages may have (any mutable access); equal stamps mean the same
+    /// map with the same pages.
+    #[must_use]
+    pub fn stamp(&self) -> (u64, u64) {
+        (self.instance, self.version)
+    }
+}
+
+impl Default for Ptes {
+    fn default() -> Self {
+        Self {
+            pages: std::collections::BTreeMap::new(),
+            instance: fresh_instance(),
+            version: 0,
+        }
+    }
+}
+
+impl Clone for Ptes {
+    fn clone(&self) -> Self {
+        Self {
+            pages: self.pages.clone(),
+            instance: fresh_instance(),
+            version: 0,
+        }
+    }
+}
+
+impl PartialEq for Ptes {
+    fn eq(&self, other: &Self) -> bool {
+        self.pages == other.pages
+    }
+}
+
+impl Eq for Ptes {}
+
+impl std::ops::Deref for Ptes {
+    type Target = std::collections::BTreeMap<u64, super::Pte>;
+    fn deref(&self) -> &Self::Target {
+        &self.pages
+    }
+}
+
+impl std::ops::DerefMut for Ptes {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.version += 1;
+        &mut self.pages
+    }
+}
+
 /// A space's regions (sorted by start, disjoint), its break and its present pages.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Space {
@@ -47,7 +117,7 @@ pub struct Space {
     /// The break.
     pub brk: u32,
     /// Present pages by page address.
-    pub ptes: std::collections::BTreeMap<u64, super::Pte>,
+    pub ptes: Ptes,
     /// First addresses of the MiBs mapped by 1 MiB sections (device memory only).
     pub sections: std::collections::BTreeSet<u64>,
 }
@@ -156,8 +226,30 @@ impl Space {
 
 #[cfg(test)]
 mod tests {
-    use super::Space;
+    use super::{Ptes, Space};
     use crate::model::Pte;
+
+    /// Reads keep the stamp; any mutable access and any clone take a new one; equality is
+    /// the pages'.
+    #[test]
+    fn ptes_stamp_changes_with_every_mutable_access() {
+        let mut ptes = Ptes::default();
+        let first = ptes.stamp();
+        assert_ne!(Ptes::default().stamp(), first);
+        assert!(ptes.get(&0x1000).is_none() && ptes.is_empty());
+        assert_eq!(ptes.stamp(), first);
+        ptes.insert(0x1000, Pte { frame: 1, perms: 1 });
+        let inserted = ptes.stamp();
+        assert_ne!(inserted, first);
+        for pte in ptes.values_mut() {
+            pte.perms = 3;
+        }
+        assert_ne!(ptes.stamp(), inserted);
+        let copy = ptes.clone();
+        assert_ne!(copy.stamp(), ptes.stamp());
+        assert_eq!(copy, ptes);
+        assert_eq!(copy.get(&0x1000), Some(&Pte { frame: 1, perms: 3 }));
+    }
 
     /// The counting shortcut agrees with the set it counts: pages in and out of sections,
     /// several per group, groups holding both a section and small pages.
