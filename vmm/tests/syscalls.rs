@@ -677,6 +677,12 @@ fn device_mappings_use_sections_and_check_their_arguments() {
         );
     }
     assert_eq!(vm.mappings(s), Some(Vec::new()));
+    // A range that ends exactly at 4 GiB is fine.
+    let top = vm
+        .map_device(s, 0x0300_0000, 0xFFFF_F000, PAGE, RW)
+        .unwrap();
+    assert_eq!(vm.paddr(s, top).unwrap().as_u32(), 0xFFFF_F000);
+    vm.munmap(s, top.as_u32(), PAGE).unwrap();
     assert_eq!(
         vm.map_device(s, 0x0200_0000, dev, 0x20_0000, RW)
             .unwrap()
@@ -749,6 +755,23 @@ fn vmalloc_and_vfree() {
     vm.vfree(b).unwrap();
     vm.exit(s).unwrap();
     assert_eq!(vm.frames().free_count(), start);
+}
+
+/// The vmalloc window's end is a hard limit: a request that fits exactly succeeds, one page
+/// more fails and changes nothing.
+#[test]
+fn vmalloc_fills_its_window_exactly() {
+    let mut layout = Layout::with_pool_frames(2048);
+    layout.vmalloc_end = layout.vmalloc_base + 4 * PAGE;
+    let mut vm = Vm::new(HostMachine::default(), layout).unwrap();
+    let free = vm.frames().free_count();
+    assert_eq!(vm.vmalloc(5 * PAGE), Err(Errno::ENOMEM));
+    assert_eq!(vm.frames().free_count(), free);
+    let a = vm.vmalloc(4 * PAGE).unwrap().as_u32();
+    assert_eq!(a, layout.vmalloc_base);
+    assert_eq!(vm.vmalloc(1), Err(Errno::ENOMEM));
+    vm.vfree(a).unwrap();
+    assert_eq!(vm.frames().free_count(), free);
 }
 
 #[test]
@@ -844,6 +867,30 @@ fn inconsistent_layouts_are_refused() {
         Some(Errno::EINVAL)
     );
     assert!(Layout::ARM_VIRT.is_consistent());
+    // Every address and size must be page-aligned: one field off by a word at a time.
+    let fields: [fn(&mut Layout) -> &mut u32; 13] = [
+        |l| &mut l.user_base,
+        |l| &mut l.user_top,
+        |l| &mut l.heap_base,
+        |l| &mut l.mmap_base,
+        |l| &mut l.mmap_end,
+        |l| &mut l.vmalloc_base,
+        |l| &mut l.vmalloc_end,
+        |l| &mut l.ram_base,
+        |l| &mut l.ram_size,
+        |l| &mut l.pool_base,
+        |l| &mut l.pool_size,
+        |l| &mut l.device_base,
+        |l| &mut l.device_size,
+    ];
+    for (i, field) in fields.iter().enumerate() {
+        let mut l = Layout::ARM_VIRT;
+        *field(&mut l) += 4;
+        assert!(!l.is_consistent(), "field {i} unaligned");
+    }
+    let mut l = Layout::ARM_VIRT;
+    l.user_base = 0;
+    assert!(!l.is_consistent(), "a user window from address 0");
 }
 
 #[test]

@@ -17,7 +17,8 @@
 //! - `cargo xtask qemu [ARGS] [FILES]`: the QEMU differential suite (installs qemu-system-arm,
 //!   builds the bare-metal guest, runs the regression corpus and seeded random sequences on a
 //!   real ARMv7 MMU; `--prove-defects` shows injected machine defects are caught);
-//! - `cargo xtask mutants [-- ARGS]`: cargo-mutants over `vmm` (installs it when missing);
+//! - `cargo xtask mutants [--resume | --save] [-- ARGS]`: cargo-mutants over `vmm` (installs it
+//!   when missing; a full run is spread over sittings with `--resume`, see `mutants/README.md`);
 //! - `cargo xtask bench [-- ARGS]`: the vmm benchmarks (`cargo bench -p vmm --bench vmm`), with
 //!   `ARGS` handed to the criterion harness (a name filter, `--save-baseline main`, ...).
 
@@ -33,6 +34,7 @@ mod coverage;
 mod fuzz_proof;
 mod fuzz_speed;
 mod fuzzing;
+mod mutants;
 mod nightly;
 mod qemu;
 
@@ -129,8 +131,17 @@ enum Task {
         args: Vec<OsString>,
     },
     /// Mutation testing of the vmm crate with cargo-mutants (installed when missing). Takes
-    /// hours on 2 cores: pass `-- --shard k/n` or `-- --in-diff FILE` to do a part.
+    /// hours on 2 cores: pass `-- --shard k/n` or `-- --in-diff FILE` to do a part, or spread
+    /// a full run over sittings with `--resume`.
     Mutants {
+        /// Continue the run kept in mutants/progress/ (skip what was caught or unviable) and
+        /// merge the results back into it.
+        #[arg(long)]
+        resume: bool,
+        /// Only merge mutants.out/ into mutants/progress/ (after an interrupted run) and
+        /// print the score so far.
+        #[arg(long, conflicts_with = "resume")]
+        save: bool,
         /// Passed to `cargo mutants`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
@@ -229,20 +240,16 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Task::Mutants { args } => {
-            if let Err(Failure(why)) = ensure_cargo_tool(&root, "mutants", "cargo-mutants") {
-                eprintln!("xtask mutants: {why}");
-                return ExitCode::FAILURE;
-            }
-            let mut cmd = cargo(&root);
-            cmd.args(["mutants", "--package", "vmm", "--timeout-multiplier", "3"])
-                .args(args);
-            match run(cmd) {
+        Task::Mutants { resume, save, args } => {
+            let result = if save {
+                mutants::save(&root)
+            } else {
+                mutants::mutants(&root, &args, resume)
+            };
+            match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(Failure(why)) => {
-                    eprintln!(
-                        "xtask mutants: {why} (missed mutants are listed in mutants.out/missed.txt)"
-                    );
+                    eprintln!("xtask mutants: {why}");
                     ExitCode::FAILURE
                 }
             }
