@@ -137,3 +137,39 @@ impl Default for Layout {
         Self::ARM_VIRT
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Layout;
+
+    /// The user window is `[user_base, user_top)`: ranges touching either edge from inside
+    /// are in, one byte past either edge is out, and a long range never wraps in.
+    #[test]
+    fn user_window_edges() {
+        let l = Layout::ARM_VIRT;
+        let (base, top) = (l.user_base, l.user_top);
+        assert!(l.in_user_window(base, 0x1000));
+        assert!(l.in_user_window(top - 0x1000, 0x1000));
+        assert!(l.in_user_window(base, u64::from(top - base)));
+        assert!(!l.in_user_window(base - 0x1000, 0x1000));
+        assert!(!l.in_user_window(top - 0x1000, 0x1001));
+        assert!(l.in_user_window(top, 0), "an empty range at the top edge");
+        assert!(l.in_user_window(top - 1, 1));
+        assert!(!l.in_user_window(base, u64::MAX - u64::from(base)));
+    }
+
+    /// The pool is `[pool_base, pool_base + pool_size)`: ranges ending at its start or
+    /// starting at its end do not overlap it; one byte over either edge does.
+    #[test]
+    fn pool_overlap_edges() {
+        let l = Layout::ARM_VIRT;
+        let (start, end) = (l.pool_base, l.pool_base + l.pool_size);
+        assert!(!l.overlaps_pool(start - 0x1000, 0x1000));
+        assert!(l.overlaps_pool(start - 0x1000, 0x1001));
+        assert!(!l.overlaps_pool(end, 0x1000));
+        assert!(l.overlaps_pool(end - 1, 0x1000));
+        assert!(l.overlaps_pool(start + 0x1000, 0x1000));
+        assert!(!l.overlaps_pool(end, 0));
+        assert!(l.overlaps_pool(start - 0x1000, u64::from(l.pool_size) + 0x2000));
+    }
+}
