@@ -154,6 +154,14 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    /// A machine that does not say otherwise (real hardware) never refuses an allocation.
+    #[test]
+    fn machines_permit_allocations_by_default() {
+        let mut m = Plain(HostMachine::default());
+        assert!(m.frame_allocation_permitted());
+        assert!(m.frame_allocation_permitted());
+    }
+
     /// The default non-zero read keeps the order and the indices across its chunks, and
     /// appends to what `out` already holds.
     #[test]

@@ -305,6 +305,36 @@ mod tests {
         (FrameAllocator::new(first, 64), HostMachine::default())
     }
 
+    /// Each error says what went wrong and names the frame (reports quote these).
+    #[test]
+    fn errors_explain_themselves() {
+        let pa = PhysAddr::new(0x4000_3000);
+        let cases = [
+            (
+                FrameError::OutOfFrames,
+                alloc::string::String::from("out of physical frames"),
+            ),
+            (
+                FrameError::BadCount(0),
+                alloc::string::String::from("cannot allocate 0 frames"),
+            ),
+            (
+                FrameError::StillReferenced {
+                    frame: pa,
+                    count: 2,
+                },
+                alloc::format!("frame {pa} is still referenced 2 times"),
+            ),
+            (
+                FrameError::NotReferenced(pa),
+                alloc::format!("frame {pa} has reference count 0"),
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(alloc::format!("{e}"), want);
+        }
+    }
+
     #[test]
     fn reference_counts_free_on_last_release() {
         let (mut fa, mut m) = pool();
