@@ -305,6 +305,26 @@ mod tests {
         (FrameAllocator::new(first, 64), HostMachine::default())
     }
 
+    /// The pool's accessors: its first frame, which frames it holds (edges included), and
+    /// the used count following allocations and frees.
+    #[test]
+    fn pool_accessors() {
+        let (mut fa, mut m) = pool();
+        let first = PhysFrame::from_start(PhysAddr::new(0x4000_0000)).unwrap();
+        assert_eq!(fa.first_frame(), first);
+        assert!(fa.contains(first));
+        assert!(fa.contains(first.checked_add(63).unwrap()));
+        assert!(!fa.contains(first.checked_add(64).unwrap()));
+        assert!(!fa.contains(PhysFrame::from_start(PhysAddr::new(0x3FFF_F000)).unwrap()));
+        assert_eq!((fa.total(), fa.used_count()), (64, 0));
+        let a = fa.alloc(&mut m).unwrap();
+        let b = fa.alloc_frames_zeroed(&mut m, 3).unwrap();
+        assert_eq!(fa.used_count(), 1 + b.len() as u32);
+        assert_eq!(fa.used_count() + fa.free_count(), 64);
+        fa.free(a).unwrap();
+        assert_eq!(fa.used_count(), b.len() as u32);
+    }
+
     /// Each error says what went wrong and names the frame (reports quote these).
     #[test]
     fn errors_explain_themselves() {
