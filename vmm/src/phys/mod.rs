@@ -325,6 +325,44 @@ mod tests {
         assert_eq!(fa.used_count(), b.len() as u32);
     }
 
+    /// A request for exactly the free frames succeeds, one more fails and changes nothing;
+    /// the free blocks show the buddy split and merge back.
+    #[test]
+    fn whole_pool_requests_and_free_blocks() {
+        let (mut fa, mut m) = pool();
+        let first = fa.first_frame();
+        assert_eq!(fa.free_blocks(), vec![(first, 6)]);
+        assert_eq!(
+            fa.alloc_frames_zeroed(&mut m, 65),
+            Err(FrameError::OutOfFrames)
+        );
+        assert_eq!(fa.free_count(), 64);
+        let all = fa.alloc_frames_zeroed(&mut m, 64).unwrap();
+        assert_eq!(all.len(), 64);
+        assert_eq!(fa.free_blocks(), vec![]);
+        for f in all {
+            fa.free(f).unwrap();
+        }
+        assert_eq!(fa.free_blocks(), vec![(first, 6)]);
+        let one = fa.alloc(&mut m).unwrap();
+        assert_eq!(
+            fa.free_blocks().len(),
+            6,
+            "orders 0 to 5 left after taking one frame"
+        );
+        fa.free(one).unwrap();
+        fa.check().unwrap();
+    }
+
+    /// `check` sees a free frame that still counts references.
+    #[test]
+    fn check_finds_a_counted_free_frame() {
+        let (mut fa, _) = pool();
+        fa.check().unwrap();
+        fa.counts[5] = 1;
+        assert!(fa.check().is_err());
+    }
+
     /// Each error says what went wrong and names the frame (reports quote these).
     #[test]
     fn errors_explain_themselves() {
