@@ -329,6 +329,7 @@ fn brk_grows_shrinks_and_reports_failure_with_the_old_break() {
     assert_eq!(vm.brk(s, 0), base);
     assert_eq!(vm.brk(s, base - 1), base);
     assert_eq!(vm.brk(s, base + 10), base + 10);
+    assert_eq!(vm.space(s).unwrap().brk(), base + 10);
     assert_eq!(regions(&vm, s), [(base, 1, 3)]);
     assert_eq!(vm.brk(s, base + 3 * PAGE), base + 3 * PAGE);
     assert_eq!(regions(&vm, s), [(base, 3, 3)], "the heap region grows");
@@ -501,6 +502,11 @@ fn shm_lifecycle() {
     let id = vm.shmget(5, 2 * PAGE, IPC_CREAT).unwrap();
     assert_eq!(vm.shmget(5, PAGE, 0), Ok(id));
     assert_eq!(
+        vm.shmget(5, 2 * PAGE, 0),
+        Ok(id),
+        "exactly the segment's size"
+    );
+    assert_eq!(
         vm.shmget(5, 3 * PAGE, 0),
         Err(Errno::EINVAL),
         "larger than the segment"
@@ -581,6 +587,24 @@ fn shm_lifecycle() {
     vm.shmctl(other, IPC_RMID).unwrap();
     vm.exit(s).unwrap();
     assert_eq!(vm.frames().free_count(), start);
+}
+
+/// A segment may be as large as SHMMAX; SHM_EXEC attaches it executable.
+#[test]
+fn shm_size_limit_and_exec_attachments() {
+    let mut vm = Vm::new(HostMachine::default(), Layout::ARM_VIRT).unwrap();
+    let s = vm.spawn().unwrap();
+    let big = vm.shmget(IPC_PRIVATE, vmm::shm::SHMMAX, 0).unwrap();
+    assert_eq!(
+        vm.shmget(IPC_PRIVATE, vmm::shm::SHMMAX + 1, 0),
+        Err(Errno::EINVAL)
+    );
+    vm.shmctl(big, IPC_RMID).unwrap();
+    let id = vm.shmget(IPC_PRIVATE, PAGE, 0).unwrap();
+    let a = vm.shmat(s, id, 0, vmm::shm::SHM_EXEC).unwrap().as_u32();
+    assert_eq!(regions(&vm, s), [(a, 1, 7)]);
+    let b = vm.shmat(s, id, 0, SHM_RDONLY).unwrap().as_u32();
+    assert_eq!(regions(&vm, s), [(a, 1, 7), (b, 1, 1)]);
 }
 
 /// Each page of an attachment reaches its own frame of the segment (shmat maps them all, in
