@@ -930,6 +930,41 @@ fn a_non_fixed_mapping_larger_than_the_mmap_area_fails_even_with_a_free_hint() {
             .as_u32(),
         0x0100_0000
     );
+    // Exactly the area's size fits (in a space where it is empty).
+    let t = vm.spawn().unwrap();
+    let area = vm.layout().mmap_end - vm.layout().mmap_base;
+    assert_eq!(area, 0x07C0_0000);
+    assert_eq!(
+        vm.mmap(t, 0, area, RW, ANON).unwrap().as_u32(),
+        vm.layout().mmap_base
+    );
+    // A space that is gone refuses everything.
+    vm.exit(t).unwrap();
+    assert_eq!(vm.mmap(t, 0, PAGE, RW, ANON), Err(Errno::EINVAL));
+}
+
+/// mprotect gives each present page the region's new attributes, except private pages
+/// still shared copy-on-write after a fork, which stay read-only until written.
+#[test]
+fn mprotect_keeps_shared_cow_pages_read_only() {
+    use vmm::arch::armv7::MappingFlags;
+    let (mut vm, s, _) = vm();
+    let a = vm.mmap(s, 0, 3 * PAGE, RW, ANON).unwrap().as_u32();
+    for k in 0..3 {
+        user_write(&mut vm, s, a + k * PAGE, k).unwrap();
+    }
+    let _child = vm.fork(s).unwrap();
+    user_write(&mut vm, s, a + PAGE, 9).unwrap();
+    vm.mprotect(s, a, 3 * PAGE, 1).unwrap();
+    vm.mprotect(s, a, 3 * PAGE, RW).unwrap();
+    let writable: Vec<bool> = vm
+        .mappings(s)
+        .unwrap()
+        .iter()
+        .map(|(_, t)| t.attrs.flags.contains(MappingFlags::WRITE))
+        .collect();
+    assert_eq!(writable, [false, true, false]);
+    assert_eq!(user_read(&mut vm, s, a + PAGE), Ok(9));
 }
 
 /// LiteOS-A IT_MEM_MREMAP_001, adapted, and the rest of semantics.md section 8.
