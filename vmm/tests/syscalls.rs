@@ -328,6 +328,11 @@ fn brk_grows_shrinks_and_reports_failure_with_the_old_break() {
     let base = 0x0FC0_0000;
     assert_eq!(vm.brk(s, 0), base);
     assert_eq!(vm.brk(s, base - 1), base);
+    // The heap may grow right up to the mmap area, not into it.
+    let top = vm.layout().mmap_base;
+    assert_eq!(vm.brk(s, top + 1), base, "into the mmap area");
+    assert_eq!(vm.brk(s, top), top);
+    assert_eq!(vm.brk(s, base), base);
     assert_eq!(vm.brk(s, base + 10), base + 10);
     assert_eq!(vm.space(s).unwrap().brk(), base + 10);
     assert_eq!(regions(&vm, s), [(base, 1, 3)]);
@@ -941,6 +946,37 @@ fn a_non_fixed_mapping_larger_than_the_mmap_area_fails_even_with_a_free_hint() {
     // A space that is gone refuses everything.
     vm.exit(t).unwrap();
     assert_eq!(vm.mmap(t, 0, PAGE, RW, ANON), Err(Errno::EINVAL));
+}
+
+/// The kernel-side views of a VM: the mappings of a range, the tables checked against
+/// their bookkeeping (and a corruption found), vmalloc's allocations with their sizes.
+#[test]
+fn vm_views_and_table_checks() {
+    let (mut vm, s, _) = vm();
+    let a = vm.mmap(s, 0, 4 * PAGE, RW, ANON).unwrap().as_u32();
+    user_write(&mut vm, s, a + PAGE, 1).unwrap();
+    user_write(&mut vm, s, a + 3 * PAGE, 1).unwrap();
+    let range =
+        vmm::addr::PageRange::new(vmm::addr::VirtPage::containing(VirtAddr::new(a)), 2).unwrap();
+    let some: Vec<u32> = vm
+        .mappings_in(s, range)
+        .unwrap()
+        .iter()
+        .map(|(p, _)| p.start().as_u32())
+        .collect();
+    assert_eq!(some, [a + PAGE]);
+    assert_eq!(vm.check_tables(s), Ok(()));
+    let v = vm.vmalloc(3 * PAGE).unwrap();
+    assert_eq!(vm.vmalloc_allocations().collect::<Vec<_>>(), [(v, 3)]);
+    // A descriptor written behind the VM's back breaks its bookkeeping.
+    let pa = vm.paddr(s, VirtAddr::new(a + PAGE)).unwrap();
+    let l1 = vm.space(s).unwrap().mmu().l1_table();
+    let entry = vmm::addr::PhysAddr::new(l1.as_u32() + (a >> 20) * 4);
+    let table = vm.machine_mut().read_word(entry) & !0x3FF;
+    let slot = vmm::addr::PhysAddr::new(table + ((a >> 12) & 0xFF) * 4);
+    vm.machine_mut()
+        .write_word(slot, pa.as_u32() & !0xFFF | 0x32);
+    assert!(vm.check_tables(s).is_err());
 }
 
 /// mprotect gives each present page the region's new attributes, except private pages

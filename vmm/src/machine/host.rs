@@ -544,6 +544,26 @@ mod tests {
         assert_eq!(single.bad_accesses(), 2);
     }
 
+    /// The accessors report the RAM asked for; the log is readable in place, and reads can
+    /// be left out of it.
+    #[test]
+    fn accessors_and_read_skipping() {
+        let mut m = HostMachine::new(PhysAddr::new(0x4000_0000), 0x3000);
+        assert_eq!(
+            (m.ram_base(), m.ram_size()),
+            (PhysAddr::new(0x4000_0000), 0x3000)
+        );
+        m.set_recording(true);
+        m.write_word(PhysAddr::new(0x4000_0010), 7);
+        assert_eq!(m.read_word(PhysAddr::new(0x4000_0010)), 7);
+        assert_eq!(m.log().len(), 2);
+        m.set_skip_reads(true);
+        assert_eq!(m.read_word(PhysAddr::new(0x4000_0010)), 7);
+        assert_eq!(m.log().len(), 2, "reads left out");
+        assert_eq!(m.take_log().len(), 2);
+        assert!(m.log().is_empty());
+    }
+
     /// The non-zero read is the bulk read minus its zeros: across frames, over frames never
     /// written, logged the same way (every word), and at the edge of RAM.
     #[test]
