@@ -562,6 +562,21 @@ mod tests {
         assert_eq!(m.log().len(), 2, "reads left out");
         assert_eq!(m.take_log().len(), 2);
         assert!(m.log().is_empty());
+        m.tlb_invalidate_all();
+        assert_eq!(m.take_log(), [MachineEvent::TlbInvalidateAll]);
+    }
+
+    /// A frame is zero when never written or when every byte written is back to 0; one
+    /// non-zero byte makes it non-zero.
+    #[test]
+    fn frame_is_zero_looks_at_every_byte() {
+        let mut m = HostMachine::default();
+        let f = frame(0x4000_1000);
+        assert!(m.frame_is_zero(f));
+        m.write_word(PhysAddr::new(0x4000_1FFC), 0x100);
+        assert!(!m.frame_is_zero(f));
+        m.write_word(PhysAddr::new(0x4000_1FFC), 0);
+        assert!(m.frame_is_zero(f), "written back to zero");
     }
 
     /// The non-zero read is the bulk read minus its zeros: across frames, over frames never
