@@ -373,6 +373,31 @@ fn ceil_log2(n: u32) -> u8 {
 mod tests {
     use super::*;
 
+    /// `check` refuses each corruption of the bookkeeping it is shown.
+    #[test]
+    fn check_finds_corruptions() {
+        let fresh = || {
+            let mut b = BuddyAllocator::new(0x40000, 64);
+            b.alloc(3).unwrap();
+            b.check().unwrap();
+            b
+        };
+        let mut b = fresh();
+        b.free += 1;
+        assert!(b.check().is_err(), "free count");
+        let mut b = fresh();
+        b.state[0] = FrameState::AllocatedHead { len: 1000 };
+        assert!(b.check().is_err(), "allocation past the end");
+        let mut b = fresh();
+        b.state[1] = FrameState::FreeTail;
+        assert!(b.check().is_err(), "a free tail inside an allocation");
+        let mut b = fresh();
+        let head = b.heads.iter().position(|&h| h != NIL).unwrap();
+        let i = b.heads[head];
+        b.state[i as usize] = FrameState::AllocatedHead { len: 1 << head };
+        assert!(b.check().is_err(), "a listed block marked allocated");
+    }
+
     #[test]
     fn pool_starts_as_maximal_natural_blocks() {
         // 0x40000 is 1 MiB aligned: 3 MiB + 5 frames = three order-8 blocks, then 4 + 1.
