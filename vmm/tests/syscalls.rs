@@ -412,7 +412,10 @@ fn faults_outside_regions_or_permissions_are_unresolved() {
         Ok(()),
         "linear map"
     );
+    assert!(vm.space(s).unwrap().regions().is_empty());
     let r = vm.mmap(s, 0, PAGE, 1, ANON).unwrap().as_u32();
+    assert_eq!(vm.space(s).unwrap().regions().len(), 1);
+    assert!(!vm.space(s).unwrap().regions().is_empty());
     let free = vm.frames().free_count();
     assert_eq!(
         vm.handle_fault(s, VirtAddr::new(r), Access::Execute, Mode::User),
@@ -1001,6 +1004,51 @@ fn mprotect_keeps_shared_cow_pages_read_only() {
         .collect();
     assert_eq!(writable, [false, true, false]);
     assert_eq!(user_read(&mut vm, s, a + PAGE), Ok(9));
+}
+
+/// mremap's edges: a zero new length is refused; shrinking part of a region unmaps only the
+/// cut-off pages; growing in place takes exactly the pages asked for even when a region
+/// sits just past them; a fixed move that shrinks leaves the old range empty and its
+/// neighbour alone.
+#[test]
+fn mremap_edges() {
+    use vmm::syscalls::{MREMAP_FIXED, MREMAP_MAYMOVE};
+    let (mut vm, s, _) = vm();
+    let a = vm.mmap(s, 0, 4 * PAGE, RW, ANON).unwrap().as_u32();
+    for k in 0..4 {
+        user_write(&mut vm, s, a + k * PAGE, 10 + k).unwrap();
+    }
+    assert_eq!(vm.mremap(s, a, PAGE, 0, 0, 0), Err(Errno::EINVAL));
+    assert_eq!(regions(&vm, s), [(a, 4, 3)]);
+    // Shrink the first two pages to one: only page 1 goes.
+    assert_eq!(vm.mremap(s, a, 2 * PAGE, PAGE, 0, 0).unwrap().as_u32(), a);
+    assert_eq!(regions(&vm, s), [(a, 1, 3), (a + 2 * PAGE, 2, 3)]);
+    assert_eq!(user_read(&mut vm, s, a + 2 * PAGE), Ok(12));
+    // Grow the first page back to two in place: the region after it is not in the way.
+    assert_eq!(
+        vm.mremap(s, a, PAGE, 2 * PAGE, MREMAP_MAYMOVE, 0)
+            .unwrap()
+            .as_u32(),
+        a
+    );
+    assert_eq!(regions(&vm, s), [(a, 2, 3), (a + 2 * PAGE, 2, 3)]);
+    // Move the last two pages, shrunk to one, elsewhere: the old range is left empty.
+    let target = 0x0300_0000;
+    let b = vm
+        .mremap(
+            s,
+            a + 2 * PAGE,
+            2 * PAGE,
+            PAGE,
+            MREMAP_MAYMOVE | MREMAP_FIXED,
+            target,
+        )
+        .unwrap()
+        .as_u32();
+    assert_eq!(b, target);
+    assert_eq!(regions(&vm, s), [(target, 1, 3), (a, 2, 3)]);
+    assert_eq!(user_read(&mut vm, s, target), Ok(12));
+    assert_eq!(user_read(&mut vm, s, a), Ok(10));
 }
 
 /// LiteOS-A IT_MEM_MREMAP_001, adapted, and the rest of semantics.md section 8.

@@ -164,6 +164,17 @@ mod tests {
         VirtPage::from_number(0x10000 + n).unwrap()
     }
 
+    /// A page's backing offset is its distance from the region's first page.
+    #[test]
+    fn backing_offset_counts_from_the_first_page() {
+        let dev = region(RegionKind::Device {
+            first_frame: crate::addr::PhysFrame::from_start(PhysAddr::new(0x4800_0000)).unwrap(),
+        });
+        for n in 0..4 {
+            assert_eq!(dev.backing_offset(page(n)), n);
+        }
+    }
+
     #[test]
     fn splits_happen_strictly_inside_and_advance_the_backing() {
         let shm = region(RegionKind::Shm {

@@ -97,6 +97,14 @@ mod tests {
     use super::*;
     use crate::machine::{HostMachine, MachineEvent};
 
+    /// The value round-trips and prints as CONTEXTIDR would hold it.
+    #[test]
+    fn value_and_debug_form() {
+        assert_eq!(Asid::new(42).value(), 42);
+        assert_eq!(Asid::KERNEL.value(), 0);
+        assert_eq!(alloc::format!("{:?}", Asid::new(7)), "ASID(7)");
+    }
+
     #[test]
     fn lowest_first_until_exhausted() {
         let mut a = AsidAllocator::new();
