@@ -335,6 +335,27 @@ impl L2Descriptor {
 mod tests {
     use super::*;
 
+    /// The small value types hand back what they were made from, print their bits, and a
+    /// page-table entry is valid where a fault is not.
+    #[test]
+    fn value_types_and_validity() {
+        for bits in 0..8 {
+            assert_eq!(AccessPermissions::new(bits).unwrap().bits(), bits);
+        }
+        assert_eq!(AccessPermissions::new(8), None);
+        assert_eq!(
+            alloc::format!("{:?}", AccessPermissions::new(0b101).unwrap()),
+            "AP(101)"
+        );
+        assert_eq!(Domain::new(15).unwrap().number(), 15);
+        assert_eq!(Domain::new(16), None);
+        assert!(!L1Descriptor::decode(0).is_valid());
+        assert!(
+            L1Descriptor::decode(0x4000_0001).is_valid(),
+            "a page-table entry"
+        );
+    }
+
     #[test]
     fn liteos_worked_values_decode_as_expected() {
         // liteos-a-vm.md 5.2: anon RW user page (SMP) = 0xC7F in the low 12 bits.

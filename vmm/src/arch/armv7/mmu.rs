@@ -1720,9 +1720,23 @@ impl ArchMmu {
 
 #[cfg(test)]
 mod tests {
-    use super::nonzero;
+    use super::{MapError, nonzero};
     use alloc::vec;
     use alloc::vec::Vec;
+
+    /// Map errors say what went wrong (reports and the guest's FAIL lines quote them).
+    #[test]
+    fn map_errors_explain_themselves() {
+        assert_eq!(
+            alloc::format!("{}", MapError::NoMemory),
+            "no frame for a page table"
+        );
+        assert_eq!(alloc::format!("{}", MapError::NoAsid), "no free ASID");
+        assert_eq!(
+            alloc::format!("{}", MapError::Overlap),
+            "move source and target overlap"
+        );
+    }
 
     #[test]
     fn nonzero_finds_every_non_zero_element() {
