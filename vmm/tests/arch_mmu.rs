@@ -955,3 +955,56 @@ fn check_finds_tables_changed_behind_its_back() {
     assert_eq!(words[0], f.word(l1 + 0x200 * 4));
     assert!(m.log().is_empty());
 }
+
+/// Replacing a range that spans two MiBs of one group of four needs one L2 page, not two:
+/// with exactly one frame left it succeeds and uses it.
+#[test]
+fn replace_range_reserves_one_page_per_group() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    let before = mmu.table_pages();
+    let mut hog = Vec::new();
+    while f.frames.free_count() > 1 {
+        hog.push(f.frames.alloc(&mut f.m).unwrap());
+    }
+    let targets = [frame(0x4800_0000), frame(0x4800_1000)];
+    let range = pages(0x020F_F000, 2);
+    mmu.replace_range(
+        &mut f.m,
+        &mut f.frames,
+        range,
+        &targets,
+        rw_user(),
+        |_, _| {},
+    )
+    .unwrap();
+    assert_eq!(f.frames.free_count(), 0);
+    assert_eq!(mmu.table_pages(), before + 1);
+}
+
+/// A new L2 page is zeroed and the zeroes made visible (DSB) before the L1 entry that links
+/// it is written: the table walker must never see stale words through it.
+#[test]
+fn a_new_l2_page_is_zeroed_and_synchronized_before_it_is_linked() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    f.m.set_recording(true);
+    f.map(&mut mmu, 0x0200_0000, 1, 0x4800_0000, rw_user())
+        .unwrap();
+    let log = effects(&mut f.m);
+    let zeroed = log
+        .iter()
+        .position(|e| matches!(e, MachineEvent::ZeroFrame(_)))
+        .expect("the L2 page is zeroed");
+    let l1 = mmu.l1_table().as_u32();
+    let linked = log
+        .iter()
+        .position(|e| matches!(e, MachineEvent::Write { pa, .. } if pa.as_u32() >> 14 == l1 >> 14))
+        .expect("the L1 entry is written");
+    assert!(zeroed < linked);
+    assert!(
+        log[zeroed..linked].contains(&MachineEvent::Dsb),
+        "{:?}",
+        &log[zeroed..=linked]
+    );
+}
