@@ -1008,3 +1008,89 @@ fn a_new_l2_page_is_zeroed_and_synchronized_before_it_is_linked() {
         &log[zeroed..=linked]
     );
 }
+
+/// The translations of a space as (va, pa, attributes, block size), ascending.
+fn dump(f: &mut Fixture, mmu: &ArchMmu) -> Vec<(u32, u32, MappingAttrs, BlockSize)> {
+    mmu.mappings(&mut f.m)
+        .unwrap()
+        .into_iter()
+        .map(|(p, t)| {
+            (
+                p.start().as_u32(),
+                t.frame.start().as_u32(),
+                t.attrs,
+                t.block,
+            )
+        })
+        .collect()
+}
+
+/// `mremap(MREMAP_FIXED)` at the table level: what the cleared target held is reported and
+/// removed, a section moves as a section to an aligned target, small pages keep their frames
+/// and attributes, mappings outside the cleared ranges stay, and the tables stay well formed.
+#[test]
+fn move_replacing_clears_the_target_and_moves_sections_and_pages() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    // Source: a section, then two small pages (the second read-only).
+    f.map(&mut mmu, 0x1000_0000, 256, 0x6000_0000, rw_user())
+        .unwrap();
+    f.map(&mut mmu, 0x1010_0000, 2, 0x6100_0000, rw_user())
+        .unwrap();
+    mmu.protect(&mut f.m, &mut f.frames, pages(0x1010_1000, 1), ro_user())
+        .unwrap();
+    // Target: three pages and one more in the way, and one page beyond the cleared range.
+    f.map(&mut mmu, 0x2000_0000, 3, 0x7000_0000, rw_user())
+        .unwrap();
+    f.map(&mut mmu, 0x2010_1000, 1, 0x7100_0000, rw_user())
+        .unwrap();
+    f.map(&mut mmu, 0x2030_0000, 1, 0x7200_0000, ro_user())
+        .unwrap();
+    let to = VirtPage::from_start(VirtAddr::new(0x2000_0000)).unwrap();
+
+    let mut removed = Vec::new();
+    let moved = mmu
+        .move_replacing(
+            &mut f.m,
+            &mut f.frames,
+            pages(0x1000_0000, 258),
+            to,
+            &[pages(0x2000_0000, 258)],
+            |p, fr| removed.push((p.start().as_u32(), fr.start().as_u32())),
+        )
+        .unwrap();
+    assert_eq!(moved, 258);
+    removed.sort_unstable();
+    assert_eq!(
+        removed,
+        [
+            (0x2000_0000, 0x7000_0000),
+            (0x2000_1000, 0x7000_1000),
+            (0x2000_2000, 0x7000_2000),
+            (0x2010_1000, 0x7100_0000),
+        ]
+    );
+    let after = dump(&mut f, &mmu);
+    assert_eq!(after.len(), 256 + 2 + 1);
+    for (i, &(va, pa, attrs, block)) in after[..256].iter().enumerate() {
+        let i = i as u32;
+        assert_eq!(
+            (va, pa, attrs, block),
+            (
+                0x2000_0000 + i * 0x1000,
+                0x6000_0000 + i * 0x1000,
+                rw_user(),
+                BlockSize::Section
+            )
+        );
+    }
+    assert_eq!(
+        after[256..],
+        [
+            (0x2010_0000, 0x6100_0000, rw_user(), BlockSize::SmallPage),
+            (0x2010_1000, 0x6100_1000, ro_user(), BlockSize::SmallPage),
+            (0x2030_0000, 0x7200_0000, ro_user(), BlockSize::SmallPage),
+        ]
+    );
+    assert_eq!(mmu.check(&mut f.m), Ok(()));
+}
