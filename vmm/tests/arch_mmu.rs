@@ -930,7 +930,15 @@ fn check_finds_tables_changed_behind_its_back() {
     mmu.check(&mut f.m).unwrap();
     let l1 = mmu.l1_table().as_u32();
     let table = f.word(l1 + 0x200 * 4) & !0x3FF;
-    let corruptions: [(&str, u32, u32); 4] = [
+    let linked = f.word(l1 + 0x200 * 4);
+    let corruptions: [(&str, u32, u32); 7] = [
+        (
+            "a page table in domain 1",
+            l1 + 0x200 * 4,
+            linked | (1 << 5),
+        ),
+        ("a page table with NS", l1 + 0x200 * 4, linked | (1 << 3)),
+        ("a page table with PXN", l1 + 0x200 * 4, linked | (1 << 2)),
         ("a counted entry cleared", table, 0),
         ("an uncounted entry made valid", table + 8, f.word(table)),
         (
