@@ -1102,3 +1102,62 @@ fn move_replacing_clears_the_target_and_moves_sections_and_pages() {
     );
     assert_eq!(mmu.check(&mut f.m), Ok(()));
 }
+
+/// A section moves as a section only when it is wholly inside the moved range and its target
+/// is 1 MiB aligned; otherwise its pages move as small pages with their frames in order.
+#[test]
+fn sections_move_whole_or_as_small_pages() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    f.map(&mut mmu, 0x1000_0000, 256, 0x6000_0000, rw_user())
+        .unwrap();
+    // Whole, to an unaligned target: small pages.
+    let to = VirtPage::from_start(VirtAddr::new(0x2000_1000)).unwrap();
+    assert_eq!(
+        mmu.move_pages(&mut f.m, &mut f.frames, pages(0x1000_0000, 256), to),
+        Ok(256)
+    );
+    let after = dump(&mut f, &mmu);
+    assert_eq!(after.len(), 256);
+    for (i, &(va, pa, attrs, block)) in after.iter().enumerate() {
+        let i = i as u32;
+        assert_eq!(
+            (va, pa, attrs, block),
+            (
+                0x2000_1000 + i * 0x1000,
+                0x6000_0000 + i * 0x1000,
+                rw_user(),
+                BlockSize::SmallPage
+            )
+        );
+    }
+    // A section only partly inside the range: its pages in the range move as small pages.
+    let mut f = fixture();
+    let mut mmu = f.user();
+    f.map(&mut mmu, 0x1000_0000, 256, 0x6000_0000, rw_user())
+        .unwrap();
+    let to = VirtPage::from_start(VirtAddr::new(0x2000_0000)).unwrap();
+    assert_eq!(
+        mmu.move_pages(&mut f.m, &mut f.frames, pages(0x1000_0000, 16), to),
+        Ok(16)
+    );
+    let after = dump(&mut f, &mmu);
+    assert_eq!(after.len(), 256);
+    assert_eq!(
+        after[239..241],
+        [
+            (0x100F_F000, 0x600F_F000, rw_user(), BlockSize::SmallPage),
+            (0x2000_0000, 0x6000_0000, rw_user(), BlockSize::SmallPage),
+        ]
+    );
+    assert_eq!(
+        after[0],
+        (0x1001_0000, 0x6001_0000, rw_user(), BlockSize::SmallPage)
+    );
+    assert_eq!(
+        after.iter().filter(|e| e.0 >= 0x2000_0000).count(),
+        16,
+        "the moved pages"
+    );
+    assert_eq!(mmu.check(&mut f.m), Ok(()));
+}
