@@ -1161,3 +1161,39 @@ fn sections_move_whole_or_as_small_pages() {
     );
     assert_eq!(mmu.check(&mut f.m), Ok(()));
 }
+
+/// Clearing a whole section reports each of its 256 pages with its own frame, and changing a
+/// whole section's attributes needs no frame (it is not split).
+#[test]
+fn whole_sections_are_reported_page_by_page_and_protected_without_a_frame() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    f.map(&mut mmu, 0x1000_0000, 256, 0x6000_0000, rw_user())
+        .unwrap();
+    let mut hog = Vec::new();
+    while let Ok(frame) = f.frames.alloc(&mut f.m) {
+        hog.push(frame);
+    }
+    mmu.protect(&mut f.m, &mut f.frames, pages(0x1000_0000, 256), ro_user())
+        .unwrap();
+    assert_eq!(dump(&mut f, &mmu)[0].3, BlockSize::Section);
+    for frame in hog {
+        f.frames.free(frame).unwrap();
+    }
+    let targets: Vec<PhysFrame> = (0..256).map(|i| frame(0x7000_0000 + i * 0x1000)).collect();
+    let mut removed = Vec::new();
+    mmu.replace_range(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x1000_0000, 256),
+        &targets,
+        rw_user(),
+        |p, fr| removed.push((p.start().as_u32(), fr.start().as_u32())),
+    )
+    .unwrap();
+    let want: Vec<(u32, u32)> = (0..256)
+        .map(|i| (0x1000_0000 + i * 0x1000, 0x6000_0000 + i * 0x1000))
+        .collect();
+    assert_eq!(removed, want);
+    assert_eq!(dump(&mut f, &mmu)[5].1, 0x7000_5000);
+}
