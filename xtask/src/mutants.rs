@@ -4,7 +4,8 @@
 //! A full run takes hours on 2 cores. With `--resume`, the results so far (committed in
 //! `mutants/progress/`) are put where cargo-mutants' `--iterate` reads them, so the mutants
 //! already caught or unviable are skipped, and when the run ends the new results are merged
-//! back and the score so far is printed. `--save` does only the merge, for a run that was
+//! back (outcomes of mutants an edit has since moved or removed are dropped, so the score is
+//! the current code's) and the score so far is printed. `--save` does only the merge, for a run that was
 //! interrupted (cargo-mutants keeps its lists in `mutants.out/` current as it goes).
 
 use std::collections::BTreeSet;
@@ -73,6 +74,19 @@ pub fn save(root: &Path) -> StepResult {
     let mut kept = Lists::read(&progress);
     let new = Lists::read(&root.join(OUT));
     kept.merge(new);
+    // Outcomes of mutants the code no longer has (an edit moved or removed them) are dropped,
+    // so the score is the current code's.
+    if let Some(current) = current_mutants(root) {
+        let before = kept.len();
+        kept.retain(&current);
+        let untested = current.len() - kept.len();
+        println!(
+            "{} outcomes of mutants no longer in the code dropped; {untested} of the {} current \
+             mutants not tested yet",
+            before - kept.len(),
+            current.len()
+        );
+    }
     std::fs::create_dir_all(&progress)
         .map_err(|e| Failure(format!("{}: {e}", progress.display())))?;
     write_list(&progress.join(CAUGHT), &kept.caught)?;
@@ -91,6 +105,20 @@ pub fn save(root: &Path) -> StepResult {
         100.0 * detected as f64 / viable.max(1) as f64
     );
     Ok(())
+}
+
+/// The names of the mutants cargo-mutants generates for vmm now (`--list`), if it runs.
+fn current_mutants(root: &Path) -> Option<BTreeSet<String>> {
+    let out = cargo(root)
+        .args(["mutants", "--list", "--package", "vmm"])
+        .output()
+        .ok()?;
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    })
 }
 
 /// The outcome of each mutant tested so far, named as cargo-mutants names them.
@@ -113,13 +141,30 @@ impl Lists {
                 .map(str::to_owned)
                 .collect()
         };
-        let mut caught = list(CAUGHT);
-        caught.extend(list(PREVIOUSLY_CAUGHT));
+        // `previously_caught.txt` is only the list an `--iterate` run excluded (the caught and
+        // the unviable it was given): their outcomes are the ones already kept.
         Self {
-            caught,
+            caught: list(CAUGHT),
             missed: list(MISSED),
             timeout: list(TIMEOUT),
             unviable: list(UNVIABLE),
+        }
+    }
+
+    /// How many mutants have an outcome.
+    fn len(&self) -> usize {
+        self.caught.len() + self.missed.len() + self.timeout.len() + self.unviable.len()
+    }
+
+    /// Keeps only the outcomes of the mutants in `current`.
+    fn retain(&mut self, current: &BTreeSet<String>) {
+        for list in [
+            &mut self.caught,
+            &mut self.missed,
+            &mut self.timeout,
+            &mut self.unviable,
+        ] {
+            list.retain(|m| current.contains(m));
         }
     }
 
@@ -160,6 +205,28 @@ mod tests {
 
     fn set(items: &[&str]) -> std::collections::BTreeSet<String> {
         items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// Outcomes of mutants the code no longer has are dropped.
+    #[test]
+    fn retain_keeps_current_mutants_only() {
+        let mut kept = Lists {
+            caught: set(&["a", "old"]),
+            missed: set(&["b"]),
+            timeout: set(&["gone"]),
+            unviable: set(&["e"]),
+        };
+        kept.retain(&set(&["a", "b", "e", "new"]));
+        assert_eq!(
+            kept,
+            Lists {
+                caught: set(&["a"]),
+                missed: set(&["b"]),
+                timeout: set(&[]),
+                unviable: set(&["e"]),
+            }
+        );
+        assert_eq!(kept.len(), 3);
     }
 
     /// A mutant's latest outcome replaces its earlier one; the others stay.
