@@ -590,6 +590,7 @@ mod tests {
             (0x4000_0FF8, 1),
             (0x4000_0FFC, 2),
             (0x4000_1000, 3),
+            (0x4000_1004, 5),
             (0x4000_3FFC, 4),
         ] {
             fast.write_word(PhysAddr::new(pa), v);
@@ -598,6 +599,7 @@ mod tests {
         for (start, len) in [
             (0x4000_0000u32, 0x1000usize),
             (0x4000_0FF0, 8),
+            (0x4000_0FFC, 2),
             (0x4000_1FF8, 0x400),
             (0x4000_3FF8, 4),
             (0x4000_0002, 2),
