@@ -1055,7 +1055,11 @@ fn move_replacing_clears_the_target_and_moves_sections_and_pages() {
     f.map(&mut mmu, 0x2030_0000, 1, 0x7200_0000, ro_user())
         .unwrap();
     let to = VirtPage::from_start(VirtAddr::new(0x2000_0000)).unwrap();
-
+    // The target's group already has its L2 page: the move needs no frame at all.
+    let mut hog = Vec::new();
+    while let Ok(frame) = f.frames.alloc(&mut f.m) {
+        hog.push(frame);
+    }
     let mut removed = Vec::new();
     let moved = mmu
         .move_replacing(
@@ -1068,6 +1072,9 @@ fn move_replacing_clears_the_target_and_moves_sections_and_pages() {
         )
         .unwrap();
     assert_eq!(moved, 258);
+    for frame in hog {
+        f.frames.free(frame).unwrap();
+    }
     removed.sort_unstable();
     assert_eq!(
         removed,
@@ -1196,4 +1203,48 @@ fn whole_sections_are_reported_page_by_page_and_protected_without_a_frame() {
         .collect();
     assert_eq!(removed, want);
     assert_eq!(dump(&mut f, &mmu)[5].1, 0x7000_5000);
+}
+
+/// Pages moved into an empty MiB whose group of four already has an L2 page go into that
+/// page: the move needs no frame.
+#[test]
+fn moves_into_a_group_with_a_page_need_no_frame() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    f.map(&mut mmu, 0x2030_0000, 1, 0x7200_0000, ro_user())
+        .unwrap();
+    f.map(&mut mmu, 0x1000_0000, 2, 0x6000_0000, rw_user())
+        .unwrap();
+    let pages_before = mmu.table_pages();
+    let mut hog = Vec::new();
+    while let Ok(frame) = f.frames.alloc(&mut f.m) {
+        hog.push(frame);
+    }
+    let to = VirtPage::from_start(VirtAddr::new(0x2020_0000)).unwrap();
+    let moved = mmu.move_replacing(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x1000_0000, 2),
+        to,
+        &[pages(0x2020_0000, 2)],
+        |_, _| {},
+    );
+    for frame in hog {
+        f.frames.free(frame).unwrap();
+    }
+    assert_eq!(moved, Ok(2));
+    assert_eq!(
+        dump(&mut f, &mmu),
+        [
+            (0x2020_0000, 0x6000_0000, rw_user(), BlockSize::SmallPage),
+            (0x2020_1000, 0x6000_1000, rw_user(), BlockSize::SmallPage),
+            (0x2030_0000, 0x7200_0000, ro_user(), BlockSize::SmallPage),
+        ]
+    );
+    assert_eq!(
+        mmu.table_pages(),
+        pages_before - 1,
+        "the source's L2 page went back"
+    );
+    assert_eq!(mmu.check(&mut f.m), Ok(()));
 }
