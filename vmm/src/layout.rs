@@ -172,4 +172,113 @@ mod tests {
         assert!(!l.overlaps_pool(end, 0));
         assert!(l.overlaps_pool(start - 0x1000, u64::from(l.pool_size) + 0x2000));
     }
+
+    /// Alignment is judged on all fields together: two fields off by the same half page (whose
+    /// low bits would cancel if they were combined by anything but OR) still make it unaligned.
+    #[test]
+    fn two_unaligned_fields_never_cancel() {
+        let fields: [fn(&mut Layout) -> &mut u32; 13] = [
+            |l| &mut l.user_base,
+            |l| &mut l.user_top,
+            |l| &mut l.heap_base,
+            |l| &mut l.mmap_base,
+            |l| &mut l.mmap_end,
+            |l| &mut l.vmalloc_base,
+            |l| &mut l.vmalloc_end,
+            |l| &mut l.ram_base,
+            |l| &mut l.ram_size,
+            |l| &mut l.pool_base,
+            |l| &mut l.pool_size,
+            |l| &mut l.device_base,
+            |l| &mut l.device_size,
+        ];
+        for pair in fields.windows(2) {
+            let mut l = Layout::ARM_VIRT;
+            *pair[0](&mut l) += 0x800;
+            *pair[1](&mut l) += 0x800;
+            assert!(!l.is_consistent(), "{l:x?}");
+            // The same move by whole pages keeps it consistent: only alignment is wrong above.
+            let mut l = Layout::ARM_VIRT;
+            *pair[0](&mut l) += 0x1000;
+            *pair[1](&mut l) += 0x1000;
+            assert!(l.is_consistent(), "{l:x?}");
+        }
+    }
+
+    /// Each bound of `is_consistent` at its edge: the last consistent value and the first
+    /// inconsistent one.
+    #[test]
+    fn consistency_edges() {
+        let ok = |f: fn(&mut Layout)| {
+            let mut l = Layout::ARM_VIRT;
+            f(&mut l);
+            l.is_consistent()
+        };
+        // The heap base lies in the user window.
+        assert!(ok(|l| l.heap_base = l.user_top - 0x1000));
+        assert!(!ok(|l| l.heap_base = l.user_top));
+        assert!(ok(|l| l.heap_base = l.user_base));
+        assert!(!ok(|l| l.heap_base = l.user_base - 0x1000));
+        // The mmap area is not empty and lies in the user window.
+        assert!(ok(|l| l.mmap_end = l.mmap_base + 0x1000));
+        assert!(!ok(|l| l.mmap_end = l.mmap_base));
+        assert!(ok(|l| l.mmap_end = l.user_top));
+        assert!(!ok(|l| l.mmap_end = l.user_top + 0x1000));
+        // The user window ends at or below the TTBR0 limit.
+        assert!(ok(|l| l.user_top = 0x4000_0000));
+        assert!(!ok(|l| l.user_top = 0x4000_1000));
+        // RAM is not empty, even with an empty pool at its start.
+        assert!(ok(|l| {
+            l.pool_base = l.ram_base;
+            l.pool_size = 0;
+        }));
+        assert!(!ok(|l| {
+            l.ram_size = 0;
+            l.pool_base = l.ram_base;
+            l.pool_size = 0;
+        }));
+        // The pool ends inside RAM.
+        assert!(ok(|l| {
+            l.device_base = l.ram_base;
+            l.pool_size = l.ram_base + l.ram_size - l.pool_base;
+        }));
+        assert!(!ok(|l| {
+            l.device_base = l.ram_base;
+            l.pool_size = l.ram_base + l.ram_size - l.pool_base + 0x1000;
+        }));
+        assert!(!ok(|l| l.pool_size = l.ram_size));
+        assert!(!ok(|l| l.pool_base = l.ram_base - 0x1000));
+        // The vmalloc window is not empty, is in the kernel half and misses RAM on either side.
+        assert!(ok(|l| l.vmalloc_end = l.vmalloc_base + 0x1000));
+        assert!(!ok(|l| l.vmalloc_end = l.vmalloc_base));
+        assert!(!ok(|l| {
+            l.user_top = 0x3000_0000;
+            l.vmalloc_base = 0x3000_0000;
+            l.vmalloc_end = 0x3800_0000;
+        }));
+        assert!(ok(|l| {
+            l.user_top = 0x3000_0000;
+            l.vmalloc_base = 0x4000_0000;
+            l.vmalloc_end = 0x4000_0000 + 0x1000;
+            l.ram_base = 0x4000_1000;
+            l.ram_size = 0x0FFF_F000;
+        }));
+        assert!(ok(|l| l.vmalloc_base = l.ram_base + l.ram_size));
+        assert!(!ok(|l| l.vmalloc_base = l.ram_base + l.ram_size - 0x1000));
+        let below_ram = |l: &mut Layout| {
+            l.ram_base = 0x6000_0000;
+            l.pool_base = 0x6100_0000;
+            l.device_base = 0x6800_0000;
+            l.vmalloc_base = 0x4000_0000;
+            l.vmalloc_end = 0x6000_0000;
+        };
+        assert!(ok(below_ram));
+        assert!(!ok(|l| {
+            l.ram_base = 0x6000_0000;
+            l.pool_base = 0x6100_0000;
+            l.device_base = 0x6800_0000;
+            l.vmalloc_base = 0x4000_0000;
+            l.vmalloc_end = 0x6000_1000;
+        }));
+    }
 }

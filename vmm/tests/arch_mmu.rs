@@ -1248,3 +1248,52 @@ fn moves_into_a_group_with_a_page_need_no_frame() {
     );
     assert_eq!(mmu.check(&mut f.m), Ok(()));
 }
+
+/// `check` names what it found: the address of a section or page with flags a user space
+/// may not have, and an L2 table linked from outside its group's page.
+#[test]
+fn check_names_the_address_and_the_group() {
+    use vmm::machine::Machine;
+    let mut f = fixture();
+    let mut mmu = f.user();
+    f.map(&mut mmu, 0x2000_0000, 1, 0x6000_0000, rw_user())
+        .unwrap();
+    f.map(&mut mmu, 0x2010_0000, 2, 0x6001_0000, rw_user())
+        .unwrap();
+    f.map(&mut mmu, 0x2100_0000, 256, 0x6100_0000, rw_user())
+        .unwrap();
+    mmu.check(&mut f.m).unwrap();
+    let l1 = mmu.l1_table().as_u32();
+    // A section made kernel-only (AP[1:0] = 01): the error names its first address.
+    let section = l1 + 0x210 * 4;
+    let mut m = f.m.clone();
+    m.write_word(
+        PhysAddr::new(section),
+        (f.word(section) & !(0b11 << 10)) | (0b01 << 10),
+    );
+    let err = mmu.check(&mut m).unwrap_err();
+    assert!(err.starts_with("0x21000000: "), "{err}");
+    // The second page of the MiB at 0x2010_0000 made kernel-only (AP[1:0] = 01).
+    let table = f.word(l1 + 0x201 * 4) & !0x3FF;
+    let entry = table + 4;
+    let mut m = f.m.clone();
+    m.write_word(
+        PhysAddr::new(entry),
+        (f.word(entry) & !(0b11 << 4)) | (0b01 << 4),
+    );
+    let err = mmu.check(&mut m).unwrap_err();
+    assert!(err.starts_with("0x20101000: "), "{err}");
+    // The table of L1[0x201] copied to its slot in another page and linked from there: each
+    // table is at its slot and counts right, but the group's tables are in two pages.
+    let other_page = f.frames.alloc(&mut f.m).unwrap().start().as_u32();
+    let elsewhere = other_page + (table & 0xFFF);
+    let mut m = f.m.clone();
+    for k in 0..256 {
+        let word = f.word(table + 4 * k);
+        m.write_word(PhysAddr::new(elsewhere + 4 * k), word);
+    }
+    let linked = f.word(l1 + 0x201 * 4);
+    m.write_word(PhysAddr::new(l1 + 0x201 * 4), elsewhere | (linked & 0x3FF));
+    let err = mmu.check(&mut m).unwrap_err();
+    assert!(err.contains("is not in its group's page"), "{err}");
+}

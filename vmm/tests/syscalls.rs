@@ -1248,3 +1248,115 @@ fn a_cloned_vm_goes_its_own_way() {
     copy.check_tables(s).unwrap();
     copy.check_tables(t).unwrap();
 }
+
+/// A break moved within its last page changes the break and nothing else; a heap that
+/// starts right after another region is a region of its own (it never extends the other).
+#[test]
+fn brk_within_a_page_and_next_to_another_region() {
+    let (mut vm, s, _) = vm();
+    let base = vm.layout().heap_base;
+    assert_eq!(vm.brk(s, base + 0x10), base + 0x10);
+    assert_eq!(vm.brk(s, base + 0x20), base + 0x20, "same last page, up");
+    assert_eq!(vm.brk(s, base + 0x8), base + 0x8, "same last page, down");
+    assert_eq!(vm.space(s).unwrap().brk(), base + 0x8);
+    assert_eq!(regions(&vm, s), [(base, 1, RW)]);
+    assert_eq!(vm.brk(s, base), base);
+    assert_eq!(regions(&vm, s), []);
+
+    let (mut vm, s, _) = self::vm();
+    vm.mmap(s, base - PAGE, PAGE, 1, ANON | MAP_FIXED).unwrap();
+    assert_eq!(vm.brk(s, base + PAGE), base + PAGE);
+    assert_eq!(
+        regions(&vm, s),
+        [(base - PAGE, 1, 1), (base, 1, RW)],
+        "the anon page below stays read-only and one page"
+    );
+    let kinds: Vec<RegionKind> = vm
+        .space(s)
+        .unwrap()
+        .regions()
+        .iter()
+        .map(|r| r.kind)
+        .collect();
+    assert_eq!(kinds, [RegionKind::Anon, RegionKind::Heap]);
+    assert_eq!(vm.brk(s, base), base);
+    assert_eq!(regions(&vm, s), [(base - PAGE, 1, 1)]);
+}
+
+/// mprotect over whole device sections changes them in place: they stay sections (no L2
+/// page is allocated, even with no frame free), and the new protection holds.
+#[test]
+fn mprotect_keeps_whole_sections_whole() {
+    let (mut vm, s, _) = vm();
+    let dev = vm.layout().device_base;
+    vm.map_device(s, 0x0200_0000, dev, 0x20_0000, RW).unwrap();
+    let tables = vm.space(s).unwrap().mmu().table_pages();
+    vm.machine_mut()
+        .set_allocation_failure(AllocationFailure::FromNth(0));
+    assert_eq!(vm.mprotect(s, 0x0200_0000, 0x20_0000, 1), Ok(()));
+    vm.machine_mut()
+        .set_allocation_failure(AllocationFailure::Never);
+    assert_eq!(vm.space(s).unwrap().mmu().table_pages(), tables);
+    assert_eq!(user_read(&mut vm, s, 0x021F_F000), Ok(0));
+    assert_eq!(
+        user_write(&mut vm, s, 0x0200_0000, 1),
+        Err(FaultError::Segv)
+    );
+    vm.check_tables(s).unwrap();
+}
+
+/// mremap(MREMAP_FIXED) removes exactly the source's tail and the target: the regions right
+/// before and after the source keep their pages and contents, and the tail's frames go back.
+#[test]
+fn mremap_fixed_leaves_the_neighbours_alone() {
+    use vmm::syscalls::{MREMAP_FIXED, MREMAP_MAYMOVE};
+    let move_fixed = MREMAP_MAYMOVE | MREMAP_FIXED;
+    for (old_pages, new_pages) in [(4, 4), (4, 2), (2, 4)] {
+        let (mut vm, s, _) = vm();
+        let before = 0x0200_0000;
+        let src = before + PAGE;
+        let after = src + old_pages * PAGE;
+        // Three regions: distinct protections keep them apart.
+        vm.mmap(s, before, PAGE, RW, ANON | MAP_FIXED).unwrap();
+        vm.mmap(s, src, old_pages * PAGE, RW | 4, ANON | MAP_FIXED)
+            .unwrap();
+        vm.mmap(s, after, PAGE, RW, ANON | MAP_FIXED).unwrap();
+        user_write(&mut vm, s, before, 11).unwrap();
+        user_write(&mut vm, s, after, 22).unwrap();
+        for k in 0..old_pages {
+            user_write(&mut vm, s, src + k * PAGE, 100 + k).unwrap();
+        }
+        let free = vm.frames().free_count();
+        // In the same MiB: the move needs no new L2 page.
+        let target = 0x0208_0000;
+        assert_eq!(
+            vm.mremap(
+                s,
+                src,
+                old_pages * PAGE,
+                new_pages * PAGE,
+                move_fixed,
+                target
+            )
+            .map(|a| a.as_u32()),
+            Ok(target),
+            "{old_pages} -> {new_pages}"
+        );
+        assert_eq!(user_read(&mut vm, s, before), Ok(11));
+        assert_eq!(user_read(&mut vm, s, after), Ok(22));
+        let kept = old_pages.min(new_pages);
+        for k in 0..kept {
+            assert_eq!(user_read(&mut vm, s, target + k * PAGE), Ok(100 + k));
+        }
+        assert_eq!(
+            vm.frames().free_count(),
+            free + (old_pages - kept),
+            "the tail's frames went back"
+        );
+        assert_eq!(
+            regions(&vm, s),
+            [(before, 1, RW), (after, 1, RW), (target, new_pages, RW | 4)]
+        );
+        vm.check_tables(s).unwrap();
+    }
+}

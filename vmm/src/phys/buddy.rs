@@ -396,6 +396,31 @@ mod tests {
         let i = b.heads[head];
         b.state[i as usize] = FrameState::AllocatedHead { len: 1 << head };
         assert!(b.check().is_err(), "a listed block marked allocated");
+        // Two free buddies of order 5 that should have merged into the pool's order-6 block.
+        let mut b = BuddyAllocator::new(0x40000, 64);
+        assert_eq!(b.free_blocks(), [(0, 6)]);
+        b.unlink(6, 0);
+        for i in [0, 32] {
+            b.state[i as usize] = FrameState::FreeHead { order: 5 };
+            b.push_tail(5, i);
+        }
+        assert_eq!(b.free_count(), 64);
+        assert_eq!(
+            b.check(),
+            Err("free blocks at 0 and 32 of order 5 not merged".into())
+        );
+        // An allocation of length 0, and one one frame longer than the rest of the pool whose
+        // frames are all its tails.
+        let mut b = BuddyAllocator::new(0x40000, 64);
+        assert_eq!(b.alloc(64), Ok(0));
+        b.check().unwrap();
+        for len in [0, 65] {
+            b.state[0] = FrameState::AllocatedHead { len };
+            assert_eq!(
+                b.check(),
+                Err(format!("allocation at 0 has bad length {len}"))
+            );
+        }
     }
 
     #[test]

@@ -125,3 +125,96 @@ impl RegionMap {
             .then_some(VirtPage::from_number(candidate)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::space::region::{Prot, RegionKind};
+
+    fn page(n: u32) -> VirtPage {
+        VirtPage::from_number(n).unwrap()
+    }
+
+    fn anon(start: u32, count: u32) -> Region {
+        Region {
+            range: PageRange::new(page(start), count).unwrap(),
+            prot: Prot::READ,
+            shared: false,
+            kind: RegionKind::Anon,
+        }
+    }
+
+    /// Regions at [10, 12) and [20, 25).
+    fn two() -> RegionMap {
+        let mut m = RegionMap::default();
+        m.insert(anon(20, 5));
+        m.insert(anon(10, 2));
+        m
+    }
+
+    #[test]
+    fn len_find_and_cover() {
+        let m = two();
+        assert_eq!(m.len(), 2);
+        assert!(!m.is_empty());
+        assert_eq!(RegionMap::default().len(), 0);
+        assert_eq!(m.find(page(11)).map(|r| r.range.start()), Some(page(10)));
+        assert_eq!(m.find(page(12)), None);
+        assert_eq!(m.find(page(24)).map(|r| r.range.start()), Some(page(20)));
+        assert!(m.covers(PageRange::new(page(20), 5).unwrap()));
+        assert!(!m.covers(PageRange::new(page(11), 10).unwrap()));
+        assert!(m.is_free(PageRange::new(page(12), 8).unwrap()));
+        assert!(!m.is_free(PageRange::new(page(12), 9).unwrap()));
+        let starts: Vec<_> = m
+            .overlapping(PageRange::new(page(11), 10).unwrap())
+            .map(|r| r.range.start())
+            .collect();
+        assert_eq!(starts, [page(10), page(20)]);
+    }
+
+    /// First fit takes the lowest gap that is large enough and never passes `hi`, wherever
+    /// the last region ends.
+    #[test]
+    fn first_fit_edges() {
+        let m = two();
+        assert_eq!(m.first_fit(2, 8, 40), Some(page(8)));
+        assert_eq!(m.first_fit(3, 8, 40), Some(page(12)));
+        assert_eq!(m.first_fit(8, 10, 40), Some(page(12)));
+        assert_eq!(m.first_fit(9, 10, 40), Some(page(25)));
+        assert_eq!(m.first_fit(15, 10, 40), Some(page(25)));
+        assert_eq!(
+            m.first_fit(16, 10, 40),
+            None,
+            "one page past hi after the last region"
+        );
+        assert_eq!(m.first_fit(1, 21, 25), None, "hi inside the last region");
+        assert_eq!(m.first_fit(1, 21, 26), Some(page(25)));
+        assert_eq!(RegionMap::default().first_fit(30, 10, 40), Some(page(10)));
+        assert_eq!(RegionMap::default().first_fit(31, 10, 40), None);
+    }
+
+    /// Splitting and isolating cut regions at the range's edges and keep them otherwise.
+    #[test]
+    fn split_and_isolate() {
+        let mut m = two();
+        m.split_at(page(20));
+        m.split_at(page(15));
+        assert_eq!(m, two(), "no split at a region's start or in a gap");
+        let inside = m.isolate(PageRange::new(page(11), 11).unwrap());
+        let ranges: Vec<_> = inside
+            .iter()
+            .map(|r| (r.range.start(), r.range.count()))
+            .collect();
+        assert_eq!(ranges, [(page(11), 1), (page(20), 2)]);
+        let all: Vec<_> = m
+            .iter()
+            .map(|r| (r.range.start(), r.range.count()))
+            .collect();
+        assert_eq!(
+            all,
+            [(page(10), 1), (page(11), 1), (page(20), 2), (page(22), 3)]
+        );
+        assert_eq!(m.remove(page(22)).map(|r| r.range.count()), Some(3));
+        assert_eq!(m.len(), 3);
+    }
+}
