@@ -1297,3 +1297,117 @@ fn check_names_the_address_and_the_group() {
     let err = mmu.check(&mut m).unwrap_err();
     assert!(err.contains("is not in its group's page"), "{err}");
 }
+
+/// Descriptors the crate never writes, found in the tables (written behind the MMU's back):
+/// a supersection is refused by every operation over it, with nothing changed; a large page
+/// is refused by queries, and clearing it reports each of its 16 pages with its own frame.
+#[test]
+fn foreign_descriptors_are_refused_or_cleared_page_by_page() {
+    use vmm::machine::Machine;
+    let mut f = fixture();
+    let mut mmu = f.user();
+    f.map(&mut mmu, 0x2000_0000, 16, 0x6000_0000, rw_user())
+        .unwrap();
+    let l1 = mmu.l1_table().as_u32();
+    let before = dump(&mut f, &mmu);
+    // A supersection (bit 18) at 0x2100_0000, in L1[0x210..0x220] as the ARM ARM requires.
+    let supersection = 0x6200_0000 | (1 << 18) | (0b11 << 10) | 0b10;
+    for k in 0..16 {
+        f.m.write_word(PhysAddr::new(l1 + (0x210 + k) * 4), supersection);
+    }
+    let refused = Err(MapError::UnsupportedDescriptor {
+        va: VirtAddr::new(0x2108_0000),
+        raw: supersection,
+    });
+    let free = f.frames.free_count();
+    let tables = mmu.table_pages();
+    let part = pages(0x2108_0000, 16);
+    assert_eq!(
+        mmu.protect(&mut f.m, &mut f.frames, part, ro_user()),
+        refused
+    );
+    assert_eq!(
+        mmu.unmap(&mut f.m, &mut f.frames, part),
+        refused.map(|()| 0)
+    );
+    assert_eq!(
+        mmu.split_partial_sections(&mut f.m, &mut f.frames, part),
+        refused
+    );
+    assert_eq!(
+        mmu.query(&mut f.m, VirtAddr::new(0x2108_0000)),
+        refused.map(|()| None)
+    );
+    assert_eq!((f.frames.free_count(), mmu.table_pages()), (free, tables));
+    for k in 0..16 {
+        assert_eq!(f.word(l1 + (0x210 + k) * 4), supersection);
+        f.m.write_word(PhysAddr::new(l1 + (0x210 + k) * 4), 0);
+    }
+    assert_eq!(dump(&mut f, &mmu), before);
+    // The 16 small pages at 0x2000_0000 rewritten as one large page of 0x6100_0000.
+    let table = f.word(l1 + 0x200 * 4) & !0x3FF;
+    let small = f.word(table);
+    let large = 0x6100_0000
+        | 0b01
+        | (small & 0b1110_0011_1100) // nG, S, APX, AP, C, B stay where they are
+        | ((small >> 6) & 0b111) << 12 // TEX
+        | (small & 1) << 15; // XN
+    for k in 0..16 {
+        f.m.write_word(PhysAddr::new(table + 4 * k), large);
+    }
+    assert_eq!(
+        mmu.query(&mut f.m, VirtAddr::new(0x2000_5000)),
+        Err(MapError::UnsupportedDescriptor {
+            va: VirtAddr::new(0x2000_5000),
+            raw: large,
+        })
+    );
+    let mut removed = Vec::new();
+    mmu.unmap_with(&mut f.m, &mut f.frames, pages(0x2000_0000, 16), |p, fr| {
+        removed.push((p.start().as_u32(), fr.start().as_u32()))
+    })
+    .unwrap();
+    let want: Vec<(u32, u32)> = (0..16)
+        .map(|i| (0x2000_0000 + i * 0x1000, 0x6100_0000 + i * 0x1000))
+        .collect();
+    assert_eq!(removed, want);
+    assert_eq!(dump(&mut f, &mmu), []);
+}
+
+/// Sections split because a range covers only part of them need one L2 page per group of
+/// four, not one per section: two partial sections of one group split with a single frame.
+#[test]
+fn partial_sections_of_one_group_split_into_one_page() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    f.map(&mut mmu, 0x1000_0000, 512, 0x6000_0000, rw_user())
+        .unwrap();
+    assert_eq!(mmu.table_pages(), 1);
+    let mut hog = Vec::new();
+    while let Ok(frame) = f.frames.alloc(&mut f.m) {
+        hog.push(frame);
+    }
+    f.frames.free(hog.pop().unwrap()).unwrap();
+    // The last page of the first section and the first of the second.
+    let across = pages(0x100F_F000, 2);
+    assert_eq!(
+        mmu.protect(&mut f.m, &mut f.frames, across, ro_user()),
+        Ok(())
+    );
+    assert_eq!(f.frames.free_count(), 0);
+    assert_eq!(mmu.table_pages(), 2);
+    for frame in hog {
+        f.frames.free(frame).unwrap();
+    }
+    let after = dump(&mut f, &mmu);
+    assert_eq!(after.len(), 512);
+    assert_eq!(
+        after[255..257],
+        [
+            (0x100F_F000, 0x600F_F000, ro_user(), BlockSize::SmallPage),
+            (0x1010_0000, 0x6010_0000, ro_user(), BlockSize::SmallPage),
+        ]
+    );
+    assert_eq!(after[257].2, rw_user());
+    assert_eq!(mmu.check(&mut f.m), Ok(()));
+}
