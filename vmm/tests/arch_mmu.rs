@@ -1411,3 +1411,46 @@ fn partial_sections_of_one_group_split_into_one_page() {
     assert_eq!(after[257].2, rw_user());
     assert_eq!(mmu.check(&mut f.m), Ok(()));
 }
+
+/// A move whose cleared target ends inside a section: the section is split into the page its
+/// group shares with the target's other MiB, so one frame is all the move needs.
+#[test]
+fn a_move_into_part_of_a_section_needs_one_page_for_the_group() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    f.map(&mut mmu, 0x1010_0000, 256, 0x6010_0000, ro_user())
+        .unwrap();
+    f.map(&mut mmu, 0x2000_0000, 2, 0x6000_0000, rw_user())
+        .unwrap();
+    let mut hog = Vec::new();
+    while let Ok(frame) = f.frames.alloc(&mut f.m) {
+        hog.push(frame);
+    }
+    f.frames.free(hog.pop().unwrap()).unwrap();
+    let to = VirtPage::from_start(VirtAddr::new(0x100F_F000)).unwrap();
+    let mut removed = Vec::new();
+    let moved = mmu.move_replacing(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x2000_0000, 2),
+        to,
+        &[pages(0x100F_F000, 2)],
+        |p, fr| removed.push((p.start().as_u32(), fr.start().as_u32())),
+    );
+    for frame in hog {
+        f.frames.free(frame).unwrap();
+    }
+    assert_eq!(moved, Ok(2));
+    assert_eq!(removed, [(0x1010_0000, 0x6010_0000)]);
+    let after = dump(&mut f, &mmu);
+    assert_eq!(after.len(), 257);
+    assert_eq!(
+        after[..3],
+        [
+            (0x100F_F000, 0x6000_0000, rw_user(), BlockSize::SmallPage),
+            (0x1010_0000, 0x6000_1000, rw_user(), BlockSize::SmallPage),
+            (0x1010_1000, 0x6010_1000, ro_user(), BlockSize::SmallPage),
+        ]
+    );
+    assert_eq!(mmu.check(&mut f.m), Ok(()));
+}

@@ -1360,3 +1360,24 @@ fn mremap_fixed_leaves_the_neighbours_alone() {
         vm.check_tables(s).unwrap();
     }
 }
+
+/// SHM_RND rounds an unaligned address down to its page, and only SHM_RND does: the same
+/// address in free space without it is EINVAL.
+#[test]
+fn shm_rnd_alone_rounds_and_nothing_else_does() {
+    let (mut vm, s, _) = vm();
+    let id = vm.shmget(IPC_PRIVATE, PAGE, IPC_CREAT).unwrap();
+    assert_eq!(vm.shmat(s, id, 0x0300_0123, 0), Err(Errno::EINVAL));
+    assert_eq!(vm.shmat(s, id, 0x0300_0123, SHM_RDONLY), Err(Errno::EINVAL));
+    assert_eq!(regions(&vm, s), []);
+    assert_eq!(
+        vm.shmat(s, id, 0x0300_0123, SHM_RND).map(|a| a.as_u32()),
+        Ok(0x0300_0000)
+    );
+    assert_eq!(
+        vm.shmat(s, id, 0x0310_0FFF, SHM_RND | SHM_RDONLY)
+            .map(|a| a.as_u32()),
+        Ok(0x0310_0000)
+    );
+    assert_eq!(regions(&vm, s), [(0x0300_0000, 1, RW), (0x0310_0000, 1, 1)]);
+}
