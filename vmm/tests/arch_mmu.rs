@@ -1454,3 +1454,67 @@ fn a_move_into_part_of_a_section_needs_one_page_for_the_group() {
     );
     assert_eq!(mmu.check(&mut f.m), Ok(()));
 }
+
+/// A section moved onto a MiB whose table the move empties replaces that table by
+/// break-before-make: the L1 entry goes to a fault, the MiB is invalidated, then the section
+/// is written; the table's page goes back.
+#[test]
+fn a_section_moved_over_an_emptied_table_breaks_before_making() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    f.map(&mut mmu, 0x1000_0000, 256, 0x6000_0000, rw_user())
+        .unwrap();
+    f.map(&mut mmu, 0x2000_0000, 2, 0x7000_0000, rw_user())
+        .unwrap();
+    let l1_entry = mmu.l1_table().as_u32() + 0x200 * 4;
+    let table_word = f.word(l1_entry);
+    let tables = mmu.table_pages();
+    let free = f.frames.free_count();
+    f.m.set_recording(true);
+    let to = VirtPage::from_start(VirtAddr::new(0x2000_0000)).unwrap();
+    let mut removed = Vec::new();
+    assert_eq!(
+        mmu.move_replacing(
+            &mut f.m,
+            &mut f.frames,
+            pages(0x1000_0000, 256),
+            to,
+            &[pages(0x2000_0000, 256)],
+            |p, fr| removed.push((p.start().as_u32(), fr.start().as_u32())),
+        ),
+        Ok(256)
+    );
+    assert_eq!(
+        removed,
+        [(0x2000_0000, 0x7000_0000), (0x2000_1000, 0x7000_1000)]
+    );
+    let log = effects(&mut f.m);
+    let writes: Vec<(usize, u32, u32)> = log
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| match *e {
+            MachineEvent::Write { pa, old, new } if pa.as_u32() == l1_entry => Some((i, old, new)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(writes.len(), 2, "{log:?}");
+    assert_eq!((writes[0].1, writes[0].2), (table_word, 0));
+    assert_eq!(writes[1].1, 0);
+    assert_eq!(writes[1].2 & 0b11, 0b10, "a section");
+    let page = VirtPage::from_start(VirtAddr::new(0x2000_0000)).unwrap();
+    assert!(
+        log[writes[0].0..writes[1].0].iter().any(|e| matches!(
+            *e,
+            MachineEvent::TlbInvalidatePage { page: p, .. } if p == page
+        )),
+        "{:?}",
+        &log[writes[0].0..writes[1].0]
+    );
+    assert_eq!(
+        dump(&mut f, &mmu)[0],
+        (0x2000_0000, 0x6000_0000, rw_user(), BlockSize::Section)
+    );
+    assert_eq!(mmu.table_pages(), tables - 1);
+    assert_eq!(f.frames.free_count(), free + 1);
+    assert_eq!(mmu.check(&mut f.m), Ok(()));
+}
