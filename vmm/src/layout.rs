@@ -173,26 +173,43 @@ mod tests {
         assert!(l.overlaps_pool(start - 0x1000, u64::from(l.pool_size) + 0x2000));
     }
 
+    /// Every field of a layout, in declaration order.
+    const FIELDS: [fn(&mut Layout) -> &mut u32; 13] = [
+        |l| &mut l.user_base,
+        |l| &mut l.user_top,
+        |l| &mut l.heap_base,
+        |l| &mut l.mmap_base,
+        |l| &mut l.mmap_end,
+        |l| &mut l.vmalloc_base,
+        |l| &mut l.vmalloc_end,
+        |l| &mut l.ram_base,
+        |l| &mut l.ram_size,
+        |l| &mut l.pool_base,
+        |l| &mut l.pool_size,
+        |l| &mut l.device_base,
+        |l| &mut l.device_size,
+    ];
+
+    /// Every address and size must be page-aligned: one field off by a word at a time; and
+    /// the user window may not start at address 0.
+    #[test]
+    fn every_field_is_page_aligned_and_the_user_window_starts_above_0() {
+        assert!(Layout::ARM_VIRT.is_consistent());
+        for (i, field) in FIELDS.iter().enumerate() {
+            let mut l = Layout::ARM_VIRT;
+            *field(&mut l) += 4;
+            assert!(!l.is_consistent(), "field {i} unaligned");
+        }
+        let mut l = Layout::ARM_VIRT;
+        l.user_base = 0;
+        assert!(!l.is_consistent(), "a user window from address 0");
+    }
+
     /// Alignment is judged on all fields together: two fields off by the same half page (whose
     /// low bits would cancel if they were combined by anything but OR) still make it unaligned.
     #[test]
     fn two_unaligned_fields_never_cancel() {
-        let fields: [fn(&mut Layout) -> &mut u32; 13] = [
-            |l| &mut l.user_base,
-            |l| &mut l.user_top,
-            |l| &mut l.heap_base,
-            |l| &mut l.mmap_base,
-            |l| &mut l.mmap_end,
-            |l| &mut l.vmalloc_base,
-            |l| &mut l.vmalloc_end,
-            |l| &mut l.ram_base,
-            |l| &mut l.ram_size,
-            |l| &mut l.pool_base,
-            |l| &mut l.pool_size,
-            |l| &mut l.device_base,
-            |l| &mut l.device_size,
-        ];
-        for pair in fields.windows(2) {
+        for pair in FIELDS.windows(2) {
             let mut l = Layout::ARM_VIRT;
             *pair[0](&mut l) += 0x800;
             *pair[1](&mut l) += 0x800;
@@ -265,19 +282,16 @@ mod tests {
         }));
         assert!(ok(|l| l.vmalloc_base = l.ram_base + l.ram_size));
         assert!(!ok(|l| l.vmalloc_base = l.ram_base + l.ram_size - 0x1000));
-        let below_ram = |l: &mut Layout| {
+        fn below_ram(l: &mut Layout) {
             l.ram_base = 0x6000_0000;
             l.pool_base = 0x6100_0000;
             l.device_base = 0x6800_0000;
             l.vmalloc_base = 0x4000_0000;
             l.vmalloc_end = 0x6000_0000;
-        };
+        }
         assert!(ok(below_ram));
         assert!(!ok(|l| {
-            l.ram_base = 0x6000_0000;
-            l.pool_base = 0x6100_0000;
-            l.device_base = 0x6800_0000;
-            l.vmalloc_base = 0x4000_0000;
+            below_ram(l);
             l.vmalloc_end = 0x6000_1000;
         }));
     }

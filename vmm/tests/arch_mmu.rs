@@ -52,6 +52,20 @@ impl Fixture {
     fn word(&self, pa: u32) -> u32 {
         self.m.peek_word(PhysAddr::new(pa)).unwrap()
     }
+    /// Allocates frames until only `left` are free (to reach exhaustion exactly); hand them
+    /// to `give_back` afterwards.
+    fn take_frames_leaving(&mut self, left: u32) -> Vec<PhysFrame> {
+        let mut taken = Vec::new();
+        while self.frames.free_count() > left {
+            taken.push(self.frames.alloc(&mut self.m).unwrap());
+        }
+        taken
+    }
+    fn give_back(&mut self, taken: Vec<PhysFrame>) {
+        for frame in taken {
+            self.frames.free(frame).unwrap();
+        }
+    }
 }
 
 fn pages(va: u32, count: u32) -> PageRange {
@@ -971,10 +985,7 @@ fn replace_range_reserves_one_page_per_group() {
     let mut f = fixture();
     let mut mmu = f.user();
     let before = mmu.table_pages();
-    let mut hog = Vec::new();
-    while f.frames.free_count() > 1 {
-        hog.push(f.frames.alloc(&mut f.m).unwrap());
-    }
+    let _taken = f.take_frames_leaving(1);
     let targets = [frame(0x4800_0000), frame(0x4800_1000)];
     let range = pages(0x020F_F000, 2);
     mmu.replace_range(
@@ -1056,10 +1067,7 @@ fn move_replacing_clears_the_target_and_moves_sections_and_pages() {
         .unwrap();
     let to = VirtPage::from_start(VirtAddr::new(0x2000_0000)).unwrap();
     // The target's group already has its L2 page: the move needs no frame at all.
-    let mut hog = Vec::new();
-    while let Ok(frame) = f.frames.alloc(&mut f.m) {
-        hog.push(frame);
-    }
+    let hog = f.take_frames_leaving(0);
     let mut removed = Vec::new();
     let moved = mmu
         .move_replacing(
@@ -1072,9 +1080,7 @@ fn move_replacing_clears_the_target_and_moves_sections_and_pages() {
         )
         .unwrap();
     assert_eq!(moved, 258);
-    for frame in hog {
-        f.frames.free(frame).unwrap();
-    }
+    f.give_back(hog);
     removed.sort_unstable();
     assert_eq!(
         removed,
@@ -1177,16 +1183,11 @@ fn whole_sections_are_reported_page_by_page_and_protected_without_a_frame() {
     let mut mmu = f.user();
     f.map(&mut mmu, 0x1000_0000, 256, 0x6000_0000, rw_user())
         .unwrap();
-    let mut hog = Vec::new();
-    while let Ok(frame) = f.frames.alloc(&mut f.m) {
-        hog.push(frame);
-    }
+    let hog = f.take_frames_leaving(0);
     mmu.protect(&mut f.m, &mut f.frames, pages(0x1000_0000, 256), ro_user())
         .unwrap();
     assert_eq!(dump(&mut f, &mmu)[0].3, BlockSize::Section);
-    for frame in hog {
-        f.frames.free(frame).unwrap();
-    }
+    f.give_back(hog);
     let targets: Vec<PhysFrame> = (0..256).map(|i| frame(0x7000_0000 + i * 0x1000)).collect();
     let mut removed = Vec::new();
     mmu.replace_range(
@@ -1216,10 +1217,7 @@ fn moves_into_a_group_with_a_page_need_no_frame() {
     f.map(&mut mmu, 0x1000_0000, 2, 0x6000_0000, rw_user())
         .unwrap();
     let pages_before = mmu.table_pages();
-    let mut hog = Vec::new();
-    while let Ok(frame) = f.frames.alloc(&mut f.m) {
-        hog.push(frame);
-    }
+    let hog = f.take_frames_leaving(0);
     let to = VirtPage::from_start(VirtAddr::new(0x2020_0000)).unwrap();
     let moved = mmu.move_replacing(
         &mut f.m,
@@ -1229,9 +1227,7 @@ fn moves_into_a_group_with_a_page_need_no_frame() {
         &[pages(0x2020_0000, 2)],
         |_, _| {},
     );
-    for frame in hog {
-        f.frames.free(frame).unwrap();
-    }
+    f.give_back(hog);
     assert_eq!(moved, Ok(2));
     assert_eq!(
         dump(&mut f, &mmu),
@@ -1383,11 +1379,7 @@ fn partial_sections_of_one_group_split_into_one_page() {
     f.map(&mut mmu, 0x1000_0000, 512, 0x6000_0000, rw_user())
         .unwrap();
     assert_eq!(mmu.table_pages(), 1);
-    let mut hog = Vec::new();
-    while let Ok(frame) = f.frames.alloc(&mut f.m) {
-        hog.push(frame);
-    }
-    f.frames.free(hog.pop().unwrap()).unwrap();
+    let hog = f.take_frames_leaving(1);
     // The last page of the first section and the first of the second.
     let across = pages(0x100F_F000, 2);
     assert_eq!(
@@ -1396,9 +1388,7 @@ fn partial_sections_of_one_group_split_into_one_page() {
     );
     assert_eq!(f.frames.free_count(), 0);
     assert_eq!(mmu.table_pages(), 2);
-    for frame in hog {
-        f.frames.free(frame).unwrap();
-    }
+    f.give_back(hog);
     let after = dump(&mut f, &mmu);
     assert_eq!(after.len(), 512);
     assert_eq!(
@@ -1422,11 +1412,7 @@ fn a_move_into_part_of_a_section_needs_one_page_for_the_group() {
         .unwrap();
     f.map(&mut mmu, 0x2000_0000, 2, 0x6000_0000, rw_user())
         .unwrap();
-    let mut hog = Vec::new();
-    while let Ok(frame) = f.frames.alloc(&mut f.m) {
-        hog.push(frame);
-    }
-    f.frames.free(hog.pop().unwrap()).unwrap();
+    let hog = f.take_frames_leaving(1);
     let to = VirtPage::from_start(VirtAddr::new(0x100F_F000)).unwrap();
     let mut removed = Vec::new();
     let moved = mmu.move_replacing(
@@ -1437,9 +1423,7 @@ fn a_move_into_part_of_a_section_needs_one_page_for_the_group() {
         &[pages(0x100F_F000, 2)],
         |p, fr| removed.push((p.start().as_u32(), fr.start().as_u32())),
     );
-    for frame in hog {
-        f.frames.free(frame).unwrap();
-    }
+    f.give_back(hog);
     assert_eq!(moved, Ok(2));
     assert_eq!(removed, [(0x1010_0000, 0x6010_0000)]);
     let after = dump(&mut f, &mmu);
