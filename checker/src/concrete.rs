@@ -51,7 +51,12 @@ pub fn resolve_addr(model: &Model, m: u32, a: &Addr) -> u32 {
 /// `op` with concrete arguments, given the model's state and its live spaces `ids` (creation
 /// order). Ops naming a space when none is live, accesses to kernel addresses outside the
 /// vmalloc window (not modelled), and device ranges leaving RAM become [`ConcreteOp::Skip`].
+///
+/// `#[inline]` so that fuzz targets compile and instrument it: which of its branches an input
+/// takes (an address inside a region or not, a live space or not) is worth telling libFuzzer
+/// (see `run::run_observed`).
 #[must_use]
+#[inline]
 pub fn resolve(model: &Model, ids: &[u32], op: &Op) -> ConcreteOp {
     use ConcreteOp as C;
     let space = |s: u8| pick(ids, s).map(|i| (i as u32, ids[i]));

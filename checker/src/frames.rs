@@ -94,6 +94,7 @@ pub fn encode(start: u32, total: u32, ops: &[Op]) -> Result<Vec<u8>, String> {
 }
 
 /// Runs fuzzer bytes; panics with the pool, the op listing and what differed on a divergence.
+#[inline]
 pub fn run_frames_bytes(data: &[u8]) {
     let (start, total, ops) = decode(data);
     if let Err(why) = run_frames(start, total, &ops) {

@@ -43,6 +43,11 @@ fn frame(n: u32) -> PhysFrame {
 /// Runs `ops` on a pool of `total` frames starting at frame `start` (`total` >= 1, the pool
 /// below 4 GiB), checking the allocator against the model after every op.
 /// The error names the op (1-based; past the last one: the final give-back) and what differed.
+///
+/// `#[inline]` (with `run`) so that the `frames` fuzz target compiles, and instruments, the
+/// allocator calls inlined here; the checker itself is built without coverage counters there
+/// (see `run::run_observed` in the checker).
+#[inline]
 pub fn run_frames(start: u32, total: u32, ops: &[Op]) -> Result<(), String> {
     let mut at = 0;
     run(start, total, ops, &mut at).map_err(|e| match ops.get(at) {
@@ -51,6 +56,7 @@ pub fn run_frames(start: u32, total: u32, ops: &[Op]) -> Result<(), String> {
     })
 }
 
+#[inline]
 fn run(start: u32, total: u32, ops: &[Op], at: &mut usize) -> Result<(), String> {
     let mut m = HostMachine::default();
     let mut fa = FrameAllocator::new(frame(start), total);

@@ -1,9 +1,10 @@
-//! The differential checker: the op language and its `.ops` text form ([`op`]), concrete ops
-//! resolved against the reference model ([`concrete`], applied to the vmm by the `op-driver`
-//! crate that the QEMU guest shares), and [`run`], the one interpreter: model and vmm side by
-//! side, compared after every step, with a readable divergence report. The vmm runs on a
-//! simulated machine whose accesses go through the reference walker over the real table bytes
-//! and the reference TLB model, with faults handed to the vmm's handler as on hardware.
+//! The differential checker: the op language and its `.ops` text form ([`op`], from the
+//! `op-lang` crate), concrete ops resolved against the reference model ([`concrete`], applied
+//! to the vmm by the `op-driver` crate that the QEMU guest shares), and [`run`], the one
+//! interpreter: model and vmm side by side, compared after every step, with a readable
+//! divergence report. The vmm runs on a simulated machine whose accesses go through the
+//! reference walker over the real table bytes and the reference TLB model, with faults handed
+//! to the vmm's handler as on hardware.
 
 pub mod concrete;
 pub mod frames;
@@ -11,7 +12,6 @@ pub mod fuzz;
 pub mod machine;
 pub mod minimize;
 pub mod mmu;
-pub mod op;
 pub mod pairing;
 pub mod quick;
 pub mod run;
@@ -20,6 +20,8 @@ pub mod strategy;
 
 pub use machine::Defect;
 pub use op::{Addr, Op, Step, parse_ops, print_ops};
+/// The op language (symbolic ops, `.ops` text), from the `op-lang` crate.
+pub use op_lang::op;
 pub use run::{
     CheckMode, Divergence, DivergenceKind, Outcome, run, run_fast, run_fast_with_defect,
     run_or_panic, run_or_panic_with_defect, run_with_defect, trace,

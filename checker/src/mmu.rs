@@ -168,6 +168,7 @@ pub fn encode(ops: &[(Op, Option<u8>)]) -> Result<Vec<u8>, String> {
 }
 
 /// Runs fuzzer bytes; panics with the numbered op listing and what differed on a divergence.
+#[inline]
 pub fn run_mmu(data: &[u8]) {
     let ops = decode(data);
     if let Err(why) = run_sequence(&ops) {

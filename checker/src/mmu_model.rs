@@ -201,6 +201,7 @@ struct World {
     model: Model,
 }
 
+#[inline]
 fn world() -> World {
     let mut m = HostMachine::default();
     let mut frames = FrameAllocator::new(
@@ -348,6 +349,7 @@ fn predict(model: &Model, op: &Op, fail_at: Option<u64>) -> (Result<Option<u32>,
     (result, after)
 }
 
+#[inline]
 fn apply(w: &mut World, op: &Op) -> Result<Option<u32>, MapError> {
     let (m, frames, mmu) = (&mut w.m, &mut w.frames, &mut w.mmu);
     match *op {
@@ -579,6 +581,11 @@ fn check_log(
 /// Runs `ops` (each with the index of the allocation to refuse, if any) on a fresh user space
 /// and the model, checking everything after every op, then unmaps everything and destroys the
 /// space. The error names the op (1-based) and what differed.
+///
+/// `#[inline]` (with `run_op`, `apply`, `world` and `teardown`) so that the `mmu` fuzz target
+/// compiles, and instruments, the `ArchMmu` code they instantiate; the checker itself is built
+/// without coverage counters there (see `run::run_observed` in the checker).
+#[inline]
 pub fn run_sequence(ops: &[(Op, Option<u8>)]) -> Result<(), String> {
     let mut w = world();
     let mut interest: BTreeSet<u32> = BTreeSet::new();
@@ -594,6 +601,7 @@ pub fn run_sequence(ops: &[(Op, Option<u8>)]) -> Result<(), String> {
     teardown(w).map_err(|e| format!("teardown after {} ops: {e}", ops.len()))
 }
 
+#[inline]
 fn run_op(
     w: &mut World,
     interest: &mut BTreeSet<u32>,
@@ -645,6 +653,7 @@ fn run_op(
     Ok(())
 }
 
+#[inline]
 fn teardown(w: World) -> Result<(), String> {
     // Unmapping everything and destroying the space gives every frame back.
     let World {

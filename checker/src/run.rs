@@ -237,6 +237,7 @@ pub fn run_fast(steps: &[Step]) -> Result<usize, Box<Divergence>> {
 }
 
 /// [`run_fast`] on a machine with a deliberate defect.
+#[inline]
 pub fn run_fast_with_defect(
     steps: &[Step],
     defect: Option<Defect>,
@@ -351,6 +352,18 @@ pub fn trace(steps: &[Step]) -> Result<Vec<Outcome>, Box<Divergence>> {
     Ok(outcomes)
 }
 
+/// The interpreter behind every `run_*` function.
+///
+/// `#[inline]` here, on the path to it from the fuzz targets (`run_or_panic_with_defect`,
+/// `run_fast_with_defect`) and on the path from it into the vmm (`Pair::apply`,
+/// `concrete::resolve`) is about coverage, not speed: an `#[inline]` function is compiled by
+/// each crate that calls it, together with the generic vmm code it instantiates
+/// (`op_driver::apply`, `Vm::exit`, ...). The fuzz crate builds this crate without coverage
+/// counters (`fuzz/sancov-scope.sh`: the comparisons are the oracle, and collecting their edges
+/// cost about a third of each execution) but instruments its own code, so the vmm's code the
+/// ops reach keeps its counters while the oracle's (the state comparison, the shadow, the INV
+/// checks, all non-inline) has none. `cargo xtask fuzz-speed` reports the vmm's share.
+#[inline]
 fn run_observed(
     steps: &[Step],
     defect: Option<Defect>,
@@ -500,6 +513,7 @@ pub fn run_or_panic(steps: &[Step]) {
 }
 
 /// [`run_or_panic`] on a machine with a deliberate defect (the fuzzing workflow's proof).
+#[inline]
 pub fn run_or_panic_with_defect(steps: &[Step], defect: Option<Defect>) {
     if let Err(d) = run_fast_with_defect(steps, defect) {
         match d.kind {
@@ -641,6 +655,8 @@ impl Pair {
     }
 
     /// (model, vmm) outcomes: the op resolved against the model, then applied to each side.
+    /// (`#[inline]`: see [`run_observed`].)
+    #[inline]
     fn apply(&mut self, op: &Op) -> (Outcome, Outcome) {
         let op = concrete::resolve(&self.model, &self.model_ids, op);
         let m = concrete::apply_model(&mut self.model, &mut self.model_ids, &op);

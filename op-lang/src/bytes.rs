@@ -1,0 +1,319 @@
+//! The fuzzers' byte encoding: bytes decode to a sequence of at most [`MAX_STEPS`] steps after an
+//! initial `spawn`, with `arbitrary` (pinned), so the same bytes always give the same steps; and
+//! [`encode`], its exact inverse, which turns `.ops` scenarios into fuzzer seeds.
+//!
+//! How `arbitrary` 1.5.0 reads bytes (the derive and `Unstructured`), which [`encode`] mirrors:
+//!
+//! - a struct reads its fields in declaration order;
+//! - an enum reads a `u32` `x` and takes variant `(u64::from(x) * count) >> 32`, then that
+//!   variant's fields in order;
+//! - integers take `size_of` bytes from the front, little-endian;
+//! - `bool` is the low bit of one byte, `Option<T>` a `bool` then `T` when it is `Some`;
+//! - when bytes run out, reads are padded with zeros (never an error), so decoding stops only
+//!   because [`decode`] checks `is_empty` before each step.
+
+use arbitrary::{Arbitrary, Unstructured};
+
+use crate::op::{Addr, Op, Step};
+
+/// Longest sequence a fuzz input decodes to.
+pub const MAX_STEPS: usize = 64;
+
+/// Decodes fuzzer bytes: `spawn`, then steps while bytes last (at most [`MAX_STEPS`] in all).
+#[must_use]
+pub fn decode(data: &[u8]) -> Vec<Step> {
+    let mut u = Unstructured::new(data);
+    let mut steps = Vec::with_capacity(MAX_STEPS);
+    steps.push(Step {
+        op: Op::Spawn,
+        refuse: None,
+    });
+    while steps.len() < MAX_STEPS && !u.is_empty() {
+        match Step::arbitrary(&mut u) {
+            Ok(s) => steps.push(s),
+            Err(_) => break,
+        }
+    }
+    steps
+}
+
+/// Encodes steps as fuzzer bytes, the inverse of [`decode`].
+///
+/// [`decode`] always starts with a `spawn` of its own, so a leading `spawn` without a refusal
+/// is not encoded: for a sequence that starts with one and has at most [`MAX_STEPS`] steps,
+/// `decode(&encode(steps)) == steps`. Any other sequence is encoded whole and decodes with an
+/// extra `spawn` in front; steps past [`MAX_STEPS`] are encoded but not decoded.
+#[must_use]
+pub fn encode(steps: &[Step]) -> Vec<u8> {
+    let body = match steps.first() {
+        Some(Step {
+            op: Op::Spawn,
+            refuse: None,
+        }) => &steps[1..],
+        _ => steps,
+    };
+    let mut e = Encoder(Vec::with_capacity(body.len() * 16));
+    for step in body {
+        e.step(step);
+    }
+    e.0
+}
+
+/// Whether [`encode`] round-trips `steps` exactly (a leading plain `spawn`, at most
+/// [`MAX_STEPS`] steps).
+#[must_use]
+pub fn round_trips(steps: &[Step]) -> bool {
+    steps.len() <= MAX_STEPS
+        && steps.first()
+            == Some(&Step {
+                op: Op::Spawn,
+                refuse: None,
+            })
+}
+
+/// The inputs `cargo xtask fuzz-speed` times the `ops` target on: `count` sequences of
+/// [`MAX_STEPS`] steps, each decoded from 4096 pseudo-random bytes (xorshift32 from a fixed
+/// seed, so every run measures the same work) and written back as its canonical encoding,
+/// the shortest bytes that decode to those steps. The error names the first input that does not
+/// decode to [`MAX_STEPS`] steps or does not round-trip (never seen; checked so the figure is
+/// always about 64-step inputs).
+pub fn speed_inputs(count: usize) -> Result<Vec<Vec<u8>>, usize> {
+    let mut x: u32 = 0x9E37_79B9;
+    let mut random = vec![0u8; 4096];
+    let mut out = Vec::with_capacity(count);
+    for i in 0..count {
+        for b in &mut random {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+        let steps = decode(&random);
+        let bytes = encode(&steps);
+        if steps.len() != MAX_STEPS || decode(&bytes) != steps {
+            return Err(i);
+        }
+        out.push(bytes);
+    }
+    Ok(out)
+}
+
+/// Variants of [`Op`] and [`Addr`] as the derive counts them (declaration order).
+const OP_VARIANTS: u32 = 18;
+const ADDR_VARIANTS: u32 = 5;
+
+struct Encoder(Vec<u8>);
+
+impl Encoder {
+    /// The smallest `u32` the derive maps to variant `index` of `count`:
+    /// `ceil(index * 2^32 / count)`, so that `(x * count) >> 32 == index`.
+    fn variant(&mut self, index: u32, count: u32) {
+        debug_assert!(index < count);
+        let x = (u64::from(index) << 32).div_ceil(u64::from(count));
+        self.u32(u32::try_from(x).expect("below 2^32 for index < count"));
+    }
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn i32(&mut self, v: i32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn bool(&mut self, v: bool) {
+        self.0.push(u8::from(v));
+    }
+
+    fn step(&mut self, step: &Step) {
+        self.op(&step.op);
+        self.bool(step.refuse.is_some());
+        if let Some(k) = step.refuse {
+            self.u8(k);
+        }
+    }
+
+    fn addr(&mut self, addr: &Addr) {
+        match *addr {
+            Addr::InRegion { region, page, word } => {
+                self.variant(0, ADDR_VARIANTS);
+                self.u8(region);
+                self.u8(page);
+                self.u8(word);
+            }
+            Addr::Heap(p) => {
+                self.variant(1, ADDR_VARIANTS);
+                self.u8(p);
+            }
+            Addr::Mmap(p) => {
+                self.variant(2, ADDR_VARIANTS);
+                self.u16(p);
+            }
+            Addr::Raw(v) => {
+                self.variant(3, ADDR_VARIANTS);
+                self.u32(v);
+            }
+            Addr::Vmalloc { alloc, page } => {
+                self.variant(4, ADDR_VARIANTS);
+                self.u8(alloc);
+                self.u8(page);
+            }
+        }
+    }
+
+    fn op(&mut self, op: &Op) {
+        let v = |e: &mut Self, i| e.variant(i, OP_VARIANTS);
+        match op {
+            Op::Spawn => v(self, 0),
+            Op::Fork { s } => {
+                v(self, 1);
+                self.u8(*s);
+            }
+            Op::Exit { s } => {
+                v(self, 2);
+                self.u8(*s);
+            }
+            Op::Mmap {
+                s,
+                addr,
+                len,
+                prot,
+                flags,
+            } => {
+                v(self, 3);
+                self.u8(*s);
+                self.addr(addr);
+                self.u32(*len);
+                self.u32(*prot);
+                self.u32(*flags);
+            }
+            Op::Munmap { s, addr, len } => {
+                v(self, 4);
+                self.u8(*s);
+                self.addr(addr);
+                self.u32(*len);
+            }
+            Op::Mprotect { s, addr, len, prot } => {
+                v(self, 5);
+                self.u8(*s);
+                self.addr(addr);
+                self.u32(*len);
+                self.u32(*prot);
+            }
+            Op::Brk { s, addr } => {
+                v(self, 6);
+                self.u8(*s);
+                self.addr(addr);
+            }
+            Op::Mremap {
+                s,
+                addr,
+                old_len,
+                new_len,
+                flags,
+                new_addr,
+            } => {
+                v(self, 7);
+                self.u8(*s);
+                self.addr(addr);
+                self.u32(*old_len);
+                self.u32(*new_len);
+                self.u32(*flags);
+                self.addr(new_addr);
+            }
+            Op::ShmGet { key, size, flags } => {
+                v(self, 8);
+                self.i32(*key);
+                self.u32(*size);
+                self.u32(*flags);
+            }
+            Op::ShmAt { s, id, addr, flags } => {
+                v(self, 9);
+                self.u8(*s);
+                self.u32(*id);
+                self.bool(addr.is_some());
+                if let Some(a) = addr {
+                    self.addr(a);
+                }
+                self.u32(*flags);
+            }
+            Op::ShmDt { s, addr } => {
+                v(self, 10);
+                self.u8(*s);
+                self.addr(addr);
+            }
+            Op::ShmCtl { id, cmd } => {
+                v(self, 11);
+                self.u32(*id);
+                self.u32(*cmd);
+            }
+            Op::MapDevice {
+                s,
+                addr,
+                page,
+                len,
+                prot,
+            } => {
+                v(self, 12);
+                self.u8(*s);
+                self.addr(addr);
+                self.u16(*page);
+                self.u32(*len);
+                self.u32(*prot);
+            }
+            Op::Vmalloc { len } => {
+                v(self, 13);
+                self.u32(*len);
+            }
+            Op::Vfree { addr } => {
+                v(self, 14);
+                self.addr(addr);
+            }
+            Op::Read { s, addr, kernel } => {
+                v(self, 15);
+                self.u8(*s);
+                self.addr(addr);
+                self.bool(*kernel);
+            }
+            Op::Write {
+                s,
+                addr,
+                value,
+                kernel,
+            } => {
+                v(self, 16);
+                self.u8(*s);
+                self.addr(addr);
+                self.u32(*value);
+                self.bool(*kernel);
+            }
+            Op::Exec { s, addr, kernel } => {
+                v(self, 17);
+                self.u8(*s);
+                self.addr(addr);
+                self.bool(*kernel);
+            }
+        }
+    }
+}
+
+/// The `text` target: fuzzer bytes as a `.ops` file. Whenever they are UTF-8 and parse, printing
+/// the steps and parsing that again must give the same steps; panics with both otherwise.
+pub fn text_round_trip(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(steps) = crate::op::parse_ops(text) else {
+        return;
+    };
+    let printed = crate::op::print_ops(&steps);
+    match crate::op::parse_ops(&printed) {
+        Ok(again) if again == steps => {}
+        again => panic!(
+            "text: print -> parse changed the steps\ninput: {text:?}\nparsed: {steps:?}\nprinted:\n{printed}\nparsed again: {again:?}"
+        ),
+    }
+}
