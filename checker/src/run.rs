@@ -219,6 +219,13 @@ struct Pair {
     /// pages not touched since) keeps its list instead of listing every page again.
     model_keys: Vec<Option<(u32, (u64, u64))>>,
     vmm_keys: Vec<Option<(SpaceId, u64)>>,
+    /// For each space (by position), whether either side's page list was rebuilt in the
+    /// current comparison. Lists neither side rebuilt are the ones the last comparison found
+    /// equal, so only rebuilt ones are compared again.
+    pages_rebuilt: Vec<bool>,
+    /// Whether `seen.0.kernel_table_pages` holds the model's count for the `vmalloc` list
+    /// beside it (the count is a function of that list alone).
+    kernel_pages_known: bool,
     /// The words (address, value) the last INV-6 walks read: the walker is a function of
     /// the words it reads, so while they hold the same values its answer is the same.
     inv6_reads: Vec<(u32, Option<u32>)>,
@@ -384,26 +391,29 @@ fn run_observed(
         mapped: Vec::new(),
         model_keys: Vec::new(),
         vmm_keys: Vec::new(),
+        pages_rebuilt: Vec::new(),
+        kernel_pages_known: false,
         inv6_reads: Vec::new(),
     };
     let diverge = |kind, at, model, vmm| Divergence::boxed(kind, steps, at, model, vmm);
     let mut changes = Changes::default();
+    let mut spaces_before: Vec<SpaceId> = Vec::new();
     for (at, step) in steps.iter().enumerate() {
         p.model.refuse_allocation = step.refuse.map(u64::from);
         p.vm.machine_mut()
             .host
             .set_allocation_failure(refusal(step.refuse.map(u64::from)));
-        let spaces_before = p.vmm_ids.clone();
+        spaces_before.clear();
+        spaces_before.extend_from_slice(&p.vmm_ids);
         let (model_out, vmm_out) = p.apply(&step.op);
         on_step(at, vmm_out);
         p.model.refuse_allocation = None;
-        p.vm.machine_mut()
-            .host
-            .set_allocation_failure(AllocationFailure::Never);
-        let log = p.vm.machine_mut().host.take_log();
-        let data_writes = std::mem::take(&mut p.vm.machine_mut().data_writes);
-        let tlb_filled = std::mem::take(&mut p.vm.machine_mut().tlb_fills) > 0;
-        if let Err(why) = check_protocol(&log) {
+        // The step's machine log and data writes are read in place and then cleared (their
+        // buffers serve every step).
+        let m = p.vm.machine_mut();
+        m.host.set_allocation_failure(AllocationFailure::Never);
+        let tlb_filled = std::mem::take(&mut m.tlb_fills) > 0;
+        if let Err(why) = check_protocol(m.host.log()) {
             return Err(diverge(
                 DivergenceKind::HardwareProtocol,
                 at,
@@ -411,7 +421,9 @@ fn run_observed(
                 why,
             ));
         }
-        changes.refill(&log, &data_writes);
+        changes.refill(m.host.log(), &m.data_writes);
+        m.host.clear_log();
+        m.data_writes.clear();
         let unchanged = mode == CheckMode::Fast
             && changes.is_empty()
             && !tlb_filled
@@ -550,6 +562,40 @@ fn diverged_hardware_protocol(d: &Divergence) -> ! {
 #[inline(never)]
 fn diverged_tables(d: &Divergence) -> ! {
     panic!("{d}")
+}
+
+/// Whether the two sides' states are equal, given that the page lists of the spaces not marked
+/// in `rebuilt` are the ones an earlier comparison found equal (so they are not compared again).
+/// Every field is named, so a field added to the state cannot be left out of the comparison.
+fn agree(model: &Observed, vmm: &Observed, rebuilt: &[bool]) -> bool {
+    let Observed {
+        free_frames,
+        spaces,
+        segments,
+        kernel_table_pages,
+        vmalloc,
+    } = model;
+    *free_frames == vmm.free_frames
+        && *segments == vmm.segments
+        && *kernel_table_pages == vmm.kernel_table_pages
+        && *vmalloc == vmm.vmalloc
+        && spaces.len() == vmm.spaces.len()
+        && spaces
+            .iter()
+            .zip(&vmm.spaces)
+            .zip(rebuilt)
+            .all(|((m, v), &rebuilt)| {
+                let SpaceState {
+                    regions,
+                    brk,
+                    table_pages,
+                    pages,
+                } = m;
+                *regions == v.regions
+                    && *brk == v.brk
+                    && *table_pages == v.table_pages
+                    && (!rebuilt || *pages == v.pages)
+            })
 }
 
 /// The registers with no user space current: no TTBR0, the kernel's TTBR1, N = 2, domain 0
@@ -744,11 +790,14 @@ impl Pair {
         let diverge = |kind, model, vmm| Divergence::boxed(kind, steps, at, model, vmm);
         let mut seen = std::mem::take(&mut self.seen);
         let (model_state, vmm_state) = &mut *seen;
+        self.pages_rebuilt.clear();
+        self.pages_rebuilt
+            .resize(self.model_ids.len().max(self.vmm_ids.len()), false);
         self.model_state(model_state);
         let filled = self.vmm_state(vmm_state);
         let result = match filled {
             Err((kind, why)) => Err(diverge(kind, String::new(), why)),
-            Ok(()) if model_state != vmm_state => Err(diverge(
+            Ok(()) if !agree(model_state, vmm_state, &self.pages_rebuilt) => Err(diverge(
                 DivergenceKind::State,
                 format!("{model_state:#?}\n"),
                 format!("{vmm_state:#?}\n"),
@@ -809,6 +858,7 @@ impl Pair {
             self.model_keys
                 .resize(self.model_keys.len().max(i + 1), None);
             self.model_keys[i] = key;
+            self.pages_rebuilt[i] = true;
             space.pages.clear();
             space
                 .pages
@@ -828,14 +878,17 @@ impl Pair {
                     )
                 })
             }));
-        out.kernel_table_pages = self.model.kernel_table_pages();
-        out.vmalloc.clear();
-        out.vmalloc.extend(
-            self.model
-                .vmalloc
-                .iter()
-                .map(|(&a, f)| (a as u32, f.len() as u32)),
-        );
+        let vmalloc = self
+            .model
+            .vmalloc
+            .iter()
+            .map(|(&a, f)| (a as u32, f.len() as u32));
+        if !(self.kernel_pages_known && vmalloc.clone().eq(out.vmalloc.iter().copied())) {
+            out.vmalloc.clear();
+            out.vmalloc.extend(vmalloc);
+            out.kernel_table_pages = self.model.kernel_table_pages();
+            self.kernel_pages_known = true;
+        }
     }
 
     /// The vmm's state with physical frames named by model frame ids (learning new pairs from
@@ -878,6 +931,7 @@ impl Pair {
             }
             self.vmm_keys.resize(self.vmm_keys.len().max(i + 1), None);
             self.vmm_keys[i] = key;
+            self.pages_rebuilt[i] = true;
             mapped.clear();
             match &self.shadow {
                 Some(shadow) => mapped.extend(shadow.pages(v).ok_or_else(|| state(UNDECODABLE))?),
@@ -940,5 +994,55 @@ impl Pair {
     fn forget_freed_frames(&mut self) {
         let live = &self.model.frames;
         self.frames.forget_dead(|id| live.contains_key(&id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Backing, Observed, SpaceState, agree};
+
+    fn state(pages: &[(u64, u32, u64)]) -> Observed {
+        Observed {
+            free_frames: 10,
+            spaces: vec![SpaceState {
+                regions: vec![(0x1000, 0x2000, 3, false, Backing::Anon)],
+                brk: 0x8000,
+                table_pages: 2,
+                pages: pages.to_vec(),
+            }],
+            segments: vec![(0, 7, 4096, 1, 0, false)],
+            kernel_table_pages: 4,
+            vmalloc: vec![(0xC000_0000, 1)],
+        }
+    }
+
+    /// Rebuilt page lists are compared; lists neither side rebuilt are taken as still equal;
+    /// every other field is always compared.
+    #[test]
+    fn agree_compares_rebuilt_page_lists_and_every_other_field() {
+        let a = state(&[(0x1000, 3, 1)]);
+        assert!(agree(&a, &a.clone(), &[true]));
+        let b = state(&[(0x1000, 1, 1)]);
+        assert!(!agree(&a, &b, &[true]));
+        assert!(agree(&a, &b, &[false]));
+        let changes: [fn(&mut Observed); 8] = [
+            |o| o.free_frames += 1,
+            |o| o.segments[0].4 = 1,
+            |o| o.kernel_table_pages += 1,
+            |o| o.vmalloc[0].1 = 2,
+            |o| o.spaces[0].regions[0].2 = 1,
+            |o| o.spaces[0].brk += 0x1000,
+            |o| o.spaces[0].table_pages += 1,
+            |o| o.spaces.push(SpaceState::default()),
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut c = a.clone();
+            change(&mut c);
+            assert!(!agree(&a, &c, &[false]), "change {i} went unnoticed");
+            assert!(
+                !agree(&c, &a, &[false]),
+                "change {i} went unnoticed (swapped)"
+            );
+        }
     }
 }

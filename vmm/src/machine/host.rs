@@ -151,6 +151,11 @@ impl HostMachine {
     pub fn take_log(&mut self) -> Vec<MachineEvent> {
         core::mem::take(&mut self.log)
     }
+    /// Empties the log, keeping its buffer (for a caller that reads it in place through
+    /// [`HostMachine::log`] after every operation).
+    pub fn clear_log(&mut self) {
+        self.log.clear();
+    }
 
     /// Sets the failure plan and restarts the request count at 0.
     pub fn set_allocation_failure(&mut self, plan: AllocationFailure) {
@@ -564,6 +569,15 @@ mod tests {
         assert!(m.log().is_empty());
         m.tlb_invalidate_all();
         assert_eq!(m.take_log(), [MachineEvent::TlbInvalidateAll]);
+        m.tlb_invalidate_all();
+        m.clear_log();
+        assert!(m.log().is_empty());
+        m.dsb();
+        assert_eq!(
+            m.log(),
+            [MachineEvent::Dsb],
+            "still recording after a clear"
+        );
     }
 
     /// A frame is zero when never written or when every byte written is back to 0; one
