@@ -214,9 +214,11 @@ struct Pair {
     seen: Box<(Observed, Observed)>,
     /// The present pages of the space being observed (page number, translation), reused.
     mapped: Vec<(u32, vmm::arch::armv7::Translation)>,
-    /// Fast mode: for each space (by position), what the model's and the vmm's page lists in
-    /// `seen` were built from. A side whose space there has the same key now (same space,
-    /// pages not touched since) keeps its list instead of listing every page again.
+    /// Fast mode: for each space (by position), what the model's and the vmm's state in `seen`
+    /// was built from. The model's side keeps the whole space (regions, break, table pages,
+    /// pages) while the space there has the same stamp (not touched since); the vmm's side
+    /// keeps its page list while the shadow's pages are unchanged (its regions and counts
+    /// are read again at every step: the vmm is not trusted to tell what it changed).
     model_keys: Vec<Option<(u32, (u64, u64))>>,
     vmm_keys: Vec<Option<(SpaceId, u64)>>,
     /// For each space (by position), whether either side's page list was rebuilt in the
@@ -229,6 +231,8 @@ struct Pair {
     /// The words (address, value) the last INV-6 walks read: the walker is a function of
     /// the words it reads, so while they hold the same values its answer is the same.
     inv6_reads: Vec<(u32, Option<u32>)>,
+    /// Each live space's ASID and registers, rebuilt for every TLB check (buffer reused).
+    live_registers: Vec<(u8, Registers)>,
 }
 
 /// Runs `steps` on a fresh vmm and model and compares after every step (full mode). Returns
@@ -394,6 +398,7 @@ fn run_observed(
         pages_rebuilt: Vec::new(),
         kernel_pages_known: false,
         inv6_reads: Vec::new(),
+        live_registers: Vec::new(),
     };
     let diverge = |kind, at, model, vmm| Divergence::boxed(kind, steps, at, model, vmm);
     let mut changes = Changes::default();
@@ -754,11 +759,20 @@ impl Pair {
 
     /// INV-8: every TLB entry is what a walk of the current tables gives, for a live ASID.
     fn check_tlb(&mut self) -> Result<(), String> {
-        let live: Vec<(u8, Registers)> = self
-            .vmm_ids
-            .iter()
-            .filter_map(|&v| registers(&self.vm, v).map(|(r, a)| (a, r)))
-            .collect();
+        let mut live = std::mem::take(&mut self.live_registers);
+        live.clear();
+        live.extend(
+            self.vmm_ids
+                .iter()
+                .filter_map(|&v| registers(&self.vm, v).map(|(r, a)| (a, r))),
+        );
+        let result = self.check_tlb_against(&live);
+        self.live_registers = live;
+        result
+    }
+
+    /// [`Pair::check_tlb`] given each live ASID's registers.
+    fn check_tlb_against(&mut self, live: &[(u8, Registers)]) -> Result<(), String> {
         let kernel = kernel_registers(&self.vm);
         let m = self.vm.machine_mut();
         for e in m.tlb.entries() {
@@ -843,6 +857,15 @@ impl Pair {
         self.model_keys.truncate(self.model_ids.len());
         for (i, (space, &m)) in out.spaces.iter_mut().zip(&self.model_ids).enumerate() {
             let s = &self.model.spaces[&m];
+            // The space's stamp covers its regions, break, pages and sections (the table
+            // page count is a function of those).
+            let key = self.shadow.is_some().then_some((m, s.stamp()));
+            if key.is_some() && self.model_keys.get(i) == Some(&key) {
+                continue;
+            }
+            self.model_keys
+                .resize(self.model_keys.len().max(i + 1), None);
+            self.model_keys[i] = key;
             space.regions.clear();
             space.regions.extend(
                 s.regions
@@ -851,13 +874,6 @@ impl Pair {
             );
             space.brk = s.brk;
             space.table_pages = self.model.table_pages(m).unwrap_or(0);
-            let key = self.shadow.is_some().then_some((m, s.ptes.stamp()));
-            if key.is_some() && self.model_keys.get(i) == Some(&key) {
-                continue;
-            }
-            self.model_keys
-                .resize(self.model_keys.len().max(i + 1), None);
-            self.model_keys[i] = key;
             self.pages_rebuilt[i] = true;
             space.pages.clear();
             space

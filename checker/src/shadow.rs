@@ -148,6 +148,11 @@ fn linked_table(raw: u32) -> Option<u32> {
     (raw & 0b11 == 0b01).then_some(raw & !(L2_TABLE_BYTES - 1))
 }
 
+/// The physical address of space `id`'s L1 table, if it is live.
+fn l1_table_of(vm: &Vm<SimMachine>, id: SpaceId) -> Option<u32> {
+    Some(vm.space(id)?.mmu().l1_table().as_u32())
+}
+
 fn read(vm: &Vm<SimMachine>, pa: u32) -> u32 {
     vm.machine().host.peek_word(PhysAddr::new(pa)).unwrap_or(0)
 }
@@ -179,32 +184,28 @@ impl TableShadow {
         // Nothing in RAM changed and the same spaces live on the same tables: nothing to do.
         if changes.is_empty()
             && self.spaces.len() == live.len()
-            && live.iter().all(|id| {
-                self.spaces.get(id).map(|s| s.l1_table)
-                    == vm.space(*id).map(|s| s.mmu().l1_table().as_u32())
-            })
+            && live
+                .iter()
+                .all(|&id| self.spaces.get(&id).map(|s| s.l1_table) == l1_table_of(vm, id))
         {
             return Some(());
         }
         // Spaces that exited, or whose L1 table moved (an id reused), are dropped.
-        let current: Vec<(SpaceId, u32)> = live
-            .iter()
-            .filter_map(|&id| Some((id, vm.space(id)?.mmu().l1_table().as_u32())))
-            .collect();
-        let stale: Vec<SpaceId> = self
-            .spaces
-            .iter()
-            .filter(|(id, s)| !current.contains(&(**id, s.l1_table)))
-            .map(|(&id, _)| id)
-            .collect();
-        for id in stale {
-            self.spaces.remove(&id);
-            self.owners.retain(|_, (owner, _)| *owner != id);
+        let before = self.spaces.len();
+        self.spaces
+            .retain(|&id, s| live.contains(&id) && l1_table_of(vm, id) == Some(s.l1_table));
+        if self.spaces.len() != before {
+            let spaces = &self.spaces;
+            self.owners
+                .retain(|_, (owner, _)| spaces.contains_key(owner));
         }
         // A new space whose L1 table was zeroed in this step starts empty (its entries come
         // from this step's writes, below); any other new space is read whole.
         let mut born_empty: Vec<SpaceId> = Vec::new();
-        for &(id, l1_table) in &current {
+        for &id in live {
+            let Some(l1_table) = l1_table_of(vm, id) else {
+                continue;
+            };
             if self.spaces.contains_key(&id) {
                 continue;
             }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 pub use errno::Errno;
 pub use layout::Layout;
-pub use regions::{Kind, Ptes, Region, Space};
+pub use regions::{Kind, Ptes, Region, Space, Stamped};
 
 /// `MAP_SHARED`.
 pub const MAP_SHARED: u32 = 0x01;
@@ -99,8 +99,9 @@ pub enum AccessError {
 pub struct Model {
     /// The layout.
     pub layout: Layout,
-    /// Live spaces by id (ids as the vmm hands them out: 1, 2, ...).
-    pub spaces: BTreeMap<u32, Space>,
+    /// Live spaces by id (ids as the vmm hands them out: 1, 2, ...), each stamped (every
+    /// mutable access to a space renews its stamp).
+    pub spaces: BTreeMap<u32, Stamped<Space>>,
     /// Private anon frames.
     pub frames: BTreeMap<FrameId, Frame>,
     /// Free frames in the pool.
@@ -239,7 +240,7 @@ impl Model {
     fn insert(&mut self, space: Space) -> u32 {
         let id = self.next_space;
         self.next_space += 1;
-        self.spaces.insert(id, space);
+        self.spaces.insert(id, Stamped::new(space));
         id
     }
 
@@ -260,7 +261,7 @@ impl Model {
         let p = self.spaces.get(&parent).ok_or(Errno::EINVAL)?;
         // The child maps device regions afresh: a section wherever a whole MiB of the region has
         // a 1 MiB aligned physical address, whatever the parent split.
-        let mut child = p.clone();
+        let mut child: Space = (**p).clone();
         child.sections.clear();
         for r in &p.regions {
             if let Kind::Device { pa } = r.kind {

@@ -39,73 +39,82 @@ pub struct Region {
     pub kind: Kind,
 }
 
-/// A space's present pages by page address: a map, plus a stamp that changes with every
-/// mutable access and is never shared by two maps, so a reader can tell cheaply that nothing
-/// changed since it last looked (the checker's fast mode lists again only pages that may
-/// have changed). Equality is the pages' alone.
-#[derive(Debug)]
-pub struct Ptes {
-    pages: std::collections::BTreeMap<u64, super::Pte>,
-    /// This map's number, unique within the process (a new one for every map and clone).
+/// A value plus a stamp that changes with every mutable access and is never shared by two
+/// values, so a reader can tell cheaply that nothing changed since it last looked (the
+/// checker's fast mode rebuilds a space's observed state only when its stamp moved). Reads go
+/// through `Deref`; every `DerefMut` counts as a change. Equality and `Debug` are the value's.
+pub struct Stamped<T> {
+    value: T,
+    /// This value's number, unique within the process (a new one for every value and clone).
     instance: u64,
     /// Mutable accesses so far.
     version: u64,
 }
 
-/// A map number never handed out before in this process.
+/// A space's present pages by page address, stamped.
+pub type Ptes = Stamped<std::collections::BTreeMap<u64, super::Pte>>;
+
+/// A value number never handed out before in this process.
 fn fresh_instance() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
-impl Ptes {
-    /// Changes whenever the pages may have (any mutable access); equal stamps mean the same
-    /// map with the same pages.
+impl<T> Stamped<T> {
+    /// `value` with a stamp of its own.
+    pub fn new(value: T) -> Self {
+        Self {
+            value,
+            instance: fresh_instance(),
+            version: 0,
+        }
+    }
+
+    /// Changes whenever the value may have (any mutable access); equal stamps mean the same
+    /// value, unchanged.
     #[must_use]
     pub fn stamp(&self) -> (u64, u64) {
         (self.instance, self.version)
     }
 }
 
-impl Default for Ptes {
+impl<T: Default> Default for Stamped<T> {
     fn default() -> Self {
-        Self {
-            pages: std::collections::BTreeMap::new(),
-            instance: fresh_instance(),
-            version: 0,
-        }
+        Self::new(T::default())
     }
 }
 
-impl Clone for Ptes {
+impl<T: Clone> Clone for Stamped<T> {
     fn clone(&self) -> Self {
-        Self {
-            pages: self.pages.clone(),
-            instance: fresh_instance(),
-            version: 0,
-        }
+        Self::new(self.value.clone())
     }
 }
 
-impl PartialEq for Ptes {
+impl<T: PartialEq> PartialEq for Stamped<T> {
     fn eq(&self, other: &Self) -> bool {
-        self.pages == other.pages
+        self.value == other.value
     }
 }
 
-impl Eq for Ptes {}
+impl<T: Eq> Eq for Stamped<T> {}
 
-impl std::ops::Deref for Ptes {
-    type Target = std::collections::BTreeMap<u64, super::Pte>;
-    fn deref(&self) -> &Self::Target {
-        &self.pages
+impl<T: std::fmt::Debug> std::fmt::Debug for Stamped<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.value.fmt(f)
     }
 }
 
-impl std::ops::DerefMut for Ptes {
-    fn deref_mut(&mut self) -> &mut Self::Target {
+impl<T> std::ops::Deref for Stamped<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> std::ops::DerefMut for Stamped<T> {
+    fn deref_mut(&mut self) -> &mut T {
         self.version += 1;
-        &mut self.pages
+        &mut self.value
     }
 }
 
