@@ -47,6 +47,10 @@ pub fn fuzz_speed(root: &Path, inputs: usize, rounds: usize) -> u8 {
         eprintln!("xtask fuzz-speed: cannot find the built ops binary under fuzz/target/");
         return 1;
     };
+    if let Err(crate::Failure(why)) = check_instrumentation(root) {
+        eprintln!("xtask fuzz-speed: {why}");
+        return 1;
+    }
     println!("{rounds} rounds of `ops -runs=0 {}`", dir.display());
     let mut best: f64 = 0.0;
     for round in 1..=rounds.max(1) {
@@ -84,6 +88,39 @@ pub fn fuzz_speed(root: &Path, inputs: usize, rounds: usize) -> u8 {
         "SUMMARY: ops, 64-step inputs, one core, no sanitizer: best {best:.0} exec/s (goal {GOAL:.0}: {verdict})"
     );
     0
+}
+
+/// The least coverage (libFuzzer's `cov:`, edges) replaying `corpus/ops` must show. The fuzz
+/// crate builds the checker without coverage counters and relies on `#[inline]` for the vmm's
+/// code to be compiled, and instrumented, in the fuzz crate (`fuzz/sancov-scope.sh`); if that
+/// stopped working the vmm's edges would vanish silently. Measured: 1227 edges with the vmm
+/// instrumented, 312 with `#[inline]` taken off `run_observed`.
+const MIN_SEED_COVERAGE: u64 = 800;
+
+/// Replays the committed `ops` seeds with the built target and checks that the vmm's code
+/// carries coverage counters ([`MIN_SEED_COVERAGE`]). Returns the coverage.
+pub fn check_instrumentation(root: &Path) -> Result<u64, crate::Failure> {
+    let fail = |why: String| crate::Failure(format!("ops instrumentation check: {why}"));
+    let binary = ops_binary(root).ok_or_else(|| fail("no built ops binary".into()))?;
+    let out = Command::new(&binary)
+        .arg("-runs=0")
+        .arg(root.join("corpus/ops"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| fail(format!("cannot run {}: {e}", binary.display())))?;
+    let log = String::from_utf8_lossy(&out.stderr);
+    let coverage = FuzzStats::parse(&log)
+        .coverage
+        .ok_or_else(|| fail(format!("no coverage in the replay's output:\n{log}")))?;
+    println!("ops: replaying corpus/ops covers {coverage} edges (at least {MIN_SEED_COVERAGE})");
+    if coverage < MIN_SEED_COVERAGE {
+        return Err(fail(format!(
+            "{coverage} edges, expected at least {MIN_SEED_COVERAGE}: the vmm's code lost its \
+             coverage counters (see fuzz/sancov-scope.sh and `run_observed` in checker/src/run.rs)"
+        )));
+    }
+    Ok(coverage)
 }
 
 /// fuzz/target/<host triple>/release/ops, where `cargo fuzz build -O` leaves it.

@@ -437,7 +437,7 @@ const STEPS: [Step; 9] = [
     Step {
         name: "fuzz smoke",
         action: Action::FuzzSmoke(10),
-        hint: "a fuzz target crashed or did not build: see the summary above and replay the crash",
+        hint: "a fuzz target crashed or did not build, or the ops target's vmm code lost its coverage counters: see the summary above and replay the crash",
     },
     Step {
         name: "fuzz proof",
@@ -465,7 +465,7 @@ fn test(root: &Path) -> ExitCode {
             Action::FuzzSmoke(seconds) => {
                 let targets = fuzzing::TARGETS.map(String::from);
                 match nightly::nightly(root, seconds, 1, &targets) {
-                    0 => Ok(()),
+                    0 => fuzz_speed::check_instrumentation(root).map(|_| ()),
                     code => Err(Failure(format!("cargo xtask nightly exited with {code}"))),
                 }
             }
