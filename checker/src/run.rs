@@ -843,7 +843,8 @@ impl Pair {
     }
 
     /// The model's observable state, into `out` (its buffers reused; in fast mode a space's
-    /// page list is left as it is while its pages are untouched).
+    /// whole entry, regions, break, table pages and pages, is left as it is while the space's
+    /// stamp is unchanged).
     fn model_state(&mut self, out: &mut Observed) {
         let kind = |k: model::Kind| match k {
             model::Kind::Anon => Backing::Anon,
