@@ -231,8 +231,6 @@ struct Pair {
     /// The words (address, value) the last INV-6 walks read: the walker is a function of
     /// the words it reads, so while they hold the same values its answer is the same.
     inv6_reads: Vec<(u32, Option<u32>)>,
-    /// Each live space's ASID and registers, rebuilt for every TLB check (buffer reused).
-    live_registers: Vec<(u8, Registers)>,
 }
 
 /// Runs `steps` on a fresh vmm and model and compares after every step (full mode). Returns
@@ -398,7 +396,6 @@ fn run_observed(
         pages_rebuilt: Vec::new(),
         kernel_pages_known: false,
         inv6_reads: Vec::new(),
-        live_registers: Vec::new(),
     };
     let diverge = |kind, at, model, vmm| Divergence::boxed(kind, steps, at, model, vmm);
     let mut changes = Changes::default();
@@ -759,20 +756,11 @@ impl Pair {
 
     /// INV-8: every TLB entry is what a walk of the current tables gives, for a live ASID.
     fn check_tlb(&mut self) -> Result<(), String> {
-        let mut live = std::mem::take(&mut self.live_registers);
-        live.clear();
-        live.extend(
-            self.vmm_ids
-                .iter()
-                .filter_map(|&v| registers(&self.vm, v).map(|(r, a)| (a, r))),
-        );
-        let result = self.check_tlb_against(&live);
-        self.live_registers = live;
-        result
-    }
-
-    /// [`Pair::check_tlb`] given each live ASID's registers.
-    fn check_tlb_against(&mut self, live: &[(u8, Registers)]) -> Result<(), String> {
+        let live: Vec<(u8, Registers)> = self
+            .vmm_ids
+            .iter()
+            .filter_map(|&v| registers(&self.vm, v).map(|(r, a)| (a, r)))
+            .collect();
         let kernel = kernel_registers(&self.vm);
         let m = self.vm.machine_mut();
         for e in m.tlb.entries() {
