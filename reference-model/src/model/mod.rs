@@ -10,6 +10,7 @@ mod layout;
 mod regions;
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 pub use errno::Errno;
 pub use layout::Layout;
@@ -279,11 +280,22 @@ impl Model {
             return Err(Errno::ENOMEM);
         }
         self.free -= need;
-        let frames = &self.frames;
-        let is_shm = |f: &FrameId| frames.get(f).is_some_and(|f| f.shm || f.device);
-        for pte in child.ptes.values_mut() {
-            if !is_shm(&pte.frame) {
+        // Private pages become copy-on-write in both (write permission dropped, one more
+        // reference to the frame); shm and device pages stay shared as they are. The child's
+        // pages are the parent's, in the same order.
+        let p = self.spaces.get_mut(&parent).ok_or(Errno::EINVAL)?;
+        for (pte, child_pte) in p.ptes.values_mut().zip(child.ptes.values_mut()) {
+            let private = match self.frames.get_mut(&pte.frame) {
+                Some(f) if f.shm || f.device => false,
+                Some(f) => {
+                    f.refs += 1;
+                    true
+                }
+                None => true,
+            };
+            if private {
                 pte.perms &= !2;
+                child_pte.perms &= !2;
             }
         }
         let attachments: Vec<u32> = child
@@ -294,21 +306,6 @@ impl Model {
                 _ => None,
             })
             .collect();
-        let p = self.spaces.get_mut(&parent).ok_or(Errno::EINVAL)?;
-        for pte in p.ptes.values_mut() {
-            if !is_shm(&pte.frame) {
-                pte.perms &= !2;
-            }
-        }
-        for pte in child.ptes.values() {
-            if let Some(f) = self
-                .frames
-                .get_mut(&pte.frame)
-                .filter(|f| !f.shm && !f.device)
-            {
-                f.refs += 1;
-            }
-        }
         for id in attachments {
             if let Some(Some(seg)) = self.segments.get_mut(id as usize) {
                 seg.attached += 1;
@@ -1082,10 +1079,13 @@ impl Model {
     }
 
     fn drop_ref(&mut self, frame: FrameId) {
-        if let Some(f) = self.frames.get_mut(&frame).filter(|f| !f.shm && !f.device) {
-            f.refs -= 1;
-            if f.refs == 0 {
-                self.frames.remove(&frame);
+        if let Entry::Occupied(mut f) = self.frames.entry(frame)
+            && !f.get().shm
+            && !f.get().device
+        {
+            f.get_mut().refs -= 1;
+            if f.get().refs == 0 {
+                f.remove();
                 self.free += 1;
             }
         }
@@ -1137,15 +1137,11 @@ impl Model {
             })
             .collect();
         s.regions.retain(|r| !inside(r));
-        let gone: Vec<u64> = s.ptes.range(start..start + len).map(|(&p, _)| p).collect();
-        let mut frames = Vec::new();
-        for p in gone {
-            if let Some(pte) = s.ptes.remove(&p) {
-                frames.push(pte.frame);
-            }
-        }
-        for f in frames {
-            self.drop_ref(f);
+        let mut gone = s.ptes.split_off(&start);
+        let mut kept_above = gone.split_off(&(start + len));
+        s.ptes.append(&mut kept_above);
+        for pte in gone.into_values() {
+            self.drop_ref(pte.frame);
         }
         // Splits may have added L2 pages, emptied groups freed theirs.
         let after = self.table_pages(id).unwrap_or(1);
