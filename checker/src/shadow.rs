@@ -124,12 +124,8 @@ impl ShadowSpace {
     /// Drops the pages `[first, first + count)` (page numbers).
     fn forget(&mut self, first: u32, count: u32) {
         self.stamp = fresh_stamp();
-        let stale: Vec<u32> = self
-            .pages
-            .range(first..first + count)
-            .map(|(&n, _)| n)
-            .collect();
-        for n in stale {
+        // One lookup per page dropped and no buffer: forks refresh thousands of small runs.
+        while let Some((&n, _)) = self.pages.range(first..first + count).next() {
             self.pages.remove(&n);
         }
     }
@@ -157,19 +153,32 @@ fn read(vm: &Vm<SimMachine>, pa: u32) -> u32 {
     vm.machine().host.peek_word(PhysAddr::new(pa)).unwrap_or(0)
 }
 
-/// The vmm's translations of `range` in space `id`, or `None` when its decoder refuses a
-/// descriptor.
+/// The vmm's translations of `range` in space `id` (page number, translation), or `None` when
+/// its decoder refuses a descriptor.
 fn mappings(
     vm: &mut Vm<SimMachine>,
     id: SpaceId,
     range: PageRange,
-) -> Option<Vec<(u32, Translation)>> {
+) -> Option<impl Iterator<Item = (u32, Translation)>> {
     Some(
         vm.mappings_in(id, range)?
             .into_iter()
-            .map(|(p, t)| (p.number(), t))
-            .collect(),
+            .map(|(p, t)| (p.number(), t)),
     )
+}
+
+/// Sorted, distinct page numbers of one space as runs of consecutive pages `(first, count)`,
+/// so that a step that rewrote many entries of a table (a fork, a large mprotect) re-reads
+/// them with one walk per run instead of one per page.
+fn runs(numbers: impl Iterator<Item = u32>) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = Vec::new();
+    for n in numbers {
+        match out.last_mut() {
+            Some((first, count)) if *first + *count == n => *count += 1,
+            _ => out.push((n, 1)),
+        }
+    }
+    out
 }
 
 impl TableShadow {
@@ -306,11 +315,20 @@ impl TableShadow {
         }
         pages.sort_unstable();
         pages.dedup();
-        for (id, number) in pages {
-            if whole_mibs.contains(&(id, number / PAGES_PER_L1)) {
-                continue;
+        pages.retain(|&(id, number)| {
+            whole_mibs
+                .binary_search(&(id, number / PAGES_PER_L1))
+                .is_err()
+        });
+        for run in pages.chunk_by(|a, b| a.0 == b.0) {
+            let id = run[0].0;
+            for (first, count) in runs(run.iter().map(|&(_, n)| n)) {
+                self.refresh(
+                    vm,
+                    id,
+                    PageRange::new(VirtPage::from_number(first)?, count)?,
+                )?;
             }
-            self.refresh(vm, id, PageRange::new(VirtPage::from_number(number)?, 1)?)?;
         }
         Some(())
     }
@@ -339,7 +357,7 @@ impl TableShadow {
                 self.owners.insert(t / L2_TABLE_BYTES, (id, index));
             }
         }
-        let pages = mappings(vm, id, window)?.into_iter().collect();
+        let pages = mappings(vm, id, window)?.collect();
         self.spaces.insert(
             id,
             ShadowSpace {
@@ -360,5 +378,19 @@ impl TableShadow {
         space.forget(range.start().number(), range.count());
         space.pages.extend(fresh);
         Some(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs;
+
+    #[test]
+    fn runs_group_consecutive_page_numbers() {
+        assert_eq!(
+            runs([1, 2, 3, 5, 6, 9, 255, 256].into_iter()),
+            vec![(1, 3), (5, 2), (9, 1), (255, 2)]
+        );
+        assert_eq!(runs(std::iter::empty()), Vec::<(u32, u32)>::new());
     }
 }
