@@ -210,8 +210,9 @@ struct Pair {
     /// In fast mode, the translations kept current from each step's changes.
     shadow: Option<TableShadow>,
     /// The model's and the vmm's observed state, refilled at every comparison (their
-    /// buffers are reused from step to step).
-    seen: Box<(Observed, Observed)>,
+    /// buffers are reused from step to step; taken out while a comparison fills them, so
+    /// that no placeholder is allocated each step).
+    seen: Option<Box<(Observed, Observed)>>,
     /// The present pages of the space being observed (page number, translation), reused.
     mapped: Vec<(u32, vmm::arch::armv7::Translation)>,
     /// Fast mode: for each space (by position), what the model's and the vmm's state in `seen`
@@ -389,7 +390,7 @@ fn run_observed(
         vmm_ids: Vec::new(),
         frames: FramePairing::default(),
         shadow: (mode == CheckMode::Fast).then(TableShadow::default),
-        seen: Box::default(),
+        seen: None,
         mapped: Vec::new(),
         model_keys: Vec::new(),
         vmm_keys: Vec::new(),
@@ -790,7 +791,7 @@ impl Pair {
     /// The whole observable state of both sides, compared.
     fn compare_state(&mut self, at: usize, steps: &[Step]) -> Result<(), Box<Divergence>> {
         let diverge = |kind, model, vmm| Divergence::boxed(kind, steps, at, model, vmm);
-        let mut seen = std::mem::take(&mut self.seen);
+        let mut seen = self.seen.take().unwrap_or_default();
         let (model_state, vmm_state) = &mut *seen;
         self.pages_rebuilt.clear();
         self.pages_rebuilt
@@ -806,7 +807,7 @@ impl Pair {
             )),
             Ok(()) => Ok(()),
         };
-        self.seen = seen;
+        self.seen = Some(seen);
         result
     }
 
