@@ -373,10 +373,33 @@ impl TableShadow {
 
     /// Re-reads `range` of space `id`.
     fn refresh(&mut self, vm: &mut Vm<SimMachine>, id: SpaceId, range: PageRange) -> Option<()> {
-        let fresh = mappings(vm, id, range)?;
+        let fresh = vm.mappings_in(id, range)?;
         let space = self.spaces.get_mut(&id)?;
-        space.forget(range.start().number(), range.count());
-        space.pages.extend(fresh);
+        let (first, end) = (range.start().number(), range.end_number());
+        let same_pages = space
+            .pages
+            .range(first..end)
+            .map(|(&n, _)| n)
+            .eq(fresh.iter().map(|(p, _)| p.number()));
+        if same_pages {
+            // The usual case (a fork or an mprotect rewrote entries in place): the same pages
+            // with new translations, updated in one pass instead of removed and inserted.
+            space.stamp = fresh_stamp();
+            for ((_, kept), (_, t)) in space.pages.range_mut(first..end).zip(fresh) {
+                *kept = t;
+            }
+        } else {
+            space.forget(first, range.count());
+            let fresh = fresh.into_iter().map(|(p, t)| (p.number(), t));
+            if fresh.len() * 4 > space.pages.len() {
+                // Many pages (a forked child's tables, a new section): built as a map of their
+                // own from the sorted list and merged in one pass, cheaper than one search per
+                // page.
+                space.pages.append(&mut fresh.collect());
+            } else {
+                space.pages.extend(fresh);
+            }
+        }
         Some(())
     }
 }
