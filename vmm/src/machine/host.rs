@@ -421,7 +421,10 @@ impl Machine for HostMachine {
             self.record(MachineEvent::BadAccess(pa));
             return;
         };
-        self.write_bytes(pa, &value.to_le_bytes());
+        // `peek_word` checked it: aligned and in RAM, so inside one frame.
+        let offset = pa.page_offset() as usize;
+        self.frame_mut(pa.as_u32() >> PAGE_SHIFT)[offset..offset + 4]
+            .copy_from_slice(&value.to_le_bytes());
         if self.recording {
             self.log.push(MachineEvent::Write {
                 pa,
