@@ -936,6 +936,7 @@ impl ArchMmu {
             return Ok(out);
         };
         let mut l2 = [0u32; ENTRIES_PER_L2 as usize];
+        let mut decoded = None;
         for (l1, descriptor) in self.valid_l1s(m, clipped) {
             if descriptor == L1Descriptor::Fault {
                 continue;
@@ -946,7 +947,7 @@ impl ArchMmu {
                 m.read_words(Self::l2_entry(table, first), words);
             }
             for (p, &raw) in (first..end).zip(words.iter()) {
-                if let Some(t) = Self::translation(descriptor, raw, page(p))? {
+                if let Some(t) = Self::translation(descriptor, raw, page(p), &mut decoded)? {
                     out.push((page(p), t));
                 }
             }
@@ -1515,46 +1516,52 @@ impl ArchMmu {
             L1Descriptor::PageTable { table, .. } => m.read_word(Self::l2_entry(table, p.number())),
             _ => 0,
         };
-        Self::translation(descriptor, l2, p)
+        Self::translation(descriptor, l2, p, &mut None)
     }
 
     /// The translation of `p` from its L1 descriptor and, under a page table, its L2 word
-    /// (`l2` is ignored otherwise).
+    /// (`l2` is ignored otherwise). `decoded` remembers the last attributes decoded: the
+    /// pages of a walk mostly share them, and decoding checks the exact inverse each time.
     fn translation(
         descriptor: L1Descriptor,
         l2: u32,
         p: VirtPage,
+        decoded: &mut Option<(PageAttributes, MappingAttrs)>,
     ) -> Result<Option<Translation>, MapError> {
         let va = p.start();
-        let (frame, attrs, block, raw) = match descriptor {
+        let (frame, attrs, block) = match descriptor {
             L1Descriptor::Fault => return Ok(None),
             L1Descriptor::Supersection(raw) => {
                 return Err(MapError::UnsupportedDescriptor { va, raw });
             }
-            d @ L1Descriptor::Section { base, attrs, .. } => (
+            L1Descriptor::Section { base, attrs, .. } => (
                 frame_plus(PhysFrame::containing(base), p.number() % ENTRIES_PER_L2),
                 attrs,
                 BlockSize::Section,
-                d.encode(),
             ),
-            L1Descriptor::PageTable { .. } => {
-                let raw = l2;
-                match L2Descriptor::decode(raw) {
-                    L2Descriptor::Fault => return Ok(None),
-                    L2Descriptor::Large { .. } => {
-                        return Err(MapError::UnsupportedDescriptor { va, raw });
-                    }
-                    L2Descriptor::Small { base, attrs } => (
-                        PhysFrame::containing(base),
-                        attrs,
-                        BlockSize::SmallPage,
-                        raw,
-                    ),
+            L1Descriptor::PageTable { .. } => match L2Descriptor::decode(l2) {
+                L2Descriptor::Fault => return Ok(None),
+                L2Descriptor::Large { .. } => {
+                    return Err(MapError::UnsupportedDescriptor { va, raw: l2 });
                 }
+                L2Descriptor::Small { base, attrs } => {
+                    (PhysFrame::containing(base), attrs, BlockSize::SmallPage)
+                }
+            },
+        };
+        let attrs = match *decoded {
+            Some((known, as_mapping)) if known == attrs => as_mapping,
+            _ => {
+                let raw = match descriptor {
+                    L1Descriptor::PageTable { .. } => l2,
+                    d => d.encode(),
+                };
+                let as_mapping = MappingAttrs::from_page_attributes(attrs)
+                    .ok_or(MapError::UnsupportedDescriptor { va, raw })?;
+                *decoded = Some((attrs, as_mapping));
+                as_mapping
             }
         };
-        let attrs = MappingAttrs::from_page_attributes(attrs)
-            .ok_or(MapError::UnsupportedDescriptor { va, raw })?;
         Ok(Some(Translation {
             frame,
             attrs,
