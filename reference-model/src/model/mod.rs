@@ -37,6 +37,13 @@ pub const DEVICE_FRAME: FrameId = 1 << 63;
 /// A logical frame: the model never knows physical addresses.
 pub type FrameId = u64;
 
+/// Whether `frame` names device memory (it carries [`DEVICE_FRAME`]; its entry in the frame
+/// table says `device` too). Forks and unmaps of large device mappings ask this for every page,
+/// and the tag answers without a search of the frame table.
+fn is_device(frame: FrameId) -> bool {
+    frame & DEVICE_FRAME != 0
+}
+
 /// A present page: its frame and the permissions the hardware grants (R=1, W=2, X=4; a shared
 /// frame lacks W: copy-on-write).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -285,14 +292,15 @@ impl Model {
         // pages are the parent's, in the same order.
         let p = self.spaces.get_mut(&parent).ok_or(Errno::EINVAL)?;
         for (pte, child_pte) in p.ptes.values_mut().zip(child.ptes.values_mut()) {
-            let private = match self.frames.get_mut(&pte.frame) {
-                Some(f) if f.shm || f.device => false,
-                Some(f) => {
-                    f.refs += 1;
-                    true
-                }
-                None => true,
-            };
+            let private = !is_device(pte.frame)
+                && match self.frames.get_mut(&pte.frame) {
+                    Some(f) if f.shm || f.device => false,
+                    Some(f) => {
+                        f.refs += 1;
+                        true
+                    }
+                    None => true,
+                };
             if private {
                 pte.perms &= !2;
                 child_pte.perms &= !2;
@@ -1079,6 +1087,9 @@ impl Model {
     }
 
     fn drop_ref(&mut self, frame: FrameId) {
+        if is_device(frame) {
+            return;
+        }
         if let Entry::Occupied(mut f) = self.frames.entry(frame)
             && !f.get().shm
             && !f.get().device
