@@ -37,9 +37,10 @@ pub const DEVICE_FRAME: FrameId = 1 << 63;
 /// A logical frame: the model never knows physical addresses.
 pub type FrameId = u64;
 
-/// Whether `frame` names device memory (it carries [`DEVICE_FRAME`]; its entry in the frame
-/// table says `device` too). Forks and unmaps of large device mappings ask this for every page,
-/// and the tag answers without a search of the frame table.
+/// Whether `frame` names device memory: it carries [`DEVICE_FRAME`]. A device frame is shared
+/// by every mapping of its address, never counted and never freed; its entry in the frame table
+/// appears with the first word written or read. (The tag answers without a search of the frame
+/// table, which forks and unmaps of large device mappings would do for every page.)
 fn is_device(frame: FrameId) -> bool {
     frame & DEVICE_FRAME != 0
 }
@@ -61,8 +62,6 @@ pub struct Frame {
     pub refs: u32,
     /// An shm segment's frame.
     pub shm: bool,
-    /// Device memory (named by its physical address; never freed, never counted).
-    pub device: bool,
     /// Word offset -> value; absent words are zero.
     pub words: BTreeMap<u32, u32>,
 }
@@ -294,7 +293,7 @@ impl Model {
         for (pte, child_pte) in p.ptes.values_mut().zip(child.ptes.values_mut()) {
             let private = !is_device(pte.frame)
                 && match self.frames.get_mut(&pte.frame) {
-                    Some(f) if f.shm || f.device => false,
+                    Some(f) if f.shm => false,
                     Some(f) => {
                         f.refs += 1;
                         true
@@ -886,15 +885,6 @@ impl Model {
         }
         self.free -= cost;
         let prot = normalize(prot);
-        for i in 0..len / PAGE {
-            let frame = DEVICE_FRAME | (pa + i * PAGE);
-            self.frames.entry(frame).or_insert_with(|| Frame {
-                refs: 0,
-                shm: false,
-                device: true,
-                words: BTreeMap::new(),
-            });
-        }
         let s = self.spaces.get_mut(&id).ok_or(Errno::EINVAL)?;
         for i in 0..len / PAGE {
             s.ptes.insert(
@@ -1062,7 +1052,6 @@ impl Model {
                     Frame {
                         refs: 0,
                         shm,
-                        device: false,
                         words: BTreeMap::new(),
                     },
                 );
@@ -1079,7 +1068,6 @@ impl Model {
             Frame {
                 refs: 1,
                 shm: false,
-                device: false,
                 words,
             },
         );
@@ -1092,7 +1080,6 @@ impl Model {
         }
         if let Entry::Occupied(mut f) = self.frames.entry(frame)
             && !f.get().shm
-            && !f.get().device
         {
             f.get_mut().refs -= 1;
             if f.get().refs == 0 {
