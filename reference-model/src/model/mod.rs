@@ -214,20 +214,15 @@ impl Model {
         self.free >= cost && self.refuse_allocation.is_none_or(|k| k >= u64::from(cost))
     }
 
-    fn group_has_pages(s: &Space, page: u64) -> bool {
-        s.small_groups().contains(&(page / GROUP))
-    }
-
     /// L2 pages needed to split the sections only partly inside `[start, start + len)`.
     fn split_cost(s: &Space, start: u64, len: u64) -> u32 {
-        let small = s.small_groups();
         let mut groups: Vec<u64> = s
             .partial_sections(start, len)
             .iter()
             .map(|m| m / GROUP)
             .collect();
         groups.dedup();
-        groups.iter().filter(|g| !small.contains(g)).count() as u32
+        groups.iter().filter(|&&g| !s.has_small_group(g)).count() as u32
     }
 
     /// `spawn`: an empty space (one frame for its L1 table; 255 ASIDs).
@@ -281,7 +276,7 @@ impl Model {
                 }
             }
         }
-        let need = 1 + child.small_groups().len() as u32;
+        let need = 1 + child.small_group_count();
         if self.spaces.len() >= 255 || !self.can_allocate(need) {
             return Err(Errno::ENOMEM);
         }
@@ -445,7 +440,7 @@ impl Model {
         // Sections only partly inside are split into small pages first.
         let cost = Self::split_cost(s, addr, len);
         let partial = s.partial_sections(addr, len);
-        let before = s.small_groups().len() as u32;
+        let before = s.small_group_count();
         if !self.can_allocate(cost) {
             return Err(Errno::ENOMEM);
         }
@@ -456,7 +451,7 @@ impl Model {
         for m in partial {
             s.sections.remove(&m);
         }
-        self.free -= s.small_groups().len() as u32 - before;
+        self.free -= s.small_group_count() - before;
         s.split_at(addr);
         s.split_at(addr + len);
         for r in &mut s.regions {
@@ -619,8 +614,7 @@ impl Model {
         }
         groups.sort_unstable();
         groups.dedup();
-        let small = s.small_groups();
-        groups.iter().filter(|g| !small.contains(g)).count() as u32
+        groups.iter().filter(|&&g| !s.has_small_group(g)).count() as u32
     }
 
     /// Moves the present pages of `[from, from + len)` to `to`, with their frames and permissions.
@@ -761,8 +755,7 @@ impl Model {
             .map(|i| (start + i * PAGE) / GROUP)
             .collect();
         groups.dedup();
-        let small = sp.small_groups();
-        let cost = groups.iter().filter(|g| !small.contains(g)).count() as u32;
+        let cost = groups.iter().filter(|&&g| !sp.has_small_group(g)).count() as u32;
         if !self.can_allocate(cost) {
             return Err(Errno::ENOMEM);
         }
@@ -872,11 +865,10 @@ impl Model {
                 off += PAGE;
             }
         }
-        let have = s.small_groups();
         let mut groups: Vec<u64> = small
             .iter()
             .map(|v| v / GROUP)
-            .filter(|g| !have.contains(g))
+            .filter(|&g| !s.has_small_group(g))
             .collect();
         groups.dedup();
         let cost = groups.len() as u32;
@@ -989,7 +981,7 @@ impl Model {
         }
         match s.ptes.get(&page).copied() {
             None => {
-                let cost = 1 + u32::from(!Self::group_has_pages(s, page));
+                let cost = 1 + u32::from(!s.has_small_group(page / GROUP));
                 if !self.can_allocate(cost) {
                     return None;
                 }

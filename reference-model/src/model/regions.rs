@@ -214,6 +214,21 @@ impl Space {
             .collect()
     }
 
+    /// Whether 4 MiB group `group` is one of [`Self::small_groups`] (one lookup per section in
+    /// it and one for its first small page).
+    #[must_use]
+    pub fn has_small_group(&self, group: u64) -> bool {
+        let (mut from, end) = (group << 22, (group + 1) << 22);
+        while let Some(&page) = self.ptes.range(from..end).next().map(|(p, _)| p) {
+            let mib = page & !0xF_FFFF;
+            if !self.sections.contains(&mib) {
+                return true;
+            }
+            from = mib + 0x10_0000;
+        }
+        false
+    }
+
     /// How many [`Self::small_groups`] there are: one lookup per group and per section
     /// (pages ascend, so the next group's pages start at the next 4 MiB boundary).
     #[must_use]
@@ -260,10 +275,10 @@ mod tests {
         assert_eq!(copy.get(&0x1000), Some(&Pte { frame: 1, perms: 3 }));
     }
 
-    /// The counting shortcut agrees with the set it counts: pages in and out of sections,
+    /// The counting and membership shortcuts agree with the set: pages in and out of sections,
     /// several per group, groups holding both a section and small pages.
     #[test]
-    fn small_group_count_is_the_number_of_small_groups() {
+    fn small_group_shortcuts_agree_with_the_set() {
         let pte = Pte { frame: 1, perms: 1 };
         let layouts: [(&[u64], &[u64]); 5] = [
             (&[], &[]),
@@ -290,6 +305,13 @@ mod tests {
                 space.small_groups().len(),
                 "{pages:x?} {sections:x?}"
             );
+            for group in 0..0x10 {
+                assert_eq!(
+                    space.has_small_group(group),
+                    space.small_groups().contains(&group),
+                    "group {group}: {pages:x?} {sections:x?}"
+                );
+            }
         }
     }
 }
