@@ -309,10 +309,6 @@ impl TableShadow {
         }
         whole_mibs.sort_unstable();
         whole_mibs.dedup();
-        for &(id, index) in &whole_mibs {
-            let first = VirtPage::from_number(index * PAGES_PER_L1)?;
-            self.refresh(vm, id, PageRange::new(first, PAGES_PER_L1)?)?;
-        }
         pages.sort_unstable();
         pages.dedup();
         pages.retain(|&(id, number)| {
@@ -320,15 +316,22 @@ impl TableShadow {
                 .binary_search(&(id, number / PAGES_PER_L1))
                 .is_err()
         });
+        // Every range to re-read, (space, first page, pages), ascending and disjoint.
+        let mut ranges: Vec<(SpaceId, u32, u32)> = whole_mibs
+            .iter()
+            .map(|&(id, index)| (id, index * PAGES_PER_L1, PAGES_PER_L1))
+            .collect();
         for run in pages.chunk_by(|a, b| a.0 == b.0) {
             let id = run[0].0;
-            for (first, count) in runs(run.iter().map(|&(_, n)| n)) {
-                self.refresh(
-                    vm,
-                    id,
-                    PageRange::new(VirtPage::from_number(first)?, count)?,
-                )?;
-            }
+            ranges.extend(
+                runs(run.iter().map(|&(_, n)| n))
+                    .into_iter()
+                    .map(|(first, count)| (id, first, count)),
+            );
+        }
+        ranges.sort_unstable();
+        for space_ranges in ranges.chunk_by(|a, b| a.0 == b.0) {
+            self.refresh(vm, space_ranges[0].0, space_ranges)?;
         }
         Some(())
     }
@@ -371,34 +374,54 @@ impl TableShadow {
         Some(())
     }
 
-    /// Re-reads `range` of space `id`.
-    fn refresh(&mut self, vm: &mut Vm<SimMachine>, id: SpaceId, range: PageRange) -> Option<()> {
-        let fresh = vm.mappings_in(id, range)?;
+    /// Re-reads the ranges `(space, first page, pages)` of space `id` (ascending, disjoint),
+    /// merged into its pages at once.
+    fn refresh(
+        &mut self,
+        vm: &mut Vm<SimMachine>,
+        id: SpaceId,
+        ranges: &[(SpaceId, u32, u32)],
+    ) -> Option<()> {
+        let mut fresh: Vec<(u32, Translation)> = Vec::new();
+        for &(_, first, count) in ranges {
+            let range = PageRange::new(VirtPage::from_number(first)?, count)?;
+            fresh.extend(
+                vm.mappings_in(id, range)?
+                    .into_iter()
+                    .map(|(p, t)| (p.number(), t)),
+            );
+        }
         let space = self.spaces.get_mut(&id)?;
-        let (first, end) = (range.start().number(), range.end_number());
-        let same_pages = space
-            .pages
-            .range(first..end)
-            .map(|(&n, _)| n)
-            .eq(fresh.iter().map(|(p, _)| p.number()));
-        if same_pages {
+        space.stamp = fresh_stamp();
+        let kept = |pages: &BTreeMap<u32, Translation>| {
+            ranges
+                .iter()
+                .flat_map(|&(_, first, count)| pages.range(first..first + count))
+                .map(|(&n, _)| n)
+                .eq(fresh.iter().map(|&(n, _)| n))
+        };
+        if kept(&space.pages) {
             // The usual case (a fork or an mprotect rewrote entries in place): the same pages
             // with new translations, updated in one pass instead of removed and inserted.
-            space.stamp = fresh_stamp();
-            for ((_, kept), (_, t)) in space.pages.range_mut(first..end).zip(fresh) {
-                *kept = t;
+            let mut fresh = fresh.into_iter();
+            for &(_, first, count) in ranges {
+                for ((_, kept), (_, t)) in
+                    space.pages.range_mut(first..first + count).zip(&mut fresh)
+                {
+                    *kept = t;
+                }
             }
+            return Some(());
+        }
+        for &(_, first, count) in ranges {
+            space.forget(first, count);
+        }
+        if fresh.len() * 4 > space.pages.len() {
+            // Many pages (a forked child's tables, new sections): built as a map of their own
+            // from the sorted list and merged in one pass, cheaper than one search per page.
+            space.pages.append(&mut fresh.into_iter().collect());
         } else {
-            space.forget(first, range.count());
-            let fresh = fresh.into_iter().map(|(p, t)| (p.number(), t));
-            if fresh.len() * 4 > space.pages.len() {
-                // Many pages (a forked child's tables, a new section): built as a map of their
-                // own from the sorted list and merged in one pass, cheaper than one search per
-                // page.
-                space.pages.append(&mut fresh.collect());
-            } else {
-                space.pages.extend(fresh);
-            }
+            space.pages.extend(fresh);
         }
         Some(())
     }
