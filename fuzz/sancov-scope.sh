@@ -11,9 +11,11 @@
 # the checker's too, a further third of the wall time.
 #
 # The vmm keeps its counters: its code is generic over the `Machine` and compiled where it is
-# instantiated, so the checker's path from the fuzz targets into the vmm is `#[inline]`
-# (checker/src/run.rs, `run_observed`; mmu_model.rs, `run_sequence`), which makes the fuzz
-# crate compile, and instrument, those functions and the vmm code under them. The op language
+# instantiated. The `ops` target passes the checker step hooks of its own that call the
+# `#[inline]` `concrete::resolve` and `run::apply_vmm` (checker/src/run.rs, `StepHooks`); the
+# `mmu` and `frames` targets reach the vmm through `#[inline]` paths (mmu_model.rs,
+# `run_sequence`; frames_model.rs, `run_frames`). Either way the fuzz crate compiles, and
+# instruments, those functions and the vmm code under them. The op language
 # (`op_lang`: decoding, the `.ops` text the `text` target tests) is a crate of its own and
 # keeps its counters too. Every other crate, and every build without sancov (`cargo fuzz
 # coverage`), is compiled as cargo-fuzz asks.

@@ -54,7 +54,7 @@ pub fn resolve_addr(model: &Model, m: u32, a: &Addr) -> u32 {
 ///
 /// `#[inline]` so that fuzz targets compile and instrument it: which of its branches an input
 /// takes (an address inside a region or not, a live space or not) is worth telling libFuzzer
-/// (see `run::run_observed`).
+/// (see [`crate::run::StepHooks`]).
 #[must_use]
 #[inline]
 pub fn resolve(model: &Model, ids: &[u32], op: &Op) -> ConcreteOp {

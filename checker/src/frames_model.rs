@@ -46,7 +46,7 @@ fn frame(n: u32) -> PhysFrame {
 ///
 /// `#[inline]` (with `run`) so that the `frames` fuzz target compiles, and instruments, the
 /// allocator calls inlined here; the checker itself is built without coverage counters there
-/// (see `run::run_observed` in the checker).
+/// (see `run::StepHooks` in the checker).
 #[inline]
 pub fn run_frames(start: u32, total: u32, ops: &[Op]) -> Result<(), String> {
     let mut at = 0;

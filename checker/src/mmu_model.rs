@@ -584,7 +584,7 @@ fn check_log(
 ///
 /// `#[inline]` (with `run_op`, `apply`, `world` and `teardown`) so that the `mmu` fuzz target
 /// compiles, and instruments, the `ArchMmu` code they instantiate; the checker itself is built
-/// without coverage counters there (see `run::run_observed` in the checker).
+/// without coverage counters there (see `run::StepHooks` in the checker).
 #[inline]
 pub fn run_sequence(ops: &[(Op, Option<u8>)]) -> Result<(), String> {
     let mut w = world();

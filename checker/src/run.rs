@@ -19,7 +19,7 @@ use crate::op::{Op, Step, print_ops};
 use crate::pairing::FramePairing;
 use crate::shadow::{Changes, TableShadow};
 pub use op_driver::Outcome;
-use op_driver::{AccessOp, Accessor, Miss};
+use op_driver::{AccessOp, Accessor, ConcreteOp, Miss};
 
 pub use crate::concrete::DEVICE_WINDOW;
 pub use op_driver::POOL_FRAMES;
@@ -247,12 +247,22 @@ pub fn run_fast(steps: &[Step]) -> Result<usize, Box<Divergence>> {
 }
 
 /// [`run_fast`] on a machine with a deliberate defect.
-#[inline]
 pub fn run_fast_with_defect(
     steps: &[Step],
     defect: Option<Defect>,
 ) -> Result<usize, Box<Divergence>> {
-    match run_observed(steps, defect, CheckMode::Fast, false, &mut |_, _| {}) {
+    run_fast_with_hooks(steps, defect, StepHooks::CHECKER)
+}
+
+/// [`run_fast_with_defect`] with the step's calls into the code under test made through
+/// `hooks` (see [`StepHooks`]). The report of a divergence comes from a full-mode run with the
+/// checker's own calls: the same code, compiled once more.
+pub fn run_fast_with_hooks(
+    steps: &[Step],
+    defect: Option<Defect>,
+    hooks: StepHooks,
+) -> Result<usize, Box<Divergence>> {
+    match run_observed(steps, defect, CheckMode::Fast, false, hooks, &mut |_, _| {}) {
         Ok(n) => Ok(n),
         Err(_) => run_with_defect(steps, defect),
     }
@@ -260,7 +270,50 @@ pub fn run_fast_with_defect(
 
 /// [`run`] on a machine with a deliberate defect (to show the checker catches it).
 pub fn run_with_defect(steps: &[Step], defect: Option<Defect>) -> Result<usize, Box<Divergence>> {
-    run_observed(steps, defect, CheckMode::Full, false, &mut |_, _| {})
+    run_observed(
+        steps,
+        defect,
+        CheckMode::Full,
+        false,
+        StepHooks::CHECKER,
+        &mut |_, _| {},
+    )
+}
+
+/// A step's two calls into the code a fuzz target wants covered: resolving the symbolic op
+/// against the model (which branch an input takes, an address inside a region or not, a live
+/// space or not, is worth telling libFuzzer) and applying it to the vmm.
+///
+/// Why function pointers: the fuzz crate builds this crate without coverage counters
+/// (`fuzz/sancov-scope.sh`: the comparisons, the shadow and the INV checks are the oracle, and
+/// collecting their edges costs a large share of each execution) but instruments its own
+/// code. The vmm's code is generic over the machine and compiled where it is instantiated, so
+/// the `ops` target passes hooks defined in its own crate that call [`concrete::resolve`] and
+/// [`apply_vmm`] (both `#[inline]`): those, `op_driver::apply` and the vmm code it reaches are
+/// compiled, with counters, in the fuzz crate, while the interpreter stays here without them.
+/// The smoke step of `cargo xtask test` checks that replaying `corpus/ops` still covers the
+/// vmm's edges.
+#[derive(Clone, Copy)]
+pub struct StepHooks {
+    /// Resolves a symbolic op against the model's state ([`concrete::resolve`]).
+    pub resolve: fn(&Model, &[u32], &Op) -> ConcreteOp,
+    /// Applies a concrete op to the vmm ([`apply_vmm`]).
+    pub apply: fn(&mut Vm<SimMachine>, &mut Vec<SpaceId>, &ConcreteOp) -> Outcome,
+}
+
+impl StepHooks {
+    /// The checker's own calls, compiled in this crate.
+    pub const CHECKER: Self = Self {
+        resolve: concrete::resolve,
+        apply: apply_vmm,
+    };
+}
+
+/// The vmm side of a step: `op_driver::apply` with the checker's accessor (accesses walked by
+/// the reference walker over the real tables, through the TLB model).
+#[inline]
+pub fn apply_vmm(vm: &mut Vm<SimMachine>, ids: &mut Vec<SpaceId>, op: &ConcreteOp) -> Outcome {
+    op_driver::apply(vm, ids, op, &mut HostAccessor)
 }
 
 /// Fast mode with its claim checked: after every step the shadow's translations must equal a
@@ -268,7 +321,14 @@ pub fn run_with_defect(steps: &[Step], defect: Option<Defect>) -> Result<usize, 
 /// No fallback to full mode: a divergence here was found by the fast mode itself.
 #[doc(hidden)]
 pub fn audit_fast_mode(steps: &[Step], defect: Option<Defect>) -> Result<usize, Box<Divergence>> {
-    run_observed(steps, defect, CheckMode::Fast, true, &mut |_, _| {})
+    run_observed(
+        steps,
+        defect,
+        CheckMode::Fast,
+        true,
+        StepHooks::CHECKER,
+        &mut |_, _| {},
+    )
 }
 
 /// A vmm booted on `machine` with the checked worlds' layout (a pool of [`POOL_FRAMES`]).
@@ -356,48 +416,31 @@ pub fn vmm_alone(steps: &[op_driver::Step]) -> usize {
 /// [`run`], also returning what every step returned (model and vmm agreed on it).
 pub fn trace(steps: &[Step]) -> Result<Vec<Outcome>, Box<Divergence>> {
     let mut outcomes = Vec::new();
-    run_observed(steps, None, CheckMode::Full, false, &mut |_, o| {
-        outcomes.push(o);
-    })?;
+    run_observed(
+        steps,
+        None,
+        CheckMode::Full,
+        false,
+        StepHooks::CHECKER,
+        &mut |_, o| {
+            outcomes.push(o);
+        },
+    )?;
     Ok(outcomes)
 }
 
-/// The interpreter behind every `run_*` function.
-///
-/// `#[inline]` here, on the path to it from the fuzz targets (`run_or_panic_with_defect`,
-/// `run_fast_with_defect`) and on the path from it into the vmm (`Pair::apply`,
-/// `concrete::resolve`) is about coverage, not speed: an `#[inline]` function is compiled by
-/// each crate that calls it, together with the generic vmm code it instantiates
-/// (`op_driver::apply`, `Vm::exit`, ...). The fuzz crate builds this crate without coverage
-/// counters (`fuzz/sancov-scope.sh`: the comparisons are the oracle, and collecting their edges
-/// cost about a third of each execution) but instruments its own code, so the vmm's code the
-/// ops reach keeps its counters while the oracle's (the state comparison, the shadow, the INV
-/// checks, all non-inline) has none. `cargo xtask fuzz-speed` reports the vmm's share.
-#[inline]
+/// The interpreter behind every `run_*` function; `hooks` makes the step's calls into the code
+/// under test (see [`StepHooks`]).
 fn run_observed(
     steps: &[Step],
     defect: Option<Defect>,
     mode: CheckMode,
     audit: bool,
+    hooks: StepHooks,
     on_step: &mut dyn FnMut(usize, Outcome),
 ) -> Result<usize, Box<Divergence>> {
-    let vm = boot_recording(defect);
-    let free = vm.frames().free_count();
-    let mut p = Pair {
-        vm,
-        model: new_model(free),
-        model_ids: Vec::new(),
-        vmm_ids: Vec::new(),
-        frames: FramePairing::default(),
-        shadow: (mode == CheckMode::Fast).then(TableShadow::default),
-        seen: None,
-        mapped: Vec::new(),
-        model_keys: Vec::new(),
-        vmm_keys: Vec::new(),
-        pages_rebuilt: Vec::new(),
-        kernel_pages_known: false,
-        inv6_reads: Vec::new(),
-    };
+    let mut p = Pair::new(defect, mode);
+    let free = p.vm.frames().free_count();
     let diverge = |kind, at, model, vmm| Divergence::boxed(kind, steps, at, model, vmm);
     let mut changes = Changes::default();
     let mut spaces_before: Vec<SpaceId> = Vec::new();
@@ -408,7 +451,7 @@ fn run_observed(
             .set_allocation_failure(refusal(step.refuse.map(u64::from)));
         spaces_before.clear();
         spaces_before.extend_from_slice(&p.vmm_ids);
-        let (model_out, vmm_out) = p.apply(&step.op);
+        let (model_out, vmm_out) = p.apply(&step.op, hooks);
         on_step(at, vmm_out);
         p.model.refuse_allocation = None;
         // The step's machine log and data writes are read in place and then cleared (their
@@ -532,9 +575,14 @@ pub fn run_or_panic(steps: &[Step]) {
 }
 
 /// [`run_or_panic`] on a machine with a deliberate defect (the fuzzing workflow's proof).
-#[inline]
 pub fn run_or_panic_with_defect(steps: &[Step], defect: Option<Defect>) {
-    if let Err(d) = run_fast_with_defect(steps, defect) {
+    run_or_panic_with_hooks(steps, defect, StepHooks::CHECKER);
+}
+
+/// [`run_or_panic_with_defect`] with the step's calls made through `hooks` (what the `ops`
+/// fuzz target runs, see [`StepHooks`]).
+pub fn run_or_panic_with_hooks(steps: &[Step], defect: Option<Defect>, hooks: StepHooks) {
+    if let Err(d) = run_fast_with_hooks(steps, defect, hooks) {
         match d.kind {
             DivergenceKind::ReturnValue => diverged_return_value(&d),
             DivergenceKind::State => diverged_state(&d),
@@ -698,6 +746,27 @@ fn block(t: &Translation) -> (u32, u32, u32, bool, u8, bool, bool, u8) {
 }
 
 impl Pair {
+    /// A freshly booted vmm (on a machine with `defect`) and model, nothing compared yet.
+    fn new(defect: Option<Defect>, mode: CheckMode) -> Self {
+        let vm = boot_recording(defect);
+        let free = vm.frames().free_count();
+        Self {
+            vm,
+            model: new_model(free),
+            model_ids: Vec::new(),
+            vmm_ids: Vec::new(),
+            frames: FramePairing::default(),
+            shadow: (mode == CheckMode::Fast).then(TableShadow::default),
+            seen: None,
+            mapped: Vec::new(),
+            model_keys: Vec::new(),
+            vmm_keys: Vec::new(),
+            pages_rebuilt: Vec::new(),
+            kernel_pages_known: false,
+            inv6_reads: Vec::new(),
+        }
+    }
+
     /// The live spaces, model and vmm names side by side.
     fn ids(&self) -> Vec<(u32, SpaceId)> {
         self.model_ids
@@ -707,13 +776,12 @@ impl Pair {
             .collect()
     }
 
-    /// (model, vmm) outcomes: the op resolved against the model, then applied to each side.
-    /// (`#[inline]`: see [`run_observed`].)
-    #[inline]
-    fn apply(&mut self, op: &Op) -> (Outcome, Outcome) {
-        let op = concrete::resolve(&self.model, &self.model_ids, op);
+    /// (model, vmm) outcomes: the op resolved against the model, then applied to each side,
+    /// the resolution and the vmm's side through `hooks`.
+    fn apply(&mut self, op: &Op, hooks: StepHooks) -> (Outcome, Outcome) {
+        let op = (hooks.resolve)(&self.model, &self.model_ids, op);
         let m = concrete::apply_model(&mut self.model, &mut self.model_ids, &op);
-        let v = op_driver::apply(&mut self.vm, &mut self.vmm_ids, &op, &mut HostAccessor);
+        let v = (hooks.apply)(&mut self.vm, &mut self.vmm_ids, &op);
         (m, v)
     }
 
@@ -976,13 +1044,19 @@ impl Pair {
                         Some(id) => id,
                         None => {
                             // Learn the pair from the model's page at this address, if it is new.
+                            // A pool frame where the model maps device memory (or nothing) pairs
+                            // with nothing: it stays unnamed (`u64::MAX`) and the lists differ.
                             let id = self.model.spaces[&m]
                                 .ptes
                                 .get(&addr)
                                 .map_or(u64::MAX, |e| e.frame);
-                            self.frames
-                                .learn(pa, id)
-                                .map_err(|why| (DivergenceKind::FrameBijection, why))?
+                            if id & model::DEVICE_FRAME != 0 {
+                                u64::MAX
+                            } else {
+                                self.frames
+                                    .learn(pa, id)
+                                    .map_err(|why| (DivergenceKind::FrameBijection, why))?
+                            }
                         }
                     }
                 };
@@ -1014,7 +1088,43 @@ impl Pair {
 
 #[cfg(test)]
 mod tests {
-    use super::{Backing, Observed, SpaceState, agree};
+    use super::{Backing, CheckMode, DivergenceKind, Observed, Pair, SpaceState, StepHooks, agree};
+    use crate::op::parse_ops;
+    use vmm::addr::PhysAddr;
+
+    /// A pool frame mapped where the model maps device memory is a divergence at once: the
+    /// device frame is never paired with a physical one, so the page stays unnamed and the page
+    /// lists differ (a learned pair would have made them agree).
+    #[test]
+    fn a_pool_frame_at_a_device_page_is_a_state_divergence() {
+        let steps = parse_ops("spawn\nmapdev s=0 addr=0x3005000 page=1 len=0x1000 prot=0x3\n")
+            .expect("the scenario parses");
+        let mut p = Pair::new(None, CheckMode::Full);
+        for step in &steps {
+            p.apply(&step.op, StepHooks::CHECKER);
+        }
+        assert!(p.compare_state(1, &steps).is_ok(), "the sound vmm agrees");
+        // Point the device page's small-page descriptor at a pool frame (the space's own L1
+        // table), as a vmm bug would.
+        let l1 =
+            p.vm.space(p.vmm_ids[0])
+                .expect("live")
+                .mmu()
+                .l1_table()
+                .as_u32();
+        let host = &mut p.vm.machine_mut().host;
+        let l1_entry = host
+            .peek_word(PhysAddr::new(l1 + 4 * (0x300_5000 >> 20)))
+            .expect("in RAM");
+        assert_eq!(l1_entry & 0b11, 0b01, "a page table maps the device page");
+        let entry = PhysAddr::new((l1_entry & !0x3FF) + 4 * ((0x300_5000 >> 12) & 0xFF));
+        let old = host.peek_word(entry).expect("in RAM");
+        assert!(host.write_bytes(entry, &((l1 & !0xFFF) | (old & 0xFFF)).to_le_bytes()));
+        let divergence = p
+            .compare_state(1, &steps)
+            .expect_err("a pool frame at a device page");
+        assert_eq!(divergence.kind, DivergenceKind::State);
+    }
 
     fn state(pages: &[(u64, u32, u64)]) -> Observed {
         Observed {
