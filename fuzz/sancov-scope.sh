@@ -21,6 +21,9 @@
 # coverage`), is compiled as cargo-fuzz asks.
 #
 # Cargo calls it as: sancov-scope.sh <rustc> <rustc arguments...>
+# Cargo does not track this script's contents: after changing which crates it exempts, clean
+# those crates (`cargo clean -p NAME --release --target <host>` in fuzz/) or their old
+# artifacts are reused.
 rustc="$1"
 shift
 sancov=no
