@@ -385,22 +385,16 @@ impl TableShadow {
         let mut fresh: Vec<(u32, Translation)> = Vec::new();
         for &(_, first, count) in ranges {
             let range = PageRange::new(VirtPage::from_number(first)?, count)?;
-            fresh.extend(
-                vm.mappings_in(id, range)?
-                    .into_iter()
-                    .map(|(p, t)| (p.number(), t)),
-            );
+            fresh.extend(mappings(vm, id, range)?);
         }
         let space = self.spaces.get_mut(&id)?;
         space.stamp = fresh_stamp();
-        let kept = |pages: &BTreeMap<u32, Translation>| {
-            ranges
-                .iter()
-                .flat_map(|&(_, first, count)| pages.range(first..first + count))
-                .map(|(&n, _)| n)
-                .eq(fresh.iter().map(|&(n, _)| n))
-        };
-        if kept(&space.pages) {
+        let same_pages = ranges
+            .iter()
+            .flat_map(|&(_, first, count)| space.pages.range(first..first + count))
+            .map(|(&n, _)| n)
+            .eq(fresh.iter().map(|&(n, _)| n));
+        if same_pages {
             // The usual case (a fork or an mprotect rewrote entries in place): the same pages
             // with new translations, updated in one pass instead of removed and inserted.
             let mut fresh = fresh.into_iter();
