@@ -1050,7 +1050,7 @@ impl Pair {
                                 .ptes
                                 .get(&addr)
                                 .map_or(u64::MAX, |e| e.frame);
-                            if id & model::DEVICE_FRAME != 0 {
+                            if id == u64::MAX || model::is_device(id) {
                                 u64::MAX
                             } else {
                                 self.frames

@@ -192,7 +192,7 @@ impl ModelSide {
             Some(p) if p.perms & 3 == 0 => PageView::NoAccess,
             Some(p) => {
                 let rw = (p.perms & 1 != 0, p.perms & 2 != 0);
-                let frame = if p.frame & model::DEVICE_FRAME != 0 {
+                let frame = if model::is_device(p.frame) {
                     FrameName::Device((p.frame & 0xFFFF_FFFF) as u32)
                 } else {
                     FrameName::Model(p.frame)

@@ -41,7 +41,8 @@ pub type FrameId = u64;
 /// by every mapping of its address, never counted and never freed; its entry in the frame table
 /// appears with the first word written or read. (The tag answers without a search of the frame
 /// table, which forks and unmaps of large device mappings would do for every page.)
-fn is_device(frame: FrameId) -> bool {
+#[must_use]
+pub fn is_device(frame: FrameId) -> bool {
     frame & DEVICE_FRAME != 0
 }
 
