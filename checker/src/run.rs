@@ -337,30 +337,36 @@ fn boot(machine: SimMachine) -> Vm<SimMachine> {
 }
 
 /// The checked world's vmm: booted on a machine with `defect` that records the vmm's writes
-/// (not its reads). The boot's own writes are in the log, so the first step checks them
-/// (INV-10) with its own. The sound machine is booted once per thread and copied, machine and
-/// all; its boot log is checked once, there, and cleared when it passes (every copy would
-/// check the same log again; one that fails is kept, so the first step still reports it).
-fn boot_recording(defect: Option<Defect>) -> Vm<SimMachine> {
+/// (not its reads), with the words its INV-6 walks read when they passed (else none). The
+/// boot's own writes are in the log, so the first step checks them (INV-10) with its own.
+///
+/// The sound machine is booted once per thread and copied, machine and all, so its checks are
+/// made once, there: its boot log is cleared when it passes (every copy would check the same
+/// log again; one that fails is kept, so the first step still reports it), and the words of
+/// its INV-6 walks let the first step skip walks of unchanged words.
+fn boot_recording(defect: Option<Defect>) -> (Vm<SimMachine>, Vec<(u32, Option<u32>)>) {
     fn fresh(defect: Option<Defect>) -> Vm<SimMachine> {
         let mut machine = SimMachine::with_defect(defect);
         machine.host.set_recording(true);
         machine.host.set_skip_reads(true);
         boot(machine)
     }
-    fn sound() -> Vm<SimMachine> {
+    fn sound() -> (Vm<SimMachine>, Vec<(u32, Option<u32>)>) {
         let mut vm = fresh(None);
         if check_protocol(vm.machine().host.log()).is_ok() {
             vm.machine_mut().host.clear_log();
         }
-        vm
+        let mut reads = Vec::new();
+        // A failing walk leaves no words: the first step walks again and reports it.
+        let _ = check_kernel_window(&vm, &mut reads);
+        (vm, reads)
     }
     thread_local! {
-        static SOUND: Vm<SimMachine> = sound();
+        static SOUND: (Vm<SimMachine>, Vec<(u32, Option<u32>)>) = sound();
     }
     match defect {
         None => SOUND.with(Clone::clone),
-        Some(_) => fresh(defect),
+        Some(_) => (fresh(defect), Vec::new()),
     }
 }
 
@@ -663,6 +669,37 @@ fn agree(model: &Observed, vmm: &Observed, rebuilt: &[bool]) -> bool {
             })
 }
 
+/// INV-6: no kernel address answers a PL0 access. `reads` receives each distinct word the
+/// walks read (address, value), or nothing when one fails: the walker is a function of the
+/// words it reads, so while they hold the same values its answer is the same.
+fn check_kernel_window(
+    vm: &Vm<SimMachine>,
+    reads: &mut Vec<(u32, Option<u32>)>,
+) -> Result<(), String> {
+    // Every address tested is at or above 1 GiB: the kernel's registers stand for all.
+    let regs = kernel_registers(vm);
+    let host = &vm.machine().host;
+    reads.clear();
+    for va in [0x4000_0000u32, 0x4100_0000, 0x7FFF_F000, 0xC000_0000] {
+        for kind in [AccessKind::Read, AccessKind::Write, AccessKind::Execute] {
+            let read = |a| {
+                let value = host.peek_word(PhysAddr::new(a));
+                if !reads.iter().any(|&(seen, _)| seen == a) {
+                    reads.push((a, value));
+                }
+                value
+            };
+            if let Ok(t) = walk(read, regs, va, kind, Privilege::Pl0) {
+                reads.clear();
+                return Err(format!(
+                    "kernel address {va:#x} allows a PL0 {kind:?}: {t:?}\n"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The registers with no user space current: no TTBR0, the kernel's TTBR1, N = 2, domain 0
 /// client. With N = 2 every address at or above 1 GiB is walked from TTBR1, so these stand
 /// for every space's context there.
@@ -758,7 +795,7 @@ fn block(t: &Translation) -> (u32, u32, u32, bool, u8, bool, bool, u8) {
 impl Pair {
     /// A freshly booted vmm (on a machine with `defect`) and model, nothing compared yet.
     fn new(defect: Option<Defect>, mode: CheckMode) -> Self {
-        let vm = boot_recording(defect);
+        let (vm, inv6_reads) = boot_recording(defect);
         let free = vm.frames().free_count();
         Self {
             vm,
@@ -773,7 +810,7 @@ impl Pair {
             vmm_keys: Vec::new(),
             pages_rebuilt: Vec::new(),
             kernel_pages_known: false,
-            inv6_reads: Vec::new(),
+            inv6_reads,
         }
     }
 
@@ -806,8 +843,6 @@ impl Pair {
                     .map_err(|e| format!("space {m}: {e}\n"))?;
             }
         }
-        // Every address tested is at or above 1 GiB: the kernel's registers stand for all.
-        let regs = kernel_registers(&self.vm);
         let host = &self.vm.machine().host;
         let unchanged = |reads: &[(u32, Option<u32>)]| {
             !reads.is_empty()
@@ -818,23 +853,7 @@ impl Pair {
         if !whole && unchanged(&self.inv6_reads) {
             return Ok(());
         }
-        self.inv6_reads.clear();
-        for va in [0x4000_0000u32, 0x4100_0000, 0x7FFF_F000, 0xC000_0000] {
-            for kind in [AccessKind::Read, AccessKind::Write, AccessKind::Execute] {
-                let read = |a| {
-                    let value = host.peek_word(PhysAddr::new(a));
-                    self.inv6_reads.push((a, value));
-                    value
-                };
-                if let Ok(t) = walk(read, regs, va, kind, Privilege::Pl0) {
-                    self.inv6_reads.clear();
-                    return Err(format!(
-                        "kernel address {va:#x} allows a PL0 {kind:?}: {t:?}\n"
-                    ));
-                }
-            }
-        }
-        Ok(())
+        check_kernel_window(&self.vm, &mut self.inv6_reads)
     }
 
     /// INV-8: every TLB entry is what a walk of the current tables gives, for a live ASID.
@@ -1134,6 +1153,24 @@ mod tests {
             .compare_state(1, &steps)
             .expect_err("a pool frame at a device page");
         assert_eq!(divergence.kind, DivergenceKind::State);
+    }
+
+    /// INV-6 in fast mode: the first check after boot reuses the boot's walks, yet a kernel L1
+    /// entry rewritten to let PL0 in is caught at the next check, changed words and all.
+    #[test]
+    fn a_kernel_section_open_to_pl0_breaks_inv6_after_the_boot_walks() {
+        let mut p = Pair::new(None, CheckMode::Fast);
+        assert!(
+            !p.inv6_reads.is_empty(),
+            "the sound boot's walks are reused"
+        );
+        assert_eq!(p.check_tables(false), Ok(()));
+        // A section at 1 GiB with AP = 0b11 (read/write at PL0 and PL1).
+        let entry = PhysAddr::new(p.vm.kernel().l1_table().as_u32() + 4 * (0x4000_0000 >> 20));
+        let host = &mut p.vm.machine_mut().host;
+        assert!(host.write_bytes(entry, &(0x4000_0000u32 | (0b11 << 10) | 0b10).to_le_bytes()));
+        let why = p.check_tables(false).expect_err("PL0 reaches the kernel");
+        assert!(why.contains("allows a PL0"), "{why}");
     }
 
     fn state(pages: &[(u64, u32, u64)]) -> Observed {
