@@ -917,18 +917,18 @@ impl Pair {
         let Some(shadow) = &self.shadow else {
             return Ok(());
         };
-        for v in self.vmm_ids.clone() {
+        for (at, v) in self.vmm_ids.clone().into_iter().enumerate() {
             let read: Option<Vec<_>> = self
                 .vm
                 .mappings(v)
                 .map(|all| all.into_iter().map(|(p, t)| (p.number(), t)).collect());
-            let same = match (shadow.pages(v), &read) {
+            let same = match (shadow.pages(at, v), &read) {
                 (Some(kept), Some(read)) => kept.eq(read.iter().copied()),
                 (None, None) => true,
                 _ => false,
             };
             if !same {
-                let kept: Option<Vec<_>> = shadow.pages(v).map(Iterator::collect);
+                let kept: Option<Vec<_>> = shadow.pages(at, v).map(Iterator::collect);
                 return Err(format!(
                     "fast-mode shadow of {v:?} differs from the tables:\nshadow {kept:#?}\ntables {read:#?}\n"
                 ));
@@ -1035,7 +1035,7 @@ impl Pair {
             }));
             (space.brk, space.table_pages) = (sp.brk(), sp.mmu().table_pages());
             let key = match &self.shadow {
-                Some(shadow) => Some((v, shadow.stamp(v).ok_or_else(|| state(UNDECODABLE))?)),
+                Some(shadow) => Some((v, shadow.stamp(i, v).ok_or_else(|| state(UNDECODABLE))?)),
                 None => None,
             };
             if key.is_some() && self.vmm_keys.get(i) == Some(&key) {
@@ -1046,7 +1046,9 @@ impl Pair {
             self.pages_rebuilt[i] = true;
             mapped.clear();
             match &self.shadow {
-                Some(shadow) => mapped.extend(shadow.pages(v).ok_or_else(|| state(UNDECODABLE))?),
+                Some(shadow) => {
+                    mapped.extend(shadow.pages(i, v).ok_or_else(|| state(UNDECODABLE))?)
+                }
                 None => mapped.extend(
                     self.vm
                         .mappings(v)

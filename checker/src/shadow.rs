@@ -89,19 +89,13 @@ impl Changes {
             FrameChange::Words
         }
     }
-
-    /// The words written inside `[base, base + len)`.
-    fn written(&self, base: u32, len: u32) -> impl Iterator<Item = u32> + '_ {
-        self.words
-            .iter()
-            .copied()
-            .filter(move |&a| a >= base && a - base < len)
-    }
 }
 
 /// One live space as the shadow keeps it.
 #[derive(Clone, Debug)]
 struct ShadowSpace {
+    /// The vmm's name for it.
+    id: SpaceId,
     /// Physical address of its L1 table.
     l1_table: u32,
     /// L1 entries in its user window.
@@ -121,6 +115,18 @@ fn fresh_stamp() -> u64 {
 }
 
 impl ShadowSpace {
+    /// A space with nothing read yet.
+    fn empty(id: SpaceId, l1_table: u32, entries: u32) -> Self {
+        Self {
+            id,
+            l1_table,
+            entries,
+            l1: BTreeMap::new(),
+            pages: BTreeMap::new(),
+            stamp: fresh_stamp(),
+        }
+    }
+
     /// Drops the pages `[first, first + count)` (page numbers).
     fn forget(&mut self, first: u32, count: u32) {
         self.stamp = fresh_stamp();
@@ -134,9 +140,44 @@ impl ShadowSpace {
 /// The translations of every live space, updated step by step.
 #[derive(Clone, Debug, Default)]
 pub struct TableShadow {
-    spaces: BTreeMap<SpaceId, ShadowSpace>,
+    tables: Tables,
+    /// Buffers of `update`, reused from step to step.
+    scratch: Scratch,
+}
+
+/// What the shadow knows of the tables.
+#[derive(Clone, Debug, Default)]
+struct Tables {
+    /// The live spaces with a table, in the order of the list last given to `update`
+    /// (so that a caller walking that list finds each one at its position, without a search).
+    spaces: Vec<ShadowSpace>,
     /// L2 table (physical address / 1 KiB) -> the space and L1 index linking it.
     owners: BTreeMap<u32, (SpaceId, u32)>,
+}
+
+/// The working lists of one [`TableShadow::update`] (positions are indexes into `spaces`).
+#[derive(Clone, Debug, Default)]
+struct Scratch {
+    /// The live spaces and their L1 tables now.
+    roster: Vec<(SpaceId, Option<u32>)>,
+    /// The words written in the step, sorted.
+    words: Vec<u32>,
+    /// Positions of the spaces new in this step whose L1 table was zeroed in it.
+    born_empty: Vec<usize>,
+    /// L1 entries of one space to read again.
+    candidates: Vec<u32>,
+    /// (position, L1 index) whose whole MiB is read again.
+    whole_mibs: Vec<(usize, u32)>,
+    /// (position, L1 index, table): tables linked in this step and zeroed in it.
+    fresh_tables: Vec<(usize, u32, u32)>,
+    /// (position, page number) whose L2 entry was written.
+    pages: Vec<(usize, u32)>,
+    /// Every range to read again: (position, first page, pages).
+    ranges: Vec<(usize, u32, u32)>,
+    /// The translations read by one `refresh`.
+    fresh: Vec<(u32, Translation)>,
+    /// The spaces of the last step while `follow_roster` sorts them out.
+    old: Vec<ShadowSpace>,
 }
 
 /// The L2 table a raw L1 entry links, if it is a page-table descriptor.
@@ -181,6 +222,15 @@ fn runs(numbers: impl Iterator<Item = u32>) -> Vec<(u32, u32)> {
     out
 }
 
+/// The words of `sorted` inside `[base, base + len)`.
+fn written_in(sorted: &[u32], base: u32, len: u32) -> impl Iterator<Item = u32> + '_ {
+    let from = sorted.partition_point(|&a| a < base);
+    sorted[from..]
+        .iter()
+        .copied()
+        .take_while(move |&a| a - base < len)
+}
+
 impl TableShadow {
     /// Brings the shadow up to date after a step that made `changes`, for the spaces `live`.
     /// `None` when the vmm's own decoder refuses one of the descriptors read.
@@ -190,75 +240,49 @@ impl TableShadow {
         live: &[SpaceId],
         changes: &Changes,
     ) -> Option<()> {
-        // Nothing in RAM changed and the same spaces live on the same tables: nothing to do.
-        if changes.is_empty()
-            && self.spaces.len() == live.len()
-            && live
+        let Self { tables, scratch: s } = self;
+        s.roster.clear();
+        s.roster
+            .extend(live.iter().map(|&id| (id, l1_table_of(vm, id))));
+        let same_spaces = tables.spaces.len() == s.roster.len()
+            && tables
+                .spaces
                 .iter()
-                .all(|&id| self.spaces.get(&id).map(|s| s.l1_table) == l1_table_of(vm, id))
-        {
+                .zip(&s.roster)
+                .all(|(kept, &(id, l1))| kept.id == id && Some(kept.l1_table) == l1);
+        // Nothing in RAM changed and the same spaces live on the same tables: nothing to do.
+        if same_spaces && changes.is_empty() {
             return Some(());
         }
-        // Spaces that exited, or whose L1 table moved (an id reused), are dropped.
-        let before = self.spaces.len();
-        self.spaces
-            .retain(|&id, s| live.contains(&id) && l1_table_of(vm, id) == Some(s.l1_table));
-        if self.spaces.len() != before {
-            let spaces = &self.spaces;
-            self.owners
-                .retain(|_, (owner, _)| spaces.contains_key(owner));
-        }
-        // A new space whose L1 table was zeroed in this step starts empty (its entries come
-        // from this step's writes, below); any other new space is read whole.
-        let mut born_empty: Vec<SpaceId> = Vec::new();
-        for &id in live {
-            let Some(l1_table) = l1_table_of(vm, id) else {
-                continue;
-            };
-            if self.spaces.contains_key(&id) {
-                continue;
-            }
-            if changes.frame(l1_table) == FrameChange::Zeroed {
-                born_empty.push(id);
-                let entries = vm.space(id)?.mmu().window().end_number() / PAGES_PER_L1;
-                self.spaces.insert(
-                    id,
-                    ShadowSpace {
-                        l1_table,
-                        entries,
-                        l1: BTreeMap::new(),
-                        pages: BTreeMap::new(),
-                        stamp: fresh_stamp(),
-                    },
-                );
-            } else {
-                self.load(vm, id, l1_table)?;
-            }
+        s.born_empty.clear();
+        if !same_spaces {
+            tables.follow_roster(vm, changes, &s.roster, &mut s.born_empty, &mut s.old)?;
         }
         // L1 entries first: links and unlinks decide which L2 writes matter.
-        let mut whole_mibs: Vec<(SpaceId, u32)> = Vec::new();
-        let mut fresh_tables: Vec<(SpaceId, u32, u32)> = Vec::new();
-        let mut candidates: Vec<u32> = Vec::new();
-        for (&id, space) in &mut self.spaces {
+        s.words.clear();
+        s.words.extend_from_slice(&changes.words);
+        s.words.sort_unstable();
+        s.whole_mibs.clear();
+        s.fresh_tables.clear();
+        for (at, space) in tables.spaces.iter_mut().enumerate() {
             // The entries each frame of the table may have changed, by what happened to it.
-            candidates.clear();
+            s.candidates.clear();
             for lo in (0..space.entries).step_by(L1_PER_FRAME as usize) {
                 let hi = space.entries.min(lo + L1_PER_FRAME);
                 let base = space.l1_table + 4 * lo;
-                let written = changes
-                    .written(base, 4 * (hi - lo))
-                    .map(|pa| lo + (pa - base) / 4);
+                let written =
+                    written_in(&s.words, base, 4 * (hi - lo)).map(|pa| lo + (pa - base) / 4);
                 match changes.frame(base) {
-                    FrameChange::Unknown => candidates.extend(lo..hi),
+                    FrameChange::Unknown => s.candidates.extend(lo..hi),
                     // A space born empty in this step holds no entry the zeroing could clear.
-                    FrameChange::Zeroed if !born_empty.contains(&id) => {
-                        candidates.extend(written);
-                        candidates.extend(space.l1.range(lo..hi).map(|(&i, _)| i));
+                    FrameChange::Zeroed if !s.born_empty.contains(&at) => {
+                        s.candidates.extend(written);
+                        s.candidates.extend(space.l1.range(lo..hi).map(|(&i, _)| i));
                     }
-                    FrameChange::Words | FrameChange::Zeroed => candidates.extend(written),
+                    FrameChange::Words | FrameChange::Zeroed => s.candidates.extend(written),
                 }
             }
-            for &index in &candidates {
+            for &index in &s.candidates {
                 let new = read(vm, space.l1_table + 4 * index);
                 let old = if new == 0 {
                     space.l1.remove(&index)
@@ -270,85 +294,173 @@ impl TableShadow {
                     continue;
                 }
                 if let Some(t) = linked_table(old) {
-                    self.owners.remove(&(t / L2_TABLE_BYTES));
+                    tables.owners.remove(&(t / L2_TABLE_BYTES));
                 }
                 match linked_table(new) {
                     // A table zeroed in this step holds only the words written to it.
                     Some(t) if changes.frame(t) == FrameChange::Zeroed => {
-                        self.owners.insert(t / L2_TABLE_BYTES, (id, index));
-                        fresh_tables.push((id, index, t));
+                        tables.owners.insert(t / L2_TABLE_BYTES, (space.id, index));
+                        s.fresh_tables.push((at, index, t));
                     }
                     Some(t) => {
-                        self.owners.insert(t / L2_TABLE_BYTES, (id, index));
-                        whole_mibs.push((id, index));
+                        tables.owners.insert(t / L2_TABLE_BYTES, (space.id, index));
+                        s.whole_mibs.push((at, index));
                     }
-                    None => whole_mibs.push((id, index)),
+                    None => s.whole_mibs.push((at, index)),
                 }
             }
         }
-        for &(id, index, _) in &fresh_tables {
-            if let Some(space) = self.spaces.get_mut(&id) {
-                space.forget(index * PAGES_PER_L1, PAGES_PER_L1);
-            }
+        for &(at, index, _) in &s.fresh_tables {
+            tables.spaces[at].forget(index * PAGES_PER_L1, PAGES_PER_L1);
         }
-        let mut pages: Vec<(SpaceId, u32)> = Vec::new();
+        // The L2 entries written, by the table holding them. Writes come in runs within one
+        // table (a fork, an mprotect), so the last table's owner is remembered.
+        s.pages.clear();
+        let mut last: Option<(u32, Option<(usize, u32)>)> = None;
         for &pa in &changes.words {
-            if let Some(&(id, index)) = self.owners.get(&(pa / L2_TABLE_BYTES)) {
-                pages.push((id, index * PAGES_PER_L1 + (pa % L2_TABLE_BYTES) / 4));
+            let table = pa / L2_TABLE_BYTES;
+            let owner = match last {
+                Some((t, owner)) if t == table => owner,
+                _ => {
+                    let owner = tables.owner(table);
+                    last = Some((table, owner));
+                    owner
+                }
+            };
+            if let Some((at, index)) = owner {
+                s.pages
+                    .push((at, index * PAGES_PER_L1 + (pa % L2_TABLE_BYTES) / 4));
             }
         }
         // Linked tables zeroed or overwritten in this step (other than fresh ones) are re-read.
         for &f in changes.zeroed.iter().chain(&changes.copied) {
             for t in (f..f + FRAME_BYTES).step_by(L2_TABLE_BYTES as usize) {
-                if let Some(&(id, index)) = self.owners.get(&(t / L2_TABLE_BYTES))
-                    && !fresh_tables.contains(&(id, index, t))
+                if let Some((at, index)) = tables.owner(t / L2_TABLE_BYTES)
+                    && !s.fresh_tables.contains(&(at, index, t))
                 {
-                    whole_mibs.push((id, index));
+                    s.whole_mibs.push((at, index));
                 }
             }
         }
-        whole_mibs.sort_unstable();
-        whole_mibs.dedup();
-        pages.sort_unstable();
-        pages.dedup();
-        pages.retain(|&(id, number)| {
+        s.whole_mibs.sort_unstable();
+        s.whole_mibs.dedup();
+        s.pages.sort_unstable();
+        s.pages.dedup();
+        let whole_mibs = &s.whole_mibs;
+        s.pages.retain(|&(at, number)| {
             whole_mibs
-                .binary_search(&(id, number / PAGES_PER_L1))
+                .binary_search(&(at, number / PAGES_PER_L1))
                 .is_err()
         });
-        // Every range to re-read, (space, first page, pages), ascending and disjoint.
-        let mut ranges: Vec<(SpaceId, u32, u32)> = whole_mibs
-            .iter()
-            .map(|&(id, index)| (id, index * PAGES_PER_L1, PAGES_PER_L1))
-            .collect();
-        for run in pages.chunk_by(|a, b| a.0 == b.0) {
-            let id = run[0].0;
-            ranges.extend(
+        // Every range to re-read, (position, first page, pages), ascending and disjoint.
+        s.ranges.clear();
+        s.ranges.extend(
+            s.whole_mibs
+                .iter()
+                .map(|&(at, index)| (at, index * PAGES_PER_L1, PAGES_PER_L1)),
+        );
+        for run in s.pages.chunk_by(|a, b| a.0 == b.0) {
+            let at = run[0].0;
+            s.ranges.extend(
                 runs(run.iter().map(|&(_, n)| n))
                     .into_iter()
-                    .map(|(first, count)| (id, first, count)),
+                    .map(|(first, count)| (at, first, count)),
             );
         }
-        ranges.sort_unstable();
-        for space_ranges in ranges.chunk_by(|a, b| a.0 == b.0) {
-            self.refresh(vm, space_ranges[0].0, space_ranges)?;
+        s.ranges.sort_unstable();
+        for space_ranges in s.ranges.chunk_by(|a, b| a.0 == b.0) {
+            tables.refresh(vm, space_ranges[0].0, space_ranges, &mut s.fresh)?;
         }
         Some(())
     }
 
-    /// A number that changes whenever the pages of space `id` may have (unique within the
-    /// process): equal stamps mean the same pages.
-    pub fn stamp(&self, id: SpaceId) -> Option<u64> {
-        Some(self.spaces.get(&id)?.stamp)
+    /// A number that changes whenever the pages of space `id` (at position `at` of the live
+    /// list) may have (unique within the process): equal stamps mean the same pages.
+    pub fn stamp(&self, at: usize, id: SpaceId) -> Option<u64> {
+        Some(self.tables.space(at, id)?.stamp)
     }
 
-    /// The present pages of space `id` (page number, translation), ascending.
-    pub fn pages(&self, id: SpaceId) -> Option<impl Iterator<Item = (u32, Translation)> + '_> {
-        Some(self.spaces.get(&id)?.pages.iter().map(|(&n, &t)| (n, t)))
+    /// The present pages of space `id` (at position `at` of the live list; page number,
+    /// translation), ascending.
+    pub fn pages(
+        &self,
+        at: usize,
+        id: SpaceId,
+    ) -> Option<impl Iterator<Item = (u32, Translation)> + '_> {
+        Some(
+            self.tables
+                .space(at, id)?
+                .pages
+                .iter()
+                .map(|(&n, &t)| (n, t)),
+        )
+    }
+}
+
+impl Tables {
+    /// Makes `spaces` the spaces of `roster` with a table, in its order: spaces kept on the
+    /// same table stay as they are; spaces that exited or whose L1 table moved (an id reused)
+    /// are dropped with their tables; a new space whose L1 table was zeroed in this step
+    /// starts empty (its entries come from this step's writes; its position goes into
+    /// `born_empty`), and any other new space is read whole. `old` is a buffer.
+    fn follow_roster(
+        &mut self,
+        vm: &mut Vm<SimMachine>,
+        changes: &Changes,
+        roster: &[(SpaceId, Option<u32>)],
+        born_empty: &mut Vec<usize>,
+        old: &mut Vec<ShadowSpace>,
+    ) -> Option<()> {
+        old.clear();
+        old.append(&mut self.spaces);
+        let gone = |k: &ShadowSpace| {
+            !roster
+                .iter()
+                .any(|&(id, l1)| k.id == id && Some(k.l1_table) == l1)
+        };
+        if old.iter().any(gone) {
+            self.owners
+                .retain(|_, (owner, _)| !old.iter().any(|k| k.id == *owner && gone(k)));
+        }
+        for &(id, l1) in roster {
+            let Some(l1_table) = l1 else {
+                continue;
+            };
+            let space = match old
+                .iter()
+                .position(|k| k.id == id && k.l1_table == l1_table)
+            {
+                Some(at) => old.swap_remove(at),
+                None if changes.frame(l1_table) == FrameChange::Zeroed => {
+                    born_empty.push(self.spaces.len());
+                    let entries = vm.space(id)?.mmu().window().end_number() / PAGES_PER_L1;
+                    ShadowSpace::empty(id, l1_table, entries)
+                }
+                None => self.load(vm, id, l1_table)?,
+            };
+            self.spaces.push(space);
+        }
+        old.clear();
+        Some(())
+    }
+
+    /// The position of the space and the L1 index linking L2 table `table` (its physical
+    /// address / 1 KiB), if a live space links it.
+    fn owner(&self, table: u32) -> Option<(usize, u32)> {
+        let &(id, index) = self.owners.get(&table)?;
+        Some((self.spaces.iter().position(|k| k.id == id)?, index))
+    }
+
+    /// Space `id`, expected at position `at` of the list last given to `update`.
+    fn space(&self, at: usize, id: SpaceId) -> Option<&ShadowSpace> {
+        match self.spaces.get(at) {
+            Some(space) if space.id == id => Some(space),
+            _ => self.spaces.iter().find(|k| k.id == id),
+        }
     }
 
     /// Reads space `id` whole: its L1 entries and every present page.
-    fn load(&mut self, vm: &mut Vm<SimMachine>, id: SpaceId, l1_table: u32) -> Option<()> {
+    fn load(&mut self, vm: &mut Vm<SimMachine>, id: SpaceId, l1_table: u32) -> Option<ShadowSpace> {
         let window = vm.space(id)?.mmu().window();
         let entries = window.end_number() / PAGES_PER_L1;
         let l1: BTreeMap<u32, u32> = (0..entries)
@@ -361,33 +473,28 @@ impl TableShadow {
             }
         }
         let pages = mappings(vm, id, window)?.collect();
-        self.spaces.insert(
-            id,
-            ShadowSpace {
-                l1_table,
-                entries,
-                l1,
-                pages,
-                stamp: fresh_stamp(),
-            },
-        );
-        Some(())
+        Some(ShadowSpace {
+            l1,
+            pages,
+            ..ShadowSpace::empty(id, l1_table, entries)
+        })
     }
 
-    /// Re-reads the ranges `(space, first page, pages)` of space `id` (ascending, disjoint),
-    /// merged into its pages at once.
+    /// Re-reads the ranges `(position, first page, pages)` of the space at position `at`
+    /// (ascending, disjoint), merged into its pages at once; `fresh` is a buffer.
     fn refresh(
         &mut self,
         vm: &mut Vm<SimMachine>,
-        id: SpaceId,
-        ranges: &[(SpaceId, u32, u32)],
+        at: usize,
+        ranges: &[(usize, u32, u32)],
+        fresh: &mut Vec<(u32, Translation)>,
     ) -> Option<()> {
-        let mut fresh: Vec<(u32, Translation)> = Vec::new();
+        let space = &mut self.spaces[at];
+        fresh.clear();
         for &(_, first, count) in ranges {
             let range = PageRange::new(VirtPage::from_number(first)?, count)?;
-            fresh.extend(mappings(vm, id, range)?);
+            fresh.extend(mappings(vm, space.id, range)?);
         }
-        let space = self.spaces.get_mut(&id)?;
         space.stamp = fresh_stamp();
         let same_pages = ranges
             .iter()
@@ -397,9 +504,9 @@ impl TableShadow {
         if same_pages {
             // The usual case (a fork or an mprotect rewrote entries in place): the same pages
             // with new translations, updated in one pass instead of removed and inserted.
-            let mut fresh = fresh.into_iter();
+            let mut fresh = fresh.iter();
             for &(_, first, count) in ranges {
-                for ((_, kept), (_, t)) in
+                for ((_, kept), &(_, t)) in
                     space.pages.range_mut(first..first + count).zip(&mut fresh)
                 {
                     *kept = t;
@@ -413,9 +520,9 @@ impl TableShadow {
         if fresh.len() * 4 > space.pages.len() {
             // Many pages (a forked child's tables, new sections): built as a map of their own
             // from the sorted list and merged in one pass, cheaper than one search per page.
-            space.pages.append(&mut fresh.into_iter().collect());
+            space.pages.append(&mut fresh.drain(..).collect());
         } else {
-            space.pages.extend(fresh);
+            space.pages.extend(fresh.drain(..));
         }
         Some(())
     }
