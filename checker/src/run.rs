@@ -527,7 +527,6 @@ fn run_observed(
             }
         }
         p.compare_state(at, steps)?;
-        p.forget_freed_frames();
     }
     if mode == CheckMode::Fast && !steps.is_empty() {
         // The full sweep at the end: the tables read whole, INV-7 on every table. The last
@@ -1071,7 +1070,8 @@ impl Pair {
                     model::DEVICE_FRAME | u64::from(t.frame.start().as_u32())
                 } else {
                     let pa = t.frame.start().as_u32();
-                    match self.frames.model_of(pa) {
+                    let live = &self.model.frames;
+                    match self.frames.live_model_of(pa, |id| live.contains_key(&id)) {
                         Some(id) => id,
                         None => {
                             // Learn the pair from the model's page at this address, if it is new.
@@ -1108,12 +1108,6 @@ impl Pair {
         out.vmalloc
             .extend(self.vm.vmalloc_allocations().map(|(a, n)| (a.as_u32(), n)));
         Ok(())
-    }
-
-    /// Frames the model freed may come back from the vmm as new ones.
-    fn forget_freed_frames(&mut self) {
-        let live = &self.model.frames;
-        self.frames.forget_dead(|id| live.contains_key(&id));
     }
 }
 

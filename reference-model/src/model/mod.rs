@@ -122,6 +122,8 @@ pub struct Model {
     /// refused, so an op needing more than `k` frames fails (and changes nothing).
     pub refuse_allocation: Option<u64>,
     next_space: u32,
+    /// The next frame id: ids only grow, none is reused (the checker's frame pairing relies
+    /// on it to tell a dead frame's pair from a live one's).
     next_frame: FrameId,
 }
 
