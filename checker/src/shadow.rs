@@ -176,8 +176,8 @@ struct Scratch {
     ranges: Vec<(usize, u32, u32)>,
     /// The translations read by one `refresh`.
     fresh: Vec<(u32, Translation)>,
-    /// The spaces of the last step while `follow_roster` sorts them out.
-    old: Vec<ShadowSpace>,
+    /// The spaces `follow_roster` dropped.
+    gone: Vec<SpaceId>,
 }
 
 /// The L2 table a raw L1 entry links, if it is a page-table descriptor.
@@ -188,6 +188,25 @@ fn linked_table(raw: u32) -> Option<u32> {
 /// The physical address of space `id`'s L1 table, if it is live.
 fn l1_table_of(vm: &Vm<SimMachine>, id: SpaceId) -> Option<u32> {
     Some(vm.space(id)?.mmu().l1_table().as_u32())
+}
+
+/// The L1 table of each space of `live`, in its order, into `out`: one walk of the vmm's
+/// spaces when `live` is ascending (the vmm hands ids out in increasing order and the list
+/// keeps creation order, so it usually is), else a search per space.
+fn l1_tables(vm: &Vm<SimMachine>, live: &[SpaceId], out: &mut Vec<(SpaceId, Option<u32>)>) {
+    out.clear();
+    if live.windows(2).all(|w| w[0] < w[1]) {
+        let mut spaces = vm.spaces().peekable();
+        for &id in live {
+            while spaces.next_if(|&(s, _)| s < id).is_some() {}
+            let l1 = spaces
+                .next_if(|&(s, _)| s == id)
+                .map(|(_, space)| space.mmu().l1_table().as_u32());
+            out.push((id, l1));
+        }
+    } else {
+        out.extend(live.iter().map(|&id| (id, l1_table_of(vm, id))));
+    }
 }
 
 fn read(vm: &Vm<SimMachine>, pa: u32) -> u32 {
@@ -241,9 +260,7 @@ impl TableShadow {
         changes: &Changes,
     ) -> Option<()> {
         let Self { tables, scratch: s } = self;
-        s.roster.clear();
-        s.roster
-            .extend(live.iter().map(|&id| (id, l1_table_of(vm, id))));
+        l1_tables(vm, live, &mut s.roster);
         let same_spaces = tables.spaces.len() == s.roster.len()
             && tables
                 .spaces
@@ -256,7 +273,7 @@ impl TableShadow {
         }
         s.born_empty.clear();
         if !same_spaces {
-            tables.follow_roster(vm, changes, &s.roster, &mut s.born_empty, &mut s.old)?;
+            tables.follow_roster(vm, changes, &s.roster, &mut s.born_empty, &mut s.gone)?;
         }
         // L1 entries first: links and unlinks decide which L2 writes matter.
         s.words.clear();
@@ -402,45 +419,45 @@ impl Tables {
     /// same table stay as they are; spaces that exited or whose L1 table moved (an id reused)
     /// are dropped with their tables; a new space whose L1 table was zeroed in this step
     /// starts empty (its entries come from this step's writes; its position goes into
-    /// `born_empty`), and any other new space is read whole. `old` is a buffer.
+    /// `born_empty`), and any other new space is read whole. `gone` is a buffer.
+    ///
+    /// A step usually drops some spaces and adds new ones after the others, so the spaces
+    /// kept are those matching the roster in order, in one pass; a space the roster names out
+    /// of that order (which no vmm does on its own) is dropped and read again whole.
     fn follow_roster(
         &mut self,
         vm: &mut Vm<SimMachine>,
         changes: &Changes,
         roster: &[(SpaceId, Option<u32>)],
         born_empty: &mut Vec<usize>,
-        old: &mut Vec<ShadowSpace>,
+        gone: &mut Vec<SpaceId>,
     ) -> Option<()> {
-        old.clear();
-        old.append(&mut self.spaces);
-        let gone = |k: &ShadowSpace| {
-            !roster
-                .iter()
-                .any(|&(id, l1)| k.id == id && Some(k.l1_table) == l1)
-        };
-        if old.iter().any(gone) {
-            self.owners
-                .retain(|_, (owner, _)| !old.iter().any(|k| k.id == *owner && gone(k)));
+        // Spaces without a table (a live id the vmm does not know) have no place here.
+        let mut next = roster.iter().filter(|&&(_, l1)| l1.is_some()).peekable();
+        gone.clear();
+        self.spaces.retain(|k| {
+            let kept = next.next_if(|&&(id, l1)| (id, l1) == (k.id, Some(k.l1_table)));
+            if kept.is_none() {
+                gone.push(k.id);
+            }
+            kept.is_some()
+        });
+        if !gone.is_empty() {
+            self.owners.retain(|_, (owner, _)| !gone.contains(owner));
         }
-        for &(id, l1) in roster {
+        for &(id, l1) in next {
             let Some(l1_table) = l1 else {
                 continue;
             };
-            let space = match old
-                .iter()
-                .position(|k| k.id == id && k.l1_table == l1_table)
-            {
-                Some(at) => old.swap_remove(at),
-                None if changes.frame(l1_table) == FrameChange::Zeroed => {
-                    born_empty.push(self.spaces.len());
-                    let entries = vm.space(id)?.mmu().window().end_number() / PAGES_PER_L1;
-                    ShadowSpace::empty(id, l1_table, entries)
-                }
-                None => self.load(vm, id, l1_table)?,
+            let space = if changes.frame(l1_table) == FrameChange::Zeroed {
+                born_empty.push(self.spaces.len());
+                let entries = vm.space(id)?.mmu().window().end_number() / PAGES_PER_L1;
+                ShadowSpace::empty(id, l1_table, entries)
+            } else {
+                self.load(vm, id, l1_table)?
             };
             self.spaces.push(space);
         }
-        old.clear();
         Some(())
     }
 
