@@ -9,6 +9,7 @@
 pub mod concrete;
 pub mod frames;
 pub mod fuzz;
+pub mod in_order;
 pub mod machine;
 pub mod minimize;
 pub mod mmu;

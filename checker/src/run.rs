@@ -15,6 +15,7 @@ use vmm::space::{RegionKind, ShmId, SpaceId};
 use vmm::{Layout, Vm};
 
 use crate::concrete;
+use crate::in_order::InOrder;
 use crate::op::{Op, Step, print_ops};
 use crate::pairing::FramePairing;
 use crate::shadow::{Changes, TableShadow};
@@ -232,6 +233,8 @@ struct Pair {
     /// The words (address, value) the last INV-6 walks read: the walker is a function of
     /// the words it reads, so while they hold the same values its answer is the same.
     inv6_reads: Vec<(u32, Option<u32>)>,
+    /// The live spaces' ASIDs and registers, refilled by every TLB check.
+    live_asids: Vec<(u8, Registers)>,
 }
 
 /// Runs `steps` on a fresh vmm and model and compares after every step (full mode). Returns
@@ -810,6 +813,7 @@ impl Pair {
             pages_rebuilt: Vec::new(),
             kernel_pages_known: false,
             inv6_reads,
+            live_asids: Vec::new(),
         }
     }
 
@@ -857,12 +861,20 @@ impl Pair {
 
     /// INV-8: every TLB entry is what a walk of the current tables gives, for a live ASID.
     fn check_tlb(&mut self) -> Result<(), String> {
-        let live: Vec<(u8, Registers)> = self
-            .vmm_ids
-            .iter()
-            .filter_map(|&v| registers(&self.vm, v).map(|(r, a)| (a, r)))
-            .collect();
         let kernel = kernel_registers(&self.vm);
+        self.live_asids.clear();
+        {
+            let mut spaces = InOrder::new(self.vm.spaces(), |v| self.vm.space(v));
+            self.live_asids.extend(self.vmm_ids.iter().filter_map(|&v| {
+                let space = spaces.get(v)?;
+                let regs = Registers {
+                    ttbr0: space.mmu().l1_table().as_u32(),
+                    ..kernel
+                };
+                Some((space.asid().value(), regs))
+            }));
+        }
+        let live = &self.live_asids;
         let m = self.vm.machine_mut();
         for e in m.tlb.entries() {
             let regs = match e.asid {
@@ -950,8 +962,12 @@ impl Pair {
         out.spaces
             .resize_with(self.model_ids.len(), SpaceState::default);
         self.model_keys.truncate(self.model_ids.len());
+        let spaces = &self.model.spaces;
+        let mut lookups = InOrder::new(spaces.iter().map(|(&m, s)| (m, s)), |m| spaces.get(&m));
         for (i, (space, &m)) in out.spaces.iter_mut().zip(&self.model_ids).enumerate() {
-            let s = &self.model.spaces[&m];
+            let s = lookups
+                .get(m)
+                .expect("every live model id is a model space");
             // The space's stamp covers its regions, break, pages and sections (the table
             // page count is a function of those).
             let key = self.shadow.is_some().then_some((m, s.stamp()));
@@ -1016,12 +1032,13 @@ impl Pair {
         out.spaces
             .resize_with(self.vmm_ids.len(), SpaceState::default);
         self.vmm_keys.truncate(self.vmm_ids.len());
-        for (i, (&m, &v)) in self.model_ids.iter().zip(&self.vmm_ids).enumerate() {
-            let sp = self
-                .vm
-                .space(v)
+        let compared = self.model_ids.len().min(self.vmm_ids.len());
+        // Each space's bookkeeping, read in one walk of the vmm's spaces.
+        let mut spaces = InOrder::new(self.vm.spaces(), |v| self.vm.space(v));
+        for (space, &v) in out.spaces.iter_mut().zip(&self.vmm_ids[..compared]) {
+            let sp = spaces
+                .get(v)
                 .ok_or_else(|| state("a live space is missing"))?;
-            let space = &mut out.spaces[i];
             space.regions.clear();
             space.regions.extend(sp.regions().iter().map(|r| {
                 (
@@ -1033,6 +1050,10 @@ impl Pair {
                 )
             }));
             (space.brk, space.table_pages) = (sp.brk(), sp.mmu().table_pages());
+        }
+        drop(spaces);
+        // Each space's pages, rebuilt when its translations may have changed.
+        for (i, (&m, &v)) in self.model_ids.iter().zip(&self.vmm_ids).enumerate() {
             let key = match &self.shadow {
                 Some(shadow) => Some((v, shadow.stamp(i, v).ok_or_else(|| state(UNDECODABLE))?)),
                 None => None,

@@ -21,6 +21,7 @@ use vmm::arch::armv7::Translation;
 use vmm::machine::MachineEvent;
 use vmm::space::SpaceId;
 
+use crate::in_order::InOrder;
 use crate::machine::SimMachine;
 
 /// Pages one L1 entry covers (1 MiB).
@@ -185,28 +186,14 @@ fn linked_table(raw: u32) -> Option<u32> {
     (raw & 0b11 == 0b01).then_some(raw & !(L2_TABLE_BYTES - 1))
 }
 
-/// The physical address of space `id`'s L1 table, if it is live.
-fn l1_table_of(vm: &Vm<SimMachine>, id: SpaceId) -> Option<u32> {
-    Some(vm.space(id)?.mmu().l1_table().as_u32())
-}
-
-/// The L1 table of each space of `live`, in its order, into `out`: one walk of the vmm's
-/// spaces when `live` is ascending (the vmm hands ids out in increasing order and the list
-/// keeps creation order, so it usually is), else a search per space.
+/// The L1 table of each space of `live`, in its order, into `out`.
 fn l1_tables(vm: &Vm<SimMachine>, live: &[SpaceId], out: &mut Vec<(SpaceId, Option<u32>)>) {
+    let mut spaces = InOrder::new(vm.spaces(), |id| vm.space(id));
     out.clear();
-    if live.windows(2).all(|w| w[0] < w[1]) {
-        let mut spaces = vm.spaces().peekable();
-        for &id in live {
-            while spaces.next_if(|&(s, _)| s < id).is_some() {}
-            let l1 = spaces
-                .next_if(|&(s, _)| s == id)
-                .map(|(_, space)| space.mmu().l1_table().as_u32());
-            out.push((id, l1));
-        }
-    } else {
-        out.extend(live.iter().map(|&id| (id, l1_table_of(vm, id))));
-    }
+    out.extend(
+        live.iter()
+            .map(|&id| (id, spaces.get(id).map(|s| s.mmu().l1_table().as_u32()))),
+    );
 }
 
 fn read(vm: &Vm<SimMachine>, pa: u32) -> u32 {
