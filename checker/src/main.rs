@@ -64,6 +64,15 @@ enum Command {
         #[arg(long, value_parser = parse_defect)]
         defect: Option<checker::Defect>,
     },
+    /// Check the fuzzing (fast) mode against the reference (full) mode on `.ops` files or
+    /// fuzzer inputs (a directory stands for its files): each runs in full mode and in fast
+    /// mode with the shadow audited against a full read of the tables after every step, and
+    /// both must pass or both diverge. For anyone changing the fast mode.
+    AuditFast {
+        /// The files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Write the inputs `cargo xtask fuzz-speed` times: `OUT/input-NNNNN`, each the shortest
     /// encoding of a pseudo-random 64-step sequence (the same set on every run; `OUT` is
     /// emptied first).
@@ -102,6 +111,7 @@ fn main() -> ExitCode {
             defect,
         } => minimize(&file, tmin.as_deref(), &out, defect),
         Command::SpeedInputs { count, out } => speed_inputs(count, &out),
+        Command::AuditFast { files } => audit_fast(&expand_dirs(&files)),
     }
 }
 
@@ -314,6 +324,48 @@ fn expand_dirs(paths: &[PathBuf]) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// `checker audit-fast`: exit status 0 when the modes agree on every file, 1 when not, 2 when
+/// a file cannot be read.
+fn audit_fast(files: &[PathBuf]) -> ExitCode {
+    let verdict = |r: &Result<usize, Box<checker::Divergence>>| match r {
+        Ok(n) => format!("passes ({n} steps)"),
+        Err(d) => format!("diverges: {:?} at step {}", d.kind, d.at + 1),
+    };
+    let mut differ = 0;
+    for file in files {
+        let steps = match read_steps(file) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        let full = checker::run(&steps);
+        let fast = checker::run::audit_fast_mode(&steps, None);
+        if full.is_ok() != fast.is_ok() {
+            differ += 1;
+            println!(
+                "FAIL {}: full mode {}, fast mode (audited) {}",
+                file.display(),
+                verdict(&full),
+                verdict(&fast)
+            );
+            if let Err(d) = &fast {
+                println!("{d}");
+            }
+        }
+    }
+    println!(
+        "SUMMARY: {} files, the modes differ on {differ}",
+        files.len()
+    );
+    if differ == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn replay(
