@@ -18,20 +18,6 @@ impl FramePairing {
         self.to_model.get(&pa).copied()
     }
 
-    /// The model frame paired with the physical frame at `pa`, if it is still live (`is_live`).
-    /// A pair whose model frame died is dropped on the way: the vmm may hand its physical frame
-    /// out again as a new one. This is enough because the model never reuses a frame id, so
-    /// a live id's pair is never one from an earlier life of the id.
-    pub fn live_model_of(&mut self, pa: u32, is_live: impl Fn(u64) -> bool) -> Option<u64> {
-        let id = *self.to_model.get(&pa)?;
-        if is_live(id) {
-            return Some(id);
-        }
-        self.to_model.remove(&pa);
-        self.to_phys.remove(&id);
-        None
-    }
-
     /// Pairs the physical frame at `pa` (not yet paired) with model frame `id`, the model's
     /// frame at the same page. An error when `id` is already another physical frame.
     pub fn learn(&mut self, pa: u32, id: u64) -> Result<u64, String> {
@@ -67,16 +53,5 @@ mod tests {
         p.forget_dead(|id| id != 7);
         assert_eq!(p.model_of(0x4100_0000), None);
         assert_eq!(p.learn(0x4100_1000, 7), Ok(7));
-    }
-
-    #[test]
-    fn a_dead_model_frame_lets_its_physical_frame_go_when_next_looked_up() {
-        let mut p = FramePairing::default();
-        assert_eq!(p.learn(0x4100_0000, 7), Ok(7));
-        assert_eq!(p.live_model_of(0x4100_0000, |_| true), Some(7));
-        // Frame 7 died: the physical frame comes back as frame 8.
-        assert_eq!(p.live_model_of(0x4100_0000, |id| id != 7), None);
-        assert_eq!(p.learn(0x4100_0000, 8), Ok(8));
-        assert_eq!(p.live_model_of(0x4100_0000, |id| id != 7), Some(8));
     }
 }

@@ -235,6 +235,8 @@ struct Pair {
     inv6_reads: Vec<(u32, Option<u32>)>,
     /// The live spaces' ASIDs and registers, refilled by every TLB check.
     live_asids: Vec<(u8, Registers)>,
+    /// Model frames dead when the frame pairs were last pruned.
+    frame_deaths: u64,
 }
 
 /// Runs `steps` on a fresh vmm and model and compares after every step (full mode). Returns
@@ -530,6 +532,7 @@ fn run_observed(
             }
         }
         p.compare_state(at, steps)?;
+        p.forget_freed_frames();
     }
     if mode == CheckMode::Fast && !steps.is_empty() {
         // The full sweep at the end: the tables read whole, INV-7 on every table. The last
@@ -814,6 +817,7 @@ impl Pair {
             kernel_pages_known: false,
             inv6_reads,
             live_asids: Vec::new(),
+            frame_deaths: 0,
         }
     }
 
@@ -1018,6 +1022,19 @@ impl Pair {
         }
     }
 
+    /// Frames the model freed may come back from the vmm as new ones: after a step in which
+    /// a model frame died, the pairs of dead frames are dropped. (Not before the step's
+    /// comparison: a physical frame still mapped after its model frame died in the step must
+    /// keep that name, so that the comparison sees it.)
+    fn forget_freed_frames(&mut self) {
+        let deaths = self.model.frames_died();
+        if deaths != self.frame_deaths {
+            self.frame_deaths = deaths;
+            let live = &self.model.frames;
+            self.frames.forget_dead(|id| live.contains_key(&id));
+        }
+    }
+
     /// The vmm's state with physical frames named by model frame ids (learning new pairs from
     /// the model's page at the same address); an inconsistent pairing is an error.
     fn vmm_state(&mut self, out: &mut Observed) -> Result<(), (DivergenceKind, String)> {
@@ -1091,8 +1108,7 @@ impl Pair {
                     model::DEVICE_FRAME | u64::from(t.frame.start().as_u32())
                 } else {
                     let pa = t.frame.start().as_u32();
-                    let live = &self.model.frames;
-                    match self.frames.live_model_of(pa, |id| live.contains_key(&id)) {
+                    match self.frames.model_of(pa) {
                         Some(id) => id,
                         None => {
                             // Learn the pair from the model's page at this address, if it is new.

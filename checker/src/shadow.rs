@@ -297,7 +297,12 @@ impl TableShadow {
                 if old == new {
                     continue;
                 }
-                if let Some(t) = linked_table(old) {
+                // The table this entry linked is no longer linked from here (unless another
+                // entry has linked it meanwhile: candidates come in index order, not write
+                // order).
+                if let Some(t) = linked_table(old)
+                    && tables.owners.get(&(t / L2_TABLE_BYTES)) == Some(&(space.id, index))
+                {
                     tables.owners.remove(&(t / L2_TABLE_BYTES));
                 }
                 match linked_table(new) {
@@ -433,7 +438,9 @@ impl Tables {
             self.owners.retain(|_, (owner, _)| !gone.contains(owner));
         }
         for &(id, l1) in next {
-            let Some(l1_table) = l1 else {
+            // A live list naming a space twice (a vmm bug the comparison reports) keeps one
+            // copy of it, which both positions find by id.
+            let Some(l1_table) = l1.filter(|_| self.spaces.iter().all(|k| k.id != id)) else {
                 continue;
             };
             let space = if changes.frame(l1_table) == FrameChange::Zeroed {

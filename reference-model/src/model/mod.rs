@@ -122,9 +122,10 @@ pub struct Model {
     /// refused, so an op needing more than `k` frames fails (and changes nothing).
     pub refuse_allocation: Option<u64>,
     next_space: u32,
-    /// The next frame id: ids only grow, none is reused (the checker's frame pairing relies
-    /// on it to tell a dead frame's pair from a live one's).
+    /// The next frame id: ids only grow, none is reused.
     next_frame: FrameId,
+    /// Frames dead so far (see [`Model::frames_died`]).
+    frames_died: u64,
 }
 
 impl Model {
@@ -141,6 +142,7 @@ impl Model {
             refuse_allocation: None,
             next_space: 1,
             next_frame: 1,
+            frames_died: 0,
         }
     }
 
@@ -207,6 +209,7 @@ impl Model {
         let frames = self.vmalloc.remove(&u64::from(va)).ok_or(Errno::EINVAL)?;
         for f in &frames {
             self.frames.remove(f);
+            self.frames_died += 1;
         }
         self.free += frames.len() as u32 + before - self.kernel_table_pages();
         Ok(())
@@ -1055,6 +1058,13 @@ impl Model {
             .collect()
     }
 
+    /// How many frames have died (left `frames`) so far: a reader that saw the same count
+    /// before knows that no frame died since.
+    #[must_use]
+    pub fn frames_died(&self) -> u64 {
+        self.frames_died
+    }
+
     fn new_frame(&mut self, words: BTreeMap<u32, u32>) -> FrameId {
         let id = self.next_frame;
         self.next_frame += 1;
@@ -1079,6 +1089,7 @@ impl Model {
             f.get_mut().refs -= 1;
             if f.get().refs == 0 {
                 f.remove();
+                self.frames_died += 1;
                 self.free += 1;
             }
         }
@@ -1159,6 +1170,7 @@ impl Model {
         if let Some(s) = self.segments.get_mut(seg as usize).and_then(Option::take) {
             for f in s.frames {
                 self.frames.remove(&f);
+                self.frames_died += 1;
                 self.free += 1;
             }
         }
