@@ -11,7 +11,7 @@ use vmm::fault::Mode;
 use vmm::machine::{AllocationFailure, Machine, MachineEvent};
 
 use crate::machine::{Defect, SimMachine};
-use vmm::space::{RegionKind, ShmId, SpaceId};
+use vmm::space::{RegionKind, ShmId, SpaceId, VmSpace};
 use vmm::{Layout, Vm};
 
 use crate::concrete;
@@ -719,12 +719,16 @@ fn kernel_registers(vm: &Vm<SimMachine>) -> Registers {
 
 /// The registers of space `v`'s context: its TTBR0 beside the [`kernel_registers`].
 fn registers(vm: &Vm<SimMachine>, v: SpaceId) -> Option<(Registers, u8)> {
-    let space = vm.space(v)?;
+    Some(space_registers(vm.space(v)?, kernel_registers(vm)))
+}
+
+/// The registers of `space`'s context, its TTBR0 beside the `kernel` registers, and its ASID.
+fn space_registers(space: &VmSpace, kernel: Registers) -> (Registers, u8) {
     let regs = Registers {
         ttbr0: space.mmu().l1_table().as_u32(),
-        ..kernel_registers(vm)
+        ..kernel
     };
-    Some((regs, space.asid().value()))
+    (regs, space.asid().value())
 }
 
 /// Accesses on the simulated machine: the TLB model, else a walk of the real table bytes
@@ -870,12 +874,8 @@ impl Pair {
         {
             let mut spaces = InOrder::new(self.vm.spaces(), |v| self.vm.space(v));
             self.live_asids.extend(self.vmm_ids.iter().filter_map(|&v| {
-                let space = spaces.get(v)?;
-                let regs = Registers {
-                    ttbr0: space.mmu().l1_table().as_u32(),
-                    ..kernel
-                };
-                Some((space.asid().value(), regs))
+                let (regs, asid) = space_registers(spaces.get(v)?, kernel);
+                Some((asid, regs))
             }));
         }
         let live = &self.live_asids;
