@@ -4,7 +4,9 @@
 //! (a fixed xorshift seed, so every run measures the same work), each in its shortest
 //! encoding; libFuzzer replays them once each (`-runs=0 DIR`, no mutation and no corpus
 //! growth), in several rounds, and the best round is the figure (the others show the
-//! machine's noise).
+//! machine's noise). Then one fuzzing session shows what a user sees: the first
+//! [`SESSION_SEEDS`] inputs as seeds, [`SESSION_RUNS`] mutated executions, inputs no longer than
+//! the longest seed (so at most about 64 steps), timed here and with libFuzzer's own figure.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -15,6 +17,10 @@ use crate::{cargo_run, ensure_cargo_tool};
 
 /// The goal of the fuzzing issue, executions per second.
 const GOAL: f64 = 10_000.0;
+/// Seeds of the fuzzing session: the first inputs of the set.
+const SESSION_SEEDS: usize = 1000;
+/// Executions of the fuzzing session (seeds included).
+const SESSION_RUNS: u64 = 100_000;
 
 /// Returns the exit status: 0 when measured (whatever the figure), 1 when something failed.
 pub fn fuzz_speed(root: &Path, inputs: usize, rounds: usize) -> u8 {
@@ -78,11 +84,74 @@ pub fn fuzz_speed(root: &Path, inputs: usize, rounds: usize) -> u8 {
         best = best.max(rate);
         println!("round {round}: {runs} executions in {seconds:.3} s = {rate:.0} exec/s");
     }
+    let session = match session(root, &binary, &dir) {
+        Ok(line) => line,
+        Err(crate::Failure(why)) => {
+            eprintln!("xtask fuzz-speed: {why}");
+            return 1;
+        }
+    };
     let verdict = if best >= GOAL { "met" } else { "not met" };
     println!(
-        "SUMMARY: ops, 64-step inputs, one core, no sanitizer: best {best:.0} exec/s (goal {GOAL:.0}: {verdict})"
+        "SUMMARY: ops, 64-step inputs, one core, no sanitizer: best {best:.0} exec/s (goal {GOAL:.0}: {verdict}); {session}"
     );
     0
+}
+
+/// One fuzzing session seeded with the first [`SESSION_SEEDS`] inputs of `inputs` (mutations
+/// capped at the longest seed's length, libFuzzer's length control off, a fixed seed), printed
+/// and summed up in one line for the summary.
+fn session(root: &Path, binary: &Path, inputs: &Path) -> Result<String, crate::Failure> {
+    let fail = |why: String| crate::Failure(format!("fuzzing session: {why}"));
+    let base = root.join("target/fuzz-speed");
+    let (seeds, out) = (base.join("session-seeds"), base.join("session-corpus"));
+    for dir in [&seeds, &out] {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+    }
+    let mut longest = 0;
+    for file in crate::fuzzing::files_in(inputs).iter().take(SESSION_SEEDS) {
+        let to = seeds.join(file.file_name().unwrap_or_default());
+        let len = std::fs::copy(file, &to).map_err(|e| fail(format!("{}: {e}", to.display())))?;
+        longest = longest.max(len);
+    }
+    println!(
+        "fuzzing session: `ops -seed=1 -runs={SESSION_RUNS} -len_control=0 -max_len={longest}` \
+         seeded with {SESSION_SEEDS} of the inputs"
+    );
+    let start = Instant::now();
+    let output = Command::new(binary)
+        .arg("-seed=1")
+        .arg(format!("-runs={SESSION_RUNS}"))
+        .arg("-len_control=0")
+        .arg(format!("-max_len={longest}"))
+        .arg("-print_final_stats=1")
+        .arg(&out)
+        .arg(&seeds)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| fail(format!("cannot run {}: {e}", binary.display())))?;
+    let seconds = start.elapsed().as_secs_f64();
+    let log = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        eprintln!("{log}");
+        return Err(fail(format!("the ops target failed ({})", output.status)));
+    }
+    let stats = FuzzStats::parse(&log);
+    let runs = stats.executions.unwrap_or(SESSION_RUNS);
+    let rate = runs as f64 / seconds;
+    let corpus = crate::fuzzing::files_in(&out).len();
+    println!(
+        "session: {runs} executions in {seconds:.3} s = {rate:.0} exec/s (libFuzzer: {} exec/s), \
+         {corpus} inputs kept",
+        stats
+            .exec_per_sec
+            .map_or_else(|| "?".to_string(), |e| e.to_string())
+    );
+    Ok(format!(
+        "a fuzzing session of such inputs {rate:.0} exec/s (its corpus drifts to heavier inputs)"
+    ))
 }
 
 /// The least coverage (libFuzzer's `cov:`, edges) replaying `corpus/ops` must show. The fuzz

@@ -99,7 +99,8 @@ enum Task {
     /// scenarios (cargo-llvm-cov, installed when missing), in target/coverage/html/.
     Coverage,
     /// The `ops` target's executions per second on 64-step inputs, one core, no sanitizer
-    /// (fixed pseudo-random inputs replayed with `-runs=0`; the best of several rounds).
+    /// (fixed pseudo-random inputs replayed with `-runs=0`; the best of several rounds), then
+    /// a fuzzing session seeded with 1000 of them (100000 executions, inputs no longer)
     FuzzSpeed {
         /// Inputs per round.
         #[arg(long, default_value_t = 10_000)]
