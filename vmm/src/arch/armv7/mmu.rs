@@ -144,8 +144,53 @@ pub struct ArchMmu {
     kind: SpaceKind,
     l1: PhysFrame,
     asid: Asid,
-    used: Vec<u16>,
+    used: UsedCounts,
     l2_pages: u32,
+}
+
+/// The number of valid entries of the L2 table under each L1 entry of the window, zero where
+/// none is linked. The array is allocated at the first count: a space that never maps a small
+/// page (a fresh spawn, a space of sections only) costs no 2 KiB of zeroes.
+#[derive(Clone, Debug)]
+struct UsedCounts {
+    /// One count per L1 entry, or empty while every count is zero.
+    counts: Vec<u16>,
+    /// L1 entries of the window.
+    entries: u32,
+}
+
+impl UsedCounts {
+    /// All zero, for a window of `entries` L1 entries.
+    fn new(entries: u32) -> Self {
+        Self {
+            counts: Vec::new(),
+            entries,
+        }
+    }
+
+    /// The count of L1 entry `l1`.
+    fn get(&self, l1: u32) -> u16 {
+        self.counts.get(l1 as usize).copied().unwrap_or(0)
+    }
+
+    /// The count of L1 entry `l1`, to change (the array allocated if it was not).
+    fn get_mut(&mut self, l1: u32) -> &mut u16 {
+        if self.counts.is_empty() {
+            self.counts = vec![0; self.entries as usize];
+        }
+        &mut self.counts[l1 as usize]
+    }
+
+    /// The L1 entries of `range` whose count is not zero, ascending.
+    fn nonzero_in(&self, range: core::ops::Range<u32>) -> Vec<u32> {
+        if self.counts.is_empty() {
+            return Vec::new();
+        }
+        nonzero(&self.counts[range.start as usize..range.end as usize])
+            .into_iter()
+            .map(|i| range.start + i as u32)
+            .collect()
+    }
 }
 
 impl ArchMmu {
@@ -318,7 +363,7 @@ impl ArchMmu {
             kind: SpaceKind::User,
             l1,
             asid,
-            used: vec![0; USER_L1_ENTRIES as usize],
+            used: UsedCounts::new(USER_L1_ENTRIES),
             l2_pages: 0,
         })
     }
@@ -338,7 +383,7 @@ impl ArchMmu {
             kind: SpaceKind::Kernel,
             l1,
             asid: Asid::KERNEL,
-            used: vec![0; KERNEL_L1_ENTRIES as usize],
+            used: UsedCounts::new(KERNEL_L1_ENTRIES),
             l2_pages: 0,
         })
     }
@@ -502,7 +547,7 @@ impl ArchMmu {
                 };
                 m.write_word(Self::l2_entry(table, p), desc.encode());
             }
-            self.used[l1 as usize] += (hi - lo) as u16;
+            *self.used.get_mut(l1) += (hi - lo) as u16;
         }
         reserved.release(frames);
         m.dsb();
@@ -878,7 +923,7 @@ impl ArchMmu {
         for &c in clear {
             for l1 in self.l1_span(c) {
                 if let L1Descriptor::PageTable { table, .. } = self.read_l1(m, l1)
-                    && self.used[l1 as usize] == 0
+                    && self.used.get(l1) == 0
                 {
                     self.write_l1(m, l1, L1Descriptor::Fault);
                     batch.push(page(l1 * ENTRIES_PER_L2));
@@ -1015,11 +1060,10 @@ impl ArchMmu {
         let mut pages = 0;
         // Only groups with a non-zero entry or count need a look: four zero entries counting
         // nothing are four faults, as they should be.
-        let used = &self.used[first as usize..end as usize];
         let mut groups: Vec<u32> = window
             .iter()
             .map(|&(l1, _)| l1)
-            .chain(nonzero(used).into_iter().map(|i| first + i as u32))
+            .chain(self.used.nonzero_in(first..end))
             .map(|l1| l1 / TABLES_PER_PAGE * TABLES_PER_PAGE)
             .collect();
         groups.sort_unstable();
@@ -1030,10 +1074,10 @@ impl ArchMmu {
                 let va = page(l1 * ENTRIES_PER_L2).start();
                 match L1Descriptor::decode(raw_l1(l1)) {
                     L1Descriptor::Fault => {
-                        if self.used[l1 as usize] != 0 {
+                        if self.used.get(l1) != 0 {
                             return Err(format!(
                                 "L1[{l1}] is a fault but counts {} entries",
-                                self.used[l1 as usize]
+                                self.used.get(l1)
                             ));
                         }
                     }
@@ -1042,10 +1086,10 @@ impl ArchMmu {
                     }
                     L1Descriptor::Section { attrs, domain, .. } => {
                         self.check_attrs(va, attrs, domain)?;
-                        if self.used[l1 as usize] != 0 {
+                        if self.used.get(l1) != 0 {
                             return Err(format!(
                                 "section L1[{l1}] counts {} entries",
-                                self.used[l1 as usize]
+                                self.used.get(l1)
                             ));
                         }
                     }
@@ -1090,10 +1134,10 @@ impl ArchMmu {
                         if valid == 0 {
                             return Err(format!("L1[{l1}] points at an empty L2 table"));
                         }
-                        if valid != u32::from(self.used[l1 as usize]) {
+                        if valid != u32::from(self.used.get(l1)) {
                             return Err(format!(
                                 "L1[{l1}] has {valid} valid entries but counts {}",
-                                self.used[l1 as usize]
+                                self.used.get(l1)
                             ));
                         }
                     }
@@ -1275,7 +1319,7 @@ impl ArchMmu {
                         };
                         m.write_word(Self::l2_entry(table, va.number() + i), desc.encode());
                     }
-                    self.used[l1 as usize] += count as u16;
+                    *self.used.get_mut(l1) += count as u16;
                 }
             }
         }
@@ -1342,10 +1386,11 @@ impl ArchMmu {
                         };
                         m.write_word(pa, 0);
                         batch.push(page(p));
-                        self.used[l1 as usize] = self.used[l1 as usize].saturating_sub(1);
+                        let count = self.used.get_mut(l1);
+                        *count = count.saturating_sub(1);
                         on_removed(page(p), frame);
                     }
-                    if self.used[l1 as usize] == 0 {
+                    if self.used.get(l1) == 0 {
                         emptied.push((l1, PhysFrame::containing(table)));
                     }
                 }
@@ -1470,7 +1515,7 @@ impl ArchMmu {
                         desc.encode(),
                     );
                 }
-                self.used[l1 as usize] = ENTRIES_PER_L2 as u16;
+                *self.used.get_mut(l1) = ENTRIES_PER_L2 as u16;
                 let desc = L1Descriptor::PageTable {
                     table,
                     domain: Domain::ZERO,
@@ -1624,7 +1669,7 @@ impl ArchMmu {
     }
 
     fn l1_entries(&self) -> u32 {
-        self.used.len() as u32
+        self.used.entries
     }
 
     /// L1 indices this space may use: `[first, end)`.
@@ -1727,7 +1772,7 @@ impl ArchMmu {
 
 #[cfg(test)]
 mod tests {
-    use super::{MapError, nonzero};
+    use super::{MapError, UsedCounts, nonzero};
     use alloc::vec;
     use alloc::vec::Vec;
 
@@ -1765,5 +1810,23 @@ mod tests {
                 assert_eq!(nonzero(&counts), hot, "len {len} (u16)");
             }
         }
+    }
+
+    /// The counts read as zeroes until the first is set, and only then take memory; after
+    /// that they behave as an array.
+    #[test]
+    fn used_counts_are_zero_and_unallocated_until_the_first_count() {
+        let mut used = UsedCounts::new(1024);
+        assert_eq!((used.get(0), used.get(1023)), (0, 0));
+        assert_eq!(used.nonzero_in(0..1024), Vec::<u32>::new());
+        assert!(used.counts.is_empty(), "nothing allocated by reads");
+        *used.get_mut(700) += 3;
+        assert_eq!(used.counts.len(), 1024);
+        assert_eq!((used.get(699), used.get(700)), (0, 3));
+        assert_eq!(used.nonzero_in(0..1024), vec![700]);
+        assert_eq!(used.nonzero_in(0..700), Vec::<u32>::new());
+        assert_eq!(used.nonzero_in(700..701), vec![700]);
+        *used.get_mut(700) -= 3;
+        assert_eq!(used.nonzero_in(0..1024), Vec::<u32>::new());
     }
 }
