@@ -233,8 +233,16 @@ struct Pair {
     /// The words (address, value) the last INV-6 walks read: the walker is a function of
     /// the words it reads, so while they hold the same values its answer is the same.
     inv6_reads: Vec<(u32, Option<u32>)>,
-    /// The live spaces' ASIDs and registers, refilled by every TLB check.
+    /// Whether the three lists below and the vmm's regions, breaks and table-page counts in
+    /// `seen` were read from the vmm since it last ran an op (`read_vmm_spaces`).
+    vmm_spaces_read: bool,
+    /// The live spaces (in `vmm_ids` order) and their L1 tables, for the shadow; `None` for a
+    /// live id the vmm does not know.
+    roster: Vec<(SpaceId, Option<u32>)>,
+    /// The live spaces' ASIDs and registers, for the TLB check.
     live_asids: Vec<(u8, Registers)>,
+    /// Whether a live id of the spaces both sides have is unknown to the vmm.
+    vmm_space_missing: bool,
     /// Model frames dead when the frame pairs were last pruned.
     frame_deaths: u64,
 }
@@ -517,8 +525,9 @@ fn run_observed(
                 format!("{vmm_out:?}\n"),
             ));
         }
+        p.read_vmm_spaces();
         if let Some(shadow) = &mut p.shadow {
-            if shadow.update(&mut p.vm, &p.vmm_ids, &changes).is_none() {
+            if shadow.update(&mut p.vm, &p.roster, &changes).is_none() {
                 return Err(diverge(
                     DivergenceKind::State,
                     at,
@@ -820,7 +829,10 @@ impl Pair {
             pages_rebuilt: Vec::new(),
             kernel_pages_known: false,
             inv6_reads,
+            vmm_spaces_read: false,
+            roster: Vec::new(),
             live_asids: Vec::new(),
+            vmm_space_missing: false,
             frame_deaths: 0,
         }
     }
@@ -840,7 +852,58 @@ impl Pair {
         let op = (hooks.resolve)(&self.model, &self.model_ids, op);
         let m = concrete::apply_model(&mut self.model, &mut self.model_ids, &op);
         let v = (hooks.apply)(&mut self.vm, &mut self.vmm_ids, &op);
+        self.vmm_spaces_read = false;
         (m, v)
+    }
+
+    /// Reads every live space's bookkeeping from the vmm in one walk of its spaces, unless
+    /// done since its last op: the L1 table (the shadow's roster), the ASID and registers
+    /// (the TLB check), and for the spaces both sides have, the regions, break and table-page
+    /// count (the vmm's side of the state comparison). Everything that reads the vmm's
+    /// bookkeeping after a step starts here, so a step walks the vmm's spaces once.
+    fn read_vmm_spaces(&mut self) {
+        if self.vmm_spaces_read {
+            return;
+        }
+        self.vmm_spaces_read = true;
+        let kind = |k: RegionKind| match k {
+            RegionKind::Anon => Backing::Anon,
+            RegionKind::Heap => Backing::Heap,
+            RegionKind::Shm { .. } => Backing::Shm,
+            RegionKind::Device { .. } => Backing::Device,
+        };
+        let kernel = kernel_registers(&self.vm);
+        let out = &mut self.seen.get_or_insert_with(Box::default).1;
+        out.spaces
+            .resize_with(self.vmm_ids.len(), SpaceState::default);
+        let compared = self.model_ids.len().min(self.vmm_ids.len());
+        self.roster.clear();
+        self.live_asids.clear();
+        self.vmm_space_missing = false;
+        let mut spaces = InOrder::new(self.vm.spaces(), |v| self.vm.space(v));
+        for (i, &v) in self.vmm_ids.iter().enumerate() {
+            let Some(sp) = spaces.get(v) else {
+                self.roster.push((v, None));
+                self.vmm_space_missing |= i < compared;
+                continue;
+            };
+            self.roster.push((v, Some(sp.mmu().l1_table().as_u32())));
+            let (regs, asid) = space_registers(sp, kernel);
+            self.live_asids.push((asid, regs));
+            if let Some(space) = out.spaces[..compared].get_mut(i) {
+                space.regions.clear();
+                space.regions.extend(sp.regions().iter().map(|r| {
+                    (
+                        u64::from(r.range.start_addr().as_u32()),
+                        u64::from(r.range.count()) * 4096,
+                        r.prot.bits(),
+                        r.shared,
+                        kind(r.kind),
+                    )
+                }));
+                (space.brk, space.table_pages) = (sp.brk(), sp.mmu().table_pages());
+            }
+        }
     }
 
     /// INV-6 and (when `whole`) INV-7: no kernel address answers a PL0 access, and every
@@ -869,15 +932,8 @@ impl Pair {
 
     /// INV-8: every TLB entry is what a walk of the current tables gives, for a live ASID.
     fn check_tlb(&mut self) -> Result<(), String> {
+        self.read_vmm_spaces();
         let kernel = kernel_registers(&self.vm);
-        self.live_asids.clear();
-        {
-            let mut spaces = InOrder::new(self.vm.spaces(), |v| self.vm.space(v));
-            self.live_asids.extend(self.vmm_ids.iter().filter_map(|&v| {
-                let (regs, asid) = space_registers(spaces.get(v)?, kernel);
-                Some((asid, regs))
-            }));
-        }
         let live = &self.live_asids;
         let m = self.vm.machine_mut();
         for e in m.tlb.entries() {
@@ -907,6 +963,7 @@ impl Pair {
     /// The whole observable state of both sides, compared.
     fn compare_state(&mut self, at: usize, steps: &[Step]) -> Result<(), Box<Divergence>> {
         let diverge = |kind, model, vmm| Divergence::boxed(kind, steps, at, model, vmm);
+        self.read_vmm_spaces();
         let mut seen = self.seen.take().unwrap_or_default();
         let (model_state, vmm_state) = &mut *seen;
         self.pages_rebuilt.clear();
@@ -1039,36 +1096,12 @@ impl Pair {
     /// the model's page at the same address); an inconsistent pairing is an error.
     fn vmm_state(&mut self, out: &mut Observed) -> Result<(), (DivergenceKind, String)> {
         let state = |why: &str| (DivergenceKind::State, why.to_string());
-        let kind = |k: RegionKind| match k {
-            RegionKind::Anon => Backing::Anon,
-            RegionKind::Heap => Backing::Heap,
-            RegionKind::Shm { .. } => Backing::Shm,
-            RegionKind::Device { .. } => Backing::Device,
-        };
-        let mut mapped = std::mem::take(&mut self.mapped);
-        out.spaces
-            .resize_with(self.vmm_ids.len(), SpaceState::default);
-        self.vmm_keys.truncate(self.vmm_ids.len());
-        let compared = self.model_ids.len().min(self.vmm_ids.len());
-        // Each space's bookkeeping, read in one walk of the vmm's spaces.
-        let mut spaces = InOrder::new(self.vm.spaces(), |v| self.vm.space(v));
-        for (space, &v) in out.spaces.iter_mut().zip(&self.vmm_ids[..compared]) {
-            let sp = spaces
-                .get(v)
-                .ok_or_else(|| state("a live space is missing"))?;
-            space.regions.clear();
-            space.regions.extend(sp.regions().iter().map(|r| {
-                (
-                    u64::from(r.range.start_addr().as_u32()),
-                    u64::from(r.range.count()) * 4096,
-                    r.prot.bits(),
-                    r.shared,
-                    kind(r.kind),
-                )
-            }));
-            (space.brk, space.table_pages) = (sp.brk(), sp.mmu().table_pages());
+        // The regions, breaks and table-page counts are in `out` already (read_vmm_spaces).
+        if self.vmm_space_missing {
+            return Err(state("a live space is missing"));
         }
-        drop(spaces);
+        let mut mapped = std::mem::take(&mut self.mapped);
+        self.vmm_keys.truncate(self.vmm_ids.len());
         // Each space's pages, rebuilt when its translations may have changed.
         for (i, (&m, &v)) in self.model_ids.iter().zip(&self.vmm_ids).enumerate() {
             let key = match &self.shadow {

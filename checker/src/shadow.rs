@@ -21,7 +21,6 @@ use vmm::arch::armv7::Translation;
 use vmm::machine::MachineEvent;
 use vmm::space::SpaceId;
 
-use crate::in_order::InOrder;
 use crate::machine::SimMachine;
 
 /// Pages one L1 entry covers (1 MiB).
@@ -159,8 +158,6 @@ struct Tables {
 /// The working lists of one [`TableShadow::update`] (positions are indexes into `spaces`).
 #[derive(Clone, Debug, Default)]
 struct Scratch {
-    /// The live spaces and their L1 tables now.
-    roster: Vec<(SpaceId, Option<u32>)>,
     /// The words written in the step, sorted.
     words: Vec<u32>,
     /// Positions of the spaces new in this step whose L1 table was zeroed in it.
@@ -184,16 +181,6 @@ struct Scratch {
 /// The L2 table a raw L1 entry links, if it is a page-table descriptor.
 fn linked_table(raw: u32) -> Option<u32> {
     (raw & 0b11 == 0b01).then_some(raw & !(L2_TABLE_BYTES - 1))
-}
-
-/// The L1 table of each space of `live`, in its order, into `out`.
-fn l1_tables(vm: &Vm<SimMachine>, live: &[SpaceId], out: &mut Vec<(SpaceId, Option<u32>)>) {
-    let mut spaces = InOrder::new(vm.spaces(), |id| vm.space(id));
-    out.clear();
-    out.extend(
-        live.iter()
-            .map(|&id| (id, spaces.get(id).map(|s| s.mmu().l1_table().as_u32()))),
-    );
 }
 
 fn read(vm: &Vm<SimMachine>, pa: u32) -> u32 {
@@ -238,21 +225,22 @@ fn written_in(sorted: &[u32], base: u32, len: u32) -> impl Iterator<Item = u32> 
 }
 
 impl TableShadow {
-    /// Brings the shadow up to date after a step that made `changes`, for the spaces `live`.
-    /// `None` when the vmm's own decoder refuses one of the descriptors read.
+    /// Brings the shadow up to date after a step that made `changes`, for the live spaces of
+    /// `roster`: each one's id and the physical address of its L1 table as the vmm's
+    /// bookkeeping gives it now (`None` for a live id the vmm does not know), in the order
+    /// of the live list. `None` when the vmm's own decoder refuses one of the descriptors read.
     pub fn update(
         &mut self,
         vm: &mut Vm<SimMachine>,
-        live: &[SpaceId],
+        roster: &[(SpaceId, Option<u32>)],
         changes: &Changes,
     ) -> Option<()> {
         let Self { tables, scratch: s } = self;
-        l1_tables(vm, live, &mut s.roster);
-        let same_spaces = tables.spaces.len() == s.roster.len()
+        let same_spaces = tables.spaces.len() == roster.len()
             && tables
                 .spaces
                 .iter()
-                .zip(&s.roster)
+                .zip(roster)
                 .all(|(kept, &(id, l1))| kept.id == id && Some(kept.l1_table) == l1);
         // Nothing in RAM changed and the same spaces live on the same tables: nothing to do.
         if same_spaces && changes.is_empty() {
@@ -260,7 +248,7 @@ impl TableShadow {
         }
         s.born_empty.clear();
         if !same_spaces {
-            tables.follow_roster(vm, changes, &s.roster, &mut s.born_empty, &mut s.gone)?;
+            tables.follow_roster(vm, changes, roster, &mut s.born_empty, &mut s.gone)?;
         }
         // L1 entries first: links and unlinks decide which L2 writes matter.
         s.words.clear();
