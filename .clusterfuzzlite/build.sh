@@ -66,6 +66,12 @@ if [ "${#targets[@]}" -eq 0 ]; then
     exit 1
 fi
 
+# Without a sanitizer (a local run) the targets link with fat LTO as `cargo xtask` builds them;
+# with ASan that does not link (fuzz/Cargo.toml says why), so ClusterFuzzLite builds go without.
+if [ "${SANITIZER:-none}" = none ]; then
+    export CARGO_PROFILE_RELEASE_LTO=fat
+fi
+
 cd "$repo/fuzz"
 echo "==> SANITIZER=${SANITIZER:-<unset>}: cargo fuzz build ${flags[*]} (${targets[*]})"
 cargo fuzz build "${flags[@]}"

@@ -212,7 +212,8 @@ struct Pair {
     shadow: Option<TableShadow>,
     /// The model's and the vmm's observed state, refilled at every comparison (their
     /// buffers are reused from step to step; taken out while a comparison fills them, so
-    /// that no placeholder is allocated each step).
+    /// that no placeholder is allocated each step). The vmm's regions, breaks and table-page
+    /// counts are filled in place beforehand, by `read_vmm_spaces`.
     seen: Option<Box<(Observed, Observed)>>,
     /// The present pages of the space being observed (page number, translation), reused.
     mapped: Vec<(u32, vmm::arch::armv7::Translation)>,
@@ -859,8 +860,10 @@ impl Pair {
     /// Reads every live space's bookkeeping from the vmm in one walk of its spaces, unless
     /// done since its last op: the L1 table (the shadow's roster), the ASID and registers
     /// (the TLB check), and for the spaces both sides have, the regions, break and table-page
-    /// count (the vmm's side of the state comparison). Everything that reads the vmm's
-    /// bookkeeping after a step starts here, so a step walks the vmm's spaces once.
+    /// count (the vmm's side of the state comparison). The TLB check, the shadow and the
+    /// comparison start here, so a step walks the vmm's spaces once for them (the page lists,
+    /// segments and frames are read where they are compared). Only `apply` runs the vmm during
+    /// a run, and it marks what was read as stale.
     fn read_vmm_spaces(&mut self) {
         if self.vmm_spaces_read {
             return;

@@ -100,7 +100,9 @@ pub fn fuzz_speed(root: &Path, inputs: usize, rounds: usize) -> u8 {
 
 /// One fuzzing session seeded with the first [`SESSION_SEEDS`] inputs of `inputs` (mutations
 /// capped at the longest seed's length, libFuzzer's length control off, a fixed seed), printed
-/// and summed up in one line for the summary.
+/// and summed up in one line for the summary. libFuzzer's own exec/s, shown beside the timed
+/// one, divides by whole seconds. A crash (a divergence the session found) is an error, its
+/// input kept in target/fuzz-speed/.
 fn session(root: &Path, binary: &Path, inputs: &Path) -> Result<String, crate::Failure> {
     let fail = |why: String| crate::Failure(format!("fuzzing session: {why}"));
     let base = root.join("target/fuzz-speed");
@@ -109,15 +111,19 @@ fn session(root: &Path, binary: &Path, inputs: &Path) -> Result<String, crate::F
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
     }
-    let mut longest = 0;
+    let (mut longest, mut count) = (0, 0);
     for file in crate::fuzzing::files_in(inputs).iter().take(SESSION_SEEDS) {
         let to = seeds.join(file.file_name().unwrap_or_default());
         let len = std::fs::copy(file, &to).map_err(|e| fail(format!("{}: {e}", to.display())))?;
         longest = longest.max(len);
+        count += 1;
+    }
+    if longest == 0 {
+        return Ok("no fuzzing session (no inputs)".into());
     }
     println!(
         "fuzzing session: `ops -seed=1 -runs={SESSION_RUNS} -len_control=0 -max_len={longest}` \
-         seeded with {SESSION_SEEDS} of the inputs"
+         seeded with {count} of the inputs"
     );
     let start = Instant::now();
     let output = Command::new(binary)
@@ -126,6 +132,7 @@ fn session(root: &Path, binary: &Path, inputs: &Path) -> Result<String, crate::F
         .arg("-len_control=0")
         .arg(format!("-max_len={longest}"))
         .arg("-print_final_stats=1")
+        .arg(format!("-artifact_prefix={}/", base.display()))
         .arg(&out)
         .arg(&seeds)
         .stdout(Stdio::null())
@@ -136,7 +143,11 @@ fn session(root: &Path, binary: &Path, inputs: &Path) -> Result<String, crate::F
     let log = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
         eprintln!("{log}");
-        return Err(fail(format!("the ops target failed ({})", output.status)));
+        return Err(fail(format!(
+            "the ops target failed ({}); a crash input is in {}",
+            output.status,
+            base.display()
+        )));
     }
     let stats = FuzzStats::parse(&log);
     let runs = stats.executions.unwrap_or(SESSION_RUNS);

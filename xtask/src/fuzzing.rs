@@ -17,11 +17,13 @@ pub const BUILD_FLAGS: [&str; 4] = ["-O", "--sanitizer", "none", "--no-trace-com
 pub const TARGETS: [&str; 4] = ["ops", "mmu", "frames", "text"];
 
 /// `cargo fuzz <subcommand> <BUILD_FLAGS> <target>` run from fuzz/, on stable through
-/// RUSTC_BOOTSTRAP, never caching a failed toolchain probe.
+/// RUSTC_BOOTSTRAP, never caching a failed toolchain probe, linked with fat LTO (these builds
+/// have no sanitizer; fat LTO with ASan does not link, so fuzz/Cargo.toml leaves it out).
 pub fn cargo_fuzz(root: &Path, subcommand: &str, target: &str) -> Command {
     let mut cmd = cargo(&root.join("fuzz"));
     cmd.env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_CACHE_RUSTC_INFO", "0")
+        .env("CARGO_PROFILE_RELEASE_LTO", "fat")
         .args(["fuzz", subcommand])
         .args(BUILD_FLAGS)
         .arg(target);

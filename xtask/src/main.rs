@@ -100,7 +100,8 @@ enum Task {
     Coverage,
     /// The `ops` target's executions per second on 64-step inputs, one core, no sanitizer
     /// (fixed pseudo-random inputs replayed with `-runs=0`; the best of several rounds), then
-    /// a fuzzing session seeded with 1000 of them (100000 executions, inputs no longer)
+    /// a fuzzing session seeded with 1000 of them (100000 executions, inputs no longer than
+    /// the seeds).
     FuzzSpeed {
         /// Inputs per round.
         #[arg(long, default_value_t = 10_000)]

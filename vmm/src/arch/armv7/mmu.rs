@@ -170,6 +170,7 @@ impl UsedCounts {
 
     /// The count of L1 entry `l1`.
     fn get(&self, l1: u32) -> u16 {
+        debug_assert!(l1 < self.entries, "L1 entry {l1} outside the window");
         self.counts.get(l1 as usize).copied().unwrap_or(0)
     }
 
