@@ -234,7 +234,7 @@ struct Pair {
     /// The words (address, value) the last INV-6 walks read: the walker is a function of
     /// the words it reads, so while they hold the same values its answer is the same.
     inv6_reads: Vec<(u32, Option<u32>)>,
-    /// Whether the three lists below and the vmm's regions, breaks and table-page counts in
+    /// Whether the two lists below and the vmm's regions, breaks and table-page counts in
     /// `seen` were read from the vmm since it last ran an op (`read_vmm_spaces`).
     vmm_spaces_read: bool,
     /// The live spaces (in `vmm_ids` order) and their L1 tables, for the shadow; `None` for a
@@ -242,8 +242,6 @@ struct Pair {
     roster: Vec<(SpaceId, Option<u32>)>,
     /// The live spaces' ASIDs and registers, for the TLB check.
     live_asids: Vec<(u8, Registers)>,
-    /// Whether a live id of the spaces both sides have is unknown to the vmm.
-    vmm_space_missing: bool,
     /// Model frames dead when the frame pairs were last pruned.
     frame_deaths: u64,
 }
@@ -833,7 +831,6 @@ impl Pair {
             vmm_spaces_read: false,
             roster: Vec::new(),
             live_asids: Vec::new(),
-            vmm_space_missing: false,
             frame_deaths: 0,
         }
     }
@@ -882,12 +879,10 @@ impl Pair {
         let compared = self.model_ids.len().min(self.vmm_ids.len());
         self.roster.clear();
         self.live_asids.clear();
-        self.vmm_space_missing = false;
         let mut spaces = InOrder::new(self.vm.spaces(), |v| self.vm.space(v));
         for (i, &v) in self.vmm_ids.iter().enumerate() {
             let Some(sp) = spaces.get(v) else {
                 self.roster.push((v, None));
-                self.vmm_space_missing |= i < compared;
                 continue;
             };
             self.roster.push((v, Some(sp.mmu().l1_table().as_u32())));
@@ -1099,8 +1094,10 @@ impl Pair {
     /// the model's page at the same address); an inconsistent pairing is an error.
     fn vmm_state(&mut self, out: &mut Observed) -> Result<(), (DivergenceKind, String)> {
         let state = |why: &str| (DivergenceKind::State, why.to_string());
-        // The regions, breaks and table-page counts are in `out` already (read_vmm_spaces).
-        if self.vmm_space_missing {
+        // The regions, breaks and table-page counts are in `out` already (read_vmm_spaces),
+        // for the spaces both sides have; each of those must be one the vmm knows.
+        let compared = self.model_ids.len().min(self.vmm_ids.len());
+        if self.roster[..compared].iter().any(|&(_, l1)| l1.is_none()) {
             return Err(state("a live space is missing"));
         }
         let mut mapped = std::mem::take(&mut self.mapped);
