@@ -13,6 +13,7 @@ pub mod in_order;
 pub mod machine;
 pub mod minimize;
 pub mod mmu;
+pub mod observed;
 pub mod pairing;
 pub mod quick;
 pub mod run;

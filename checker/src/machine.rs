@@ -23,11 +23,19 @@ pub enum Defect {
     SkipFrameZeroing,
     /// DSB and ISB do nothing (and leave no trace in the log).
     DropBarriers,
+    /// Execute-never device small-page descriptors land in RAM as Normal write-back cacheable
+    /// memory, while the vmm
+    /// reads back what it wrote: its encoder and its decoder agree on a wrong table, so only
+    /// a walk of the raw words sees it.
+    DisguisedCacheableDevice,
+    /// User small-page descriptors land in RAM global (nG = 0), while the vmm reads back
+    /// what it wrote (nG = 1).
+    DisguisedGlobalUserPages,
 }
 
 impl Defect {
     /// Every defect with its command-line name (`--defect NAME`, `VMM_FUZZ_DEFECT=NAME`).
-    pub const NAMED: [(&'static str, Defect); 7] = [
+    pub const NAMED: [(&'static str, Defect); 9] = [
         ("drop-every-invalidate", Defect::DropEveryInvalidate),
         ("drop-first-invalidate", Defect::DropNthInvalidate(0)),
         (
@@ -38,6 +46,14 @@ impl Defect {
         ("corrupt-frame-copy", Defect::CorruptFrameCopy),
         ("skip-frame-zeroing", Defect::SkipFrameZeroing),
         ("drop-barriers", Defect::DropBarriers),
+        (
+            "disguised-cacheable-device",
+            Defect::DisguisedCacheableDevice,
+        ),
+        (
+            "disguised-global-user-pages",
+            Defect::DisguisedGlobalUserPages,
+        ),
     ];
 
     /// The defect named `name` (see [`Defect::NAMED`]).
@@ -70,6 +86,9 @@ pub struct SimMachine {
     /// e.g. a global entry for a user page).
     pub tlb_fills: u32,
     invalidates: u64,
+    /// Disguised defects: physical word -> the value the vmm wrote there (RAM holds the
+    /// disguised value; the vmm's reads see this one while RAM still holds what was stored).
+    shown: std::collections::BTreeMap<u32, u32>,
 }
 
 impl SimMachine {
@@ -103,25 +122,70 @@ impl SimMachine {
             {
                 value & !(1 << 9)
             }
-            Some(Defect::ClearNotGlobal) if user_small_page => value & !(1 << 11),
+            Some(Defect::ClearNotGlobal | Defect::DisguisedGlobalUserPages) if user_small_page => {
+                value & !(1 << 11)
+            }
+            // Execute-never small pages (bits 1:0 = 11, which no L1 descriptor the vmm writes
+            // has) of Shareable Device memory (TEX=000 C=0 B=1) -> Normal WBWA (TEX=001 C=1
+            // B=1 S=1).
+            Some(Defect::DisguisedCacheableDevice)
+                if value & 0b11 == 0b11 && (value >> 2) & 0b111_0011 == 0b000_0001 =>
+            {
+                value | (1 << 6) | (0b11 << 2) | (1 << 10)
+            }
             _ => value,
         }
+    }
+
+    /// What the vmm reads at `pa` when RAM holds `stored`: under a disguised defect, the
+    /// value it wrote, for as long as RAM holds the disguise of it.
+    fn shown(&self, pa: u32, stored: u32) -> u32 {
+        match self.shown.get(&pa) {
+            Some(&wrote) if self.corrupt_descriptor(wrote) == stored => wrote,
+            _ => stored,
+        }
+    }
+
+    fn disguised(&self) -> bool {
+        matches!(
+            self.defect,
+            Some(Defect::DisguisedCacheableDevice | Defect::DisguisedGlobalUserPages)
+        )
     }
 }
 
 impl Machine for SimMachine {
     fn read_word(&mut self, pa: PhysAddr) -> u32 {
-        self.host.read_word(pa)
+        let stored = self.host.read_word(pa);
+        self.shown(pa.as_u32(), stored)
     }
     fn read_words(&mut self, pa: PhysAddr, out: &mut [u32]) {
         self.host.read_words(pa, out);
+        if !self.shown.is_empty() {
+            for (i, word) in out.iter_mut().enumerate() {
+                *word = self.shown(pa.as_u32().wrapping_add(4 * i as u32), *word);
+            }
+        }
     }
     fn read_nonzero_words(&mut self, pa: PhysAddr, count: usize, out: &mut Vec<(usize, u32)>) {
+        let from = out.len();
         self.host.read_nonzero_words(pa, count, out);
+        if !self.shown.is_empty() {
+            for (i, word) in &mut out[from..] {
+                *word = self.shown(pa.as_u32().wrapping_add(4 * *i as u32), *word);
+            }
+        }
     }
     fn write_word(&mut self, pa: PhysAddr, value: u32) {
-        let value = self.corrupt_descriptor(value);
-        self.host.write_word(pa, value);
+        let stored = self.corrupt_descriptor(value);
+        if self.disguised() {
+            if stored == value {
+                self.shown.remove(&pa.as_u32());
+            } else {
+                self.shown.insert(pa.as_u32(), value);
+            }
+        }
+        self.host.write_word(pa, stored);
     }
     fn zero_frame(&mut self, frame: PhysFrame) {
         if self.defect != Some(Defect::SkipFrameZeroing) {

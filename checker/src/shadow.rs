@@ -15,10 +15,10 @@
 
 use std::collections::BTreeMap;
 
+use reference_model::armv7::{Registers, Translation, translations};
 use vmm::Vm;
-use vmm::addr::{PageRange, PhysAddr, VirtPage};
-use vmm::arch::armv7::Translation;
-use vmm::machine::MachineEvent;
+use vmm::addr::PhysAddr;
+use vmm::machine::{HostMachine, MachineEvent};
 use vmm::space::SpaceId;
 
 use crate::machine::SimMachine;
@@ -31,6 +31,8 @@ const L2_TABLE_BYTES: u32 = 1024;
 const FRAME_BYTES: u32 = 4096;
 /// L1 entries in one frame of an L1 table.
 const L1_PER_FRAME: u32 = FRAME_BYTES / 4;
+/// L1 entries of a user space's table: with TTBCR.N = 2, TTBR0 translates the lowest GiB.
+pub const TTBR0_ENTRIES: u32 = 1024;
 
 /// What changed RAM during a step, as the shadow needs it.
 #[derive(Clone, Debug, Default)]
@@ -187,18 +189,34 @@ fn read(vm: &Vm<SimMachine>, pa: u32) -> u32 {
     vm.machine().host.peek_word(PhysAddr::new(pa)).unwrap_or(0)
 }
 
-/// The vmm's translations of `range` in space `id` (page number, translation), or `None` when
-/// its decoder refuses a descriptor.
-fn mappings(
-    vm: &mut Vm<SimMachine>,
-    id: SpaceId,
-    range: PageRange,
-) -> Option<impl Iterator<Item = (u32, Translation)>> {
-    Some(
-        vm.mappings_in(id, range)?
-            .into_iter()
-            .map(|(p, t)| (p.number(), t)),
-    )
+/// The registers of a walk through the user table at `l1_table`: TTBR0 with TTBCR.N = 2 (the
+/// lowest GiB), domain 0 client. Only addresses below 1 GiB are walked with them.
+pub fn user_registers(l1_table: u32) -> Registers {
+    Registers {
+        ttbr0: l1_table,
+        ttbr1: 0,
+        ttbcr_n: 2,
+        dacr: 0b01,
+    }
+}
+
+/// Every valid translation of the pages `[first, first + count)` (page numbers) under the user
+/// table at `l1_table`, as (page number, translation of that page), appended to `out`: the
+/// reference walker over the raw table words in RAM (never the vmm's decoder).
+pub fn sweep(
+    host: &HostMachine,
+    l1_table: u32,
+    first: u32,
+    count: u32,
+    out: &mut Vec<(u32, Translation)>,
+) {
+    translations(
+        &mut |a| host.peek_word(PhysAddr::new(a)),
+        user_registers(l1_table),
+        first << 12,
+        count,
+        |va, t| out.push((va >> 12, t)),
+    );
 }
 
 /// Sorted, distinct page numbers of one space as runs of consecutive pages `(first, count)`,
@@ -228,13 +246,13 @@ impl TableShadow {
     /// Brings the shadow up to date after a step that made `changes`, for the live spaces of
     /// `roster`: each one's id and the physical address of its L1 table as the vmm's
     /// bookkeeping gives it now (`None` for a live id the vmm does not know), in the order
-    /// of the live list. `None` when the vmm's own decoder refuses one of the descriptors read.
+    /// of the live list. Every translation is read by the reference walker.
     pub fn update(
         &mut self,
         vm: &mut Vm<SimMachine>,
         roster: &[(SpaceId, Option<u32>)],
         changes: &Changes,
-    ) -> Option<()> {
+    ) {
         let Self { tables, scratch: s } = self;
         let same_spaces = tables.spaces.len() == roster.len()
             && tables
@@ -244,11 +262,11 @@ impl TableShadow {
                 .all(|(kept, &(id, l1))| kept.id == id && Some(kept.l1_table) == l1);
         // Nothing in RAM changed and the same spaces live on the same tables: nothing to do.
         if same_spaces && changes.is_empty() {
-            return Some(());
+            return;
         }
         s.born_empty.clear();
         if !same_spaces {
-            tables.follow_roster(vm, changes, roster, &mut s.born_empty, &mut s.gone)?;
+            tables.follow_roster(vm, changes, roster, &mut s.born_empty, &mut s.gone);
         }
         // L1 entries first: links and unlinks decide which L2 writes matter.
         s.words.clear();
@@ -366,9 +384,8 @@ impl TableShadow {
         }
         s.ranges.sort_unstable();
         for space_ranges in s.ranges.chunk_by(|a, b| a.0 == b.0) {
-            tables.refresh(vm, space_ranges[0].0, space_ranges, &mut s.fresh)?;
+            tables.refresh(vm, space_ranges[0].0, space_ranges, &mut s.fresh);
         }
-        Some(())
     }
 
     /// A number that changes whenever the pages of space `id` (at position `at` of the live
@@ -411,7 +428,7 @@ impl Tables {
         roster: &[(SpaceId, Option<u32>)],
         born_empty: &mut Vec<usize>,
         gone: &mut Vec<SpaceId>,
-    ) -> Option<()> {
+    ) {
         // Spaces without a table (a live id the vmm does not know) have no place here.
         let mut next = roster.iter().filter(|&&(_, l1)| l1.is_some()).peekable();
         gone.clear();
@@ -433,14 +450,12 @@ impl Tables {
             };
             let space = if changes.frame(l1_table) == FrameChange::Zeroed {
                 born_empty.push(self.spaces.len());
-                let entries = vm.space(id)?.mmu().window().end_number() / PAGES_PER_L1;
-                ShadowSpace::empty(id, l1_table, entries)
+                ShadowSpace::empty(id, l1_table, TTBR0_ENTRIES)
             } else {
-                self.load(vm, id, l1_table)?
+                self.load(vm, id, l1_table)
             };
             self.spaces.push(space);
         }
-        Some(())
     }
 
     /// The position of the space and the L1 index linking L2 table `table` (its physical
@@ -459,9 +474,8 @@ impl Tables {
     }
 
     /// Reads space `id` whole: its L1 entries and every present page.
-    fn load(&mut self, vm: &mut Vm<SimMachine>, id: SpaceId, l1_table: u32) -> Option<ShadowSpace> {
-        let window = vm.space(id)?.mmu().window();
-        let entries = window.end_number() / PAGES_PER_L1;
+    fn load(&mut self, vm: &mut Vm<SimMachine>, id: SpaceId, l1_table: u32) -> ShadowSpace {
+        let entries = TTBR0_ENTRIES;
         let l1: BTreeMap<u32, u32> = (0..entries)
             .map(|i| (i, read(vm, l1_table + 4 * i)))
             .filter(|&(_, raw)| raw != 0)
@@ -471,12 +485,19 @@ impl Tables {
                 self.owners.insert(t / L2_TABLE_BYTES, (id, index));
             }
         }
-        let pages = mappings(vm, id, window)?.collect();
-        Some(ShadowSpace {
+        let mut pages = Vec::new();
+        sweep(
+            &vm.machine().host,
+            l1_table,
+            0,
+            entries * PAGES_PER_L1,
+            &mut pages,
+        );
+        ShadowSpace {
             l1,
-            pages,
+            pages: pages.into_iter().collect(),
             ..ShadowSpace::empty(id, l1_table, entries)
-        })
+        }
     }
 
     /// Re-reads the ranges `(position, first page, pages)` of the space at position `at`
@@ -487,12 +508,11 @@ impl Tables {
         at: usize,
         ranges: &[(usize, u32, u32)],
         fresh: &mut Vec<(u32, Translation)>,
-    ) -> Option<()> {
+    ) {
         let space = &mut self.spaces[at];
         fresh.clear();
         for &(_, first, count) in ranges {
-            let range = PageRange::new(VirtPage::from_number(first)?, count)?;
-            fresh.extend(mappings(vm, space.id, range)?);
+            sweep(&vm.machine().host, space.l1_table, first, count, fresh);
         }
         space.stamp = fresh_stamp();
         let same_pages = ranges
@@ -511,7 +531,7 @@ impl Tables {
                     *kept = t;
                 }
             }
-            return Some(());
+            return;
         }
         for &(_, first, count) in ranges {
             space.forget(first, count);
@@ -523,7 +543,6 @@ impl Tables {
         } else {
             space.pages.extend(fresh.drain(..));
         }
-        Some(())
     }
 }
 

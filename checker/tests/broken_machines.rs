@@ -41,6 +41,21 @@ fn cases() -> Vec<(Defect, &'static str, DivergenceKind)> {
             DivergenceKind::Tables,
         ),
         (
+            // Device memory mapped cacheable where the vmm cannot see it (it reads back what it
+            // wrote): no access, so no TLB entry; only the walk of the raw words sees the
+            // memory type.
+            Defect::DisguisedCacheableDevice,
+            "spawn\nmapdev s=0 addr=0x3005000 page=1 len=0x2000 prot=0x3\n",
+            DivergenceKind::State,
+        ),
+        (
+            // A global user page the vmm's own table check cannot see, never accessed: the
+            // attached shm page is compared with the model's nG = 1.
+            Defect::DisguisedGlobalUserPages,
+            "spawn\nshmget key=0 size=0x1000 flags=0o0\nshmat s=0 id=0 addr=none flags=0o0\n",
+            DivergenceKind::State,
+        ),
+        (
             // The copy of a copy-on-write break loses a word.
             Defect::CorruptFrameCopy,
             "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+0p+0w value=0x5 mode=user\nfork s=0\nwrite s=1 addr=r0+0p+1w value=0x6 mode=user\nread s=1 addr=r0+0p+0w mode=user\n",

@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 
-use reference_model::armv7::{AccessKind, Fault, FaultKind, Privilege, Registers, Tlb, walk};
+use reference_model::armv7::{
+    AccessKind, Cacheability, EXECUTE, Fault, FaultKind, MemoryType, Permissions, Privilege, READ,
+    Registers, Tlb, Translation, WRITE, permissions, translate, translations, walk,
+};
 
 const R: AccessKind = AccessKind::Read;
 const W: AccessKind = AccessKind::Write;
@@ -241,4 +244,140 @@ fn the_tlb_keeps_stale_entries_until_invalidated() {
     tlb.fill(kernel, 1);
     tlb.invalidate_mva_all_asids(0x4000_1000);
     assert!(tlb.entries().is_empty());
+}
+
+/// Table B3-10 (TRE = 0): the memory type of each TEX, C, B, read from where each descriptor
+/// type keeps them (TEX at 14:12 in sections and large pages, 8:6 in small pages).
+#[test]
+fn memory_types_from_tex_c_b_and_s() {
+    use Cacheability::*;
+    let normal = |inner, outer, shareable| MemoryType::Normal {
+        inner,
+        outer,
+        shareable,
+    };
+    let cases = [
+        ((0b000, 0, 0, 0), MemoryType::StronglyOrdered),
+        ((0b000, 0, 1, 0), MemoryType::Device { shareable: true }),
+        ((0b000, 1, 0, 1), normal(WriteThrough, WriteThrough, true)),
+        (
+            (0b000, 1, 1, 0),
+            normal(WriteBackNoWriteAllocate, WriteBackNoWriteAllocate, false),
+        ),
+        ((0b001, 0, 0, 1), normal(NonCacheable, NonCacheable, true)),
+        ((0b001, 1, 1, 1), MemoryType::NORMAL_WBWA_SHAREABLE),
+        ((0b010, 0, 0, 1), MemoryType::Device { shareable: false }),
+        ((0b001, 0, 1, 0), MemoryType::Reserved(0b001, false, true)),
+        ((0b011, 1, 1, 0), MemoryType::Reserved(0b011, true, true)),
+        // TEX[2] = 1: outer policy TEX[1:0], inner policy C,B.
+        (
+            (0b110, 0, 1, 1),
+            normal(WriteBackWriteAllocate, WriteThrough, true),
+        ),
+        (
+            (0b101, 1, 1, 0),
+            normal(WriteBackNoWriteAllocate, WriteBackWriteAllocate, false),
+        ),
+    ];
+    for ((tex, c, b, s), want) in cases {
+        let (tex, c, b, s) = (tex as u32, c as u32, b as u32, s as u32);
+        let mut m = Mem::new();
+        let table = 0x4000_1C00;
+        // Section at 0x0200_0000, small page at 0x0100_0000, large page at 0x0101_0000.
+        let cb = (c << 3) | (b << 2);
+        m.set(
+            0x4000_0000 + 0x020 * 4,
+            0x5000_0000 | (s << 16) | (tex << 12) | (0b11 << 10) | cb | 0b10,
+        );
+        m.set(0x4000_0000 + 0x010 * 4, table | 0b01);
+        m.set(
+            table,
+            0x4800_0000 | (s << 10) | (tex << 6) | (0b11 << 4) | cb | 0b10,
+        );
+        for i in 16..32 {
+            m.set(
+                table + i * 4,
+                0x4810_0000 | (tex << 12) | (s << 10) | (0b11 << 4) | cb | 0b01,
+            );
+        }
+        for va in [0x0200_0000, 0x0100_0000, 0x0101_0000] {
+            let t = translate(&mut m.read(), regs(), va).unwrap();
+            assert_eq!(
+                t.memory_type(),
+                want,
+                "TEX {tex:03b} C {c} B {b} S {s} at {va:#x}"
+            );
+        }
+    }
+}
+
+/// The sweep gives exactly what a walk of each page gives, one entry per valid 4 KiB page.
+#[test]
+fn translations_agree_with_a_walk_of_every_page() {
+    let mut m = Mem::new();
+    let table = 0x4000_1C00;
+    m.set(0x4000_0000 + 0x010 * 4, table | 0b01);
+    m.set(table + 3 * 4, 0x4800_5000 | (1 << 11) | (0b11 << 4) | 0b11);
+    m.set(table + 255 * 4, 0x4800_6000 | (0b10 << 4) | 0b10);
+    for i in 16..32 {
+        m.set(table + i * 4, 0x4810_0000 | (1 << 9) | (0b11 << 4) | 0b01);
+    }
+    m.set(0x4000_0000 + 0x011 * 4, 0x5000_0000 | (0b11 << 10) | 0b10);
+    let (first, pages) = (0x00FF_0000u32, 0x300u32);
+    let mut swept: Vec<(u32, Translation)> = Vec::new();
+    translations(&mut m.read(), regs(), first, pages, |va, t| {
+        swept.push((va, t))
+    });
+    let walked: Vec<(u32, Translation)> = (0..pages)
+        .map(|i| first + i * 0x1000)
+        .filter_map(|va| translate(&mut m.read(), regs(), va).ok().map(|t| (va, t)))
+        .collect();
+    assert_eq!(swept, walked);
+    assert_eq!(
+        swept.len(),
+        1 + 1 + 16 + 256,
+        "two small pages, a large page, a section"
+    );
+    // A range ending inside the top MiB stops at 4 GiB.
+    let mut n = 0;
+    translations(&mut m.read(), regs(), 0xFFFF_F000, 16, |_, _| n += 1);
+    assert_eq!(n, 0);
+}
+
+/// Permissions summarise the checks of every access kind at both privilege levels.
+#[test]
+fn permissions_summarise_every_access() {
+    let mut m = Mem::new();
+    let table = 0x4000_1C00;
+    m.set(0x4000_0000 + 0x010 * 4, table | 0b01);
+    // AP=011 executable; AP=111 (read-only) XN; AP=001 (kernel only) executable.
+    m.set(table, 0x4800_0000 | (0b11 << 4) | 0b10);
+    m.set(table + 4, 0x4800_1000 | (1 << 9) | (0b11 << 4) | 0b11);
+    m.set(table + 8, 0x4800_2000 | (0b01 << 4) | 0b10);
+    let rights = |va| {
+        let t = translate(&mut m.read(), regs(), va).unwrap();
+        permissions(regs(), &t)
+    };
+    let all = READ | WRITE | EXECUTE;
+    assert_eq!(rights(0x0100_0000), Permissions { pl0: all, pl1: all });
+    assert_eq!(
+        rights(0x0100_1000),
+        Permissions {
+            pl0: READ,
+            pl1: READ
+        }
+    );
+    assert_eq!(rights(0x0100_2000), Permissions { pl0: 0, pl1: all });
+    // Every right agrees with a walk.
+    for va in [0x0100_0000, 0x0100_1000, 0x0100_2000] {
+        let p = rights(va);
+        for (privilege, have) in [(PL0, p.pl0), (PL1, p.pl1)] {
+            for (kind, bit) in [(R, READ), (W, WRITE), (X, EXECUTE)] {
+                assert_eq!(
+                    walk(m.read(), regs(), va, kind, privilege).is_ok(),
+                    have & bit != 0
+                );
+            }
+        }
+    }
 }

@@ -2,10 +2,15 @@
 //! independently of `vmm`'s encoder: a translation-table walker over raw table words
 //! (`TranslationTableWalkSD`) and a TLB model that only forgets what an invalidate removes.
 
+mod attributes;
+mod memory_type;
 mod tlb;
 mod walker;
 
+pub use attributes::PageAttributes;
+pub use memory_type::{Cacheability, MemoryType};
 pub use tlb::{Tlb, TlbEntry};
 pub use walker::{
-    AccessKind, Fault, FaultKind, Privilege, Registers, Translation, translate, walk,
+    AccessKind, EXECUTE, Fault, FaultKind, Permissions, Privilege, READ, Registers, Rights,
+    Translation, WRITE, permissions, translate, translations, walk,
 };

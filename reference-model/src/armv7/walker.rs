@@ -54,6 +54,14 @@ pub struct Translation {
     pub pxn: bool,
     /// The domain.
     pub domain: u8,
+    /// TEX[2:0] of the block.
+    pub tex: u8,
+    /// C.
+    pub c: bool,
+    /// B.
+    pub b: bool,
+    /// S (shareable; ignored by the hardware for Device and Strongly-ordered memory).
+    pub s: bool,
 }
 
 /// Why a walk or a permission check faults.
@@ -108,19 +116,35 @@ pub fn translate(
     regs: Registers,
     va: u32,
 ) -> Result<Translation, Fault> {
+    let l1 = read(l1_address(regs, va)).ok_or(external(1))?;
+    descend(read, l1, va)
+}
+
+/// The physical address of the first-level descriptor for `va` (B3.5.4).
+fn l1_address(regs: Registers, va: u32) -> u32 {
     let n = u32::from(regs.ttbcr_n.min(7));
-    // B3.5.4: TTBR0 when N == 0 or VA[31:32-N] is zero.
+    // TTBR0 when N == 0 or VA[31:32-N] is zero.
     let use_ttbr0 = n == 0 || va >> (32 - n) == 0;
-    let l1_addr = if use_ttbr0 {
+    if use_ttbr0 {
         (bits(regs.ttbr0, 31, 14 - n) << (14 - n)) | (bits(va, 31 - n, 20) << 2)
     } else {
         (bits(regs.ttbr1, 31, 14) << 14) | (bits(va, 31, 20) << 2)
-    };
-    let external = |level| Fault {
+    }
+}
+
+const fn external(level: u8) -> Fault {
+    Fault {
         kind: FaultKind::External,
         level,
-    };
-    let l1 = read(l1_addr).ok_or(external(1))?;
+    }
+}
+
+/// The rest of the walk of `va` from its first-level descriptor `l1`.
+fn descend(
+    read: &mut impl FnMut(u32) -> Option<u32>,
+    l1: u32,
+    va: u32,
+) -> Result<Translation, Fault> {
     match l1 & 0b11 {
         0b00 => Err(Fault {
             kind: FaultKind::Translation,
@@ -149,6 +173,10 @@ pub fn translate(
                         xn: bit(l2, 15),
                         pxn,
                         domain,
+                        tex: bits(l2, 14, 12) as u8,
+                        c: bit(l2, 3),
+                        b: bit(l2, 2),
+                        s: bit(l2, 10),
                     })
                 }
                 _ => {
@@ -164,6 +192,10 @@ pub fn translate(
                         xn: bit(l2, 0),
                         pxn,
                         domain,
+                        tex: bits(l2, 8, 6) as u8,
+                        c: bit(l2, 3),
+                        b: bit(l2, 2),
+                        s: bit(l2, 10),
                     })
                 }
             }
@@ -187,8 +219,83 @@ pub fn translate(
                 xn: bit(l1, 4),
                 pxn: bit(l1, 0),
                 domain,
+                tex: bits(l1, 14, 12) as u8,
+                c: bit(l1, 3),
+                b: bit(l1, 2),
+                s: bit(l1, 16),
             })
         }
+    }
+}
+
+/// Every valid translation of the 4 KiB pages `[first_va, first_va + pages * 4 KiB)` (a
+/// sweep: the walk of each page, with its first-level descriptor read once per MiB), handed to
+/// `each` as (page address, translation of that page) in ascending order. Pages whose walk
+/// faults are skipped; a range that would pass 4 GiB ends there.
+pub fn translations(
+    read: &mut impl FnMut(u32) -> Option<u32>,
+    regs: Registers,
+    first_va: u32,
+    pages: u32,
+    mut each: impl FnMut(u32, Translation),
+) {
+    let first = u64::from(first_va & !0xFFF);
+    let end = (first + u64::from(pages) * 0x1000).min(1 << 32);
+    let mut va = first;
+    while va < end {
+        let mib_end = ((va >> 20) + 1) << 20;
+        let Some(l1) = read(l1_address(regs, va as u32)) else {
+            va = mib_end;
+            continue;
+        };
+        if l1 & 0b11 == 0 {
+            va = mib_end;
+            continue;
+        }
+        while va < end.min(mib_end) {
+            if let Ok(t) = descend(read, l1, va as u32) {
+                each(va as u32, t);
+            }
+            va += 0x1000;
+        }
+    }
+}
+
+/// Access rights as bits: read = 1, write = 2, execute = 4.
+pub type Rights = u8;
+/// Read.
+pub const READ: Rights = 1;
+/// Write.
+pub const WRITE: Rights = 2;
+/// Execute.
+pub const EXECUTE: Rights = 4;
+
+/// What an access through a translation may do, at each privilege (the domain and permission
+/// checks of [`walk`] applied to every access kind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Permissions {
+    /// User mode.
+    pub pl0: Rights,
+    /// Kernel mode.
+    pub pl1: Rights,
+}
+
+/// The [`Permissions`] of `t` under `regs` (its DACR decides the domain's mode).
+#[must_use]
+pub fn permissions(regs: Registers, t: &Translation) -> Permissions {
+    let rights = |privilege| {
+        [
+            (AccessKind::Read, READ),
+            (AccessKind::Write, WRITE),
+            (AccessKind::Execute, EXECUTE),
+        ]
+        .into_iter()
+        .filter(|&(kind, _)| check(regs, t, kind, privilege).is_ok())
+        .fold(0, |acc, (_, bit)| acc | bit)
+    };
+    Permissions {
+        pl0: rights(Privilege::Pl0),
+        pl1: rights(Privilege::Pl1),
     }
 }
 

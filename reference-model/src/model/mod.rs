@@ -10,6 +10,8 @@ mod layout;
 mod regions;
 
 use std::collections::BTreeMap;
+
+use crate::armv7::{MemoryType, PageAttributes, Permissions};
 use std::collections::btree_map::Entry;
 
 pub use errno::Errno;
@@ -54,6 +56,30 @@ pub struct Pte {
     pub frame: FrameId,
     /// Hardware permissions.
     pub perms: u32,
+}
+
+impl Pte {
+    /// The hardware attributes semantics.md section 13 gives this user page: its rights at
+    /// PL0 and PL1 are its permissions (AP grants PL1 what it grants PL0; execute is XN only,
+    /// no PXN; `PROT_NONE` is AP = 000), not global, domain 0, and Shareable Device memory
+    /// for a device frame, Normal write-back write-allocate shareable memory for any other.
+    #[must_use]
+    pub fn attributes(&self) -> PageAttributes {
+        let rights = (self.perms & 7) as u8;
+        PageAttributes {
+            rights: Permissions {
+                pl0: rights,
+                pl1: rights,
+            },
+            not_global: true,
+            domain: 0,
+            memory: if is_device(self.frame) {
+                MemoryType::SHAREABLE_DEVICE
+            } else {
+                MemoryType::NORMAL_WBWA_SHAREABLE
+            },
+        }
+    }
 }
 
 /// A frame: how many PTEs map it (private anon frames) and its non-zero words.
