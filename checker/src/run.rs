@@ -4,7 +4,7 @@
 use std::fmt;
 
 use reference_model::armv7::{
-    AccessKind, PageAttributes, Privilege, Registers, Translation, translate, walk,
+    AccessKind, PageAttributes, Privilege, Registers, Translation, permissions, translate, walk,
 };
 use reference_model::model::{self, Model};
 use vmm::addr::PhysAddr;
@@ -192,9 +192,9 @@ struct Pair {
     /// Whether `seen.0.kernel_table_pages` holds the model's count for the `vmalloc` list
     /// beside it (the count is a function of that list alone).
     kernel_pages_known: bool,
-    /// The words (address, value) the last INV-6 walks read: the walker is a function of
-    /// the words it reads, so while they hold the same values its answer is the same.
-    inv6_reads: Vec<(u32, Option<u32>)>,
+    /// The words the last INV-6 sweep read, ascending (empty until one passes): the walker is
+    /// a function of the words it reads, so while none changes its answer is the same.
+    inv6_reads: Vec<u32>,
     /// Whether the two lists below and the vmm's regions, breaks and table-page counts in
     /// `seen` were read from the vmm since it last ran an op (`read_vmm_spaces`).
     vmm_spaces_read: bool,
@@ -317,14 +317,14 @@ fn boot(machine: SimMachine) -> Vm<SimMachine> {
 /// made once, there: its boot log is cleared when it passes (every copy would check the same
 /// log again; one that fails is kept, so the first step still reports it), and the words of
 /// its INV-6 walks let the first step skip walks of unchanged words.
-fn boot_recording(defect: Option<Defect>) -> (Vm<SimMachine>, Vec<(u32, Option<u32>)>) {
+fn boot_recording(defect: Option<Defect>) -> (Vm<SimMachine>, Vec<u32>) {
     fn fresh(defect: Option<Defect>) -> Vm<SimMachine> {
         let mut machine = SimMachine::with_defect(defect);
         machine.host.set_recording(true);
         machine.host.set_skip_reads(true);
         boot(machine)
     }
-    fn sound() -> (Vm<SimMachine>, Vec<(u32, Option<u32>)>) {
+    fn sound() -> (Vm<SimMachine>, Vec<u32>) {
         let mut vm = fresh(None);
         if check_protocol(vm.machine().host.log()).is_ok() {
             vm.machine_mut().host.clear_log();
@@ -335,7 +335,7 @@ fn boot_recording(defect: Option<Defect>) -> (Vm<SimMachine>, Vec<(u32, Option<u
         (vm, reads)
     }
     thread_local! {
-        static SOUND: (Vm<SimMachine>, Vec<(u32, Option<u32>)>) = sound();
+        static SOUND: (Vm<SimMachine>, Vec<u32>) = sound();
     }
     match defect {
         None => SOUND.with(Clone::clone),
@@ -464,7 +464,7 @@ fn run_observed(
             && !tlb_filled
             && p.vmm_ids == spaces_before;
         if !unchanged {
-            if let Err(why) = p.check_tables(mode == CheckMode::Full) {
+            if let Err(why) = p.check_tables(mode == CheckMode::Full, &changes) {
                 return Err(diverge(
                     DivergenceKind::Tables,
                     at,
@@ -505,7 +505,7 @@ fn run_observed(
         p.audit_shadow()
             .map_err(|why| diverge(DivergenceKind::State, at, String::new(), why))?;
         p.shadow = None;
-        if let Err(why) = p.check_tables(true) {
+        if let Err(why) = p.check_tables(true, &Changes::default()) {
             return Err(diverge(
                 DivergenceKind::Tables,
                 at,
@@ -602,35 +602,49 @@ fn diverged_tables(d: &Divergence) -> ! {
     panic!("{d}")
 }
 
-/// INV-6: no kernel address answers a PL0 access. `reads` receives each distinct word the
-/// walks read (address, value), or nothing when one fails: the walker is a function of the
-/// words it reads, so while they hold the same values its answer is the same.
-fn check_kernel_window(
-    vm: &Vm<SimMachine>,
-    reads: &mut Vec<(u32, Option<u32>)>,
-) -> Result<(), String> {
-    // Every address tested is at or above 1 GiB: the kernel's registers stand for all.
+/// INV-6 over the whole kernel window: no address at or above 1 GiB (TTBR1's half with
+/// TTBCR.N = 2) answers any PL0 access, and every kernel translation there is global. One
+/// walk per block (a section, a page, or a MiB with no entry). `reads` receives the address
+/// of every word the walks read, ascending: the walker is a function of those words, so
+/// while none of them changes (`Changes::touch_any`) the answer is the same. On a failure it
+/// is left empty, so the next check walks again.
+fn check_kernel_window(vm: &Vm<SimMachine>, reads: &mut Vec<u32>) -> Result<(), String> {
     let regs = kernel_registers(vm);
     let host = &vm.machine().host;
     reads.clear();
-    for va in [0x4000_0000u32, 0x4100_0000, 0x7FFF_F000, 0xC000_0000] {
-        for kind in [AccessKind::Read, AccessKind::Write, AccessKind::Execute] {
-            let read = |a| {
-                let value = host.peek_word(PhysAddr::new(a));
-                if !reads.iter().any(|&(seen, _)| seen == a) {
-                    reads.push((a, value));
+    let mut read = |a| {
+        reads.push(a);
+        host.peek_word(PhysAddr::new(a))
+    };
+    let mut va = 0x4000_0000u64;
+    let mut result = Ok(());
+    while va < 1 << 32 {
+        match translate(&mut read, regs, va as u32) {
+            Ok(t) => {
+                let rights = permissions(regs, &t);
+                if rights.pl0 != 0 || t.not_global {
+                    result = Err(format!(
+                        "kernel address {:#x} maps as {:?} ({} B block at {:#x})\n",
+                        va as u32,
+                        PageAttributes::of(regs, &t),
+                        t.block_size,
+                        t.block_va
+                    ));
+                    break;
                 }
-                value
-            };
-            if let Ok(t) = walk(read, regs, va, kind, Privilege::Pl0) {
-                reads.clear();
-                return Err(format!(
-                    "kernel address {va:#x} allows a PL0 {kind:?}: {t:?}\n"
-                ));
+                va = u64::from(t.block_va) + u64::from(t.block_size);
             }
+            Err(f) if f.level == 1 => va = (va | 0xF_FFFF) + 1,
+            Err(_) => va += 0x1000,
         }
     }
-    Ok(())
+    if result.is_err() {
+        reads.clear();
+    } else {
+        reads.sort_unstable();
+        reads.dedup();
+    }
+    result
 }
 
 /// The registers with no user space current: no TTBR0, the kernel's TTBR1, N = 2, domain 0
@@ -819,9 +833,10 @@ impl Pair {
     }
 
     /// INV-6 and (when `whole`) INV-7: no kernel address answers a PL0 access, and every
-    /// space's tables agree with its bookkeeping. When not `whole`, the INV-6 walks are
-    /// skipped while every word they last read is unchanged.
-    fn check_tables(&mut self, whole: bool) -> Result<(), String> {
+    /// space's tables agree with its bookkeeping. The INV-6 sweep runs again only when a word
+    /// it last read may have changed in the step (`changes`), which gives the answer a sweep
+    /// would.
+    fn check_tables(&mut self, whole: bool, changes: &Changes) -> Result<(), String> {
         if whole {
             for (m, v) in self.ids() {
                 self.vm
@@ -829,14 +844,7 @@ impl Pair {
                     .map_err(|e| format!("space {m}: {e}\n"))?;
             }
         }
-        let host = &self.vm.machine().host;
-        let unchanged = |reads: &[(u32, Option<u32>)]| {
-            !reads.is_empty()
-                && reads
-                    .iter()
-                    .all(|&(a, v)| host.peek_word(PhysAddr::new(a)) == v)
-        };
-        if !whole && unchanged(&self.inv6_reads) {
+        if !self.inv6_reads.is_empty() && !changes.touch_any(&self.inv6_reads) {
             return Ok(());
         }
         check_kernel_window(&self.vm, &mut self.inv6_reads)
@@ -1121,6 +1129,7 @@ impl Pair {
 mod tests {
     use super::{CheckMode, DivergenceKind, Pair, StepHooks};
     use crate::op::parse_ops;
+    use crate::shadow::Changes;
     use vmm::addr::PhysAddr;
 
     /// A pool frame mapped where the model maps device memory is a divergence at once: the
@@ -1157,21 +1166,47 @@ mod tests {
         assert_eq!(divergence.kind, DivergenceKind::State);
     }
 
-    /// INV-6 in fast mode: the first check after boot reuses the boot's walks, yet a kernel L1
-    /// entry rewritten to let PL0 in is caught at the next check, changed words and all.
+    /// INV-6: the first check after boot reuses the boot's sweep, yet a kernel L1 entry
+    /// rewritten to let PL0 in is caught at the next check that sees the word change; a
+    /// vmalloc page open to PL0 likewise (the sweep covers every page of the window).
     #[test]
-    fn a_kernel_section_open_to_pl0_breaks_inv6_after_the_boot_walks() {
+    fn a_kernel_mapping_open_to_pl0_breaks_inv6_after_the_boot_sweep() {
         let mut p = Pair::new(None, CheckMode::Fast);
-        assert!(
-            !p.inv6_reads.is_empty(),
-            "the sound boot's walks are reused"
-        );
-        assert_eq!(p.check_tables(false), Ok(()));
-        // A section at 1 GiB with AP = 0b11 (read/write at PL0 and PL1).
-        let entry = PhysAddr::new(p.vm.kernel().l1_table().as_u32() + 4 * (0x4000_0000 >> 20));
+        assert!(!p.inv6_reads.is_empty(), "the sound boot's sweep is reused");
+        let none = Changes::default();
+        assert_eq!(p.check_tables(false, &none), Ok(()));
+        // A section at 0x7FF0_0000, the window's last MiB, with AP = 0b11 (read/write at PL0
+        // and PL1).
+        let entry = PhysAddr::new(p.vm.kernel().l1_table().as_u32() + 4 * (0x7FF0_0000 >> 20));
         let host = &mut p.vm.machine_mut().host;
-        assert!(host.write_bytes(entry, &(0x4000_0000u32 | (0b11 << 10) | 0b10).to_le_bytes()));
-        let why = p.check_tables(false).expect_err("PL0 reaches the kernel");
-        assert!(why.contains("allows a PL0"), "{why}");
+        let section = 0x7FF0_0000u32 | (0b11 << 10) | 0b10;
+        assert!(host.write_bytes(entry, &section.to_le_bytes()));
+        let mut changed = Changes::default();
+        changed.refill(&[], &[entry]);
+        let why = p
+            .check_tables(false, &changed)
+            .expect_err("PL0 reaches the kernel");
+        assert!(why.contains("0x7ff00000 maps as PL0 rw"), "{why}");
+        // A vmalloc page with AP = 0b11.
+        let mut p = Pair::new(None, CheckMode::Full);
+        let va = p.vm.vmalloc(0x1000).expect("a page").as_u32();
+        let l1 = p.vm.kernel().l1_table().as_u32() + 4 * (va >> 20);
+        let host = &mut p.vm.machine_mut().host;
+        let table = host.peek_word(PhysAddr::new(l1)).expect("in RAM") & !0x3FF;
+        let pte = PhysAddr::new(table + 4 * ((va >> 12) & 0xFF));
+        let old = host.peek_word(pte).expect("in RAM");
+        assert_ne!(old, 0, "vmalloc maps the page");
+        assert!(host.write_bytes(pte, &(old | (0b11 << 4)).to_le_bytes()));
+        assert_eq!(
+            p.check_tables(true, &none),
+            Ok(()),
+            "no word the sweep read changed, as far as the step's changes tell"
+        );
+        let mut changed = Changes::default();
+        changed.refill(p.vm.machine().host.log(), &[pte]);
+        let why = p
+            .check_tables(true, &changed)
+            .expect_err("PL0 reaches vmalloc");
+        assert!(why.contains(&format!("{va:#x} maps as PL0 r")), "{why}");
     }
 }

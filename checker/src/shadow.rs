@@ -80,6 +80,18 @@ impl Changes {
         self.words.is_empty() && self.zeroed.is_empty() && self.copied.is_empty()
     }
 
+    /// Whether any word of `sorted` (ascending word addresses) may have changed: written,
+    /// or in a frame zeroed or copied over.
+    pub fn touch_any(&self, sorted: &[u32]) -> bool {
+        let frame_touched = |f: &u32| {
+            let from = sorted.partition_point(|&a| a < *f);
+            sorted.get(from).is_some_and(|&a| a - f < FRAME_BYTES)
+        };
+        self.words.iter().any(|w| sorted.binary_search(w).is_ok())
+            || self.zeroed.iter().any(frame_touched)
+            || self.copied.iter().any(frame_touched)
+    }
+
     /// What happened to the frame holding `pa`.
     fn frame(&self, pa: u32) -> FrameChange {
         let frame = pa & !(FRAME_BYTES - 1);
