@@ -25,7 +25,7 @@ pub use op::{Addr, Op, Step, parse_ops, print_ops};
 /// The op language (symbolic ops, `.ops` text), from the `op-lang` crate.
 pub use op_lang::op;
 pub use run::{
-    CheckMode, Divergence, DivergenceKind, Outcome, StepHooks, run, run_fast, run_fast_with_defect,
-    run_fast_with_hooks, run_or_panic, run_or_panic_with_defect, run_or_panic_with_hooks,
-    run_with_defect, trace,
+    CheckMode, Divergence, DivergenceKind, Outcome, StepHooks, run, run_both_with_defect, run_fast,
+    run_fast_with_defect, run_fast_with_hooks, run_or_panic, run_or_panic_with_defect,
+    run_or_panic_with_hooks, run_with_defect, trace,
 };

@@ -170,7 +170,7 @@ fn minimize(
         Ok(s) => s,
         Err(e) => return fail(e),
     };
-    let Err(original) = checker::run_with_defect(&steps, defect) else {
+    let Err(original) = checker::run_both_with_defect(&steps, defect) else {
         println!(
             "{}: model and vmm agree ({} steps): nothing to minimize",
             file.display(),
@@ -188,7 +188,7 @@ fn minimize(
     // Start from the byte-minimized input when it still diverges the same way.
     let mut start = steps.clone();
     if let Some(t) = tmin {
-        match read_steps(t).map(|s| (checker::run_with_defect(&s, defect), s)) {
+        match read_steps(t).map(|s| (checker::run_both_with_defect(&s, defect), s)) {
             Ok((Err(d), s)) if d.kind == original.kind => {
                 println!("{}: the same kind in {} steps", t.display(), s.len());
                 start = s;
@@ -413,7 +413,7 @@ fn replay(
                 println!("{:>4}  {:<72} -> {outcome:?}", i + 1, step.to_string());
             }
         }
-        match checker::run_with_defect(&steps, defect) {
+        match checker::run_both_with_defect(&steps, defect) {
             Ok(n) if !quiet => println!("PASS {} ({n} steps)", file.display()),
             Ok(_) => {}
             Err(d) => {

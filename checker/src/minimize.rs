@@ -1,13 +1,13 @@
 //! Op-level minimization of a diverging sequence: repeatedly drop steps (halves first, then one
 //! at a time), drop refusals, replace ops by simpler ones (a write or fetch by a read, an
 //! mremap by a munmap), zero or halve numeric fields and simplify addresses; a change is kept
-//! only when [`run_with_defect`] still diverges with the same [`DivergenceKind`]. Every kept
+//! only when [`run_both_with_defect`] still diverges with the same [`DivergenceKind`]. Every kept
 //! change makes the sequence strictly smaller (fewer steps, or smaller numbers, or a simpler
 //! op), so it ends; a budget of runs bounds it too.
 
 use crate::machine::Defect;
 use crate::op::{Addr, Op, Step};
-use crate::run::{Divergence, DivergenceKind, run_with_defect};
+use crate::run::{Divergence, DivergenceKind, run_both_with_defect};
 
 /// Upper bound on the `run` calls one minimization makes.
 pub const MAX_RUNS: usize = 20_000;
@@ -40,7 +40,7 @@ impl Search {
             return false;
         }
         self.runs += 1;
-        match run_with_defect(&candidate, self.defect) {
+        match run_both_with_defect(&candidate, self.defect) {
             Err(d) if d.kind == self.kind => {
                 // Nothing after the diverging step matters (the teardown is at `len`).
                 let mut candidate = candidate;
@@ -107,7 +107,7 @@ impl Search {
 /// `None` when they do not diverge.
 #[must_use]
 pub fn minimize(steps: &[Step], defect: Option<Defect>) -> Option<Minimized> {
-    let divergence = run_with_defect(steps, defect).err()?;
+    let divergence = run_both_with_defect(steps, defect).err()?;
     let mut best = steps.to_vec();
     best.truncate(divergence.at + 1);
     let mut s = Search {

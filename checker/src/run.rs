@@ -50,6 +50,9 @@ pub enum DivergenceKind {
     /// another valid one without break-before-make, or descriptor writes not followed by
     /// DSB and ISB when the op returns).
     HardwareProtocol,
+    /// The fuzzing (fast) mode diverged where the reference (full) mode passes: the two modes
+    /// disagree, which is never resolved in either's favour. The report is the fast mode's.
+    FastOnly,
 }
 
 /// INV-10 on one op's machine log. The log holds only the vmm's writes (data written by
@@ -237,8 +240,44 @@ pub fn run_fast_with_hooks(
 ) -> Result<usize, Box<Divergence>> {
     match run_observed(steps, defect, CheckMode::Fast, false, hooks, &mut |_, _| {}) {
         Ok(n) => Ok(n),
-        Err(_) => run_with_defect(steps, defect),
+        Err(fast) => Err(run_with_defect(steps, defect)
+            .err()
+            .unwrap_or_else(|| fast_only(fast))),
     }
+}
+
+/// Both modes, as replay and minimize judge a sequence: the reference (full) mode's result,
+/// and when it passes, the fast mode's as well, so that a divergence only the fuzzing mode
+/// sees is reported ([`DivergenceKind::FastOnly`]) instead of passing.
+pub fn run_both_with_defect(
+    steps: &[Step],
+    defect: Option<Defect>,
+) -> Result<usize, Box<Divergence>> {
+    let n = run_with_defect(steps, defect)?;
+    run_observed(
+        steps,
+        defect,
+        CheckMode::Fast,
+        false,
+        StepHooks::CHECKER,
+        &mut |_, _| {},
+    )
+    .map_err(fast_only)?;
+    Ok(n)
+}
+
+/// A fast-mode divergence that full mode does not reproduce, as a divergence of its own.
+fn fast_only(fast: Box<Divergence>) -> Box<Divergence> {
+    Box::new(Divergence {
+        kind: DivergenceKind::FastOnly,
+        model: format!(
+            "full mode: model and vmm agree\n(fast mode: {:?} at step {})\n{}",
+            fast.kind,
+            fast.at + 1,
+            fast.model
+        ),
+        ..*fast
+    })
 }
 
 /// [`run`] on a machine with a deliberate defect (to show the checker catches it).
@@ -573,6 +612,7 @@ pub fn run_or_panic_with_hooks(steps: &[Step], defect: Option<Defect>, hooks: St
             DivergenceKind::StaleTlb => diverged_stale_tlb(&d),
             DivergenceKind::HardwareProtocol => diverged_hardware_protocol(&d),
             DivergenceKind::Tables => diverged_tables(&d),
+            DivergenceKind::FastOnly => diverged_fast_only(&d),
         }
     }
 }
@@ -599,6 +639,10 @@ fn diverged_hardware_protocol(d: &Divergence) -> ! {
 }
 #[inline(never)]
 fn diverged_tables(d: &Divergence) -> ! {
+    panic!("{d}")
+}
+#[inline(never)]
+fn diverged_fast_only(d: &Divergence) -> ! {
     panic!("{d}")
 }
 
@@ -1208,5 +1252,30 @@ mod tests {
             .check_tables(true, &changed)
             .expect_err("PL0 reaches vmalloc");
         assert!(why.contains(&format!("{va:#x} maps as PL0 r")), "{why}");
+    }
+
+    /// A divergence only the fast mode sees is reported as one (before, the fuzzing path
+    /// re-ran the steps in full mode and passed). Here the fast run's vmm is driven by hooks
+    /// that apply every op twice, as a fuzz target's hooks compiled wrong would; the full
+    /// run uses the checker's own calls and passes.
+    #[test]
+    fn a_fast_only_divergence_is_reported_not_passed() {
+        let steps = parse_ops("spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\n")
+            .expect("the scenario parses");
+        let twice = StepHooks {
+            resolve: StepHooks::CHECKER.resolve,
+            apply: |vm, ids, op| {
+                let _ = super::apply_vmm(vm, ids, op);
+                super::apply_vmm(vm, ids, op)
+            },
+        };
+        assert_eq!(super::run(&steps).map_err(|d| d.to_string()), Ok(2));
+        let d = super::run_fast_with_hooks(&steps, None, twice).expect_err("fast mode diverges");
+        assert_eq!(d.kind, DivergenceKind::FastOnly, "{d}");
+        assert!(d.model.contains("full mode: model and vmm agree"), "{d}");
+        assert_eq!(
+            super::run_both_with_defect(&steps, None).map_err(|d| d.to_string()),
+            Ok(2)
+        );
     }
 }
