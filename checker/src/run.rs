@@ -267,8 +267,8 @@ pub fn run_both_with_defect(
 }
 
 /// A fast-mode divergence that full mode does not reproduce, as a divergence of its own.
-fn fast_only(fast: Box<Divergence>) -> Box<Divergence> {
-    Box::new(Divergence {
+fn fast_only(mut fast: Box<Divergence>) -> Box<Divergence> {
+    *fast = Divergence {
         kind: DivergenceKind::FastOnly,
         model: format!(
             "full mode: model and vmm agree\n(fast mode: {:?} at step {})\n{}",
@@ -276,8 +276,11 @@ fn fast_only(fast: Box<Divergence>) -> Box<Divergence> {
             fast.at + 1,
             fast.model
         ),
+        steps: std::mem::take(&mut fast.steps),
+        vmm: std::mem::take(&mut fast.vmm),
         ..*fast
-    })
+    };
+    fast
 }
 
 /// [`run`] on a machine with a deliberate defect (to show the checker catches it).
