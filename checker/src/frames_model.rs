@@ -120,14 +120,14 @@ fn run(start: u32, total: u32, ops: &[Op], at: &mut usize) -> Result<(), String>
                 let referenced = (s..s + n).find(|x| counts.get(x).is_some_and(|&c| c > 0));
                 match referenced {
                     Some(x) => ensure_eq!(
-                        fa.free(frame(s)),
+                        fa.free(&mut m, frame(s)),
                         Err(FrameError::StillReferenced {
                             frame: frame(x).start(),
                             count: counts[&x]
                         })
                     ),
                     None => {
-                        ensure_eq!(fa.free(frame(s)), Ok(n));
+                        ensure_eq!(fa.free(&mut m, frame(s)), Ok(n));
                         live.remove(&s);
                     }
                 }
@@ -143,7 +143,7 @@ fn run(start: u32, total: u32, ops: &[Op], at: &mut usize) -> Result<(), String>
                 let c = counts.entry(s).or_default();
                 if *c == 0 {
                     ensure_eq!(
-                        fa.release(frame(s)),
+                        fa.release(&mut m, frame(s)),
                         Err(FrameError::NotReferenced(frame(s).start()))
                     );
                 } else {
@@ -153,7 +153,7 @@ fn run(start: u32, total: u32, ops: &[Op], at: &mut usize) -> Result<(), String>
                     } else {
                         Released::Remaining(*c)
                     };
-                    ensure_eq!(fa.release(frame(s)), Ok(want));
+                    ensure_eq!(fa.release(&mut m, frame(s)), Ok(want));
                     if want == Released::Freed {
                         live.remove(&s);
                     }
@@ -163,7 +163,7 @@ fn run(start: u32, total: u32, ops: &[Op], at: &mut usize) -> Result<(), String>
                 let f = frame(raw % (1 << 20));
                 let before = fa.free_blocks();
                 let n = f.number();
-                let r = fa.free(f);
+                let r = fa.free(&mut m, f);
                 if n < start || n >= start + total {
                     ensure_eq!(r, Err(FrameError::OutsidePool(f.start())));
                 } else if !owned.contains(&n) {
@@ -188,10 +188,10 @@ fn run(start: u32, total: u32, ops: &[Op], at: &mut usize) -> Result<(), String>
     // Everything back: the pool is whole again, in maximal natural blocks.
     for &s in live.keys() {
         while fa.ref_count(frame(s)).is_ok_and(|c| c > 0) {
-            fa.release(frame(s)).unwrap();
+            fa.release(&mut m, frame(s)).unwrap();
         }
         if fa.is_allocated(frame(s)) {
-            fa.free(frame(s)).unwrap();
+            fa.free(&mut m, frame(s)).unwrap();
         }
     }
     ensure_eq!(fa.free_count(), total);

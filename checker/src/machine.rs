@@ -11,7 +11,7 @@ use vmm::machine::{HostMachine, Machine};
 pub enum Defect {
     /// Every TLB invalidate is lost.
     DropEveryInvalidate,
-    /// The k-th TLB invalidate (0-based) is lost.
+    /// The k-th TLB page invalidate (`TLBIMVA` or `TLBIMVAA`, 0-based) is lost.
     DropNthInvalidate(u64),
     /// Read-only user small-page descriptors are written read/write (AP[2] cleared).
     MakeReadOnlyUserPagesWritable,
@@ -86,6 +86,9 @@ pub struct SimMachine {
     /// e.g. a global entry for a user page).
     pub tlb_fills: u32,
     invalidates: u64,
+    /// The space current on the CPU as the vmm last set it (TTBR0's table, ASID); `None`: the
+    /// kernel-only state. Accesses walk with these registers, as the hardware would.
+    pub current: Option<(u32, u8)>,
     /// Disguised defects: physical word -> the value the vmm wrote there (RAM holds the
     /// disguised value; the vmm's reads see this one while RAM still holds what was stored).
     shown: std::collections::BTreeMap<u32, u32>,
@@ -215,7 +218,8 @@ impl Machine for SimMachine {
     }
     fn tlb_invalidate_asid(&mut self, asid: Asid) {
         self.host.tlb_invalidate_asid(asid);
-        if !self.lose_invalidate() {
+        // Only page invalidates are counted for `DropNthInvalidate`.
+        if self.defect != Some(Defect::DropEveryInvalidate) {
             self.tlb.invalidate_asid(asid.value());
         }
     }
@@ -232,6 +236,13 @@ impl Machine for SimMachine {
         if self.defect != Some(Defect::DropBarriers) {
             self.host.isb();
         }
+    }
+    fn switch_space(&mut self, space: Option<(PhysFrame, Asid)>) {
+        self.host.switch_space(space);
+        self.current = space.map(|(l1, asid)| (l1.start().as_u32(), asid.value()));
+    }
+    fn frame_freed(&mut self, frame: PhysFrame) {
+        self.host.frame_freed(frame);
     }
     fn frame_allocation_permitted(&mut self) -> bool {
         self.host.frame_allocation_permitted()

@@ -564,10 +564,25 @@ fn check_log(
             );
         }
     }
+    // A table page goes back to the allocator only after every invalidate of the op and the
+    // barrier after it: until then a walk may still read it.
+    let last_invalidate = log
+        .iter()
+        .rposition(|e| matches!(e, MachineEvent::TlbInvalidatePage { .. }));
+    let first_free = log
+        .iter()
+        .position(|e| matches!(e, MachineEvent::FrameFreed(_)));
+    if let (Some(i), Some(f)) = (last_invalidate, first_free) {
+        ensure!(
+            f > i && log[i..f].contains(&MachineEvent::Dsb),
+            "{:?} freed before the op's last TLB invalidate and its DSB",
+            log[f]
+        );
+    }
     let tail: Vec<&MachineEvent> = log
         .iter()
         .rev()
-        .filter(|e| !matches!(e, MachineEvent::Read { .. }))
+        .filter(|e| !matches!(e, MachineEvent::Read { .. } | MachineEvent::FrameFreed(_)))
         .take(2)
         .collect();
     ensure_eq!(

@@ -706,11 +706,6 @@ fn kernel_registers(vm: &Vm<SimMachine>) -> Registers {
     }
 }
 
-/// The registers of space `v`'s context: its TTBR0 beside the [`kernel_registers`].
-fn registers(vm: &Vm<SimMachine>, v: SpaceId) -> Option<(Registers, u8)> {
-    Some(space_registers(vm.space(v)?, kernel_registers(vm)))
-}
-
 /// The registers of `space`'s context, its TTBR0 beside the `kernel` registers, and its ASID.
 fn space_registers(space: &VmSpace, kernel: Registers) -> (Registers, u8) {
     let regs = Registers {
@@ -721,19 +716,25 @@ fn space_registers(space: &VmSpace, kernel: Registers) -> (Registers, u8) {
 }
 
 /// Accesses on the simulated machine: the TLB model, else a walk of the real table bytes
-/// (filling the TLB); `op_driver::apply` hands faults to the vmm's handler and retries.
+/// (filling the TLB); `op_driver::apply` hands faults to the vmm's handler and retries. The
+/// walk uses the registers the vmm last set on the machine (TTBR0 and the ASID of the space
+/// it made current), not its bookkeeping: a vmm that forgot to switch walks the wrong table.
 struct HostAccessor;
 
 impl Accessor<SimMachine> for HostAccessor {
     fn attempt(
         &mut self,
         vm: &mut Vm<SimMachine>,
-        space: SpaceId,
+        _space: SpaceId,
         va: u32,
         access: AccessOp,
         mode: Mode,
     ) -> Result<u32, Miss> {
-        let (regs, asid) = registers(vm, space).ok_or(Miss::Unsupported)?;
+        let (ttbr0, asid) = vm.machine().current.unwrap_or((0, 0));
+        let regs = Registers {
+            ttbr0,
+            ..kernel_registers(vm)
+        };
         let privilege = if mode == Mode::User {
             Privilege::Pl0
         } else {

@@ -155,6 +155,11 @@ pub fn apply<M: Machine>(
             ..
         } => {
             let mode = if kernel { Mode::Kernel } else { Mode::User };
+            // The access runs in its space: the CPU switches to it first (semantics.md
+            // section 14), and the hardware walks with what the vmm put in TTBR0.
+            if vm.switch_to(Some(v)).is_err() {
+                return Outcome::Skipped;
+            }
             match self::access(vm, v, a, access, mode, accessor) {
                 Ok(x) => Outcome::Ok(x),
                 Err(FaultError::Segv) => Outcome::Err(SEGV),

@@ -34,7 +34,8 @@ pub enum GuestDefect {
     None,
     /// Every TLB invalidate is dropped.
     DropEveryInvalidate,
-    /// The k-th TLB invalidate of each sequence (0-based) is dropped.
+    /// The k-th TLB page invalidate (`TLBIMVA` or `TLBIMVAA`) of each sequence (0-based) is
+    /// dropped.
     DropNthInvalidate(u32),
     /// Read-only user page descriptors are written read/write (APX cleared).
     MakeReadOnlyUserPagesWritable,

@@ -197,14 +197,14 @@ fn frames(c: &mut Criterion) {
     g.bench_function("alloc_free_1_frame", |b| {
         b.iter(|| {
             let f = pool.alloc(&mut m).expect("alloc");
-            pool.free(black_box(f)).expect("free")
+            pool.free(&mut m, black_box(f)).expect("free")
         });
     });
 
     g.bench_function("alloc_free_order4_16_frames", |b| {
         b.iter(|| {
             let f = pool.alloc_contiguous(&mut m, 16).expect("alloc");
-            pool.free(black_box(f)).expect("free")
+            pool.free(&mut m, black_box(f)).expect("free")
         });
     });
 
@@ -221,7 +221,7 @@ fn frames(c: &mut Criterion) {
                 got.push(pool.alloc(&mut m).expect("alloc"));
             }
             for &i in &order {
-                pool.free(got[i]).expect("free");
+                pool.free(&mut m, got[i]).expect("free");
             }
         });
     });

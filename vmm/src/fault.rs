@@ -145,7 +145,7 @@ impl<M: Machine> Vm<M> {
                 .is_err()
             {
                 if fresh {
-                    let _ = self.frames.free(frame);
+                    let _ = self.frames.free(&mut self.machine, frame);
                 }
                 return Err(unresolved);
             }
@@ -179,11 +179,11 @@ impl<M: Machine> Vm<M> {
             .remap_page(&mut self.machine, &mut self.frames, page, new, attrs)
             .is_err()
         {
-            let _ = self.frames.free(new);
+            let _ = self.frames.free(&mut self.machine, new);
             return Err(unresolved);
         }
         let _ = self.frames.retain(new);
-        let _ = self.frames.release(old);
+        let _ = self.frames.release(&mut self.machine, old);
         Ok(Resolution::Copied)
     }
 

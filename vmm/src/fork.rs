@@ -69,7 +69,7 @@ impl<M: Machine> Vm<M> {
             let window = self.user_window();
             let _ = child.unmap(&mut self.machine, &mut self.frames, window);
             for f in retained {
-                let _ = self.frames.release(f);
+                let _ = self.frames.release(&mut self.machine, f);
             }
             child.destroy(&mut self.machine, &mut self.frames, &mut self.asids);
             return Err(e);

@@ -96,7 +96,7 @@ impl<M: Machine> Vm<M> {
             .is_err()
         {
             for f in frames {
-                let _ = self.frames.free(f);
+                let _ = self.frames.free(&mut self.machine, f);
             }
             return Err(Errno::ENOMEM);
         }
@@ -114,7 +114,7 @@ impl<M: Machine> Vm<M> {
             .unmap(&mut self.machine, &mut self.frames, range)
             .map_err(|_| Errno::ENOMEM)?;
         for f in self.vmalloc.remove(&page.number()).unwrap_or_default() {
-            let _ = self.frames.free(f);
+            let _ = self.frames.free(&mut self.machine, f);
         }
         Ok(())
     }

@@ -40,7 +40,7 @@
 //!
 //! assert_eq!(space.unmap(&mut machine, &mut frames, PageRange::new(va, 1).unwrap())?, 1);
 //! assert_eq!(space.table_pages(), 1); // the empty L2 page went back at once
-//! frames.free(data)?;
+//! frames.free(&mut machine, data)?;
 //! space.destroy(&mut machine, &mut frames, &mut asids);
 //! assert_eq!(frames.free_count(), 1024);
 //! # Ok::<(), Box<dyn std::error::Error>>(())

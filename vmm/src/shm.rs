@@ -115,22 +115,31 @@ impl ShmTable {
     }
 
     /// Drops one attachment; a removed segment with none left is destroyed.
-    pub(crate) fn detach(&mut self, id: ShmId, frames: &mut FrameAllocator) {
+    pub(crate) fn detach<M: Machine>(
+        &mut self,
+        machine: &mut M,
+        id: ShmId,
+        frames: &mut FrameAllocator,
+    ) {
         let Some(slot) = self.slots.get_mut(id.0 as usize) else {
             return;
         };
         let Some(s) = slot.as_mut() else { return };
         s.attached = s.attached.saturating_sub(1);
         if s.removed && s.attached == 0 {
-            Self::destroy(slot, frames);
+            Self::destroy(machine, slot, frames);
         }
     }
 
-    fn destroy(slot: &mut Option<Segment>, frames: &mut FrameAllocator) {
+    fn destroy<M: Machine>(
+        machine: &mut M,
+        slot: &mut Option<Segment>,
+        frames: &mut FrameAllocator,
+    ) {
         if let Some(s) = slot.take() {
             for f in s.frames {
                 // Owned by the segment with count 0: freeing cannot fail.
-                let _ = frames.free(f);
+                let _ = frames.free(machine, f);
             }
         }
     }
@@ -291,7 +300,7 @@ impl<M: Machine> Vm<M> {
                 if let Some(s) = slot.as_mut() {
                     s.removed = true;
                     if s.attached == 0 {
-                        ShmTable::destroy(slot, &mut self.frames);
+                        ShmTable::destroy(&mut self.machine, slot, &mut self.frames);
                     }
                 }
                 Ok(None)

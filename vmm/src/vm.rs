@@ -28,6 +28,8 @@ pub struct Vm<M: Machine> {
     pub(crate) shm: ShmTable,
     /// `vmalloc` allocations: first page number -> their frames.
     pub(crate) vmalloc: BTreeMap<u32, Vec<PhysFrame>>,
+    /// The space current on the CPU (in TTBR0 and CONTEXTIDR); `None`: the kernel-only state.
+    pub(crate) current: Option<SpaceId>,
 }
 
 /// A copy of the whole VM, machine included: the copy's RAM holds its own tables and frames,
@@ -48,6 +50,7 @@ impl<M: Machine + Clone> Clone for Vm<M> {
             next_space: self.next_space,
             shm: self.shm.clone(),
             vmalloc: self.vmalloc.clone(),
+            current: self.current,
         }
     }
 }
@@ -88,7 +91,37 @@ impl<M: Machine> Vm<M> {
             next_space: 1,
             shm: ShmTable::default(),
             vmalloc: BTreeMap::new(),
+            current: None,
         })
+    }
+
+    /// The space current on the CPU, if any (`None`: the kernel-only state, as after boot).
+    #[must_use]
+    pub fn current(&self) -> Option<SpaceId> {
+        self.current
+    }
+
+    /// Makes space `id` current on the CPU (TTBR0 = its L1 table, CONTEXTIDR = its ASID), or
+    /// the kernel-only state for `None`, as a context switch does; nothing happens when it
+    /// already is. No TLB entry is invalidated: entries carry their ASID. `EINVAL` when the
+    /// space does not exist (nothing changes).
+    pub fn switch_to(&mut self, id: Option<SpaceId>) -> Result<(), Errno> {
+        if id == self.current {
+            return Ok(());
+        }
+        let target = match id {
+            Some(id) => {
+                let space = self.spaces.get(&id).ok_or(Errno::EINVAL)?;
+                Some((
+                    PhysFrame::containing(space.mmu.l1_table()),
+                    space.mmu.asid(),
+                ))
+            }
+            None => None,
+        };
+        self.machine.switch_space(target);
+        self.current = id;
+        Ok(())
     }
 
     /// The layout.
@@ -194,10 +227,16 @@ impl<M: Machine> Vm<M> {
         id
     }
 
-    /// Ends a user space: every region is unmapped (frame references dropped, shm attach counts
-    /// decremented), every table page is freed and the ASID is released after `TLBIASID`.
+    /// Ends a user space: the CPU leaves it first when it is current (the kernel-only state, so
+    /// no walk uses its tables again), every region is unmapped (frame references dropped, shm
+    /// attach counts decremented), every table page is freed and the ASID is released after
+    /// `TLBIASID`.
     pub fn exit(&mut self, id: SpaceId) -> Result<(), Errno> {
         let space = self.spaces.get(&id).ok_or(Errno::EINVAL)?;
+        if self.current == Some(id) {
+            self.machine.switch_space(None);
+            self.current = None;
+        }
         let ranges: Vec<PageRange> = space.regions.iter().map(|r| r.range).collect();
         for range in ranges {
             // A whole region is unmapped: no section is split, so this needs no frame.
@@ -283,7 +322,7 @@ impl<M: Machine> Vm<M> {
             let owner = touched.iter().find(|r| r.range.contains(page));
             if owner.is_some_and(|r| r.is_private_anon()) {
                 // Mapped by a PTE of this space, so it holds a reference: cannot fail.
-                let _ = self.frames.release(frame);
+                let _ = self.frames.release(&mut self.machine, frame);
             }
         }
         let Some(space) = self.spaces.get_mut(&id) else {
@@ -292,7 +331,7 @@ impl<M: Machine> Vm<M> {
         for r in space.regions.isolate(range) {
             space.regions.remove(r.range.start());
             if let RegionKind::Shm { id: shm_id, .. } = r.kind {
-                self.shm.detach(shm_id, &mut self.frames);
+                self.shm.detach(&mut self.machine, shm_id, &mut self.frames);
             }
         }
     }

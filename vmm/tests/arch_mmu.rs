@@ -63,7 +63,7 @@ impl Fixture {
     }
     fn give_back(&mut self, taken: Vec<PhysFrame>) {
         for frame in taken {
-            self.frames.free(frame).unwrap();
+            self.frames.free(&mut self.m, frame).unwrap();
         }
     }
 }
@@ -270,6 +270,8 @@ fn unmap_invalidates_each_page_by_asid_then_frees_the_empty_l2_page() {
             },
             MachineEvent::Dsb,
             MachineEvent::Isb,
+            // The L2 page goes back only after the invalidates and their barriers.
+            MachineEvent::FrameFreed(PhysFrame::containing(PhysAddr::new(table))),
         ]
     );
     assert_eq!(mmu.table_pages(), 1);

@@ -105,7 +105,8 @@ impl Machine for GuestMachine {
     }
 
     fn tlb_invalidate_asid(&mut self, asid: Asid) {
-        if !self.lose_invalidate() {
+        // Only page invalidates are counted for `DropNthInvalidate`.
+        if self.defect != GuestDefect::DropEveryInvalidate {
             cp15::tlbiasid(u32::from(asid.value()));
         }
     }
@@ -120,6 +121,19 @@ impl Machine for GuestMachine {
 
     fn isb(&mut self) {
         cp15::isb();
+    }
+
+    /// Through the empty table, so no walk mixes the old ASID with the new table: TTBR0 =
+    /// empty, CONTEXTIDR = the new ASID, TTBR0 = the new table (the empty table and ASID 0
+    /// for the kernel-only state).
+    fn switch_space(&mut self, space: Option<(PhysFrame, Asid)>) {
+        let empty = crate::boot::empty_user_table();
+        let (table, asid) = space.map_or((empty, 0), |(l1, asid)| {
+            (l1.start().as_u32(), u32::from(asid.value()))
+        });
+        cp15::write_ttbr0(empty);
+        cp15::write_contextidr(asid);
+        cp15::write_ttbr0(table);
     }
 
     fn frame_allocation_permitted(&mut self) -> bool {

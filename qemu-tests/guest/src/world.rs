@@ -64,16 +64,10 @@ impl World {
         self.vm.frames().free_count()
     }
 
-    /// Makes `space` current: TTBR0 and CONTEXTIDR (ASID), through the empty table so no
-    /// walk mixes the old ASID with the new table. `None`: the empty table, ASID 0.
-    fn enter(&self, space: Option<SpaceId>) {
-        let target = space
-            .and_then(|id| self.vm.space(id))
-            .map(|s| (s.mmu().l1_table().as_u32(), u32::from(s.asid().value())));
-        cp15::write_ttbr0(boot::empty_user_table());
-        let (table, asid) = target.unwrap_or((boot::empty_user_table(), 0));
-        cp15::write_contextidr(asid);
-        cp15::write_ttbr0(table);
+    /// Makes `space` current through the vmm (`Vm::switch_to`, which the machine carries out
+    /// on TTBR0 and CONTEXTIDR; nothing when it already is). `None`: the kernel-only state.
+    fn enter(&mut self, space: Option<SpaceId>) {
+        let _ = self.vm.switch_to(space);
     }
 
     /// Runs one step: enter the probed space, prime its pages, apply the op, probe again.

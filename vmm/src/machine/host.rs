@@ -53,6 +53,10 @@ pub enum MachineEvent {
     Dsb,
     /// `ISB`.
     Isb,
+    /// A space made current (`None`: the kernel-only state).
+    SwitchSpace(Option<(PhysFrame, Asid)>),
+    /// A frame given back to the allocator.
+    FrameFreed(PhysFrame),
     /// A frame-allocation request and whether it was permitted.
     FrameAllocation {
         /// Whether the machine allowed it.
@@ -473,6 +477,12 @@ impl Machine for HostMachine {
     }
     fn isb(&mut self) {
         self.record(MachineEvent::Isb);
+    }
+    fn switch_space(&mut self, space: Option<(PhysFrame, Asid)>) {
+        self.record(MachineEvent::SwitchSpace(space));
+    }
+    fn frame_freed(&mut self, frame: PhysFrame) {
+        self.record(MachineEvent::FrameFreed(frame));
     }
 
     fn frame_allocation_permitted(&mut self) -> bool {

@@ -89,6 +89,18 @@ pub trait Machine {
     /// Instruction synchronization barrier.
     fn isb(&mut self);
 
+    /// Makes a user space current on this CPU: TTBR0 = its L1 table, CONTEXTIDR = its ASID.
+    /// `None` is the kernel-only state (no user table, ASID 0). A switch invalidates no TLB
+    /// entry: entries are tagged with their ASID.
+    fn switch_space(&mut self, space: Option<(PhysFrame, Asid)>);
+
+    /// Told when a frame goes back to the allocator, after the vmm is done with it (and after
+    /// the TLB invalidates that must come first). Real hardware has nothing to do; a test
+    /// machine records it, so the order of frees and invalidates can be checked.
+    fn frame_freed(&mut self, frame: PhysFrame) {
+        let _ = frame;
+    }
+
     /// Asked before every frame allocation; `false` makes that allocation fail as if the pool
     /// were empty. Real machines always allow it; test machines inject failures here.
     fn frame_allocation_permitted(&mut self) -> bool {
@@ -138,6 +150,9 @@ mod tests {
         }
         fn isb(&mut self) {
             self.0.isb();
+        }
+        fn switch_space(&mut self, space: Option<(PhysFrame, Asid)>) {
+            self.0.switch_space(space);
         }
     }
 

@@ -183,8 +183,12 @@ impl FrameAllocator {
     }
 
     /// Frees the allocation that starts at `frame` and returns its length in frames. Every frame
-    /// of it must have reference count 0.
-    pub fn free(&mut self, frame: PhysFrame) -> Result<u32, FrameError> {
+    /// of it must have reference count 0. The machine is told of each frame freed.
+    pub fn free<M: Machine>(
+        &mut self,
+        machine: &mut M,
+        frame: PhysFrame,
+    ) -> Result<u32, FrameError> {
         let index = self.index(frame)?;
         let len = self
             .buddy
@@ -199,9 +203,14 @@ impl FrameAllocator {
                 });
             }
         }
-        self.buddy
+        let len = self
+            .buddy
             .free(index)
-            .map_err(|e| self.buddy_error(e, frame))
+            .map_err(|e| self.buddy_error(e, frame))?;
+        for i in index..index + len {
+            machine.frame_freed(self.frame_at(i));
+        }
+        Ok(len)
     }
 
     /// Adds one reference to an allocated frame and returns the new count.
@@ -215,8 +224,12 @@ impl FrameAllocator {
     }
 
     /// Drops one reference. When the count reaches 0 and the frame is a one-frame allocation,
-    /// the frame is freed.
-    pub fn release(&mut self, frame: PhysFrame) -> Result<Released, FrameError> {
+    /// the frame is freed (and the machine told).
+    pub fn release<M: Machine>(
+        &mut self,
+        machine: &mut M,
+        frame: PhysFrame,
+    ) -> Result<Released, FrameError> {
         let index = self.allocated_index(frame)?;
         let count = self.counts[index as usize];
         if count == 0 {
@@ -227,6 +240,7 @@ impl FrameAllocator {
             self.buddy
                 .free(index)
                 .map_err(|e| self.buddy_error(e, frame))?;
+            machine.frame_freed(frame);
             return Ok(Released::Freed);
         }
         Ok(Released::Remaining(count - 1))
@@ -321,7 +335,7 @@ mod tests {
         let b = fa.alloc_frames_zeroed(&mut m, 3).unwrap();
         assert_eq!(fa.used_count(), 1 + b.len() as u32);
         assert_eq!(fa.used_count() + fa.free_count(), 64);
-        fa.free(a).unwrap();
+        fa.free(&mut m, a).unwrap();
         assert_eq!(fa.used_count(), b.len() as u32);
     }
 
@@ -341,7 +355,7 @@ mod tests {
         assert_eq!(all.len(), 64);
         assert_eq!(fa.free_blocks(), vec![]);
         for f in all {
-            fa.free(f).unwrap();
+            fa.free(&mut m, f).unwrap();
         }
         assert_eq!(fa.free_blocks(), vec![(first, 6)]);
         let one = fa.alloc(&mut m).unwrap();
@@ -350,7 +364,7 @@ mod tests {
             6,
             "orders 0 to 5 left after taking one frame"
         );
-        fa.free(one).unwrap();
+        fa.free(&mut m, one).unwrap();
         fa.check().unwrap();
     }
 
@@ -401,15 +415,18 @@ mod tests {
         assert_eq!(fa.retain(f), Ok(1));
         assert_eq!(fa.retain(f), Ok(2));
         assert_eq!(
-            fa.free(f),
+            fa.free(&mut m, f),
             Err(FrameError::StillReferenced {
                 frame: f.start(),
                 count: 2
             })
         );
-        assert_eq!(fa.release(f), Ok(Released::Remaining(1)));
-        assert_eq!(fa.release(f), Ok(Released::Freed));
-        assert_eq!(fa.release(f), Err(FrameError::NotAllocated(f.start())));
+        assert_eq!(fa.release(&mut m, f), Ok(Released::Remaining(1)));
+        assert_eq!(fa.release(&mut m, f), Ok(Released::Freed));
+        assert_eq!(
+            fa.release(&mut m, f),
+            Err(FrameError::NotAllocated(f.start()))
+        );
         assert_eq!(fa.retain(f), Err(FrameError::NotAllocated(f.start())));
         assert_eq!(fa.free_count(), 64);
         fa.check().unwrap();
@@ -420,7 +437,7 @@ mod tests {
         let (mut fa, mut m) = pool();
         let outside = PhysFrame::from_start(PhysAddr::new(0x3000_0000)).unwrap();
         assert_eq!(
-            fa.free(outside),
+            fa.free(&mut m, outside),
             Err(FrameError::OutsidePool(outside.start()))
         );
         assert_eq!(
@@ -429,11 +446,17 @@ mod tests {
         );
         let f = fa.alloc_contiguous(&mut m, 3).unwrap();
         let tail = f.checked_add(1).unwrap();
-        assert_eq!(fa.free(tail), Err(FrameError::NotBlockHead(tail.start())));
-        assert_eq!(fa.release(f), Err(FrameError::NotReferenced(f.start())));
+        assert_eq!(
+            fa.free(&mut m, tail),
+            Err(FrameError::NotBlockHead(tail.start()))
+        );
+        assert_eq!(
+            fa.release(&mut m, f),
+            Err(FrameError::NotReferenced(f.start()))
+        );
         assert_eq!(fa.alloc_contiguous(&mut m, 0), Err(FrameError::BadCount(0)));
-        assert_eq!(fa.free(f), Ok(3));
-        assert_eq!(fa.free(f), Err(FrameError::NotAllocated(f.start())));
+        assert_eq!(fa.free(&mut m, f), Ok(3));
+        assert_eq!(fa.free(&mut m, f), Err(FrameError::NotAllocated(f.start())));
         fa.check().unwrap();
     }
 
@@ -451,7 +474,7 @@ mod tests {
         let (mut fa, mut m) = pool();
         let f = fa.alloc(&mut m).unwrap();
         m.write_word(f.start(), 5);
-        fa.free(f).unwrap();
+        fa.free(&mut m, f).unwrap();
         let g = fa.alloc_zeroed(&mut m).unwrap();
         assert_eq!(
             g, f,

@@ -137,7 +137,7 @@ impl<M: Machine> Vm<M> {
         self.forget_removed(id, target, &touched, &in_target);
         for (_, frame) in in_tail {
             // A page of the private anon source: it held a reference.
-            let _ = self.frames.release(frame);
+            let _ = self.frames.release(&mut self.machine, frame);
         }
         self.relocate_region(id, region, src, target)
     }

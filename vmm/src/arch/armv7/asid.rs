@@ -42,21 +42,36 @@ pub enum AsidError {
 #[derive(Clone, Debug, Default)]
 pub struct AsidAllocator {
     in_use: [u64; 4],
+    /// ASIDs released at least once: only those can have TLB entries when handed out again.
+    released: [u64; 4],
 }
 
 impl AsidAllocator {
     /// An allocator with every user ASID free.
     #[must_use]
     pub const fn new() -> Self {
-        Self { in_use: [0; 4] }
+        Self {
+            in_use: [0; 4],
+            released: [0; 4],
+        }
     }
 
-    /// The lowest free ASID.
-    pub fn alloc(&mut self) -> Result<Asid, AsidError> {
+    /// The lowest free ASID. One that was released before is invalidated again (TLBIASID, DSB,
+    /// ISB) as it is handed out: between its release and now, a CPU that still had it current
+    /// may have walked and cached entries for it (semantics.md section 2). One never handed
+    /// out has never tagged an entry, so it is not (an invalidate by ASID would also flush
+    /// QEMU's whole TLB, hiding a missing invalidate from the QEMU suite).
+    pub fn alloc<M: Machine>(&mut self, machine: &mut M) -> Result<Asid, AsidError> {
         let value = (1..=255u8)
             .find(|&a| !self.is_allocated(Asid(a)))
             .ok_or(AsidError::Exhausted)?;
-        self.in_use[usize::from(value / 64)] |= 1 << (value % 64);
+        let (word, bit) = (usize::from(value / 64), 1 << (value % 64));
+        self.in_use[word] |= bit;
+        if self.released[word] & bit != 0 {
+            machine.tlb_invalidate_asid(Asid(value));
+            machine.dsb();
+            machine.isb();
+        }
         Ok(Asid(value))
     }
 
@@ -70,6 +85,7 @@ impl AsidAllocator {
         machine.dsb();
         machine.isb();
         self.in_use[usize::from(asid.0 / 64)] &= !(1 << (asid.0 % 64));
+        self.released[usize::from(asid.0 / 64)] |= 1 << (asid.0 % 64);
         Ok(())
     }
 
@@ -108,10 +124,11 @@ mod tests {
     #[test]
     fn lowest_first_until_exhausted() {
         let mut a = AsidAllocator::new();
+        let mut m = HostMachine::default();
         for expect in 1..=255u8 {
-            assert_eq!(a.alloc(), Ok(Asid(expect)));
+            assert_eq!(a.alloc(&mut m), Ok(Asid(expect)));
         }
-        assert_eq!(a.alloc(), Err(AsidError::Exhausted));
+        assert_eq!(a.alloc(&mut m), Err(AsidError::Exhausted));
         assert_eq!(a.allocated_count(), 255);
     }
 
@@ -120,18 +137,21 @@ mod tests {
         let mut a = AsidAllocator::new();
         let mut m = HostMachine::default();
         m.set_recording(true);
-        let x = a.alloc().unwrap();
-        let y = a.alloc().unwrap();
-        a.release(&mut m, x).unwrap();
-        assert_eq!(
-            m.take_log(),
+        let x = a.alloc(&mut m).unwrap();
+        let invalidated = |asid| {
             [
-                MachineEvent::TlbInvalidateAsid(x),
+                MachineEvent::TlbInvalidateAsid(asid),
                 MachineEvent::Dsb,
-                MachineEvent::Isb
+                MachineEvent::Isb,
             ]
-        );
-        assert_eq!(a.alloc(), Ok(x));
+        };
+        assert_eq!(m.take_log(), [], "never used: nothing to invalidate");
+        let y = a.alloc(&mut m).unwrap();
+        m.clear_log();
+        a.release(&mut m, x).unwrap();
+        assert_eq!(m.take_log(), invalidated(x), "and as it is released");
+        assert_eq!(a.alloc(&mut m), Ok(x));
+        assert_eq!(m.take_log(), invalidated(x), "and again as it is reused");
         assert_eq!(
             a.release(&mut m, Asid::KERNEL),
             Err(AsidError::NotAllocated(Asid::KERNEL))

@@ -258,9 +258,9 @@ impl Reserved {
     }
 
     /// Gives back what the commit did not use (nothing, when the plan was exact).
-    fn release(self, frames: &mut FrameAllocator) {
+    fn release<M: Machine>(self, m: &mut M, frames: &mut FrameAllocator) {
         for f in self.0 {
-            let _ = frames.free(f);
+            let _ = frames.free(m, f);
         }
     }
 }
@@ -359,7 +359,7 @@ impl ArchMmu {
             return Err(MapError::NoAsid);
         }
         let l1 = frames.alloc_zeroed(m).map_err(|_| MapError::NoMemory)?;
-        let asid = asids.alloc().map_err(|_| MapError::NoAsid)?;
+        let asid = asids.alloc(m).map_err(|_| MapError::NoAsid)?;
         Ok(Self {
             kind: SpaceKind::User,
             l1,
@@ -446,7 +446,7 @@ impl ArchMmu {
         self.plan_map(m, range.start(), &run, &mut needed)?;
         let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
         self.commit_map(m, range.start(), &run, &mut reserved);
-        reserved.release(frames);
+        reserved.release(m, frames);
         m.dsb();
         m.isb();
         Ok(())
@@ -488,7 +488,7 @@ impl ArchMmu {
         for &(p, f) in entries {
             self.commit_map(m, p, &run(f), &mut reserved);
         }
-        reserved.release(frames);
+        reserved.release(m, frames);
         m.dsb();
         m.isb();
         Ok(())
@@ -550,7 +550,7 @@ impl ArchMmu {
             }
             *self.used.get_mut(l1) += (hi - lo) as u16;
         }
-        reserved.release(frames);
+        reserved.release(m, frames);
         m.dsb();
         m.isb();
         for (p, f) in gone {
@@ -598,7 +598,7 @@ impl ArchMmu {
         );
         batch.flush(m);
         self.free_emptied(m, frames, emptied);
-        reserved.release(frames);
+        reserved.release(m, frames);
         for (p, f) in gone {
             on_removed(p, f);
         }
@@ -678,7 +678,7 @@ impl ArchMmu {
                 }
             }
         }
-        reserved.release(frames);
+        reserved.release(m, frames);
         m.dsb();
         m.isb();
         Ok(())
@@ -729,7 +729,7 @@ impl ArchMmu {
         );
         batch.flush(m);
         self.free_emptied(m, frames, emptied);
-        reserved.release(frames);
+        reserved.release(m, frames);
         Ok(runs.iter().map(|r| r.count).sum())
     }
 
@@ -768,7 +768,7 @@ impl ArchMmu {
             batch.flush(m);
             m.write_word(pa, new.encode());
         }
-        reserved.release(frames);
+        reserved.release(m, frames);
         m.dsb();
         m.isb();
         Ok(())
@@ -787,7 +787,7 @@ impl ArchMmu {
         self.plan_splits(m, range, None, &mut needed)?;
         let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
         self.commit_partial_splits(m, range, &mut reserved);
-        reserved.release(frames);
+        reserved.release(m, frames);
         m.dsb();
         m.isb();
         Ok(())
@@ -934,7 +934,7 @@ impl ArchMmu {
         }
         batch.flush(m);
         self.free_emptied(m, frames, emptied);
-        reserved.release(frames);
+        reserved.release(m, frames);
         for (p, f) in gone {
             on_removed(p, f);
         }
@@ -1022,9 +1022,9 @@ impl ArchMmu {
             }
         }
         for p in self.group_pages(m) {
-            let _ = frames.free(p);
+            let _ = frames.free(m, p);
         }
-        let _ = frames.free(self.l1);
+        let _ = frames.free(m, self.l1);
     }
 
     /// The frames holding this space's tables: L1 frames first, then each L2 page.
@@ -1439,7 +1439,7 @@ impl ArchMmu {
         emptied: Vec<(u32, PhysFrame)>,
     ) {
         for (l1, p) in emptied {
-            if self.group_page(m, l1).is_none() && frames.free(p).is_ok() {
+            if self.group_page(m, l1).is_none() && frames.free(m, p).is_ok() {
                 self.l2_pages -= 1;
             }
         }
