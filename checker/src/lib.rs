@@ -15,6 +15,7 @@ pub mod minimize;
 pub mod mmu;
 pub mod observed;
 pub mod pairing;
+pub mod protocol;
 pub mod quick;
 pub mod run;
 pub mod shadow;

@@ -1,7 +1,13 @@
 //! The simulated machine `run` gives the vmm: the host machine's RAM and call log, plus the
 //! reference model's TLB, which fills on accesses and forgets only what the vmm invalidates.
+//!
+//! The TLB also fills speculatively, as hardware may: right after an invalidate of a page of
+//! the current space, the walker walks that page again over the memory a table walk sees and
+//! caches what it finds. A walk sees a descriptor write only once a DSB has completed it, so
+//! an invalidate issued before the write that clears the page, or without a DSB between the
+//! two, leaves the old translation cached, and INV-8 reports it when the op returns.
 
-use reference_model::armv7::Tlb;
+use reference_model::armv7::{Registers, Tlb, translate};
 use vmm::addr::{PhysAddr, PhysFrame, VirtPage};
 use vmm::arch::armv7::Asid;
 use vmm::machine::{HostMachine, Machine};
@@ -89,6 +95,16 @@ pub struct SimMachine {
     /// The space current on the CPU as the vmm last set it (TTBR0's table, ASID); `None`: the
     /// kernel-only state. Accesses walk with these registers, as the hardware would.
     pub current: Option<(u32, u8)>,
+    /// The kernel's L1 table (TTBR1), for walks of kernel addresses; set once booted.
+    pub ttbr1: u32,
+    /// Descriptor writes since the last DSB, (address, value before the first of them): table
+    /// walks do not see them yet.
+    pending: Vec<(u32, u32)>,
+    /// Translations cached by speculative walks since the checker last looked.
+    pub speculative_fills: u32,
+    /// Protocol violations only the machine sees (an L1 table freed while in TTBR0), for the
+    /// checker to report.
+    pub violations: Vec<String>,
     /// Disguised defects: physical word -> the value the vmm wrote there (RAM holds the
     /// disguised value; the vmm's reads see this one while RAM still holds what was stored).
     shown: std::collections::BTreeMap<u32, u32>,
@@ -101,6 +117,31 @@ impl SimMachine {
         Self {
             defect,
             ..Self::default()
+        }
+    }
+
+    /// A speculative walk of `va` in the current space, as hardware may make at any time: over
+    /// the memory a walk sees (descriptor writes not yet completed by a DSB read as their old
+    /// value), and what it finds is cached.
+    fn speculate(&mut self, va: u32) {
+        let (ttbr0, asid) = self.current.unwrap_or((0, 0));
+        if ttbr0 == 0 && va < 0x4000_0000 {
+            return;
+        }
+        let regs = Registers {
+            ttbr0,
+            ttbr1: self.ttbr1,
+            ttbcr_n: 2,
+            dacr: 0b01,
+        };
+        let (host, pending) = (&self.host, &self.pending);
+        let mut visible = |a: u32| match pending.iter().find(|&&(p, _)| p == a) {
+            Some(&(_, before)) => Some(before),
+            None => host.peek_word(PhysAddr::new(a)),
+        };
+        if let Ok(t) = translate(&mut visible, regs, va) {
+            self.tlb.fill(t, asid);
+            self.speculative_fills += 1;
         }
     }
 
@@ -180,6 +221,10 @@ impl Machine for SimMachine {
         }
     }
     fn write_word(&mut self, pa: PhysAddr, value: u32) {
+        if !self.pending.iter().any(|&(a, _)| a == pa.as_u32()) {
+            let before = self.host.peek_word(pa).unwrap_or(0);
+            self.pending.push((pa.as_u32(), before));
+        }
         let stored = self.corrupt_descriptor(value);
         if self.disguised() {
             if stored == value {
@@ -209,12 +254,16 @@ impl Machine for SimMachine {
         if !self.lose_invalidate() {
             self.tlb.invalidate_mva(page.start().as_u32(), asid.value());
         }
+        if self.current.is_some_and(|(_, a)| a == asid.value()) {
+            self.speculate(page.start().as_u32());
+        }
     }
     fn tlb_invalidate_page_all_asids(&mut self, page: VirtPage) {
         self.host.tlb_invalidate_page_all_asids(page);
         if !self.lose_invalidate() {
             self.tlb.invalidate_mva_all_asids(page.start().as_u32());
         }
+        self.speculate(page.start().as_u32());
     }
     fn tlb_invalidate_asid(&mut self, asid: Asid) {
         self.host.tlb_invalidate_asid(asid);
@@ -230,6 +279,7 @@ impl Machine for SimMachine {
     fn dsb(&mut self) {
         if self.defect != Some(Defect::DropBarriers) {
             self.host.dsb();
+            self.pending.clear();
         }
     }
     fn isb(&mut self) {
@@ -243,6 +293,13 @@ impl Machine for SimMachine {
     }
     fn frame_freed(&mut self, frame: PhysFrame) {
         self.host.frame_freed(frame);
+        if let Some((l1, asid)) = self.current
+            && l1 == frame.start().as_u32()
+        {
+            self.violations.push(format!(
+                "(g) the L1 table at {l1:#010x} (ASID {asid}) was freed while in TTBR0\n"
+            ));
+        }
     }
     fn frame_allocation_permitted(&mut self) -> bool {
         self.host.frame_allocation_permitted()

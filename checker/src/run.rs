@@ -9,7 +9,7 @@ use reference_model::armv7::{
 use reference_model::model::{self, Model};
 use vmm::addr::PhysAddr;
 use vmm::fault::Mode;
-use vmm::machine::{AllocationFailure, Machine, MachineEvent};
+use vmm::machine::{AllocationFailure, Machine};
 
 use crate::machine::{Defect, SimMachine};
 use vmm::space::{RegionKind, ShmId, SpaceId, VmSpace};
@@ -21,6 +21,7 @@ use crate::observed::agree;
 pub use crate::observed::{Backing, Observed, Page, SpaceState, UNPAIRED};
 use crate::op::{Op, Step, print_ops};
 use crate::pairing::FramePairing;
+use crate::protocol::{Maintenance, SpaceTables, check_asids, check_log};
 use crate::shadow::{Changes, TTBR0_ENTRIES, TableShadow, sweep};
 pub use op_driver::Outcome;
 use op_driver::{AccessOp, Accessor, ConcreteOp, Miss};
@@ -53,36 +54,6 @@ pub enum DivergenceKind {
     /// The fuzzing (fast) mode diverged where the reference (full) mode passes: the two modes
     /// disagree, which is never resolved in either's favour. The report is the fast mode's.
     FastOnly,
-}
-
-/// INV-10 on one op's machine log. The log holds only the vmm's writes (data written by
-/// accesses bypasses it), and the vmm writes only descriptors.
-fn check_protocol(log: &[MachineEvent]) -> Result<(), String> {
-    for e in log {
-        if let MachineEvent::Write { pa, old, new } = *e
-            && old & 3 != 0
-            && new & 3 != 0
-            && old != new
-        {
-            return Err(format!(
-                "valid descriptor {old:#010x} at {pa:?} replaced by {new:#010x} without break-before-make\n"
-            ));
-        }
-    }
-    let wrote = log.iter().any(|e| matches!(e, MachineEvent::Write { .. }));
-    let mut last = log.iter().rev().filter(|e| {
-        matches!(
-            e,
-            MachineEvent::Write { .. } | MachineEvent::Dsb | MachineEvent::Isb
-        )
-    });
-    let tail = [last.next(), last.next()];
-    if wrote && tail != [Some(&MachineEvent::Isb), Some(&MachineEvent::Dsb)] {
-        return Err(format!(
-            "descriptor writes not followed by DSB; ISB before the op returned (last events {tail:?})\n"
-        ));
-    }
-    Ok(())
 }
 
 /// A divergence between the vmm and the model, with everything needed to read it.
@@ -204,6 +175,16 @@ struct Pair {
     /// The live spaces (in `vmm_ids` order) and their L1 tables, for the shadow; `None` for a
     /// live id the vmm does not know.
     roster: Vec<(SpaceId, Option<u32>)>,
+    /// The ASIDs of the roster's spaces (0 for a live id the vmm does not know).
+    roster_asids: Vec<u8>,
+    /// INV-10: every live space's translations as the last comparison read them.
+    tables_before: std::collections::BTreeMap<SpaceId, SpaceTables>,
+    /// INV-10: ASIDs released so far (by the exit of their space).
+    released_asids: [bool; 256],
+    /// INV-10: ASIDs released before and handed out again in the current step.
+    handed_out: Vec<u8>,
+    /// INV-10: the first violation the current step's comparison found.
+    protocol_error: Option<String>,
     /// The live spaces' ASIDs and registers, for the TLB check.
     live_asids: Vec<(u8, Registers)>,
     /// Model frames dead when the frame pairs were last pruned.
@@ -348,7 +329,10 @@ pub fn audit_fast_mode(steps: &[Step], defect: Option<Defect>) -> Result<usize, 
 
 /// A vmm booted on `machine` with the checked worlds' layout (a pool of [`POOL_FRAMES`]).
 fn boot(machine: SimMachine) -> Vm<SimMachine> {
-    Vm::new(machine, Layout::with_pool_frames(POOL_FRAMES)).expect("the default layout boots")
+    let mut vm =
+        Vm::new(machine, Layout::with_pool_frames(POOL_FRAMES)).expect("the default layout boots");
+    vm.machine_mut().ttbr1 = vm.kernel().l1_table().as_u32();
+    vm
 }
 
 /// The checked world's vmm: booted on a machine with `defect` that records the vmm's writes
@@ -368,7 +352,7 @@ fn boot_recording(defect: Option<Defect>) -> (Vm<SimMachine>, Vec<u32>) {
     }
     fn sound() -> (Vm<SimMachine>, Vec<u32>) {
         let mut vm = fresh(None);
-        if check_protocol(vm.machine().host.log()).is_ok() {
+        if check_log(vm.machine().host.log()).is_ok() {
             vm.machine_mut().host.clear_log();
         }
         let mut reads = Vec::new();
@@ -482,15 +466,18 @@ fn run_observed(
             .set_allocation_failure(refusal(step.refuse.map(u64::from)));
         spaces_before.clear();
         spaces_before.extend_from_slice(&p.vmm_ids);
+        let current_before = p.vm.machine().current.map(|(_, asid)| asid);
         let (model_out, vmm_out) = p.apply(&step.op, hooks);
         on_step(at, vmm_out);
         p.model.refuse_allocation = None;
-        // The step's machine log and data writes are read in place and then cleared (their
-        // buffers serve every step).
+        // The step's machine log and data writes are read in place and cleared after the
+        // comparison (their buffers serve every step).
         let m = p.vm.machine_mut();
         m.host.set_allocation_failure(AllocationFailure::Never);
-        let tlb_filled = std::mem::take(&mut m.tlb_fills) > 0;
-        if let Err(why) = check_protocol(m.host.log()) {
+        let tlb_filled =
+            std::mem::take(&mut m.tlb_fills) + std::mem::take(&mut m.speculative_fills) > 0;
+        let machine_saw = m.violations.drain(..).next();
+        if let Some(why) = machine_saw.map_or_else(|| check_log(m.host.log()).err(), Some) {
             return Err(diverge(
                 DivergenceKind::HardwareProtocol,
                 at,
@@ -499,7 +486,6 @@ fn run_observed(
             ));
         }
         changes.refill(m.host.log(), &m.data_writes);
-        m.host.clear_log();
         m.data_writes.clear();
         let unchanged = mode == CheckMode::Fast
             && changes.is_empty()
@@ -536,6 +522,15 @@ fn run_observed(
             }
         }
         p.compare_state(at, steps)?;
+        if let Err(why) = p.check_maintenance(current_before) {
+            return Err(diverge(
+                DivergenceKind::HardwareProtocol,
+                at,
+                "the hardware protocol holds\n".into(),
+                why,
+            ));
+        }
+        p.vm.machine_mut().host.clear_log();
         p.forget_freed_frames();
     }
     if mode == CheckMode::Fast && !steps.is_empty() {
@@ -806,6 +801,11 @@ impl Pair {
             inv6_reads,
             vmm_spaces_read: false,
             roster: Vec::new(),
+            roster_asids: Vec::new(),
+            tables_before: std::collections::BTreeMap::new(),
+            released_asids: [false; 256],
+            handed_out: Vec::new(),
+            protocol_error: None,
             live_asids: Vec::new(),
             frame_deaths: 0,
         }
@@ -854,14 +854,17 @@ impl Pair {
             .resize_with(self.vmm_ids.len(), SpaceState::default);
         let compared = self.model_ids.len().min(self.vmm_ids.len());
         self.roster.clear();
+        self.roster_asids.clear();
         self.live_asids.clear();
         let mut spaces = InOrder::new(self.vm.spaces(), |v| self.vm.space(v));
         for (i, &v) in self.vmm_ids.iter().enumerate() {
             let Some(sp) = spaces.get(v) else {
                 self.roster.push((v, None));
+                self.roster_asids.push(0);
                 continue;
             };
             self.roster.push((v, Some(sp.mmu().l1_table().as_u32())));
+            self.roster_asids.push(sp.asid().value());
             let (regs, asid) = space_registers(sp, kernel);
             self.live_asids.push((asid, regs));
             if let Some(space) = out.spaces[..compared].get_mut(i) {
@@ -1061,6 +1064,39 @@ impl Pair {
         }
     }
 
+    /// INV-10 after a step's comparison: what the comparison found (rules (d) and (e) for the
+    /// spaces still live), the same for the spaces that exited in the step, and the ASID
+    /// lifecycle (rule (f)); `current_before` is the ASID current when the step began.
+    fn check_maintenance(&mut self, current_before: Option<u8>) -> Result<(), String> {
+        let handed_out = std::mem::take(&mut self.handed_out);
+        if let Some(why) = self.protocol_error.take() {
+            return Err(why);
+        }
+        let roster = &self.roster;
+        let gone: Vec<SpaceId> = self
+            .tables_before
+            .keys()
+            .filter(|&&id| !roster.iter().any(|&(r, l1)| r == id && l1.is_some()))
+            .copied()
+            .collect();
+        let log = self.vm.machine().host.log();
+        let mut exited = Vec::new();
+        if !gone.is_empty() {
+            let index = Maintenance::new(log);
+            for id in gone {
+                if let Some(before) = self.tables_before.remove(&id) {
+                    index.check_space(&before, None)?;
+                    exited.push(before.asid);
+                }
+            }
+        }
+        check_asids(log, &exited, &handed_out, current_before)?;
+        for asid in exited {
+            self.released_asids[usize::from(asid)] = true;
+        }
+        Ok(())
+    }
+
     /// Frames the model freed may come back from the vmm as new ones: after a step in which
     /// a model frame died, the pairs of dead frames are dropped. (Not before the step's
     /// comparison: a physical frame still mapped after its model frame died in the step must
@@ -1089,6 +1125,7 @@ impl Pair {
         let kernel = kernel_registers(&self.vm);
         let (pool_base, pool_size) = (self.model.layout.pool_base, self.model.layout.pool_size);
         let mut mapped = std::mem::take(&mut self.mapped);
+        let mut maintenance: Option<Maintenance> = None;
         self.vmm_keys.truncate(self.vmm_ids.len());
         // Each space's pages, rebuilt when its translations may have changed.
         for (i, (&m, &v)) in self.model_ids.iter().zip(&self.vmm_ids).enumerate() {
@@ -1120,6 +1157,33 @@ impl Pair {
                 ttbr0: l1,
                 ..kernel
             };
+            // INV-10 (d), (e): what changed since the last comparison was invalidated.
+            let asid = self.roster_asids[i];
+            match self.tables_before.get_mut(&v) {
+                Some(before) => {
+                    if self.protocol_error.is_none() {
+                        let log = self.vm.machine().host.log();
+                        let index = maintenance.get_or_insert_with(|| Maintenance::new(log));
+                        self.protocol_error = index.check_space(before, Some(&mapped)).err();
+                    }
+                    (before.asid, before.regs) = (asid, regs);
+                    before.pages.clear();
+                    before.pages.extend_from_slice(&mapped);
+                }
+                None => {
+                    if self.released_asids[usize::from(asid)] {
+                        self.handed_out.push(asid);
+                    }
+                    self.tables_before.insert(
+                        v,
+                        SpaceTables {
+                            asid,
+                            regs,
+                            pages: mapped.clone(),
+                        },
+                    );
+                }
+            }
             let space = &mut out.spaces[i];
             space.pages.clear();
             for &(number, t) in &mapped {
