@@ -12,7 +12,10 @@ use vmm::addr::{PhysAddr, PhysFrame, VirtPage};
 use vmm::arch::armv7::Asid;
 use vmm::machine::{HostMachine, Machine};
 
-/// A deliberate hardware-level defect, to prove the checker sees it.
+/// A deliberate defect, to prove the checker sees it: hardware that loses or corrupts what it
+/// is asked, or (the `Skip`, `ClearAfter` and `InvalidateAfter` kinds) a vmm that asks for the
+/// wrong thing: the call never reaches the machine or reaches it late, as a vmm with that bug
+/// would make it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Defect {
     /// Every TLB invalidate is lost.
@@ -37,11 +40,26 @@ pub enum Defect {
     /// User small-page descriptors land in RAM global (nG = 0), while the vmm reads back
     /// what it wrote (nG = 1).
     DisguisedGlobalUserPages,
+    /// The k-th page invalidate the vmm asks for (`TLBIMVA` or `TLBIMVAA`, 0-based) is never
+    /// issued: a vmm that forgets one.
+    SkipNthPageInvalidate(u64),
+    /// No `TLBIASID` is ever issued: a vmm that neither invalidates an ASID at exit nor when it
+    /// hands it out again.
+    SkipAsidInvalidates,
+    /// A `TLBIASID` of an ASID invalidated before is not issued: a vmm that invalidates an ASID
+    /// at exit but not again when it hands it out.
+    SkipAsidReinvalidate,
+    /// A write that clears a valid descriptor lands only after the next TLB invalidate, just
+    /// before the DSB that follows it: a vmm that invalidates, then clears, then barriers.
+    ClearAfterInvalidate,
+    /// Page invalidates are held back until the next frame is freed, then issued with DSB;
+    /// ISB: a vmm that frees a frame before invalidating the page that mapped it.
+    InvalidateAfterFree,
 }
 
 impl Defect {
     /// Every defect with its command-line name (`--defect NAME`, `VMM_FUZZ_DEFECT=NAME`).
-    pub const NAMED: [(&'static str, Defect); 9] = [
+    pub const NAMED: [(&'static str, Defect); 14] = [
         ("drop-every-invalidate", Defect::DropEveryInvalidate),
         ("drop-first-invalidate", Defect::DropNthInvalidate(0)),
         (
@@ -60,6 +78,14 @@ impl Defect {
             "disguised-global-user-pages",
             Defect::DisguisedGlobalUserPages,
         ),
+        (
+            "skip-third-page-invalidate",
+            Defect::SkipNthPageInvalidate(2),
+        ),
+        ("skip-asid-invalidates", Defect::SkipAsidInvalidates),
+        ("skip-asid-reinvalidate", Defect::SkipAsidReinvalidate),
+        ("clear-after-invalidate", Defect::ClearAfterInvalidate),
+        ("invalidate-after-free", Defect::InvalidateAfterFree),
     ];
 
     /// The defect named `name` (see [`Defect::NAMED`]).
@@ -105,6 +131,16 @@ pub struct SimMachine {
     /// Protocol violations only the machine sees (an L1 table freed while in TTBR0), for the
     /// checker to report.
     pub violations: Vec<String>,
+    /// Page invalidates the vmm asked for so far (`SkipNthPageInvalidate`).
+    page_invalidates_asked: u64,
+    /// ASIDs invalidated so far, one bit each (`SkipAsidReinvalidate`).
+    asids_invalidated: [u64; 4],
+    /// Page invalidates held back (`InvalidateAfterFree`): (ASID or `None` for all, page).
+    held: Vec<(Option<Asid>, VirtPage)>,
+    /// Clearing writes held back (`ClearAfterInvalidate`), and whether an invalidate has been
+    /// issued since (they land at the next DSB then).
+    delayed_clears: Vec<(PhysAddr, u32)>,
+    invalidated_since_delay: bool,
     /// Disguised defects: physical word -> the value the vmm wrote there (RAM holds the
     /// disguised value; the vmm's reads see this one while RAM still holds what was stored).
     shown: std::collections::BTreeMap<u32, u32>,
@@ -142,6 +178,64 @@ impl SimMachine {
         if let Ok(t) = translate(&mut visible, regs, va) {
             self.tlb.fill(t, asid);
             self.speculative_fills += 1;
+        }
+    }
+
+    /// A descriptor write as it reaches RAM (walks see it once a DSB completes it).
+    fn write_now(&mut self, pa: PhysAddr, value: u32) {
+        if !self.pending.iter().any(|&(a, _)| a == pa.as_u32()) {
+            let before = self.host.peek_word(pa).unwrap_or(0);
+            self.pending.push((pa.as_u32(), before));
+        }
+        let stored = self.corrupt_descriptor(value);
+        if self.disguised() {
+            if stored == value {
+                self.shown.remove(&pa.as_u32());
+            } else {
+                self.shown.insert(pa.as_u32(), value);
+            }
+        }
+        self.host.write_word(pa, stored);
+    }
+
+    /// Whether a page invalidate the vmm asks for reaches the machine now (counting it).
+    fn asked_page_invalidate(&mut self) -> bool {
+        let n = self.page_invalidates_asked;
+        self.page_invalidates_asked += 1;
+        match self.defect {
+            Some(Defect::SkipNthPageInvalidate(k)) => n != k,
+            Some(Defect::InvalidateAfterFree) => false,
+            _ => true,
+        }
+    }
+
+    /// `TLBIMVA` (with an ASID) or `TLBIMVAA` (without) as the hardware carries it out: logged,
+    /// applied to the TLB model unless a hardware defect loses it, then a speculative walk.
+    fn issue_page_invalidate(&mut self, asid: Option<Asid>, page: VirtPage) {
+        let va = page.start().as_u32();
+        match asid {
+            Some(asid) => self.host.tlb_invalidate_page(asid, page),
+            None => self.host.tlb_invalidate_page_all_asids(page),
+        }
+        if !self.lose_invalidate() {
+            match asid {
+                Some(asid) => self.tlb.invalidate_mva(va, asid.value()),
+                None => self.tlb.invalidate_mva_all_asids(va),
+            }
+        }
+        if asid.is_none_or(|a| self.current.is_some_and(|(_, c)| c == a.value())) {
+            self.speculate(va);
+        }
+        self.invalidated_since_delay = !self.delayed_clears.is_empty();
+    }
+
+    /// The clearing writes `ClearAfterInvalidate` held back land, once an invalidate has been
+    /// issued since they were made (called before a DSB).
+    fn land_delayed_clears(&mut self) {
+        if std::mem::take(&mut self.invalidated_since_delay) {
+            for (pa, value) in std::mem::take(&mut self.delayed_clears) {
+                self.write_now(pa, value);
+            }
         }
     }
 
@@ -221,19 +315,14 @@ impl Machine for SimMachine {
         }
     }
     fn write_word(&mut self, pa: PhysAddr, value: u32) {
-        if !self.pending.iter().any(|&(a, _)| a == pa.as_u32()) {
-            let before = self.host.peek_word(pa).unwrap_or(0);
-            self.pending.push((pa.as_u32(), before));
+        if self.defect == Some(Defect::ClearAfterInvalidate)
+            && value & 0b11 == 0
+            && self.host.peek_word(pa).is_some_and(|old| old & 0b11 != 0)
+        {
+            self.delayed_clears.push((pa, value));
+            return;
         }
-        let stored = self.corrupt_descriptor(value);
-        if self.disguised() {
-            if stored == value {
-                self.shown.remove(&pa.as_u32());
-            } else {
-                self.shown.insert(pa.as_u32(), value);
-            }
-        }
-        self.host.write_word(pa, stored);
+        self.write_now(pa, value);
     }
     fn zero_frame(&mut self, frame: PhysFrame) {
         if self.defect != Some(Defect::SkipFrameZeroing) {
@@ -250,33 +339,41 @@ impl Machine for SimMachine {
         }
     }
     fn tlb_invalidate_page(&mut self, asid: Asid, page: VirtPage) {
-        self.host.tlb_invalidate_page(asid, page);
-        if !self.lose_invalidate() {
-            self.tlb.invalidate_mva(page.start().as_u32(), asid.value());
-        }
-        if self.current.is_some_and(|(_, a)| a == asid.value()) {
-            self.speculate(page.start().as_u32());
+        if self.asked_page_invalidate() {
+            self.issue_page_invalidate(Some(asid), page);
+        } else if self.defect == Some(Defect::InvalidateAfterFree) {
+            self.held.push((Some(asid), page));
         }
     }
     fn tlb_invalidate_page_all_asids(&mut self, page: VirtPage) {
-        self.host.tlb_invalidate_page_all_asids(page);
-        if !self.lose_invalidate() {
-            self.tlb.invalidate_mva_all_asids(page.start().as_u32());
+        if self.asked_page_invalidate() {
+            self.issue_page_invalidate(None, page);
+        } else if self.defect == Some(Defect::InvalidateAfterFree) {
+            self.held.push((None, page));
         }
-        self.speculate(page.start().as_u32());
     }
     fn tlb_invalidate_asid(&mut self, asid: Asid) {
+        let (word, bit) = (usize::from(asid.value() / 64), 1u64 << (asid.value() % 64));
+        let seen = self.asids_invalidated[word] & bit != 0;
+        self.asids_invalidated[word] |= bit;
+        match self.defect {
+            Some(Defect::SkipAsidInvalidates) => return,
+            Some(Defect::SkipAsidReinvalidate) if seen => return,
+            _ => {}
+        }
         self.host.tlb_invalidate_asid(asid);
         // Only page invalidates are counted for `DropNthInvalidate`.
         if self.defect != Some(Defect::DropEveryInvalidate) {
             self.tlb.invalidate_asid(asid.value());
         }
+        self.invalidated_since_delay = !self.delayed_clears.is_empty();
     }
     fn tlb_invalidate_all(&mut self) {
         self.host.tlb_invalidate_all();
         self.tlb.invalidate_all();
     }
     fn dsb(&mut self) {
+        self.land_delayed_clears();
         if self.defect != Some(Defect::DropBarriers) {
             self.host.dsb();
             self.pending.clear();
@@ -293,6 +390,13 @@ impl Machine for SimMachine {
     }
     fn frame_freed(&mut self, frame: PhysFrame) {
         self.host.frame_freed(frame);
+        if !self.held.is_empty() {
+            for (asid, page) in std::mem::take(&mut self.held) {
+                self.issue_page_invalidate(asid, page);
+            }
+            self.dsb();
+            self.isb();
+        }
         if let Some((l1, asid)) = self.current
             && l1 == frame.start().as_u32()
         {

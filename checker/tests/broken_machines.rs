@@ -56,6 +56,41 @@ fn cases() -> Vec<(Defect, &'static str, DivergenceKind)> {
             DivergenceKind::State,
         ),
         (
+            // The vmm forgets the parent's write-protect invalidate at fork. The page was
+            // written long before, and its TLB entry invalidated since (by the first
+            // mprotect), so no entry of the sequence's accesses holds it: the translation
+            // was valid when the fork began, so hardware may have cached it (INV-10 (d)).
+            Defect::SkipNthPageInvalidate(2),
+            "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+0p+0w value=0x1 mode=user\nmprotect s=0 addr=r0+0p+0w len=0x1000 prot=0x1\nmprotect s=0 addr=r0+0p+0w len=0x1000 prot=0x3\nfork s=0\n",
+            DivergenceKind::HardwareProtocol,
+        ),
+        (
+            // No TLBIASID at exit (INV-10 (f)).
+            Defect::SkipAsidInvalidates,
+            "spawn\nexit s=0\n",
+            DivergenceKind::HardwareProtocol,
+        ),
+        (
+            // The TLBIASID at exit, but none when the ASID is handed out again (INV-10 (f)).
+            Defect::SkipAsidReinvalidate,
+            "spawn\nexit s=0\nspawn\n",
+            DivergenceKind::HardwareProtocol,
+        ),
+        (
+            // Invalidate, then clear, then DSB: a speculative walk right after the invalidate
+            // still sees the valid descriptor and caches it (page 0 was never accessed).
+            Defect::ClearAfterInvalidate,
+            "spawn\nshmget key=0 size=0x2000 flags=0o0\nshmat s=0 id=0 addr=none flags=0o0\nread s=0 addr=r0+1p+0w mode=user\nshmdt s=0 addr=r0+0p+0w\n",
+            DivergenceKind::StaleTlb,
+        ),
+        (
+            // The unmapped page's frame goes back to the allocator before its invalidate
+            // (INV-10 (e)); the invalidate still comes before the op returns.
+            Defect::InvalidateAfterFree,
+            "spawn\nmmap s=0 addr=0x0 len=0x2000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+0p+0w value=0x1 mode=user\nwrite s=0 addr=r0+1p+0w value=0x1 mode=user\nmunmap s=0 addr=r0+0p+0w len=0x1000\n",
+            DivergenceKind::HardwareProtocol,
+        ),
+        (
             // The copy of a copy-on-write break loses a word.
             Defect::CorruptFrameCopy,
             "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+0p+0w value=0x5 mode=user\nfork s=0\nwrite s=1 addr=r0+0p+1w value=0x6 mode=user\nread s=1 addr=r0+0p+0w mode=user\n",
