@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 use checker::run::{model_alone, vmm_alone};
-use checker::{Step, run, run_fast};
+use checker::{Sequence, Step, run, run_fast};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// Deterministic sequences decoded from xorshift bytes, exactly as a fuzzer would decode them.
-fn sequences(count: usize, len: usize) -> Vec<Vec<Step>> {
+fn sequences(count: usize, len: usize) -> Vec<Sequence> {
     let mut x: u32 = 0x9E37_79B9;
     let mut bytes = vec![0u8; 64 * len];
     (0..count)
@@ -32,18 +32,18 @@ fn sequences(count: usize, len: usize) -> Vec<Vec<Step>> {
                     Err(_) => break,
                 }
             }
-            steps
+            Sequence::new(steps)
         })
         .collect()
 }
 
 fn throughput(c: &mut Criterion) {
     let seqs = sequences(32, 64);
-    let total: usize = seqs.iter().map(Vec::len).sum();
+    let total: usize = seqs.iter().map(|s| s.steps.len()).sum();
     for s in &seqs {
         run(s).expect("model and vmm agree on the benchmark sequences");
     }
-    let concrete: Vec<_> = seqs.iter().map(|s| model_alone(s)).collect();
+    let concrete: Vec<_> = seqs.iter().map(|s| model_alone(&s.steps)).collect();
     let mut g = c.benchmark_group("checker");
     g.throughput(Throughput::Elements(total as u64));
     // Checked: model and vmm side by side, compared after every step.
@@ -65,7 +65,7 @@ fn throughput(c: &mut Criterion) {
     g.bench_function("model_alone", |b| {
         b.iter(|| {
             for s in &seqs {
-                let _ = model_alone(s);
+                let _ = model_alone(&s.steps);
             }
         });
     });

@@ -2,7 +2,9 @@
 //! `op-lang`, re-exported so targets and tools name one place) and the defect a proof run
 //! injects.
 
-pub use op_lang::bytes::{MAX_STEPS, decode, encode, round_trips, speed_inputs, text_round_trip};
+pub use op_lang::bytes::{
+    CONFIG_TAG, MAX_STEPS, decode, encode, round_trips, speed_inputs, text_round_trip,
+};
 
 /// The defect the `ops` fuzz target injects, named by the `VMM_FUZZ_DEFECT` environment
 /// variable (read once; unset means a sound machine). Only the end-to-end proof that fuzzing

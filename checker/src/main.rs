@@ -144,12 +144,12 @@ fn speed_inputs(count: usize, out: &Path) -> ExitCode {
 }
 
 /// Reads `.ops` text, or fuzzer bytes (any other extension) decoded as the `ops` target does.
-fn read_steps(file: &Path) -> Result<Vec<checker::Step>, String> {
+fn read_steps(file: &Path) -> Result<checker::Sequence, String> {
     let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     if file.extension().is_some_and(|x| x == "ops") {
         std::str::from_utf8(&bytes)
             .map_err(|e| e.to_string())
-            .and_then(checker::parse_ops)
+            .and_then(checker::parse_sequence)
             .map_err(|e| format!("{}: {e}", file.display()))
     } else {
         Ok(checker::fuzz::decode(&bytes))
@@ -174,7 +174,7 @@ fn minimize(
         println!(
             "{}: model and vmm agree ({} steps): nothing to minimize",
             file.display(),
-            steps.len()
+            steps.steps.len()
         );
         return ExitCode::FAILURE;
     };
@@ -183,14 +183,14 @@ fn minimize(
         file.display(),
         original.kind,
         original.at + 1,
-        steps.len()
+        steps.steps.len()
     );
     // Start from the byte-minimized input when it still diverges the same way.
     let mut start = steps.clone();
     if let Some(t) = tmin {
         match read_steps(t).map(|s| (checker::run_both_with_defect(&s, defect), s)) {
             Ok((Err(d), s)) if d.kind == original.kind => {
-                println!("{}: the same kind in {} steps", t.display(), s.len());
+                println!("{}: the same kind in {} steps", t.display(), s.steps.len());
                 start = s;
             }
             _ => println!("{}: not the same divergence; ignored", t.display()),
@@ -199,7 +199,7 @@ fn minimize(
     let Some(mut m) = checker::minimize::minimize(&start, defect) else {
         return fail("the divergence did not reproduce".into());
     };
-    m.original_len = steps.len();
+    m.original_len = steps.steps.len();
     // Found: when the fuzzer wrote the file (its modification time), else today.
     let secs = std::fs::metadata(file)
         .and_then(|md| md.modified())
@@ -230,8 +230,8 @@ fn minimize(
     ExitCode::SUCCESS
 }
 
-/// The scenarios' names (file stems) and steps, sorted by name.
-fn scenarios(dir: &Path) -> Result<Vec<(String, String, Vec<checker::Step>)>, String> {
+/// The scenarios' names (file stems), texts and sequences, sorted by name.
+fn scenarios(dir: &Path) -> Result<Vec<(String, String, checker::Sequence)>, String> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -242,7 +242,8 @@ fn scenarios(dir: &Path) -> Result<Vec<(String, String, Vec<checker::Step>)>, St
         .iter()
         .map(|f| {
             let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-            let steps = checker::parse_ops(&text).map_err(|e| format!("{}: {e}", f.display()))?;
+            let steps =
+                checker::parse_sequence(&text).map_err(|e| format!("{}: {e}", f.display()))?;
             let name = f
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
@@ -405,11 +406,11 @@ fn replay(
             println!(
                 "{}: fuzzer bytes, decoded to:\n{}",
                 file.display(),
-                checker::print_ops(&steps)
+                checker::print_sequence(&steps)
             );
         }
         if trace && let Ok(outcomes) = checker::trace(&steps) {
-            for (i, (step, outcome)) in steps.iter().zip(outcomes).enumerate() {
+            for (i, (step, outcome)) in steps.steps.iter().zip(outcomes).enumerate() {
                 println!("{:>4}  {:<72} -> {outcome:?}", i + 1, step.to_string());
             }
         }

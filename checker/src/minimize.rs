@@ -7,7 +7,7 @@
 
 use crate::machine::Defect;
 use crate::op::{Addr, Op, Step};
-use crate::run::{Divergence, DivergenceKind, run_both_with_defect};
+use crate::run::{Config, Divergence, DivergenceKind, Sequence, run_both_with_defect};
 
 /// Upper bound on the `run` calls one minimization makes.
 pub const MAX_RUNS: usize = 20_000;
@@ -15,6 +15,8 @@ pub const MAX_RUNS: usize = 20_000;
 /// The result of [`minimize`].
 #[derive(Debug)]
 pub struct Minimized {
+    /// The world it diverges in (the default one when that diverges too).
+    pub config: Config,
     /// The smallest sequence found that still diverges with the same kind.
     pub steps: Vec<Step>,
     /// Its divergence.
@@ -28,6 +30,7 @@ pub struct Minimized {
 struct Search {
     kind: DivergenceKind,
     defect: Option<Defect>,
+    config: Config,
     best: Vec<Step>,
     divergence: Box<Divergence>,
     runs: usize,
@@ -40,12 +43,16 @@ impl Search {
             return false;
         }
         self.runs += 1;
+        let candidate = Sequence {
+            config: self.config,
+            steps: candidate,
+        };
         match run_both_with_defect(&candidate, self.defect) {
             Err(d) if d.kind == self.kind => {
                 // Nothing after the diverging step matters (the teardown is at `len`).
                 let mut candidate = candidate;
-                candidate.truncate(d.at + 1);
-                self.best = candidate;
+                candidate.steps.truncate(d.at + 1);
+                self.best = candidate.steps;
                 self.divergence = d;
                 true
             }
@@ -103,19 +110,31 @@ impl Search {
     }
 }
 
-/// Minimizes `steps`, which must diverge on a machine with `defect` (`None`: a sound machine);
-/// `None` when they do not diverge.
+/// Minimizes `sequence`, which must diverge on a machine with `defect` (`None`: a sound
+/// machine); `None` when it does not diverge. A sequence in another world than the default is
+/// moved to the default one first when it diverges the same way there.
 #[must_use]
-pub fn minimize(steps: &[Step], defect: Option<Defect>) -> Option<Minimized> {
-    let divergence = run_both_with_defect(steps, defect).err()?;
-    let mut best = steps.to_vec();
+pub fn minimize(sequence: &Sequence, defect: Option<Defect>) -> Option<Minimized> {
+    let mut divergence = run_both_with_defect(sequence, defect).err()?;
+    let mut config = sequence.config;
+    let mut runs = 1;
+    if config != Config::DEFAULT {
+        runs += 1;
+        if let Err(d) = run_both_with_defect(&Sequence::new(sequence.steps.clone()), defect)
+            && d.kind == divergence.kind
+        {
+            (config, divergence) = (Config::DEFAULT, d);
+        }
+    }
+    let mut best = sequence.steps.to_vec();
     best.truncate(divergence.at + 1);
     let mut s = Search {
         kind: divergence.kind,
         defect,
+        config,
         best,
         divergence,
-        runs: 1,
+        runs,
     };
     loop {
         let dropped = s.drop_steps();
@@ -125,9 +144,10 @@ pub fn minimize(steps: &[Step], defect: Option<Defect>) -> Option<Minimized> {
         }
     }
     Some(Minimized {
+        config: s.config,
         steps: s.best,
         divergence: s.divergence,
-        original_len: steps.len(),
+        original_len: sequence.steps.len(),
         runs: s.runs,
     })
 }
@@ -524,8 +544,11 @@ fn snake(kind: DivergenceKind) -> String {
 pub fn regression_file(m: &Minimized, source: &str, found: (i64, u32, u32)) -> (String, String) {
     let (y, mo, d) = found;
     let date = format!("{y:04}-{mo:02}-{d:02}");
-    let steps = crate::op::print_ops(&m.steps);
-    // FNV-1a of the steps: the same finding gets the same name.
+    let steps = op_lang::print_sequence(&Sequence {
+        config: m.config,
+        steps: m.steps.clone(),
+    });
+    // FNV-1a of the steps (and the world): the same finding gets the same name.
     let hash = steps.bytes().fold(0x811c_9dc5u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });

@@ -47,6 +47,8 @@ pub struct SpaceState {
     pub brk: u32,
     /// Page-table pages.
     pub table_pages: u32,
+    /// Its ASID.
+    pub asid: u8,
     /// Present pages, ascending.
     pub pages: Vec<Page>,
 }
@@ -106,11 +108,13 @@ pub fn agree(model: &Observed, vmm: &Observed, rebuilt: &[bool]) -> bool {
                     regions,
                     brk,
                     table_pages,
+                    asid,
                     pages,
                 } = m;
                 *regions == v.regions
                     && *brk == v.brk
                     && *table_pages == v.table_pages
+                    && *asid == v.asid
                     && (!rebuilt || *pages == v.pages)
             })
 }
@@ -135,6 +139,7 @@ mod tests {
                 regions: vec![(0x1000, 0x2000, 3, false, Backing::Anon)],
                 brk: 0x8000,
                 table_pages: 2,
+                asid: 1,
                 pages: pages.to_vec(),
             }],
             segments: vec![(0, 7, 4096, 1, 0, false)],
@@ -155,7 +160,7 @@ mod tests {
         let mut global = a.clone();
         global.spaces[0].pages[0].attributes.not_global = false;
         assert!(!agree(&a, &global, &[true]), "the global bit is compared");
-        let changes: [fn(&mut Observed); 8] = [
+        let changes: [fn(&mut Observed); 9] = [
             |o| o.free_frames += 1,
             |o| o.segments[0].4 = 1,
             |o| o.kernel_table_pages += 1,
@@ -163,6 +168,7 @@ mod tests {
             |o| o.spaces[0].regions[0].2 = 1,
             |o| o.spaces[0].brk += 0x1000,
             |o| o.spaces[0].table_pages += 1,
+            |o| o.spaces[0].asid += 1,
             |o| o.spaces.push(SpaceState::default()),
         ];
         for (i, change) in changes.iter().enumerate() {

@@ -25,6 +25,7 @@ use crate::protocol::{Maintenance, SpaceTables, check_asids, check_log};
 use crate::shadow::{Changes, TTBR0_ENTRIES, TableShadow, sweep};
 pub use op_driver::Outcome;
 use op_driver::{AccessOp, Accessor, ConcreteOp, Miss};
+pub use op_lang::{Config, Sequence};
 
 pub use crate::concrete::DEVICE_WINDOW;
 pub use op_driver::POOL_FRAMES;
@@ -61,6 +62,8 @@ pub enum DivergenceKind {
 pub struct Divergence {
     /// The kind.
     pub kind: DivergenceKind,
+    /// The world the steps ran in.
+    pub config: Config,
     /// The steps run, in `.ops` form.
     pub steps: Vec<Step>,
     /// Index of the step that diverged.
@@ -75,14 +78,15 @@ impl Divergence {
     /// A divergence of `kind` at step `at` of `steps`, model side first.
     fn boxed(
         kind: DivergenceKind,
-        steps: &[Step],
+        sequence: &Sequence,
         at: usize,
         model: String,
         vmm: String,
     ) -> Box<Self> {
         Box::new(Self {
             kind,
-            steps: steps.to_vec(),
+            config: sequence.config,
+            steps: sequence.steps.to_vec(),
             at,
             model,
             vmm,
@@ -99,6 +103,9 @@ impl fmt::Display for Divergence {
             self.at + 1,
             self.steps.len()
         )?;
+        if self.config != Config::DEFAULT {
+            writeln!(f, "         {}", self.config)?;
+        }
         for (i, line) in print_ops(&self.steps).lines().enumerate() {
             let mark = if i == self.at { ">>" } else { "  " };
             writeln!(f, "{mark} {:>3}  {line}", i + 1)?;
@@ -175,8 +182,6 @@ struct Pair {
     /// The live spaces (in `vmm_ids` order) and their L1 tables, for the shadow; `None` for a
     /// live id the vmm does not know.
     roster: Vec<(SpaceId, Option<u32>)>,
-    /// The ASIDs of the roster's spaces (0 for a live id the vmm does not know).
-    roster_asids: Vec<u8>,
     /// INV-10: every live space's translations as the last comparison read them.
     tables_before: std::collections::BTreeMap<SpaceId, SpaceTables>,
     /// INV-10: ASIDs released so far (by the exit of their space).
@@ -193,35 +198,42 @@ struct Pair {
 
 /// Runs `steps` on a fresh vmm and model and compares after every step (full mode). Returns
 /// the number of steps run, or the first divergence.
-pub fn run(steps: &[Step]) -> Result<usize, Box<Divergence>> {
-    run_with_defect(steps, None)
+pub fn run(sequence: &Sequence) -> Result<usize, Box<Divergence>> {
+    run_with_defect(sequence, None)
 }
 
 /// [`run`] in [`CheckMode::Fast`]: the same result, and on a divergence the same report
 /// (found again in full mode), at a fraction of the cost of a sequence that passes.
-pub fn run_fast(steps: &[Step]) -> Result<usize, Box<Divergence>> {
-    run_fast_with_defect(steps, None)
+pub fn run_fast(sequence: &Sequence) -> Result<usize, Box<Divergence>> {
+    run_fast_with_defect(sequence, None)
 }
 
 /// [`run_fast`] on a machine with a deliberate defect.
 pub fn run_fast_with_defect(
-    steps: &[Step],
+    sequence: &Sequence,
     defect: Option<Defect>,
 ) -> Result<usize, Box<Divergence>> {
-    run_fast_with_hooks(steps, defect, StepHooks::CHECKER)
+    run_fast_with_hooks(sequence, defect, StepHooks::CHECKER)
 }
 
 /// [`run_fast_with_defect`] with the step's calls into the code under test made through
 /// `hooks` (see [`StepHooks`]). The report of a divergence comes from a full-mode run with the
 /// checker's own calls: the same code, compiled once more.
 pub fn run_fast_with_hooks(
-    steps: &[Step],
+    sequence: &Sequence,
     defect: Option<Defect>,
     hooks: StepHooks,
 ) -> Result<usize, Box<Divergence>> {
-    match run_observed(steps, defect, CheckMode::Fast, false, hooks, &mut |_, _| {}) {
+    match run_observed(
+        sequence,
+        defect,
+        CheckMode::Fast,
+        false,
+        hooks,
+        &mut |_, _| {},
+    ) {
         Ok(n) => Ok(n),
-        Err(fast) => Err(run_with_defect(steps, defect)
+        Err(fast) => Err(run_with_defect(sequence, defect)
             .err()
             .unwrap_or_else(|| fast_only(fast))),
     }
@@ -231,12 +243,12 @@ pub fn run_fast_with_hooks(
 /// and when it passes, the fast mode's as well, so that a divergence only the fuzzing mode
 /// sees is reported ([`DivergenceKind::FastOnly`]) instead of passing.
 pub fn run_both_with_defect(
-    steps: &[Step],
+    sequence: &Sequence,
     defect: Option<Defect>,
 ) -> Result<usize, Box<Divergence>> {
-    let n = run_with_defect(steps, defect)?;
+    let n = run_with_defect(sequence, defect)?;
     run_observed(
-        steps,
+        sequence,
         defect,
         CheckMode::Fast,
         false,
@@ -265,9 +277,12 @@ fn fast_only(mut fast: Box<Divergence>) -> Box<Divergence> {
 }
 
 /// [`run`] on a machine with a deliberate defect (to show the checker catches it).
-pub fn run_with_defect(steps: &[Step], defect: Option<Defect>) -> Result<usize, Box<Divergence>> {
+pub fn run_with_defect(
+    sequence: &Sequence,
+    defect: Option<Defect>,
+) -> Result<usize, Box<Divergence>> {
     run_observed(
-        steps,
+        sequence,
         defect,
         CheckMode::Full,
         false,
@@ -316,9 +331,12 @@ pub fn apply_vmm(vm: &mut Vm<SimMachine>, ids: &mut Vec<SpaceId>, op: &ConcreteO
 /// full read of the tables. `Err` names the first step where they differ (or a divergence).
 /// No fallback to full mode: a divergence here was found by the fast mode itself.
 #[doc(hidden)]
-pub fn audit_fast_mode(steps: &[Step], defect: Option<Defect>) -> Result<usize, Box<Divergence>> {
+pub fn audit_fast_mode(
+    sequence: &Sequence,
+    defect: Option<Defect>,
+) -> Result<usize, Box<Divergence>> {
     run_observed(
-        steps,
+        sequence,
         defect,
         CheckMode::Fast,
         true,
@@ -327,31 +345,40 @@ pub fn audit_fast_mode(steps: &[Step], defect: Option<Defect>) -> Result<usize, 
     )
 }
 
-/// A vmm booted on `machine` with the checked worlds' layout (a pool of [`POOL_FRAMES`]).
-fn boot(machine: SimMachine) -> Vm<SimMachine> {
-    let mut vm =
-        Vm::new(machine, Layout::with_pool_frames(POOL_FRAMES)).expect("the default layout boots");
+/// The vmm's layout for a sequence's world: the board's, with its pool size and ASID limit.
+fn layout(config: Config) -> Layout {
+    Layout {
+        asids: config.asids,
+        ..Layout::with_pool_frames(config.pool_frames)
+    }
+}
+
+/// A vmm booted on `machine` in the world `config` describes. Every configuration the formats
+/// accept boots (`Config::POOL_FRAMES` leaves room for the kernel's tables).
+fn boot(machine: SimMachine, config: Config) -> Vm<SimMachine> {
+    let mut vm = Vm::new(machine, layout(config)).expect("every valid configuration boots");
     vm.machine_mut().ttbr1 = vm.kernel().l1_table().as_u32();
     vm
 }
 
-/// The checked world's vmm: booted on a machine with `defect` that records the vmm's writes
-/// (not its reads), with the words its INV-6 walks read when they passed (else none). The
-/// boot's own writes are in the log, so the first step checks them (INV-10) with its own.
+/// The checked world's vmm: booted in `config`'s world on a machine with `defect` that records
+/// the vmm's writes (not its reads), with the words its INV-6 walks read when they passed
+/// (else none). The boot's own writes are in the log, so the first step checks them (INV-10)
+/// with its own.
 ///
-/// The sound machine is booted once per thread and copied, machine and all, so its checks are
-/// made once, there: its boot log is cleared when it passes (every copy would check the same
-/// log again; one that fails is kept, so the first step still reports it), and the words of
-/// its INV-6 walks let the first step skip walks of unchanged words.
-fn boot_recording(defect: Option<Defect>) -> (Vm<SimMachine>, Vec<u32>) {
-    fn fresh(defect: Option<Defect>) -> Vm<SimMachine> {
+/// The sound machine in the default world is booted once per thread and copied, machine and
+/// all, so its checks are made once, there: its boot log is cleared when it passes (every copy
+/// would check the same log again; one that fails is kept, so the first step still reports
+/// it), and the words of its INV-6 walks let the first step skip walks of unchanged words.
+fn boot_recording(defect: Option<Defect>, config: Config) -> (Vm<SimMachine>, Vec<u32>) {
+    fn fresh(defect: Option<Defect>, config: Config) -> Vm<SimMachine> {
         let mut machine = SimMachine::with_defect(defect);
         machine.host.set_recording(true);
         machine.host.set_skip_reads(true);
-        boot(machine)
+        boot(machine, config)
     }
     fn sound() -> (Vm<SimMachine>, Vec<u32>) {
-        let mut vm = fresh(None);
+        let mut vm = fresh(None, Config::DEFAULT);
         if check_log(vm.machine().host.log()).is_ok() {
             vm.machine_mut().host.clear_log();
         }
@@ -364,20 +391,18 @@ fn boot_recording(defect: Option<Defect>) -> (Vm<SimMachine>, Vec<u32>) {
         static SOUND: (Vm<SimMachine>, Vec<u32>) = sound();
     }
     match defect {
-        None => SOUND.with(Clone::clone),
-        Some(_) => (fresh(defect), Vec::new()),
+        None if config == Config::DEFAULT => SOUND.with(Clone::clone),
+        _ => (fresh(defect, config), Vec::new()),
     }
 }
 
-/// The model of the same world, starting with `free` free frames.
-fn new_model(free: u32) -> Model {
-    Model::new(
-        model::Layout {
-            pool_size: POOL_FRAMES * 0x1000,
-            ..model::Layout::default()
-        },
-        free,
-    )
+/// The model of the same world, just booted: its start state from its own accounting.
+fn new_model(config: Config) -> Model {
+    Model::booted(model::Layout {
+        pool_size: config.pool_frames * 0x1000,
+        asids: config.asids,
+        ..model::Layout::default()
+    })
 }
 
 /// The machine's plan for a step that refuses its `refuse`-th allocation, if any.
@@ -385,16 +410,10 @@ fn refusal(refuse: Option<u64>) -> AllocationFailure {
     refuse.map_or(AllocationFailure::Never, AllocationFailure::Nth)
 }
 
-/// The model's start state: the free count of a freshly booted vmm (measured once).
-fn start_free_frames() -> u32 {
-    static FREE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    *FREE.get_or_init(|| boot(SimMachine::default()).frames().free_count())
-}
-
 /// The model alone (for the throughput benchmark): `steps` resolved and applied to the
 /// reference model only. Returns the concrete steps, which [`vmm_alone`] replays.
 pub fn model_alone(steps: &[Step]) -> Vec<op_driver::Step> {
-    let mut model = new_model(start_free_frames());
+    let mut model = new_model(Config::DEFAULT);
     let mut ids = Vec::new();
     steps
         .iter()
@@ -413,7 +432,7 @@ pub fn model_alone(steps: &[Step]) -> Vec<op_driver::Step> {
 /// The vmm alone (for the throughput benchmark): concrete steps applied to a fresh vmm on the
 /// simulated machine, nothing compared. Returns the number of steps that succeeded.
 pub fn vmm_alone(steps: &[op_driver::Step]) -> usize {
-    let mut vm = boot(SimMachine::default());
+    let mut vm = boot(SimMachine::default(), Config::DEFAULT);
     let mut ids = Vec::new();
     let mut ok = 0;
     for step in steps {
@@ -429,10 +448,10 @@ pub fn vmm_alone(steps: &[op_driver::Step]) -> usize {
 }
 
 /// [`run`], also returning what every step returned (model and vmm agreed on it).
-pub fn trace(steps: &[Step]) -> Result<Vec<Outcome>, Box<Divergence>> {
+pub fn trace(sequence: &Sequence) -> Result<Vec<Outcome>, Box<Divergence>> {
     let mut outcomes = Vec::new();
     run_observed(
-        steps,
+        sequence,
         None,
         CheckMode::Full,
         false,
@@ -447,16 +466,17 @@ pub fn trace(steps: &[Step]) -> Result<Vec<Outcome>, Box<Divergence>> {
 /// The interpreter behind every `run_*` function; `hooks` makes the step's calls into the code
 /// under test (see [`StepHooks`]).
 fn run_observed(
-    steps: &[Step],
+    sequence: &Sequence,
     defect: Option<Defect>,
     mode: CheckMode,
     audit: bool,
     hooks: StepHooks,
     on_step: &mut dyn FnMut(usize, Outcome),
 ) -> Result<usize, Box<Divergence>> {
-    let mut p = Pair::new(defect, mode);
+    let steps = &sequence.steps;
+    let mut p = Pair::new(defect, mode, sequence.config);
     let free = p.vm.frames().free_count();
-    let diverge = |kind, at, model, vmm| Divergence::boxed(kind, steps, at, model, vmm);
+    let diverge = |kind, at, model, vmm| Divergence::boxed(kind, sequence, at, model, vmm);
     let mut changes = Changes::default();
     let mut spaces_before: Vec<SpaceId> = Vec::new();
     for (at, step) in steps.iter().enumerate() {
@@ -521,7 +541,7 @@ fn run_observed(
                     .map_err(|why| diverge(DivergenceKind::State, at, String::new(), why))?;
             }
         }
-        p.compare_state(at, steps)?;
+        p.compare_state(at, sequence)?;
         if let Err(why) = p.check_maintenance(current_before) {
             return Err(diverge(
                 DivergenceKind::HardwareProtocol,
@@ -590,19 +610,19 @@ fn run_observed(
 
 /// [`run_fast`] (the fuzzing mode), but panics on a divergence, from a function of its own
 /// per kind so that fuzzers group crashes by kind.
-pub fn run_or_panic(steps: &[Step]) {
-    run_or_panic_with_defect(steps, None);
+pub fn run_or_panic(sequence: &Sequence) {
+    run_or_panic_with_defect(sequence, None);
 }
 
 /// [`run_or_panic`] on a machine with a deliberate defect (the fuzzing workflow's proof).
-pub fn run_or_panic_with_defect(steps: &[Step], defect: Option<Defect>) {
-    run_or_panic_with_hooks(steps, defect, StepHooks::CHECKER);
+pub fn run_or_panic_with_defect(sequence: &Sequence, defect: Option<Defect>) {
+    run_or_panic_with_hooks(sequence, defect, StepHooks::CHECKER);
 }
 
 /// [`run_or_panic_with_defect`] with the step's calls made through `hooks` (what the `ops`
 /// fuzz target runs, see [`StepHooks`]).
-pub fn run_or_panic_with_hooks(steps: &[Step], defect: Option<Defect>, hooks: StepHooks) {
-    if let Err(d) = run_fast_with_hooks(steps, defect, hooks) {
+pub fn run_or_panic_with_hooks(sequence: &Sequence, defect: Option<Defect>, hooks: StepHooks) {
+    if let Err(d) = run_fast_with_hooks(sequence, defect, hooks) {
         match d.kind {
             DivergenceKind::ReturnValue => diverged_return_value(&d),
             DivergenceKind::State => diverged_state(&d),
@@ -782,12 +802,11 @@ fn block(t: &Translation) -> Translation {
 
 impl Pair {
     /// A freshly booted vmm (on a machine with `defect`) and model, nothing compared yet.
-    fn new(defect: Option<Defect>, mode: CheckMode) -> Self {
-        let (vm, inv6_reads) = boot_recording(defect);
-        let free = vm.frames().free_count();
+    fn new(defect: Option<Defect>, mode: CheckMode, config: Config) -> Self {
+        let (vm, inv6_reads) = boot_recording(defect, config);
         Self {
             vm,
-            model: new_model(free),
+            model: new_model(config),
             model_ids: Vec::new(),
             vmm_ids: Vec::new(),
             frames: FramePairing::default(),
@@ -801,7 +820,6 @@ impl Pair {
             inv6_reads,
             vmm_spaces_read: false,
             roster: Vec::new(),
-            roster_asids: Vec::new(),
             tables_before: std::collections::BTreeMap::new(),
             released_asids: [false; 256],
             handed_out: Vec::new(),
@@ -854,17 +872,14 @@ impl Pair {
             .resize_with(self.vmm_ids.len(), SpaceState::default);
         let compared = self.model_ids.len().min(self.vmm_ids.len());
         self.roster.clear();
-        self.roster_asids.clear();
         self.live_asids.clear();
         let mut spaces = InOrder::new(self.vm.spaces(), |v| self.vm.space(v));
         for (i, &v) in self.vmm_ids.iter().enumerate() {
             let Some(sp) = spaces.get(v) else {
                 self.roster.push((v, None));
-                self.roster_asids.push(0);
                 continue;
             };
             self.roster.push((v, Some(sp.mmu().l1_table().as_u32())));
-            self.roster_asids.push(sp.asid().value());
             let (regs, asid) = space_registers(sp, kernel);
             self.live_asids.push((asid, regs));
             if let Some(space) = out.spaces[..compared].get_mut(i) {
@@ -878,7 +893,8 @@ impl Pair {
                         kind(r.kind),
                     )
                 }));
-                (space.brk, space.table_pages) = (sp.brk(), sp.mmu().table_pages());
+                (space.brk, space.table_pages, space.asid) =
+                    (sp.brk(), sp.mmu().table_pages(), sp.asid().value());
             }
         }
     }
@@ -932,8 +948,8 @@ impl Pair {
     }
 
     /// The whole observable state of both sides, compared.
-    fn compare_state(&mut self, at: usize, steps: &[Step]) -> Result<(), Box<Divergence>> {
-        let diverge = |kind, model, vmm| Divergence::boxed(kind, steps, at, model, vmm);
+    fn compare_state(&mut self, at: usize, sequence: &Sequence) -> Result<(), Box<Divergence>> {
+        let diverge = |kind, model, vmm| Divergence::boxed(kind, sequence, at, model, vmm);
         self.read_vmm_spaces();
         let mut seen = self.seen.take().unwrap_or_default();
         let (model_state, vmm_state) = &mut *seen;
@@ -1028,6 +1044,7 @@ impl Pair {
                     .map(|r| (r.start, r.len, r.prot, r.shared, kind(r.kind))),
             );
             space.brk = s.brk;
+            space.asid = s.asid;
             space.table_pages = self.model.table_pages(m).unwrap_or(0);
             self.pages_rebuilt[i] = true;
             space.pages.clear();
@@ -1157,8 +1174,9 @@ impl Pair {
                 ttbr0: l1,
                 ..kernel
             };
-            // INV-10 (d), (e): what changed since the last comparison was invalidated.
-            let asid = self.roster_asids[i];
+            // INV-10 (d), (e): what changed since the last comparison was invalidated, with
+            // the ASID the model gave the space (the comparison checks the vmm's agrees).
+            let asid = self.model.spaces[&m].asid;
             match self.tables_before.get_mut(&v) {
                 Some(before) => {
                     if self.protocol_error.is_none() {
@@ -1239,7 +1257,7 @@ impl Pair {
 
 #[cfg(test)]
 mod tests {
-    use super::{CheckMode, DivergenceKind, Pair, StepHooks};
+    use super::{CheckMode, Config, DivergenceKind, Pair, Sequence, StepHooks};
     use crate::op::parse_ops;
     use crate::shadow::Changes;
     use vmm::addr::PhysAddr;
@@ -1249,10 +1267,12 @@ mod tests {
     /// lists differ (a learned pair would have made them agree).
     #[test]
     fn a_pool_frame_at_a_device_page_is_a_state_divergence() {
-        let steps = parse_ops("spawn\nmapdev s=0 addr=0x3005000 page=1 len=0x1000 prot=0x3\n")
-            .expect("the scenario parses");
-        let mut p = Pair::new(None, CheckMode::Full);
-        for step in &steps {
+        let steps = Sequence::new(
+            parse_ops("spawn\nmapdev s=0 addr=0x3005000 page=1 len=0x1000 prot=0x3\n")
+                .expect("the scenario parses"),
+        );
+        let mut p = Pair::new(None, CheckMode::Full, Config::DEFAULT);
+        for step in &steps.steps {
             p.apply(&step.op, StepHooks::CHECKER);
         }
         assert!(p.compare_state(1, &steps).is_ok(), "the sound vmm agrees");
@@ -1283,7 +1303,7 @@ mod tests {
     /// vmalloc page open to PL0 likewise (the sweep covers every page of the window).
     #[test]
     fn a_kernel_mapping_open_to_pl0_breaks_inv6_after_the_boot_sweep() {
-        let mut p = Pair::new(None, CheckMode::Fast);
+        let mut p = Pair::new(None, CheckMode::Fast, Config::DEFAULT);
         assert!(!p.inv6_reads.is_empty(), "the sound boot's sweep is reused");
         let none = Changes::default();
         assert_eq!(p.check_tables(false, &none), Ok(()));
@@ -1300,7 +1320,7 @@ mod tests {
             .expect_err("PL0 reaches the kernel");
         assert!(why.contains("0x7ff00000 maps as PL0 rw"), "{why}");
         // A vmalloc page with AP = 0b11.
-        let mut p = Pair::new(None, CheckMode::Full);
+        let mut p = Pair::new(None, CheckMode::Full, Config::DEFAULT);
         let va = p.vm.vmalloc(0x1000).expect("a page").as_u32();
         let l1 = p.vm.kernel().l1_table().as_u32() + 4 * (va >> 20);
         let host = &mut p.vm.machine_mut().host;
@@ -1328,8 +1348,10 @@ mod tests {
     /// run uses the checker's own calls and passes.
     #[test]
     fn a_fast_only_divergence_is_reported_not_passed() {
-        let steps = parse_ops("spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\n")
-            .expect("the scenario parses");
+        let steps = Sequence::new(
+            parse_ops("spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\n")
+                .expect("the scenario parses"),
+        );
         let twice = StepHooks {
             resolve: StepHooks::CHECKER.resolve,
             apply: |vm, ids, op| {

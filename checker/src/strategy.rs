@@ -5,6 +5,7 @@
 use proptest::prelude::*;
 
 use crate::op::{Addr, Op, Step};
+use crate::run::{Config, Sequence};
 
 /// A raw address near an interesting place, or a wild one.
 pub fn raw_addr() -> impl Strategy<Value = u32> {
@@ -97,4 +98,18 @@ pub fn sequence(len: impl Into<prop::collection::SizeRange>) -> impl Strategy<Va
         steps.extend(v.into_iter().map(|(op, refuse)| Step { op, refuse }));
         steps
     })
+}
+
+/// The world of a generated sequence: mostly the default one, sometimes a small pool or few
+/// ASIDs, so that exhaustion of either is reached.
+pub fn config() -> impl Strategy<Value = Config> {
+    prop_oneof![
+        3 => Just(Config::DEFAULT),
+        1 => (16..200u32, 1..5u8).prop_map(|(pool_frames, asids)| Config { pool_frames, asids }),
+    ]
+}
+
+/// A sequence of at most `max` steps (starting with `spawn`) in a generated world.
+pub fn sequences(max: usize) -> impl Strategy<Value = Sequence> {
+    (config(), steps(max)).prop_map(|(config, steps)| Sequence { config, steps })
 }

@@ -2,7 +2,7 @@
 //! divergence; the same sequences pass on a sound machine.
 
 use checker::run::audit_fast_mode;
-use checker::{Defect, DivergenceKind, parse_ops, run, run_fast_with_defect, run_with_defect};
+use checker::{Defect, DivergenceKind, parse_sequence, run, run_fast_with_defect, run_with_defect};
 
 /// (defect, sequence, expected kind)
 fn cases() -> Vec<(Defect, &'static str, DivergenceKind)> {
@@ -114,10 +114,10 @@ fn cases() -> Vec<(Defect, &'static str, DivergenceKind)> {
 #[test]
 fn every_broken_machine_is_caught_as_the_right_kind() {
     for (defect, text, kind) in cases() {
-        let steps = parse_ops(text).unwrap();
+        let steps = parse_sequence(text).unwrap();
         assert_eq!(
             run(&steps).map_err(|d| d.to_string()),
-            Ok(steps.len()),
+            Ok(steps.steps.len()),
             "{defect:?}: clean machine"
         );
         let full = match run_with_defect(&steps, Some(defect)) {

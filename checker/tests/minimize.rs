@@ -2,7 +2,12 @@
 //! steps that still diverge the same way.
 
 use checker::minimize::minimize;
-use checker::{Defect, Op, Step, parse_ops, run, run_with_defect};
+use checker::{Defect, Op, Sequence, Step, parse_ops, run, run_with_defect};
+
+/// `steps` in the default world.
+fn seq(steps: &[Step]) -> Sequence {
+    Sequence::new(steps.to_vec())
+}
 
 /// `n` plausible steps from the proptest strategy with a fixed seed (clean on a sound machine).
 fn noise(n: usize, seed: u64) -> Vec<Step> {
@@ -17,7 +22,7 @@ fn noise(n: usize, seed: u64) -> Vec<Step> {
             .new_tree(&mut runner)
             .unwrap()
             .current();
-        if steps.len() > n / 2 && run(&steps).is_ok() {
+        if steps.len() > n / 2 && run(&seq(&steps)).is_ok() {
             return steps;
         }
     }
@@ -48,10 +53,10 @@ fn long_diverging(defect: Defect, tail: &str) -> (Vec<Step>, checker::Divergence
     for seed in 1..200 {
         let mut steps = noise(40, seed);
         steps.extend(parse_ops(tail).unwrap());
-        if steps.len() < 40 || run(&steps).is_err() {
+        if steps.len() < 40 || run(&seq(&steps)).is_err() {
             continue;
         }
-        if let Err(d) = run_with_defect(&steps, Some(defect))
+        if let Err(d) = run_with_defect(&seq(&steps), Some(defect))
             && d.at >= 20
         {
             return (steps, d.kind, d.at);
@@ -64,7 +69,7 @@ fn long_diverging(defect: Defect, tail: &str) -> (Vec<Step>, checker::Divergence
 fn long_diverging_sequences_minimize_to_at_most_ten_steps_of_the_same_kind() {
     for (defect, tail) in cases() {
         let (steps, kind, at) = long_diverging(defect, tail);
-        let m = minimize(&steps, Some(defect)).expect("it diverges");
+        let m = minimize(&seq(&steps), Some(defect)).expect("it diverges");
         assert!(
             m.steps.len() <= 10,
             "{defect:?}: {} of {} steps left (diverged at {}):\n{}",
@@ -82,7 +87,7 @@ fn long_diverging_sequences_minimize_to_at_most_ten_steps_of_the_same_kind() {
             checker::print_ops(&m.steps)
         );
         assert_eq!(m.divergence.kind, kind, "{defect:?}");
-        let again = run_with_defect(&m.steps, Some(defect)).unwrap_err();
+        let again = run_with_defect(&seq(&m.steps), Some(defect)).unwrap_err();
         assert_eq!(again.kind, kind, "{defect:?}: the result replays");
         assert_eq!(m.original_len, steps.len());
         // Minimal: no single step can go.
@@ -90,7 +95,7 @@ fn long_diverging_sequences_minimize_to_at_most_ten_steps_of_the_same_kind() {
             let mut fewer = m.steps.clone();
             fewer.remove(i);
             assert!(
-                !matches!(run_with_defect(&fewer, Some(defect)), Err(d) if d.kind == kind),
+                !matches!(run_with_defect(&seq(&fewer), Some(defect)), Err(d) if d.kind == kind),
                 "{defect:?}: step {} could still go",
                 i + 1
             );
@@ -104,7 +109,7 @@ fn a_sequence_that_agrees_is_not_minimized() {
         op: Op::Spawn,
         refuse: None,
     }];
-    assert!(minimize(&steps, None).is_none());
+    assert!(minimize(&seq(&steps), None).is_none());
 }
 
 #[test]
@@ -121,7 +126,7 @@ fn civil_dates() {
 fn the_regression_file_says_what_diverged_and_replays() {
     let (defect, tail) = cases()[0];
     let steps = parse_ops(&format!("spawn\n{tail}")).unwrap();
-    let m = minimize(&steps, Some(defect)).unwrap();
+    let m = minimize(&seq(&steps), Some(defect)).unwrap();
     let (name, text) = checker::minimize::regression_file(&m, "crash-abc", (2025, 11, 21));
     assert!(name.starts_with("stale_tlb_2025-11-21_"), "{name}");
     assert!(name.ends_with(".ops"), "{name}");

@@ -5,7 +5,7 @@ use checker::quick::Steps;
 use quickcheck::{QuickCheck, TestResult};
 
 fn agrees(steps: Steps) -> TestResult {
-    match checker::run(&steps.0) {
+    match checker::run(&checker::Sequence::new(steps.0)) {
         Ok(_) => TestResult::passed(),
         Err(d) => TestResult::error(d.to_string()),
     }

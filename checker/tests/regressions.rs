@@ -22,7 +22,7 @@ fn main() {
             Trial::test(name, move || {
                 let text =
                     std::fs::read_to_string(&path).map_err(|e| Failed::from(e.to_string()))?;
-                let steps = checker::parse_ops(&text).map_err(Failed::from)?;
+                let steps = checker::parse_sequence(&text).map_err(Failed::from)?;
                 let full = checker::run(&steps).map_err(|d| Failed::from(d.to_string()))?;
                 // Both modes agree: the fast mode, with its shadow audited against a full
                 // read of the tables after every step, passes the same steps.

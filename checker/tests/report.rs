@@ -1,6 +1,6 @@
 //! The divergence report: numbered listing, the diverging step marked, a model-vs-vmm diff.
 
-use checker::{Divergence, DivergenceKind, Op, Step, parse_ops, run};
+use checker::{Config, Divergence, DivergenceKind, Op, Sequence, Step, parse_ops, run};
 
 #[test]
 fn a_report_is_readable() {
@@ -10,6 +10,7 @@ fn a_report_is_readable() {
     .unwrap();
     let d = Divergence {
         kind: DivergenceKind::ReturnValue,
+        config: Config::DEFAULT,
         steps,
         at: 1,
         model: "Ok(528482304)\n".into(),
@@ -49,7 +50,28 @@ fn a_clean_sequence_runs_to_the_end() {
             refuse: None,
         },
     ];
-    assert_eq!(run(&steps).map_err(|d| d.to_string()), Ok(2));
+    assert_eq!(run(&Sequence::new(steps)).map_err(|d| d.to_string()), Ok(2));
+}
+
+/// A sequence in another world than the default one says so under the heading, as the
+/// `.ops` line that sets it.
+#[test]
+fn a_report_names_the_world_when_it_is_not_the_default() {
+    let d = Divergence {
+        kind: DivergenceKind::ReturnValue,
+        config: Config {
+            pool_frames: 32,
+            asids: 2,
+        },
+        steps: parse_ops("spawn\n").unwrap(),
+        at: 0,
+        model: "Ok(0)\n".into(),
+        vmm: "Err(12)\n".into(),
+    };
+    let text = d.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[1], "         pool frames=32 asids=2");
+    assert_eq!(lines[2], ">>   1  spawn");
 }
 
 fn strip_ansi(s: &str) -> String {

@@ -2,9 +2,10 @@
 //! as little-endian 32-bit words.
 //!
 //! **Ops in** (`ops.bin`, read by the guest through semihosting): `[BLOB_MAGIC, defect,
-//! defect_arg, sequences]`, then per sequence `[steps]`, then per step `[probe_space, probes,
-//! va...]` followed by the step's words ([`crate::encode_step_words`]). `probe_space` is the
-//! live-space index whose pages are probed around the step ([`NO_SPACE`]: kernel pages only).
+//! defect_arg, sequences]`, then per sequence `[pool_frames, asids, steps]` (the world it runs
+//! in, [`GuestSequence`]), then per step `[probe_space, probes, va...]` followed by the step's
+//! words ([`crate::encode_step_words`]). `probe_space` is the live-space index whose pages are
+//! probed around the step ([`NO_SPACE`]: kernel pages only).
 //!
 //! **Reports out** (`report.bin`, written by the guest): records `[REC_SEQUENCE, seq,
 //! start_free]`, `[REC_STEP, step, outcome, value, free, probes]` followed by `probes` times
@@ -15,7 +16,7 @@ use alloc::vec::Vec;
 use crate::{DecodeError, Outcome, Step, decode_step_words, encode_step_words};
 
 /// First word of an ops blob.
-pub const BLOB_MAGIC: u32 = u32::from_le_bytes(*b"VMQ1");
+pub const BLOB_MAGIC: u32 = u32::from_le_bytes(*b"VMQ2");
 /// `probe_space` when no user space is probed.
 pub const NO_SPACE: u32 = u32::MAX;
 /// A sequence starts: `[REC_SEQUENCE, seq, start_free]`.
@@ -73,14 +74,27 @@ pub struct ProbedStep {
     pub step: Step,
 }
 
+/// A sequence and the world it runs in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestSequence {
+    /// Frames in the vmm's pool.
+    pub pool_frames: u32,
+    /// The highest user ASID the vmm hands out.
+    pub asids: u8,
+    /// The steps.
+    pub steps: Vec<ProbedStep>,
+}
+
 /// Encodes a blob of sequences.
 #[must_use]
-pub fn encode_blob(defect: GuestDefect, sequences: &[Vec<ProbedStep>]) -> Vec<u8> {
+pub fn encode_blob(defect: GuestDefect, sequences: &[GuestSequence]) -> Vec<u8> {
     let [kind, arg] = defect.words();
     let mut w = alloc::vec![BLOB_MAGIC, kind, arg, sequences.len() as u32];
     for seq in sequences {
-        w.push(seq.len() as u32);
-        for p in seq {
+        w.push(seq.pool_frames);
+        w.push(u32::from(seq.asids));
+        w.push(seq.steps.len() as u32);
+        for p in &seq.steps {
             w.push(p.probe_space.unwrap_or(NO_SPACE));
             w.push(p.probes.len() as u32);
             w.extend(&p.probes);
@@ -124,7 +138,7 @@ impl<'a> BlobReader<'a> {
     }
 
     /// The next sequence, or `None` after the last.
-    pub fn next_sequence(&mut self) -> Option<Result<Vec<ProbedStep>, DecodeError>> {
+    pub fn next_sequence(&mut self) -> Option<Result<GuestSequence, DecodeError>> {
         if self.remaining == 0 {
             return None;
         }
@@ -132,7 +146,9 @@ impl<'a> BlobReader<'a> {
         Some(self.sequence())
     }
 
-    fn sequence(&mut self) -> Result<Vec<ProbedStep>, DecodeError> {
+    fn sequence(&mut self) -> Result<GuestSequence, DecodeError> {
+        let pool_frames = self.word()?;
+        let asids = u8::try_from(self.word()?).map_err(|_| DecodeError::UnknownTag(self.at))?;
         let n = self.word()?;
         let mut steps = Vec::new();
         for _ in 0..n {
@@ -153,7 +169,11 @@ impl<'a> BlobReader<'a> {
                 step,
             });
         }
-        Ok(steps)
+        Ok(GuestSequence {
+            pool_frames,
+            asids,
+            steps,
+        })
     }
 }
 

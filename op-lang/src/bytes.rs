@@ -2,6 +2,12 @@
 //! initial `spawn`, with `arbitrary` (pinned), so the same bytes always give the same steps; and
 //! [`encode`], its exact inverse, which turns `.ops` scenarios into fuzzer seeds.
 //!
+//! Format version 1 puts the sequence's [`Config`] at the head: an input whose first byte is
+//! [`CONFIG_TAG`] continues with the pool size (`u16`, little-endian, taken modulo the bounds)
+//! and the ASID limit (one byte, likewise), then the steps. Any other input is read whole as
+//! steps in the default world: inputs written before version 1 keep their meaning, except the
+//! one in 256 that happens to start with the tag.
+//!
 //! How `arbitrary` 1.5.0 reads bytes (the derive and `Unstructured`), which [`encode`] mirrors:
 //!
 //! - a struct reads its fields in declaration order;
@@ -15,13 +21,47 @@
 use arbitrary::{Arbitrary, Unstructured};
 
 use crate::op::{Addr, Op, Step};
+use crate::sequence::{Config, Sequence};
+
+/// The first byte of an input that carries a [`Config`] (format version 1).
+pub const CONFIG_TAG: u8 = 0xC1;
+
+/// The configuration in the three bytes after [`CONFIG_TAG`] (missing bytes read as zero).
+fn decode_config(bytes: &[u8]) -> Config {
+    let byte = |i: usize| bytes.get(i).copied().unwrap_or(0);
+    let (lo, hi) = (*Config::POOL_FRAMES.start(), *Config::POOL_FRAMES.end());
+    let raw_frames = u32::from(u16::from_le_bytes([byte(0), byte(1)]));
+    Config {
+        pool_frames: lo + raw_frames % (hi - lo + 1),
+        asids: 1 + byte(2) % 255,
+    }
+}
+
+/// The three bytes [`decode_config`] reads as `config` (which must be valid).
+fn encode_config(config: &Config) -> [u8; 3] {
+    let raw = (config.pool_frames - Config::POOL_FRAMES.start()) as u16;
+    let [lo, hi] = raw.to_le_bytes();
+    [lo, hi, config.asids - 1]
+}
 
 /// Longest sequence a fuzz input decodes to.
 pub const MAX_STEPS: usize = 64;
 
-/// Decodes fuzzer bytes: `spawn`, then steps while bytes last (at most [`MAX_STEPS`] in all).
+/// Decodes fuzzer bytes: the configuration when the input carries one, then `spawn` and steps
+/// while bytes last (at most [`MAX_STEPS`] in all).
 #[must_use]
-pub fn decode(data: &[u8]) -> Vec<Step> {
+pub fn decode(data: &[u8]) -> Sequence {
+    match data.split_first() {
+        Some((&CONFIG_TAG, rest)) => Sequence {
+            config: decode_config(rest),
+            steps: decode_steps(rest.get(3..).unwrap_or(&[])),
+        },
+        _ => Sequence::new(decode_steps(data)),
+    }
+}
+
+/// The steps of an input's body (after the configuration, if any).
+fn decode_steps(data: &[u8]) -> Vec<Step> {
     let mut u = Unstructured::new(data);
     let mut steps = Vec::with_capacity(MAX_STEPS);
     steps.push(Step {
@@ -37,14 +77,34 @@ pub fn decode(data: &[u8]) -> Vec<Step> {
     steps
 }
 
-/// Encodes steps as fuzzer bytes, the inverse of [`decode`].
+/// Encodes a sequence as fuzzer bytes, the inverse of [`decode`].
 ///
 /// [`decode`] always starts with a `spawn` of its own, so a leading `spawn` without a refusal
 /// is not encoded: for a sequence that starts with one and has at most [`MAX_STEPS`] steps,
-/// `decode(&encode(steps)) == steps`. Any other sequence is encoded whole and decodes with an
-/// extra `spawn` in front; steps past [`MAX_STEPS`] are encoded but not decoded.
+/// `decode(&encode(s)) == s`. Any other sequence is encoded whole and decodes with an extra
+/// `spawn` in front; steps past [`MAX_STEPS`] are encoded but not decoded. The configuration
+/// is written when it is not the default, or when the steps' bytes would start with
+/// [`CONFIG_TAG`]; an invalid one is written as the default.
 #[must_use]
-pub fn encode(steps: &[Step]) -> Vec<u8> {
+pub fn encode(sequence: &Sequence) -> Vec<u8> {
+    let body = encode_steps(&sequence.steps);
+    let config = if sequence.config.is_valid() {
+        sequence.config
+    } else {
+        Config::DEFAULT
+    };
+    if config == Config::DEFAULT && body.first() != Some(&CONFIG_TAG) {
+        return body;
+    }
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.push(CONFIG_TAG);
+    out.extend_from_slice(&encode_config(&config));
+    out.extend_from_slice(&body);
+    out
+}
+
+/// The bytes of steps alone.
+fn encode_steps(steps: &[Step]) -> Vec<u8> {
     let body = match steps.first() {
         Some(Step {
             op: Op::Spawn,
@@ -59,11 +119,13 @@ pub fn encode(steps: &[Step]) -> Vec<u8> {
     e.0
 }
 
-/// Whether [`encode`] round-trips `steps` exactly (a leading plain `spawn`, at most
-/// [`MAX_STEPS`] steps).
+/// Whether [`encode`] round-trips `sequence` exactly (a valid configuration, a leading plain
+/// `spawn`, at most [`MAX_STEPS`] steps).
 #[must_use]
-pub fn round_trips(steps: &[Step]) -> bool {
-    steps.len() <= MAX_STEPS
+pub fn round_trips(sequence: &Sequence) -> bool {
+    let steps = &sequence.steps;
+    sequence.config.is_valid()
+        && steps.len() <= MAX_STEPS
         && steps.first()
             == Some(&Step {
                 op: Op::Spawn,
@@ -72,8 +134,9 @@ pub fn round_trips(steps: &[Step]) -> bool {
 }
 
 /// The inputs `cargo xtask fuzz-speed` times the `ops` target on: `count` sequences of
-/// [`MAX_STEPS`] steps, each decoded from 4096 pseudo-random bytes (xorshift32 from a fixed
-/// seed, so every run measures the same work) and written back as its canonical encoding,
+/// [`MAX_STEPS`] steps in the default world, each decoded from 4096 pseudo-random bytes
+/// (xorshift32 from a fixed seed, so every run measures the same work; a configuration those
+/// bytes would carry is dropped) and written back as its canonical encoding,
 /// the shortest bytes that decode to those steps. The error names the first input that does not
 /// decode to [`MAX_STEPS`] steps or does not round-trip (never seen; checked so the figure is
 /// always about 64-step inputs).
@@ -88,9 +151,9 @@ pub fn speed_inputs(count: usize) -> Result<Vec<Vec<u8>>, usize> {
             x ^= x << 5;
             *b = x as u8;
         }
-        let steps = decode(&random);
-        let bytes = encode(&steps);
-        if steps.len() != MAX_STEPS || decode(&bytes) != steps {
+        let sequence = Sequence::new(decode(&random).steps);
+        let bytes = encode(&sequence);
+        if sequence.steps.len() != MAX_STEPS || decode(&bytes) != sequence {
             return Err(i);
         }
         out.push(bytes);
@@ -306,14 +369,63 @@ pub fn text_round_trip(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(steps) = crate::op::parse_ops(text) else {
+    let Ok(sequence) = crate::sequence::parse_sequence(text) else {
         return;
     };
-    let printed = crate::op::print_ops(&steps);
-    match crate::op::parse_ops(&printed) {
-        Ok(again) if again == steps => {}
+    let printed = crate::sequence::print_sequence(&sequence);
+    match crate::sequence::parse_sequence(&printed) {
+        Ok(again) if again == sequence => {}
         again => panic!(
-            "text: print -> parse changed the steps\ninput: {text:?}\nparsed: {steps:?}\nprinted:\n{printed}\nparsed again: {again:?}"
+            "text: print -> parse changed the sequence\ninput: {text:?}\nparsed: {sequence:?}\nprinted:\n{printed}\nparsed again: {again:?}"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CONFIG_TAG, decode, encode};
+    use crate::op::{Op, Step};
+    use crate::sequence::{Config, Sequence};
+
+    fn spawns(n: usize) -> Vec<Step> {
+        vec![
+            Step {
+                op: Op::Spawn,
+                refuse: None,
+            };
+            n
+        ]
+    }
+
+    /// A configuration travels at the head of the bytes and comes back; the default one costs
+    /// no byte, so inputs written before it existed keep their meaning.
+    #[test]
+    fn the_configuration_round_trips_and_the_default_costs_nothing() {
+        let small = Sequence {
+            config: Config {
+                pool_frames: 16,
+                asids: 2,
+            },
+            steps: spawns(3),
+        };
+        let bytes = encode(&small);
+        assert_eq!(&bytes[..4], &[CONFIG_TAG, 0, 0, 1]);
+        assert_eq!(decode(&bytes), small);
+        let big = Sequence {
+            config: Config {
+                pool_frames: 16384,
+                asids: 255,
+            },
+            ..small.clone()
+        };
+        assert_eq!(decode(&encode(&big)), big);
+        let plain = Sequence::new(spawns(3));
+        assert_eq!(encode(&plain), encode(&Sequence::new(spawns(3)))[..]);
+        assert_ne!(encode(&plain).first(), Some(&CONFIG_TAG));
+        assert_eq!(decode(&encode(&plain)), plain);
+        // Any bytes after the tag decode to a valid configuration, however few.
+        for raw in [&[CONFIG_TAG][..], &[CONFIG_TAG, 0xFF, 0xFF, 0xFF]] {
+            assert!(decode(raw).config.is_valid(), "{raw:?}");
+        }
     }
 }

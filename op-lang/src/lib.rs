@@ -3,18 +3,24 @@
 //!
 //! - [`op`]: symbolic ops and steps (addresses relative to live state) and their `.ops` text
 //!   form, one op per line;
+//! - [`sequence`]: the world a sequence runs in (pool size, ASID limit) and the steps, with the
+//!   versioned header of both formats;
 //! - [`bytes`]: the fuzzers' byte encoding, `decode` (with the pinned `arbitrary`) and its exact
 //!   inverse `encode`, plus the `text` target's round trip.
 //!
 //! ```
 //! use op_lang::{bytes, op};
 //!
-//! let steps = op::parse_ops("spawn\nmmap s=0 addr=0x0 len=0x2000 prot=0x3 flags=0x22\n").unwrap();
-//! assert_eq!(bytes::decode(&bytes::encode(&steps)), steps);
-//! assert_eq!(op::parse_ops(&op::print_ops(&steps)).unwrap(), steps);
+//! let text = "pool frames=64 asids=3\nspawn\nmmap s=0 addr=0x0 len=0x2000 prot=0x3 flags=0x22\n";
+//! let sequence = op_lang::parse_sequence(text).unwrap();
+//! assert_eq!(sequence.config.asids, 3);
+//! assert_eq!(bytes::decode(&bytes::encode(&sequence)), sequence);
+//! assert_eq!(op_lang::print_sequence(&sequence), text);
 //! ```
 
 pub mod bytes;
 pub mod op;
+pub mod sequence;
 
 pub use op::{Addr, Op, Step, parse_ops, print_ops};
+pub use sequence::{Config, Sequence, parse_sequence, print_sequence};

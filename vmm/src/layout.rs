@@ -32,6 +32,9 @@ pub struct Layout {
     pub device_base: u32,
     /// Device window size in bytes.
     pub device_size: u32,
+    /// The highest user ASID handed out (1 to 255; semantics.md section 2 says 255, tests may
+    /// lower it to reach exhaustion).
+    pub asids: u8,
 }
 
 impl Layout {
@@ -51,6 +54,7 @@ impl Layout {
         pool_size: 0x0400_0000,
         device_base: 0x4800_0000,
         device_size: 0x0100_0000,
+        asids: 255,
     };
 
     /// The default layout with a pool of `frames` frames (for tests that reach exhaustion).
@@ -112,6 +116,7 @@ impl Layout {
             && (self.vmalloc_end as u64 <= self.ram_base as u64
                 || self.vmalloc_base as u64 >= ram_end)
             && !self.overlaps_pool(self.device_base, self.device_size as u64)
+            && self.asids >= 1
     }
 
     /// Whether `[start, start + len)` lies in the user window (`len` may be 0; no wrap).

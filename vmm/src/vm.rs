@@ -85,7 +85,7 @@ impl<M: Machine> Vm<M> {
             machine,
             layout,
             frames,
-            asids: AsidAllocator::new(),
+            asids: AsidAllocator::with_limit(layout.asids),
             kernel,
             spaces: BTreeMap::new(),
             next_space: 1,

@@ -84,8 +84,8 @@ extern "C" fn guest_main() -> ! {
             Ok(s) => s,
             Err(e) => fail(2, format_args!("ops.bin, sequence {seq}: {e:?}")),
         };
-        World::clear_device_memory(&sequence);
-        let mut world = match World::boot(blob.defect) {
+        World::clear_device_memory(&sequence.steps);
+        let mut world = match World::boot(blob.defect, sequence.pool_frames, sequence.asids) {
             Ok(w) => w,
             Err(e) => fail(2, format_args!("the vmm does not boot: {e:?}")),
         };
@@ -95,7 +95,7 @@ extern "C" fn guest_main() -> ! {
             free: world.free_frames(),
         }
         .encode(&mut out);
-        for (i, step) in sequence.iter().enumerate() {
+        for (i, step) in sequence.steps.iter().enumerate() {
             world.step(i as u32, step).encode(&mut out);
         }
         let free = world.teardown();

@@ -21,12 +21,14 @@ pub struct World {
 }
 
 impl World {
-    /// Boots a vmm on the frame pool and switches the MMU to its kernel table.
-    pub fn boot(defect: GuestDefect) -> Result<Self, Errno> {
-        let vm = Vm::new(
-            GuestMachine::new(defect),
-            Layout::with_pool_frames(POOL_FRAMES),
-        )?;
+    /// Boots a vmm on a pool of `pool_frames` frames handing out ASIDs up to `asids`, and
+    /// switches the MMU to its kernel table.
+    pub fn boot(defect: GuestDefect, pool_frames: u32, asids: u8) -> Result<Self, Errno> {
+        let layout = Layout {
+            asids,
+            ..Layout::with_pool_frames(pool_frames)
+        };
+        let vm = Vm::new(GuestMachine::new(defect), layout)?;
         cp15::write_ttbr1(vm.kernel().l1_table().as_u32());
         cp15::tlbiall(0);
         cp15::dsb();

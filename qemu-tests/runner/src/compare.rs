@@ -129,6 +129,7 @@ pub fn compare(plan: &Plan, report: &SequenceReport) -> Result<(), Box<Divergenc
     let diverge = |kind, at, model: String, vmm: String| {
         Box::new(Divergence {
             kind,
+            config: plan.config,
             steps: plan.steps.clone(),
             at,
             model,
@@ -275,7 +276,7 @@ mod tests {
 
     #[test]
     fn reports_that_stop_early_or_return_otherwise_diverge() {
-        let steps = checker::parse_ops(
+        let steps = checker::parse_sequence(
             "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+0p+0w value=0x1 mode=user\n",
         )
         .unwrap();

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use checker::{DivergenceKind, Step, parse_ops, print_ops};
+use checker::{DivergenceKind, Sequence, parse_sequence, print_sequence};
 use clap::Parser;
 use op_driver::guest::{GuestDefect, Record, encode_blob};
 use proptest::strategy::{Strategy, ValueTree};
@@ -69,7 +69,7 @@ struct Stats {
     qemu_time: Duration,
 }
 
-fn random_sequences(n: usize, seed: u64, length: usize) -> Vec<Vec<Step>> {
+fn random_sequences(n: usize, seed: u64, length: usize) -> Vec<Sequence> {
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let mut runner = TestRunner::new_with_rng(
@@ -81,7 +81,7 @@ fn random_sequences(n: usize, seed: u64, length: usize) -> Vec<Vec<Step>> {
         .map(|_| {
             sequence
                 .new_tree(&mut runner)
-                .map(|t| t.current())
+                .map(|t| Sequence::new(t.current()))
                 .unwrap_or_default()
         })
         .collect()
@@ -106,7 +106,7 @@ fn run_items(
             defect,
             &chunk
                 .iter()
-                .map(|i| i.plan.probed.clone())
+                .map(|i| i.plan.guest_sequence())
                 .collect::<Vec<_>>(),
         );
         let run = run_guest(guest, &blob, timeout, stats.boots).map_err(|e| e.to_string())?;
@@ -164,7 +164,7 @@ fn load_files(files: &[PathBuf]) -> Result<Vec<Item>, String> {
     let mut items = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        let steps = parse_ops(&text).map_err(|e| format!("{}: {e}", f.display()))?;
+        let steps = parse_sequence(&text).map_err(|e| format!("{}: {e}", f.display()))?;
         items.push(Item {
             name: f.display().to_string(),
             plan: plan(&steps),
@@ -243,13 +243,17 @@ fn suite(args: &Args) -> Result<bool, String> {
             }
             Verdict::Crashed(why) => {
                 crashed += 1;
-                println!("FAIL {}: {why}\n{}", item.name, print_ops(&item.plan.steps));
+                println!(
+                    "FAIL {}: {why}\n{}",
+                    item.name,
+                    print_sequence(&item.plan.sequence())
+                );
             }
         }
         if !is_file && !matches!(verdict, Verdict::Pass) {
             let _ = std::fs::create_dir_all(&failures);
             let path = failures.join(format!("random-seed{}-{}.ops", args.seed, i - file_count));
-            if std::fs::write(&path, print_ops(&item.plan.steps)).is_ok() {
+            if std::fs::write(&path, print_sequence(&item.plan.sequence())).is_ok() {
                 println!(
                     "  saved as {} (cargo xtask qemu {0}; cargo xtask replay {0})",
                     path.display()
@@ -290,7 +294,7 @@ fn prove_defects(args: &Args) -> Result<bool, String> {
     let mut all = true;
     let timeout = Duration::from_secs(args.timeout);
     for case in defects::cases() {
-        let steps = parse_ops(case.ops).map_err(|e| format!("{}: {e}", case.name))?;
+        let steps = parse_sequence(case.ops).map_err(|e| format!("{}: {e}", case.name))?;
         let item = [Item {
             name: case.name.into(),
             plan: plan(&steps),

@@ -3,15 +3,12 @@
 //! frames, and for every probed page what the page tables must show).
 
 use std::fmt;
-use std::sync::OnceLock;
 
 use checker::concrete::{apply_model, resolve};
-use checker::{Op, Step};
-use op_driver::guest::ProbedStep;
-use op_driver::{ConcreteOp, Outcome, POOL_FRAMES};
+use checker::{Config, Op, Sequence, Step};
+use op_driver::guest::{GuestSequence, ProbedStep};
+use op_driver::{ConcreteOp, Outcome};
 use reference_model::model::{self, Model};
-use vmm::machine::HostMachine;
-use vmm::{Layout, Vm};
 
 /// Most pages probed around one op.
 pub const MAX_PROBES: usize = 128;
@@ -101,6 +98,8 @@ impl Expected {
 /// A planned sequence.
 #[derive(Clone, Debug)]
 pub struct Plan {
+    /// The world the steps run in.
+    pub config: Config,
     /// The steps as written (instruction fetches removed).
     pub steps: Vec<Step>,
     /// What the guest runs.
@@ -109,20 +108,6 @@ pub struct Plan {
     pub expected: Vec<Expected>,
     /// Free frames when the world has booted.
     pub start_free: u32,
-}
-
-/// Free frames after the vmm boots on the checked layout (the model starts from it); the
-/// same for every sequence, so the host boots a vmm once to learn it.
-#[must_use]
-pub fn boot_free_frames() -> u32 {
-    static FREE: OnceLock<u32> = OnceLock::new();
-    *FREE.get_or_init(|| {
-        Vm::new(
-            HostMachine::default(),
-            Layout::with_pool_frames(POOL_FRAMES),
-        )
-        .map_or(0, |vm| vm.frames().free_count())
-    })
 }
 
 /// Whether the guest can run `step` (instruction fetches are not run there).
@@ -209,17 +194,23 @@ impl ModelSide {
 
 /// Plans `steps` (instruction fetches are dropped first; see [`runs_in_guest`]).
 #[must_use]
-pub fn plan(steps: &[Step]) -> Plan {
-    let steps: Vec<Step> = steps.iter().filter(|s| runs_in_guest(s)).cloned().collect();
-    let start_free = boot_free_frames();
+pub fn plan(sequence: &Sequence) -> Plan {
+    let steps: Vec<Step> = sequence
+        .steps
+        .iter()
+        .filter(|s| runs_in_guest(s))
+        .cloned()
+        .collect();
+    let config = sequence.config;
+    // The model's start state comes from its own accounting of the booted world.
+    let model = Model::booted(model::Layout {
+        pool_size: config.pool_frames * 0x1000,
+        asids: config.asids,
+        ..model::Layout::default()
+    });
+    let start_free = model.free;
     let mut side = ModelSide {
-        model: Model::new(
-            model::Layout {
-                pool_size: POOL_FRAMES * 0x1000,
-                ..model::Layout::default()
-            },
-            start_free,
-        ),
+        model,
         ids: Vec::new(),
     };
     let (mut probed, mut expected) = (Vec::new(), Vec::new());
@@ -262,9 +253,31 @@ pub fn plan(steps: &[Step]) -> Plan {
         });
     }
     Plan {
+        config,
         steps,
         probed,
         expected,
         start_free,
+    }
+}
+
+impl Plan {
+    /// The steps planned, in their world (instruction fetches removed).
+    #[must_use]
+    pub fn sequence(&self) -> Sequence {
+        Sequence {
+            config: self.config,
+            steps: self.steps.clone(),
+        }
+    }
+
+    /// What the guest runs for this plan: its world and probed steps.
+    #[must_use]
+    pub fn guest_sequence(&self) -> GuestSequence {
+        GuestSequence {
+            pool_frames: self.config.pool_frames,
+            asids: self.config.asids,
+            steps: self.probed.clone(),
+        }
     }
 }

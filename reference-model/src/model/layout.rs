@@ -17,6 +17,8 @@ pub struct Layout {
     pub pool_base: u32,
     /// Size of the frame pool in bytes.
     pub pool_size: u32,
+    /// The highest user ASID handed out (semantics.md section 2: 255; tests may lower it).
+    pub asids: u8,
 }
 
 impl Default for Layout {
@@ -30,6 +32,7 @@ impl Default for Layout {
             mmap_end: 0x2740_0000,
             pool_base: 0x4100_0000,
             pool_size: 0x0400_0000,
+            asids: 255,
         }
     }
 }

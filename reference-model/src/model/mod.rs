@@ -155,6 +155,15 @@ pub struct Model {
 }
 
 impl Model {
+    /// The world just booted: no user space, and every frame of the pool free but the
+    /// kernel's page-table pages (its 16 KiB L1 table; RAM is mapped with sections).
+    #[must_use]
+    pub fn booted(layout: Layout) -> Self {
+        let mut model = Self::new(layout, 0);
+        model.free = (layout.pool_size / 4096).saturating_sub(model.kernel_table_pages());
+        model
+    }
+
     /// No spaces yet; `free` frames in the pool.
     #[must_use]
     pub fn new(layout: Layout, free: u32) -> Self {
@@ -257,9 +266,15 @@ impl Model {
         groups.iter().filter(|&&g| !s.has_small_group(g)).count() as u32
     }
 
-    /// `spawn`: an empty space (one frame for its L1 table; 255 ASIDs).
+    /// The lowest ASID no live space holds, in `1..=layout.asids`.
+    fn free_asid(&self) -> Option<u8> {
+        (1..=self.layout.asids).find(|&a| self.spaces.values().all(|s| s.asid != a))
+    }
+
+    /// `spawn`: an empty space (one frame for its L1 table, the lowest free ASID).
     pub fn spawn(&mut self) -> Result<u32, Errno> {
-        if self.spaces.len() >= 255 || !self.can_allocate(1) {
+        let asid = self.free_asid().ok_or(Errno::ENOMEM)?;
+        if !self.can_allocate(1) {
             return Err(Errno::ENOMEM);
         }
         self.free -= 1;
@@ -268,6 +283,7 @@ impl Model {
             brk: self.layout.heap_base,
             ptes: regions::Ptes::default(),
             sections: std::collections::BTreeSet::new(),
+            asid,
         }))
     }
 
@@ -309,7 +325,8 @@ impl Model {
             }
         }
         let need = 1 + child.small_group_count();
-        if self.spaces.len() >= 255 || !self.can_allocate(need) {
+        child.asid = self.free_asid().ok_or(Errno::ENOMEM)?;
+        if !self.can_allocate(need) {
             return Err(Errno::ENOMEM);
         }
         self.free -= need;

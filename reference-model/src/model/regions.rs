@@ -129,6 +129,8 @@ pub struct Space {
     pub ptes: Ptes,
     /// First addresses of the MiBs mapped by 1 MiB sections (device memory only).
     pub sections: std::collections::BTreeSet<u64>,
+    /// Its ASID (semantics.md section 2).
+    pub asid: u8,
 }
 
 impl Space {

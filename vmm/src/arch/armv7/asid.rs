@@ -38,19 +38,35 @@ pub enum AsidError {
     NotAllocated(Asid),
 }
 
-/// Hands out user ASIDs 1..=255, lowest free first. 0 is the kernel's and is never handed out.
-#[derive(Clone, Debug, Default)]
+/// Hands out user ASIDs 1..=limit (255 by default), lowest free first. 0 is the kernel's and is
+/// never handed out.
+#[derive(Clone, Debug)]
 pub struct AsidAllocator {
+    /// The highest ASID handed out.
+    limit: u8,
     in_use: [u64; 4],
     /// ASIDs released at least once: only those can have TLB entries when handed out again.
     released: [u64; 4],
+}
+
+impl Default for AsidAllocator {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl AsidAllocator {
     /// An allocator with every user ASID free.
     #[must_use]
     pub const fn new() -> Self {
+        Self::with_limit(255)
+    }
+
+    /// An allocator of the ASIDs 1..=`limit` (a `limit` of 0 hands out none).
+    #[must_use]
+    pub const fn with_limit(limit: u8) -> Self {
         Self {
+            limit,
             in_use: [0; 4],
             released: [0; 4],
         }
@@ -62,7 +78,7 @@ impl AsidAllocator {
     /// out has never tagged an entry, so it is not (an invalidate by ASID would also flush
     /// QEMU's whole TLB, hiding a missing invalidate from the QEMU suite).
     pub fn alloc<M: Machine>(&mut self, machine: &mut M) -> Result<Asid, AsidError> {
-        let value = (1..=255u8)
+        let value = (1..=self.limit)
             .find(|&a| !self.is_allocated(Asid(a)))
             .ok_or(AsidError::Exhausted)?;
         let (word, bit) = (usize::from(value / 64), 1 << (value % 64));
@@ -92,7 +108,7 @@ impl AsidAllocator {
     /// Whether a user ASID is free.
     #[must_use]
     pub fn has_free(&self) -> bool {
-        self.allocated_count() < 255
+        self.allocated_count() < u32::from(self.limit)
     }
 
     /// Whether the ASID is handed out.
@@ -119,6 +135,19 @@ mod tests {
         assert_eq!(Asid::new(42).value(), 42);
         assert_eq!(Asid::KERNEL.value(), 0);
         assert_eq!(alloc::format!("{:?}", Asid::new(7)), "ASID(7)");
+    }
+
+    /// A lower limit is reached as soon; the lowest free comes back after a release.
+    #[test]
+    fn a_limit_bounds_the_asids_handed_out() {
+        let mut a = AsidAllocator::with_limit(2);
+        let mut m = HostMachine::default();
+        assert_eq!(a.alloc(&mut m), Ok(Asid(1)));
+        assert_eq!(a.alloc(&mut m), Ok(Asid(2)));
+        assert!(!a.has_free());
+        assert_eq!(a.alloc(&mut m), Err(AsidError::Exhausted));
+        a.release(&mut m, Asid(1)).unwrap();
+        assert_eq!(a.alloc(&mut m), Ok(Asid(1)));
     }
 
     #[test]
