@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use checker::{frames, fuzz, mmu, parse_ops};
+use checker::{frames, fuzz, mmu};
 use proptest::prelude::*;
 
 proptest! {
@@ -78,7 +78,7 @@ fn seeds_pass_and_the_committed_corpora_are_up_to_date() {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        parse_ops(&text).unwrap();
+        checker::parse_sequence(&text).unwrap();
         fuzz::text_round_trip(text.as_bytes());
         check(
             "text",
