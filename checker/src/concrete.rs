@@ -49,8 +49,9 @@ pub fn resolve_addr(model: &Model, m: u32, a: &Addr) -> u32 {
 }
 
 /// `op` with concrete arguments, given the model's state and its live spaces `ids` (creation
-/// order). Ops naming a space when none is live, accesses to kernel addresses outside the
-/// vmalloc window (not modelled), and device ranges leaving RAM become [`ConcreteOp::Skip`].
+/// order). Ops naming a space when none is live, kernel-mode accesses to kernel addresses
+/// outside the vmalloc window (not modelled), and device ranges leaving RAM become
+/// [`ConcreteOp::Skip`].
 ///
 /// `#[inline]` so that fuzz targets compile and instrument it: which of its branches an input
 /// takes (an address inside a region or not, a live space or not) is worth telling libFuzzer
@@ -172,8 +173,10 @@ fn access(
         return ConcreteOp::Skip;
     };
     let addr = resolve_addr(model, ids[i], a);
-    if addr >= 0x4000_0000 && !(0xC000_0000..0xC800_0000).contains(&addr) {
-        // Of the kernel half only the vmalloc window is modelled.
+    if kernel && addr >= 0x4000_0000 && !(0xC000_0000..0xC800_0000).contains(&addr) {
+        // Of the kernel half only the vmalloc window is modelled for kernel-mode accesses (a
+        // kernel-mode store elsewhere would write the kernel's own RAM). A user-mode access
+        // anywhere is modelled: outside the user window it is a Segv.
         return ConcreteOp::Skip;
     }
     ConcreteOp::Access {
