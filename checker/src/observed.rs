@@ -23,6 +23,9 @@ pub struct Observed {
     pub kernel_table_pages: u32,
     /// `vmalloc` allocations: (first address, pages).
     pub vmalloc: Vec<(u32, u32)>,
+    /// INV-3: (model frame id, reference count) of every frame with references, by id (the
+    /// vmm's counts named through the frame pairing).
+    pub ref_counts: Vec<(u64, u32)>,
 }
 
 /// What backs a region, as compared.
@@ -93,8 +96,10 @@ pub fn agree(model: &Observed, vmm: &Observed, rebuilt: &[bool]) -> bool {
         segments,
         kernel_table_pages,
         vmalloc,
+        ref_counts,
     } = model;
     *free_frames == vmm.free_frames
+        && *ref_counts == vmm.ref_counts
         && *segments == vmm.segments
         && *kernel_table_pages == vmm.kernel_table_pages
         && *vmalloc == vmm.vmalloc
@@ -145,6 +150,7 @@ mod tests {
             segments: vec![(0, 7, 4096, 1, 0, false)],
             kernel_table_pages: 4,
             vmalloc: vec![(0xC000_0000, 1)],
+            ref_counts: vec![(1, 1)],
         }
     }
 
@@ -160,8 +166,9 @@ mod tests {
         let mut global = a.clone();
         global.spaces[0].pages[0].attributes.not_global = false;
         assert!(!agree(&a, &global, &[true]), "the global bit is compared");
-        let changes: [fn(&mut Observed); 9] = [
+        let changes: [fn(&mut Observed); 10] = [
             |o| o.free_frames += 1,
+            |o| o.ref_counts[0].1 = 2,
             |o| o.segments[0].4 = 1,
             |o| o.kernel_table_pages += 1,
             |o| o.vmalloc[0].1 = 2,

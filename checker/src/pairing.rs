@@ -31,6 +31,11 @@ impl FramePairing {
         Ok(id)
     }
 
+    /// Every pair, (model frame id, physical frame address), by model frame id.
+    pub fn pairs(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.to_phys.iter().map(|(&id, &pa)| (id, pa))
+    }
+
     /// Forgets the pairs of model frames that are no longer live: the vmm may hand their
     /// physical frames out again as new ones.
     pub fn forget_dead(&mut self, is_live: impl Fn(u64) -> bool) {

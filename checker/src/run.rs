@@ -1019,6 +1019,14 @@ impl Pair {
             model::Kind::Device { .. } => Backing::Device,
         };
         out.free_frames = self.model.free;
+        out.ref_counts.clear();
+        out.ref_counts.extend(
+            self.model
+                .frames
+                .iter()
+                .filter(|(_, f)| f.refs > 0)
+                .map(|(&id, f)| (id, f.refs)),
+        );
         out.spaces
             .resize_with(self.model_ids.len(), SpaceState::default);
         self.model_keys.truncate(self.model_ids.len());
@@ -1240,6 +1248,15 @@ impl Pair {
         }
         self.mapped = mapped;
         out.free_frames = self.vm.frames().free_count();
+        // INV-3: the counts of the paired frames (a frame with references is mapped, so it
+        // is paired once its pages were compared).
+        out.ref_counts.clear();
+        let pool = self.vm.frames();
+        out.ref_counts
+            .extend(self.frames.pairs().filter_map(|(id, pa)| {
+                let count = pool.ref_count(vmm::addr::PhysFrame::containing(PhysAddr::new(pa)));
+                count.ok().filter(|&c| c > 0).map(|c| (id, c))
+            }));
         out.segments.clear();
         out.segments.extend(
             self.vm
