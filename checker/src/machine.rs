@@ -123,8 +123,8 @@ pub struct SimMachine {
     pub current: Option<(u32, u8)>,
     /// The kernel's L1 table (TTBR1), for walks of kernel addresses; set once booted.
     pub ttbr1: u32,
-    /// Descriptor writes since the last DSB, (address, value before the first of them): table
-    /// walks do not see them yet.
+    /// Descriptor writes since the last DSB, (address, value before it), in order: table walks
+    /// do not see them yet (a word's first entry holds what they see).
     pending: Vec<(u32, u32)>,
     /// Translations cached by speculative walks since the checker last looked.
     pub speculative_fills: u32,
@@ -183,10 +183,10 @@ impl SimMachine {
 
     /// A descriptor write as it reaches RAM (walks see it once a DSB completes it).
     fn write_now(&mut self, pa: PhysAddr, value: u32) {
-        if !self.pending.iter().any(|&(a, _)| a == pa.as_u32()) {
-            let before = self.host.peek_word(pa).unwrap_or(0);
-            self.pending.push((pa.as_u32(), before));
-        }
+        // Every write is noted (a search here would make a fork's thousands of writes
+        // quadratic); a walk reads the first note of a word, the value before the first write.
+        let before = self.host.peek_word(pa).unwrap_or(0);
+        self.pending.push((pa.as_u32(), before));
         let stored = self.corrupt_descriptor(value);
         if self.disguised() {
             if stored == value {

@@ -22,7 +22,7 @@ pub use crate::observed::{Backing, Observed, Page, SpaceState, UNPAIRED};
 use crate::op::{Op, Step, print_ops};
 use crate::pairing::FramePairing;
 use crate::protocol::{Maintenance, SpaceTables, check_asids, check_log};
-use crate::shadow::{Changes, TTBR0_ENTRIES, TableShadow, sweep};
+use crate::shadow::{Changes, TableShadow, sweep_space};
 pub use op_driver::Outcome;
 use op_driver::{AccessOp, Accessor, ConcreteOp, Miss};
 pub use op_lang::{Config, Sequence};
@@ -984,13 +984,7 @@ impl Pair {
         for (at, &(v, l1)) in self.roster.iter().enumerate() {
             let read = l1.map(|l1| {
                 let mut all = Vec::new();
-                sweep(
-                    &self.vm.machine().host,
-                    l1,
-                    0,
-                    TTBR0_ENTRIES * 256,
-                    &mut all,
-                );
+                sweep_space(&self.vm.machine().host, l1, &mut all);
                 all
             });
             let same = match (shadow.pages(at, v), &read) {
@@ -1170,13 +1164,7 @@ impl Pair {
                 Some(shadow) => {
                     mapped.extend(shadow.pages(i, v).ok_or_else(|| state(NOT_SHADOWED))?)
                 }
-                None => sweep(
-                    &self.vm.machine().host,
-                    l1,
-                    0,
-                    TTBR0_ENTRIES * 256,
-                    &mut mapped,
-                ),
+                None => sweep_space(&self.vm.machine().host, l1, &mut mapped),
             }
             let regs = Registers {
                 ttbr0: l1,

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use reference_model::armv7::{Registers, Translation, translations};
 use vmm::Vm;
-use vmm::addr::PhysAddr;
+use vmm::addr::{PhysAddr, PhysFrame};
 use vmm::machine::{HostMachine, MachineEvent};
 use vmm::space::SpaceId;
 
@@ -229,6 +229,33 @@ pub fn sweep(
         count,
         |va, t| out.push((va >> 12, t)),
     );
+}
+
+/// Every valid translation of a user space whose L1 table is at `l1_table` (its whole TTBR0
+/// half), as [`sweep`] gives them: the table's words are copied once and only the MiBs whose
+/// entry is not zero are walked (the walker answers a translation fault for the others).
+pub fn sweep_space(host: &HostMachine, l1_table: u32, out: &mut Vec<(u32, Translation)>) {
+    let frame = PhysFrame::containing(PhysAddr::new(l1_table));
+    let bytes = match host.peek_frame(frame) {
+        // A 4 KiB-aligned table in RAM: one frame.
+        Some(bytes) if l1_table % FRAME_BYTES == 0 => bytes,
+        // Elsewhere the walker has the last word (External faults outside RAM).
+        _ => return sweep(host, l1_table, 0, TTBR0_ENTRIES * PAGES_PER_L1, out),
+    };
+    // Never written: every entry is a fault entry.
+    let Some(bytes) = bytes else { return };
+    // Sixteen entries at a time: most of a table is zero.
+    for (block, chunk) in bytes.chunks_exact(64).enumerate() {
+        if chunk.iter().fold(0u8, |acc, &b| acc | b) == 0 {
+            continue;
+        }
+        for (i, word) in chunk.chunks_exact(4).enumerate() {
+            if word != [0; 4] {
+                let index = (block * 16 + i) as u32;
+                sweep(host, l1_table, index * PAGES_PER_L1, PAGES_PER_L1, out);
+            }
+        }
+    }
 }
 
 /// Sorted, distinct page numbers of one space as runs of consecutive pages `(first, count)`,
@@ -498,13 +525,7 @@ impl Tables {
             }
         }
         let mut pages = Vec::new();
-        sweep(
-            &vm.machine().host,
-            l1_table,
-            0,
-            entries * PAGES_PER_L1,
-            &mut pages,
-        );
+        sweep_space(&vm.machine().host, l1_table, &mut pages);
         ShadowSpace {
             l1,
             pages: pages.into_iter().collect(),

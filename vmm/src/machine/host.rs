@@ -222,6 +222,14 @@ impl HostMachine {
         }))
     }
 
+    /// The bytes of a RAM frame without recording (for checkers): `None` for a frame outside
+    /// RAM, `Some(None)` for one never written (all zeros).
+    #[must_use]
+    pub fn peek_frame(&self, frame: PhysFrame) -> Option<Option<&[u8; PAGE_SIZE as usize]>> {
+        self.in_ram(frame.start(), u64::from(PAGE_SIZE))
+            .then(|| self.frame(frame.number()))
+    }
+
     /// Whether a frame holds any non-zero byte.
     #[must_use]
     pub fn frame_is_zero(&self, frame: PhysFrame) -> bool {
