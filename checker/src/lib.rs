@@ -6,17 +6,21 @@
 //! reference walker over the real table bytes and the reference TLB model, with faults handed
 //! to the vmm's handler as on hardware.
 
+pub mod compare;
 pub mod concrete;
 pub mod frames;
 pub mod fuzz;
 pub mod in_order;
+pub mod invariants;
 pub mod machine;
 pub mod minimize;
 pub mod mmu;
 pub mod observed;
+pub mod pair;
 pub mod pairing;
 pub mod protocol;
 pub mod quick;
+pub mod report;
 pub mod run;
 pub mod shadow;
 pub mod strategy;

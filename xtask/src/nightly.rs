@@ -2,6 +2,12 @@
 //! merged down (`cargo fuzz cmin`), new crashes minimized and grouped by divergence kind, and a
 //! Markdown summary (printed and written to target/nightly/summary.md). Exit status 1 when
 //! something new was found.
+//!
+//! The `ops` target also runs a second time, built with debug assertions and overflow checks
+//! (`ops (debug assertions)`): the release builds compile out the vmm's `debug_assert!`s and
+//! wrap on overflow, so a broken internal invariant or an overflowing computation would go
+//! unseen there. It reads the grown corpus and keeps what it finds apart
+//! (`fuzz/corpus/ops-checked`, `fuzz/artifacts/ops-checked`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -58,6 +64,13 @@ pub fn nightly(root: &Path, seconds: u64, jobs: u32, targets: &[String]) -> u8 {
         let night = fuzz_one(root, target, seconds, jobs);
         for crash in &night.new_crashes {
             findings.push((target.clone(), triage(root, target, crash, &findings_dir)));
+        }
+        nights.push(night);
+    }
+    if targets.iter().any(|t| t == "ops") {
+        let night = fuzz_checked(root, seconds, jobs);
+        for crash in &night.new_crashes {
+            findings.push((night.target.clone(), checked_triage(root, crash)));
         }
         nights.push(night);
     }
@@ -147,6 +160,101 @@ fn fuzz_one(root: &Path, target: &str, seconds: u64, jobs: u32) -> TargetNight {
     }
 }
 
+/// The name of the checked `ops` run in the summary.
+const CHECKED: &str = "ops (debug assertions)";
+/// Where the checked build goes (apart from the release build, which it would replace).
+const CHECKED_TARGET_DIR: &str = "fuzz/target-checked";
+
+/// `cargo fuzz run ops` built with debug assertions and overflow checks (no fat LTO: this
+/// build is for finding, not for speed), over the grown corpus and the seeds, for `seconds`.
+fn fuzz_checked(root: &Path, seconds: u64, jobs: u32) -> TargetNight {
+    let found = root.join("fuzz/corpus/ops-checked");
+    let artifacts = root.join("fuzz/artifacts/ops-checked");
+    let _ = std::fs::create_dir_all(&found);
+    let _ = std::fs::create_dir_all(&artifacts);
+    let before = files_in(&artifacts);
+    let mut cmd = cargo_fuzz(root, "run", "ops");
+    cmd.env("CARGO_PROFILE_RELEASE_LTO", "false")
+        .arg("--debug-assertions")
+        .arg("--target-dir")
+        .arg(root.join(CHECKED_TARGET_DIR))
+        .arg(&found);
+    for read in [root.join("fuzz/corpus/ops"), root.join("corpus/ops")] {
+        if read.is_dir() {
+            cmd.arg(read);
+        }
+    }
+    cmd.arg("--")
+        .arg(format!("-max_total_time={seconds}"))
+        .arg("-print_final_stats=1")
+        .arg(format!("-artifact_prefix={}/", artifacts.display()));
+    if jobs > 1 {
+        cmd.arg(format!("-fork={jobs}")).arg("-ignore_crashes=1");
+    }
+    println!(
+        "==> nightly: fuzzing `ops` with debug assertions and overflow checks for {seconds} s"
+    );
+    let t0 = Instant::now();
+    let output = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output();
+    let elapsed = t0.elapsed().as_secs_f64();
+    let (stats, failed) = match output {
+        Ok(o) => {
+            let log = String::from_utf8_lossy(&o.stderr).into_owned();
+            let stats = FuzzStats::parse(&log);
+            let failed = (stats.executions.is_none() && !o.status.success()).then(|| {
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            });
+            (stats, failed)
+        }
+        Err(e) => (
+            FuzzStats::default(),
+            Some(format!("cannot run cargo fuzz: {e}")),
+        ),
+    };
+    let new_crashes: Vec<PathBuf> = files_in(&artifacts)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    TargetNight {
+        target: CHECKED.to_string(),
+        stats,
+        seconds: elapsed,
+        corpus_before_cmin: files_in(&found).len(),
+        corpus_after_cmin: None,
+        new_crashes,
+        failed,
+    }
+}
+
+/// A crash of the checked `ops` build, grouped by the panic site of a re-run of that build (a
+/// failed debug assertion or an overflow need not reproduce in the release checker).
+fn checked_triage(root: &Path, crash: &Path) -> Finding {
+    let mut cmd = cargo_fuzz(root, "run", "ops");
+    cmd.env("CARGO_PROFILE_RELEASE_LTO", "false")
+        .arg("--debug-assertions")
+        .arg("--target-dir")
+        .arg(root.join(CHECKED_TARGET_DIR))
+        .arg(crash);
+    let log = cmd
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .unwrap_or_default();
+    let kind = log
+        .lines()
+        .find(|l| l.contains("panicked at"))
+        .and_then(|l| l.split("panicked at ").nth(1))
+        .map_or_else(
+            || "no panic on re-run".to_string(),
+            |s| s.trim_end_matches(':').to_string(),
+        );
+    Finding {
+        crash: crash.to_path_buf(),
+        kind,
+        minimized: None,
+    }
+}
+
 /// Minimizes an `ops` crash through the checker (op level) into `out`; for the other targets
 /// the panic site of a re-run names the group.
 fn triage(root: &Path, target: &str, crash: &Path, out: &Path) -> Finding {
@@ -227,9 +335,12 @@ fn summary(
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|");
     for n in nights {
-        let after = n
-            .corpus_after_cmin
-            .map_or_else(|| "?".to_string(), |a| a.to_string());
+        let after = match n.corpus_after_cmin {
+            Some(a) => a.to_string(),
+            // The checked run keeps its finds apart and does not merge them.
+            None if n.target == CHECKED => "(kept apart)".to_string(),
+            None => "?".to_string(),
+        };
         let _ = writeln!(
             md,
             "| `{}` | {:.0} s | {} | {} | {} | {} -> {} | {} |",
@@ -265,6 +376,13 @@ fn summary(
             let _ = writeln!(md, "- `{}`", f.crash.display());
             if target == "ops" {
                 let _ = writeln!(md, "  - replay: `cargo xtask replay {}`", f.crash.display());
+            } else if target == CHECKED {
+                let _ = writeln!(
+                    md,
+                    "  - replay: `(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run {} --debug-assertions --target-dir target-checked ops {})`",
+                    fuzzing::BUILD_FLAGS.join(" "),
+                    f.crash.display()
+                );
             } else {
                 let _ = writeln!(
                     md,

@@ -1,0 +1,138 @@
+//! The invariants checked on the tables and the TLB after a step: INV-6 (the whole kernel
+//! window closed to PL0, swept again only when a word it read changed), INV-7 (the vmm's own
+//! table check), INV-8 (every TLB entry is what the tables give now, for a live ASID), and the
+//! fast mode's claim that its shadow equals a full read of the tables.
+
+use reference_model::armv7::{PageAttributes, permissions, translate};
+use vmm::Vm;
+use vmm::addr::PhysAddr;
+
+use crate::machine::SimMachine;
+use crate::pair::{Pair, block, kernel_registers};
+use crate::shadow::{Changes, sweep_space};
+
+/// INV-6 over the whole kernel window: no address at or above 1 GiB (TTBR1's half with
+/// TTBCR.N = 2) answers any PL0 access, and every kernel translation there is global. One
+/// walk per block (a section, a page, or a MiB with no entry). `reads` receives the address
+/// of every word the walks read, ascending: the walker is a function of those words, so
+/// while none of them changes (`Changes::touch_any`) the answer is the same. On a failure it
+/// is left empty, so the next check walks again.
+pub(crate) fn check_kernel_window(vm: &Vm<SimMachine>, reads: &mut Vec<u32>) -> Result<(), String> {
+    let regs = kernel_registers(vm);
+    let host = &vm.machine().host;
+    reads.clear();
+    let mut read = |a| {
+        reads.push(a);
+        host.peek_word(PhysAddr::new(a))
+    };
+    let mut va = 0x4000_0000u64;
+    let mut result = Ok(());
+    while va < 1 << 32 {
+        match translate(&mut read, regs, va as u32) {
+            Ok(t) => {
+                let rights = permissions(regs, &t);
+                if rights.pl0 != 0 || t.not_global {
+                    result = Err(format!(
+                        "kernel address {:#x} maps as {:?} ({} B block at {:#x})\n",
+                        va as u32,
+                        PageAttributes::of(regs, &t),
+                        t.block_size,
+                        t.block_va
+                    ));
+                    break;
+                }
+                va = u64::from(t.block_va) + u64::from(t.block_size);
+            }
+            Err(f) if f.level == 1 => va = (va | 0xF_FFFF) + 1,
+            Err(_) => va += 0x1000,
+        }
+    }
+    if result.is_err() {
+        reads.clear();
+    } else {
+        reads.sort_unstable();
+        reads.dedup();
+    }
+    result
+}
+
+impl Pair {
+    /// INV-6 and (when `whole`) INV-7: no kernel address answers a PL0 access, and every
+    /// space's tables agree with its bookkeeping. The INV-6 sweep runs again only when a word
+    /// it last read may have changed in the step (`changes`), which gives the answer a sweep
+    /// would.
+    pub(crate) fn check_tables(&mut self, whole: bool, changes: &Changes) -> Result<(), String> {
+        if whole {
+            for (m, v) in self.ids() {
+                self.vm
+                    .check_tables(v)
+                    .map_err(|e| format!("space {m}: {e}\n"))?;
+            }
+        }
+        if !self.inv6_reads.is_empty() && !changes.touch_any(&self.inv6_reads) {
+            return Ok(());
+        }
+        check_kernel_window(&self.vm, &mut self.inv6_reads)
+    }
+
+    /// INV-8: every TLB entry is what a walk of the current tables gives, for a live ASID.
+    pub(crate) fn check_tlb(&mut self) -> Result<(), String> {
+        self.read_vmm_spaces();
+        let kernel = kernel_registers(&self.vm);
+        let live = &self.live_asids;
+        let m = self.vm.machine_mut();
+        for e in m.tlb.entries() {
+            let regs = match e.asid {
+                Some(a) => live.iter().find(|(x, _)| *x == a).map(|(_, r)| *r),
+                // Global (kernel) entries: the kernel's TTBR1 table translates them.
+                None => Some(kernel),
+            };
+            let Some(regs) = regs else {
+                return Err(format!("TLB entry {e:?} belongs to no live space\n"));
+            };
+            let now = translate(
+                &mut |a| m.host.peek_word(PhysAddr::new(a)),
+                regs,
+                e.translation.block_va,
+            );
+            if now.as_ref().map(block) != Ok(block(&e.translation)) {
+                return Err(format!(
+                    "stale TLB entry {:#?}\nthe tables now give {:#?}\n",
+                    e, now
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The fast mode's claim: the shadow equals a full read of every space's tables (by the
+    /// reference walker, as the shadow reads them).
+    pub(crate) fn audit_shadow(&mut self) -> Result<(), String> {
+        if self.shadow.is_none() {
+            return Ok(());
+        }
+        self.read_vmm_spaces();
+        let Some(shadow) = &self.shadow else {
+            return Ok(());
+        };
+        for (at, &(v, l1)) in self.roster.iter().enumerate() {
+            let read = l1.map(|l1| {
+                let mut all = Vec::new();
+                sweep_space(&self.vm.machine().host, l1, &mut all);
+                all
+            });
+            let same = match (shadow.pages(at, v), &read) {
+                (Some(kept), Some(read)) => kept.eq(read.iter().copied()),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                let kept: Option<Vec<_>> = shadow.pages(at, v).map(Iterator::collect);
+                return Err(format!(
+                    "fast-mode shadow of {v:?} differs from the tables:\nshadow {kept:#?}\ntables {read:#?}\n"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
