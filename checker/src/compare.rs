@@ -232,8 +232,6 @@ impl Pair {
                         self.protocol_error = index.check_space(before, Some(&mapped)).err();
                     }
                     (before.asid, before.regs) = (asid, regs);
-                    before.pages.clear();
-                    before.pages.extend_from_slice(&mapped);
                 }
                 None => {
                     if self.released_asids[usize::from(asid)] {
@@ -244,7 +242,7 @@ impl Pair {
                         SpaceTables {
                             asid,
                             regs,
-                            pages: mapped.clone(),
+                            pages: Vec::new(),
                         },
                     );
                 }
@@ -283,6 +281,11 @@ impl Pair {
                     frame,
                     attributes: PageAttributes::of(regs, &t),
                 });
+            }
+            // The pages just read are the next step's "before" (the old list's buffer is
+            // reused for the next space).
+            if let Some(before) = self.tables_before.get_mut(&v) {
+                std::mem::swap(&mut before.pages, &mut mapped);
             }
         }
         self.mapped = mapped;

@@ -93,6 +93,10 @@ fn covers(regs: Registers, old: &Translation, new: Option<&Translation>) -> bool
     let Some(new) = new else {
         return false;
     };
+    if old == new {
+        // The usual case: the page did not change.
+        return true;
+    }
     let same = (
         old.pa,
         old.block_va,
