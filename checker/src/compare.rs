@@ -255,6 +255,14 @@ impl Pair {
                 let frame = if pa.wrapping_sub(pool_base) >= pool_size {
                     // Memory outside the pool (device memory) is compared by its exact address.
                     model::DEVICE_FRAME | u64::from(pa)
+                } else if self.table_frames.binary_search(&(pa & !0xFFF)).is_ok() {
+                    return Err((
+                        DivergenceKind::Tables,
+                        format!(
+                            "INV-7: {addr:#010x} maps the page-table page {:#010x} as data\n",
+                            pa & !0xFFF
+                        ),
+                    ));
                 } else {
                     match self.frames.model_of(pa) {
                         Some(id) => id,
@@ -322,15 +330,17 @@ impl Pair {
             return Err(why);
         }
         let roster = &self.roster;
-        let gone: Vec<SpaceId> = self
-            .tables_before
-            .keys()
-            .filter(|&&id| !roster.iter().any(|&(r, l1)| r == id && l1.is_some()))
-            .copied()
-            .collect();
+        let is_gone = |id: &SpaceId| !roster.iter().any(|&(r, l1)| r == *id && l1.is_some());
         let log = self.vm.machine().host.log();
         let mut exited = Vec::new();
-        if !gone.is_empty() {
+        // Most steps end no space: no list is made then.
+        if self.tables_before.keys().any(is_gone) {
+            let gone: Vec<SpaceId> = self
+                .tables_before
+                .keys()
+                .filter(|id| is_gone(id))
+                .copied()
+                .collect();
             let index = Maintenance::new(log);
             for id in gone {
                 if let Some(before) = self.tables_before.remove(&id) {

@@ -1,11 +1,12 @@
 //! The invariants checked on the tables and the TLB after a step: INV-6 (the whole kernel
-//! window closed to PL0, swept again only when a word it read changed), INV-7 (the vmm's own
-//! table check), INV-8 (every TLB entry is what the tables give now, for a live ASID), and the
-//! fast mode's claim that its shadow equals a full read of the tables.
+//! window closed to PL0, swept again only when a word it read changed), INV-7 (the links of
+//! L2 tables read from the raw L1 words, and the vmm's own table check), INV-8 (every TLB
+//! entry is what the tables give now, for a live ASID), and the fast mode's claim that its
+//! shadow equals a full read of the tables.
 
-use reference_model::armv7::{PageAttributes, permissions, translate};
+use reference_model::armv7::{PageAttributes, linked_table, permissions, translate};
 use vmm::Vm;
-use vmm::addr::PhysAddr;
+use vmm::addr::{PhysAddr, PhysFrame};
 
 use crate::machine::SimMachine;
 use crate::pair::{Pair, block, kernel_registers};
@@ -73,6 +74,102 @@ impl Pair {
             return Ok(());
         }
         check_kernel_window(&self.vm, &mut self.inv6_reads)
+    }
+
+    /// INV-7 from the raw first-level words of every live space (its L1 table as the vmm's
+    /// bookkeeping names it, the table its TTBR0 gets): every L2 table is linked by exactly one
+    /// L1 entry of one space, at the slot of its 4 KiB page the entry's index gives (LiteOS-A
+    /// packs the four tables of a 4 MiB group in one page, liteos-a-vm.md section 4); a page of
+    /// tables holds tables of one group of one space and is no space's L1 table; and each
+    /// space has as many pages of tables as the model counts. The table frames are kept for
+    /// the comparison, where no page may map one as data.
+    /// In fast mode the L1 words come from the shadow (updated from the step's writes, and
+    /// audited against full reads by the tests), else from RAM.
+    pub(crate) fn check_table_links(&mut self) -> Result<(), String> {
+        self.read_vmm_spaces();
+        let host = &self.vm.machine().host;
+        let links = &mut self.links;
+        links.clear();
+        for (at, &(id, l1)) in self.roster.iter().enumerate() {
+            let Some(l1) = l1 else { continue };
+            if let Some(entries) = self.shadow.as_ref().and_then(|s| s.l1_entries(at, id)) {
+                links.extend(entries.filter_map(|(i, w)| Some((linked_table(w)?, at, i))));
+                continue;
+            }
+            let Some(Some(bytes)) = host.peek_frame(PhysFrame::containing(PhysAddr::new(l1)))
+            else {
+                continue;
+            };
+            // Sixteen entries at a time: most of a table is zero.
+            for (block, chunk) in bytes.chunks_exact(64).enumerate() {
+                if chunk.iter().fold(0u8, |acc, &b| acc | b) == 0 {
+                    continue;
+                }
+                for (i, word) in chunk.chunks_exact(4).enumerate() {
+                    let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+                    if let Some(table) = linked_table(word) {
+                        links.push((table, at, (block * 16 + i) as u32));
+                    }
+                }
+            }
+        }
+        links.sort_unstable();
+        let name = |at: usize| format!("space {}", self.model_ids.get(at).copied().unwrap_or(0));
+        for pair in links.windows(2) {
+            let ((t, a, i), (_, b, j)) = (pair[0], pair[1]);
+            if t == pair[1].0 {
+                return Err(format!(
+                    "INV-7: the L2 table at {t:#010x} is linked by {} entry {i:#x} and by {} entry {j:#x}\n",
+                    name(a),
+                    name(b)
+                ));
+            }
+        }
+        self.table_frames.clear();
+        self.table_frames
+            .extend(self.roster.iter().filter_map(|&(_, l1)| l1));
+        let pages = &mut self.link_pages;
+        pages.clear();
+        pages.resize(self.roster.len(), 0);
+        for run in links.chunk_by(|x, y| x.0 >> 12 == y.0 >> 12) {
+            let (first, at, index) = run[0];
+            for &(table, other, i) in run {
+                if (table >> 10) & 3 != i & 3 {
+                    return Err(format!(
+                        "INV-7: the L2 table at {table:#010x} for entry {i:#x} of {} is not at its slot {} of its page\n",
+                        name(other),
+                        i & 3
+                    ));
+                }
+                if (other, i / 4) != (at, index / 4) {
+                    return Err(format!(
+                        "INV-7: the page at {:#010x} holds tables of {} entry {index:#x} and of {} entry {i:#x}\n",
+                        first & !0xFFF,
+                        name(at),
+                        name(other)
+                    ));
+                }
+            }
+            let page = first & !0xFFF;
+            if self.table_frames.contains(&page) {
+                return Err(format!(
+                    "INV-7: the L2 tables at {page:#010x} lie in an L1 table\n"
+                ));
+            }
+            pages[at] += 1;
+            self.table_frames.push(page);
+        }
+        self.table_frames.sort_unstable();
+        for (at, &m) in self.model_ids.iter().enumerate().take(self.roster.len()) {
+            let expected = self.model.table_pages(m).map_or(0, |n| n - 1);
+            if pages[at] != expected {
+                return Err(format!(
+                    "INV-7: space {m} links tables in {} pages, the model counts {expected}\n",
+                    pages[at]
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// INV-8: every TLB entry is what a walk of the current tables gives, for a live ASID.

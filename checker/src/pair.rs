@@ -74,6 +74,14 @@ pub(crate) struct Pair {
     pub(crate) live_asids: Vec<(u8, Registers)>,
     /// Model frames dead when the frame pairs were last pruned.
     pub(crate) frame_deaths: u64,
+    /// INV-7: every L2 table the live spaces' L1 entries link, (table, space position, L1
+    /// index), sorted; refilled by each check.
+    pub(crate) links: Vec<(u32, usize, u32)>,
+    /// INV-7: the frames holding page tables (L1 tables and pages of L2 tables), sorted: no
+    /// page may map one as data.
+    pub(crate) table_frames: Vec<u32>,
+    /// INV-7: pages of tables per space position, a buffer.
+    pub(crate) link_pages: Vec<u32>,
 }
 
 /// The vmm's layout for a sequence's world: the board's, with its pool size and ASID limit.
@@ -253,6 +261,9 @@ impl Pair {
             protocol_error: None,
             live_asids: Vec::new(),
             frame_deaths: 0,
+            links: Vec::new(),
+            table_frames: Vec::new(),
+            link_pages: Vec::new(),
         }
     }
 

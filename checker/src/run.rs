@@ -328,6 +328,14 @@ fn run_observed(
                     .map_err(|why| diverge(DivergenceKind::State, at, String::new(), why))?;
             }
         }
+        if !unchanged && let Err(why) = p.check_table_links() {
+            return Err(diverge(
+                DivergenceKind::Tables,
+                at,
+                "the tables are well formed\n".into(),
+                why,
+            ));
+        }
         p.compare_state(at, sequence)?;
         if let Err(why) = p.check_maintenance(current_before) {
             return Err(diverge(
@@ -526,5 +534,67 @@ mod tests {
             super::run_both_with_defect(&steps, None).map_err(|d| d.to_string()),
             Ok(2)
         );
+    }
+
+    /// INV-7 from the raw L1 words: an L2 table linked twice, a table away from its slot and a
+    /// page-table page mapped as data are each reported, whatever the vmm's bookkeeping says.
+    #[test]
+    fn table_links_read_from_the_raw_words_break_inv7() {
+        let steps = Sequence::new(
+            parse_ops(
+                "spawn\nspawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+0p+0w value=0x1 mode=user\n",
+            )
+            .expect("the scenario parses"),
+        );
+        let booted = || {
+            let mut p = Pair::new(None, CheckMode::Full, Config::DEFAULT);
+            for step in &steps.steps {
+                p.apply(&step.op, StepHooks::CHECKER);
+            }
+            assert_eq!(p.check_table_links(), Ok(()), "the sound vmm's links");
+            assert!(p.compare_state(3, &steps).is_ok(), "and its pages");
+            p
+        };
+        let l1 = |p: &Pair, at: usize| {
+            p.vm.space(p.vmm_ids[at])
+                .expect("live")
+                .mmu()
+                .l1_table()
+                .as_u32()
+        };
+        // The mmap area's first MiB, 0x1F8: its L1 entry in space 0 links the table.
+        let entry = |p: &Pair, at: usize| PhysAddr::new(l1(p, at) + 4 * 0x1F8);
+        let linked = |p: &Pair| p.vm.machine().host.peek_word(entry(p, 0)).expect("in RAM");
+        let write = |p: &mut Pair, pa: PhysAddr, word: u32| {
+            assert!(p.vm.machine_mut().host.write_bytes(pa, &word.to_le_bytes()));
+            p.vmm_spaces_read = false;
+        };
+        // Space 1 links space 0's table too.
+        let mut p = booted();
+        let (word, at) = (linked(&p), entry(&p, 1));
+        write(&mut p, at, word);
+        let why = p.check_table_links().expect_err("a table linked twice");
+        assert!(
+            why.contains("is linked by space 1 entry 0x1f8 and by space 2"),
+            "{why}"
+        );
+        // The entry points at the next slot of the same page.
+        let mut p = booted();
+        let (word, at) = (linked(&p), entry(&p, 0));
+        write(&mut p, at, word + 0x400);
+        let why = p.check_table_links().expect_err("a table off its slot");
+        assert!(why.contains("is not at its slot 0"), "{why}");
+        // The data page's descriptor points at the page of tables.
+        let mut p = booted();
+        let table = linked(&p) & !0x3FF;
+        let pte = PhysAddr::new(table + 4 * ((0x1F80_0000 >> 12) & 0xFF));
+        let old = p.vm.machine().host.peek_word(pte).expect("in RAM");
+        write(&mut p, pte, (table & !0xFFF) | (old & 0xFFF));
+        assert_eq!(p.check_table_links(), Ok(()));
+        let d = p
+            .compare_state(3, &steps)
+            .expect_err("a table page as data");
+        assert_eq!(d.kind, DivergenceKind::Tables, "{d}");
+        assert!(d.vmm.contains("maps the page-table page"), "{d}");
     }
 }

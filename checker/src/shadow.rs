@@ -433,6 +433,16 @@ impl TableShadow {
         Some(self.tables.space(at, id)?.stamp)
     }
 
+    /// The non-zero L1 entries of space `id` (at position `at` of the live list; index, raw
+    /// word), ascending: its table's words as the last update read them.
+    pub fn l1_entries(
+        &self,
+        at: usize,
+        id: SpaceId,
+    ) -> Option<impl Iterator<Item = (u32, u32)> + '_> {
+        Some(self.tables.space(at, id)?.l1.iter().map(|(&i, &w)| (i, w)))
+    }
+
     /// The present pages of space `id` (at position `at` of the live list; page number,
     /// translation), ascending.
     pub fn pages(

@@ -12,5 +12,5 @@ pub use memory_type::{Cacheability, MemoryType};
 pub use tlb::{Tlb, TlbEntry};
 pub use walker::{
     AccessKind, EXECUTE, Fault, FaultKind, Permissions, Privilege, READ, Registers, Rights,
-    Translation, WRITE, permissions, translate, translations, walk,
+    Translation, WRITE, linked_table, permissions, translate, translations, walk,
 };

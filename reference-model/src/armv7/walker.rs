@@ -228,6 +228,17 @@ fn descend(
     }
 }
 
+/// The L2 table a first-level descriptor links (bits 1:0 = 01: its 1 KiB-aligned base), if
+/// it is a page-table descriptor.
+#[must_use]
+pub const fn linked_table(l1: u32) -> Option<u32> {
+    if l1 & 0b11 == 0b01 {
+        Some(l1 & !0x3FF)
+    } else {
+        None
+    }
+}
+
 /// Every valid translation of the 4 KiB pages `[first_va, first_va + pages * 4 KiB)` (a
 /// sweep: the walk of each page, with its first-level descriptor read once per MiB), handed to
 /// `each` as (page address, translation of that page) in ascending order. Pages whose walk
