@@ -587,7 +587,8 @@ mod tests {
         // The data page's descriptor points at the page of tables.
         let mut p = booted();
         let table = linked(&p) & !0x3FF;
-        let pte = PhysAddr::new(table + 4 * ((0x1F80_0000 >> 12) & 0xFF));
+        // 0x1F80_0000 is the first page of its MiB: entry 0 of the table.
+        let pte = PhysAddr::new(table);
         let old = p.vm.machine().host.peek_word(pte).expect("in RAM");
         write(&mut p, pte, (table & !0xFFF) | (old & 0xFFF));
         assert_eq!(p.check_table_links(), Ok(()));
