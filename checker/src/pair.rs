@@ -136,7 +136,7 @@ pub(crate) fn boot_recording(defect: Option<Defect>, config: Config) -> (Vm<SimM
 }
 
 /// The model of the same world, just booted: its start state from its own accounting.
-pub(crate) fn new_model(config: Config) -> Model {
+pub fn new_model(config: Config) -> Model {
     Model::booted(model::Layout {
         pool_size: config.pool_frames * 0x1000,
         asids: config.asids,

@@ -87,6 +87,41 @@ pub fn nightly(root: &Path, seconds: u64, jobs: u32, targets: &[String]) -> u8 {
     }
 }
 
+/// Runs a `cargo fuzz run` command and reads its statistics; the error is the log's tail when
+/// it never fuzzed (a crash makes cargo fuzz exit non-zero too: that is not an error here).
+fn fuzz_and_read(cmd: &mut std::process::Command) -> (FuzzStats, Option<String>) {
+    match cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output() {
+        Ok(o) => {
+            let log = String::from_utf8_lossy(&o.stderr).into_owned();
+            let stats = FuzzStats::parse(&log);
+            let failed = (stats.executions.is_none() && !o.status.success()).then(|| {
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            });
+            (stats, failed)
+        }
+        Err(e) => (
+            FuzzStats::default(),
+            Some(format!("cannot run cargo fuzz: {e}")),
+        ),
+    }
+}
+
+/// The panic site a re-run of a crash prints (`cmd` runs the crash), as its group.
+fn panic_site(cmd: &mut std::process::Command) -> String {
+    let log = cmd
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .unwrap_or_default();
+    log.lines()
+        .find(|l| l.contains("panicked at"))
+        .and_then(|l| l.split("panicked at ").nth(1))
+        .map_or_else(
+            || "no panic on re-run".to_string(),
+            |s| s.trim_end_matches(':').to_string(),
+        )
+}
+
 /// Fuzzes `target` for `seconds` with `jobs` workers, then merges its corpus down.
 fn fuzz_one(root: &Path, target: &str, seconds: u64, jobs: u32) -> TargetNight {
     let corpus = root.join("fuzz/corpus").join(target);
@@ -109,24 +144,8 @@ fn fuzz_one(root: &Path, target: &str, seconds: u64, jobs: u32) -> TargetNight {
     }
     println!("==> nightly: fuzzing `{target}` for {seconds} s with {jobs} job(s)");
     let t0 = Instant::now();
-    let output = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output();
+    let (stats, mut failed) = fuzz_and_read(&mut cmd);
     let seconds = t0.elapsed().as_secs_f64();
-    let (stats, mut failed) = match output {
-        Ok(o) => {
-            let log = String::from_utf8_lossy(&o.stderr).into_owned();
-            let stats = FuzzStats::parse(&log);
-            // A crash makes cargo fuzz exit non-zero; only a run that never fuzzed is an error.
-            let failed = (stats.executions.is_none() && !o.status.success()).then(|| {
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            });
-            (stats, failed)
-        }
-        Err(e) => (
-            FuzzStats::default(),
-            Some(format!("cannot run cargo fuzz: {e}")),
-        ),
-    };
     let new_crashes: Vec<PathBuf> = files_in(&artifacts)
         .into_iter()
         .filter(|p| !before.contains(p))
@@ -195,23 +214,8 @@ fn fuzz_checked(root: &Path, seconds: u64, jobs: u32) -> TargetNight {
         "==> nightly: fuzzing `ops` with debug assertions and overflow checks for {seconds} s"
     );
     let t0 = Instant::now();
-    let output = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output();
+    let (stats, failed) = fuzz_and_read(&mut cmd);
     let elapsed = t0.elapsed().as_secs_f64();
-    let (stats, failed) = match output {
-        Ok(o) => {
-            let log = String::from_utf8_lossy(&o.stderr).into_owned();
-            let stats = FuzzStats::parse(&log);
-            let failed = (stats.executions.is_none() && !o.status.success()).then(|| {
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            });
-            (stats, failed)
-        }
-        Err(e) => (
-            FuzzStats::default(),
-            Some(format!("cannot run cargo fuzz: {e}")),
-        ),
-    };
     let new_crashes: Vec<PathBuf> = files_in(&artifacts)
         .into_iter()
         .filter(|p| !before.contains(p))
@@ -236,18 +240,7 @@ fn checked_triage(root: &Path, crash: &Path) -> Finding {
         .arg("--target-dir")
         .arg(root.join(CHECKED_TARGET_DIR))
         .arg(crash);
-    let log = cmd
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
-        .unwrap_or_default();
-    let kind = log
-        .lines()
-        .find(|l| l.contains("panicked at"))
-        .and_then(|l| l.split("panicked at ").nth(1))
-        .map_or_else(
-            || "no panic on re-run".to_string(),
-            |s| s.trim_end_matches(':').to_string(),
-        );
+    let kind = panic_site(&mut cmd);
     Finding {
         crash: crash.to_path_buf(),
         kind,
@@ -290,18 +283,7 @@ fn triage(root: &Path, target: &str, crash: &Path, out: &Path) -> Finding {
     }
     let mut cmd = cargo_fuzz(root, "run", target);
     cmd.arg(crash);
-    let log = cmd
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
-        .unwrap_or_default();
-    let kind = log
-        .lines()
-        .find(|l| l.contains("panicked at"))
-        .and_then(|l| l.split("panicked at ").nth(1))
-        .map_or_else(
-            || "no panic on re-run".to_string(),
-            |s| s.trim_end_matches(':').to_string(),
-        );
+    let kind = panic_site(&mut cmd);
     Finding {
         crash: crash.to_path_buf(),
         kind,

@@ -203,11 +203,7 @@ pub fn plan(sequence: &Sequence) -> Plan {
         .collect();
     let config = sequence.config;
     // The model's start state comes from its own accounting of the booted world.
-    let model = Model::booted(model::Layout {
-        pool_size: config.pool_frames * 0x1000,
-        asids: config.asids,
-        ..model::Layout::default()
-    });
+    let model = checker::pair::new_model(config);
     let start_free = model.free;
     let mut side = ModelSide {
         model,
