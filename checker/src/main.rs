@@ -411,7 +411,12 @@ fn replay(
         }
         if trace && let Ok(outcomes) = checker::trace(&steps) {
             for (i, (step, outcome)) in steps.steps.iter().zip(outcomes).enumerate() {
-                println!("{:>4}  {:<72} -> {outcome:?}", i + 1, step.to_string());
+                println!(
+                    "{:>4}  {:<72} -> {}",
+                    i + 1,
+                    step.to_string(),
+                    checker::report::describe(&step.op, outcome)
+                );
             }
         }
         match checker::run_both_with_defect(&steps, defect) {

@@ -3,7 +3,8 @@
 
 use std::fmt;
 
-use crate::op::{Step, print_ops};
+use crate::op::{Op, Step, print_ops};
+use op_driver::{EFAULT, Outcome, SEGV};
 use op_lang::{Config, Sequence};
 
 /// What diverged.
@@ -98,6 +99,37 @@ impl fmt::Display for Divergence {
     }
 }
 
+/// What a step returned, as a person reads it: values in hex, errors by name, and for accesses
+/// `Segv` or `Efault` (whose numbers would read as `EPERM` and `ENOENT`).
+#[must_use]
+pub fn describe(op: &Op, outcome: Outcome) -> String {
+    let access = matches!(op, Op::Read { .. } | Op::Write { .. } | Op::Exec { .. });
+    match outcome {
+        Outcome::Ok(v) => format!("Ok({v:#x})"),
+        Outcome::Skipped => "Skipped".to_string(),
+        Outcome::Err(SEGV) if access => "Segv".to_string(),
+        Outcome::Err(EFAULT) if access => "Efault".to_string(),
+        Outcome::Err(e) => {
+            const NAMES: [(i32, &str); 10] = [
+                (1, "EPERM"),
+                (2, "ENOENT"),
+                (12, "ENOMEM"),
+                (13, "EACCES"),
+                (14, "EFAULT"),
+                (16, "EBUSY"),
+                (17, "EEXIST"),
+                (22, "EINVAL"),
+                (28, "ENOSPC"),
+                (43, "EIDRM"),
+            ];
+            match NAMES.iter().find(|&&(n, _)| n == e) {
+                Some((_, name)) => format!("Err({name})"),
+                None => format!("Err({e})"),
+            }
+        }
+    }
+}
+
 /// Panics with the report, from a function of its own per kind so that fuzzers group crashes
 /// by kind.
 pub(crate) fn panic_by_kind(d: &Divergence) -> ! {
@@ -139,4 +171,29 @@ fn diverged_tables(d: &Divergence) -> ! {
 #[inline(never)]
 fn diverged_fast_only(d: &Divergence) -> ! {
     panic!("{d}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+    use crate::op::{Addr, Op};
+    use op_driver::Outcome;
+
+    /// Accesses read Segv and Efault, other ops their errno by name, values in hex.
+    #[test]
+    fn outcomes_read_as_a_person_would() {
+        let read = Op::Read {
+            s: 0,
+            addr: Addr::Raw(0x4000_0000),
+            kernel: false,
+        };
+        let spawn = Op::Spawn;
+        assert_eq!(describe(&read, Outcome::Err(1)), "Segv");
+        assert_eq!(describe(&read, Outcome::Err(2)), "Efault");
+        assert_eq!(describe(&spawn, Outcome::Err(1)), "Err(EPERM)");
+        assert_eq!(describe(&spawn, Outcome::Err(12)), "Err(ENOMEM)");
+        assert_eq!(describe(&spawn, Outcome::Err(99)), "Err(99)");
+        assert_eq!(describe(&read, Outcome::Ok(0x1f80_0000)), "Ok(0x1f800000)");
+        assert_eq!(describe(&spawn, Outcome::Skipped), "Skipped");
+    }
 }
