@@ -110,7 +110,7 @@ pub fn describe(op: &Op, outcome: Outcome) -> String {
         Outcome::Err(SEGV) if access => "Segv".to_string(),
         Outcome::Err(EFAULT) if access => "Efault".to_string(),
         Outcome::Err(e) => {
-            const NAMES: [(i32, &str); 10] = [
+            const NAMES: [(i32, &str); 11] = [
                 (1, "EPERM"),
                 (2, "ENOENT"),
                 (12, "ENOMEM"),
@@ -121,6 +121,7 @@ pub fn describe(op: &Op, outcome: Outcome) -> String {
                 (22, "EINVAL"),
                 (28, "ENOSPC"),
                 (43, "EIDRM"),
+                (4095, "Internal"),
             ];
             match NAMES.iter().find(|&&(n, _)| n == e) {
                 Some((_, name)) => format!("Err({name})"),

@@ -26,6 +26,10 @@ pub enum Errno {
     ENOSPC = 28,
     /// Identifier removed (shm).
     EIDRM = 43,
+    /// Not a Linux errno: the vmm found its own state inconsistent (a bug of this crate, never
+    /// a condition a caller caused, and never to be mistaken for exhaustion). 4095 is the
+    /// largest value Linux reserves for errnos and names none.
+    Internal = 4095,
 }
 
 impl Errno {
@@ -67,5 +71,9 @@ mod tests {
             assert_eq!(e.number(), n, "{e:?}");
         }
         assert_eq!(alloc::format!("{}", Errno::EINVAL), "EINVAL (22)");
+        assert!(
+            linux.iter().all(|&(_, n)| n != Errno::Internal.number()),
+            "the internal error is none of them"
+        );
     }
 }

@@ -4,7 +4,7 @@
 use alloc::vec::Vec;
 
 use crate::addr::{PhysFrame, VirtPage};
-use crate::arch::armv7::{ArchMmu, MappingFlags};
+use crate::arch::armv7::{ArchMmu, MapError, MappingFlags};
 use crate::errno::Errno;
 use crate::machine::Machine;
 use crate::space::{RegionKind, SpaceId, VmSpace};
@@ -28,7 +28,7 @@ impl<M: Machine> Vm<M> {
             present.push(pages.into_iter().map(|(page, t)| (page, t.frame)).collect());
         }
         let mut child = ArchMmu::new_user(&mut self.machine, &mut self.frames, &mut self.asids)
-            .map_err(|_| Errno::ENOMEM)?;
+            .map_err(MapError::errno)?;
         let mut retained: Vec<PhysFrame> = Vec::new();
         let mut built = Ok(());
         for (region, inside) in regions.iter().zip(&present) {
@@ -64,8 +64,26 @@ impl<M: Machine> Vm<M> {
                 }
             }
         }
+        // Copy-on-write in the parent: its private anon pages become read-only. Sections never
+        // straddle a region boundary (every split of a region splits its sections), so this
+        // needs no frame: an error is an inconsistency of the vmm's own, reported as such
+        // (`Errno::Internal`) rather than leaving the parent writable on frames it would share.
+        if built.is_ok() {
+            let p = self.spaces.get_mut(&parent).ok_or(Errno::EINVAL)?;
+            for region in regions.iter().filter(|r| r.is_private_anon()) {
+                let mut attrs = region.attrs();
+                attrs.flags.remove(MappingFlags::WRITE);
+                if let Err(e) =
+                    p.mmu
+                        .protect(&mut self.machine, &mut self.frames, region.range, attrs)
+                {
+                    built = Err(e.errno());
+                    break;
+                }
+            }
+        }
         if let Err(e) = built {
-            // Tear the half-built child down: nothing of the parent was touched.
+            // Tear the child down (after an ENOMEM nothing of the parent was touched).
             let window = self.user_window();
             let _ = child.unmap(&mut self.machine, &mut self.frames, window);
             for f in retained {
@@ -73,17 +91,6 @@ impl<M: Machine> Vm<M> {
             }
             child.destroy(&mut self.machine, &mut self.frames, &mut self.asids);
             return Err(e);
-        }
-        // Copy-on-write in the parent: its private anon pages become read-only.
-        let p = self.spaces.get_mut(&parent).ok_or(Errno::EINVAL)?;
-        for region in regions.iter().filter(|r| r.is_private_anon()) {
-            let mut attrs = region.attrs();
-            attrs.flags.remove(MappingFlags::WRITE);
-            // Sections never straddle a region boundary (every split of a region splits its
-            // sections), so this needs no frame and cannot fail.
-            let _ = p
-                .mmu
-                .protect(&mut self.machine, &mut self.frames, region.range, attrs);
         }
         for region in regions.iter() {
             if let RegionKind::Shm { id, .. } = region.kind {

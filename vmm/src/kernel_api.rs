@@ -5,7 +5,7 @@
 use alloc::vec::Vec;
 
 use crate::addr::{PAGE_SIZE, PageRange, PhysAddr, PhysFrame, VirtAddr, VirtPage};
-use crate::arch::armv7::{MappingAttrs, MappingFlags};
+use crate::arch::armv7::{MapError, MappingAttrs, MappingFlags};
 use crate::errno::Errno;
 use crate::machine::Machine;
 use crate::space::{Prot, Region, RegionKind, SpaceId};
@@ -55,7 +55,7 @@ impl<M: Machine> Vm<M> {
                 frame,
                 region.attrs(),
             )
-            .map_err(|_| Errno::ENOMEM)?;
+            .map_err(MapError::errno)?;
         space.regions.insert(region);
         Ok(range.start_addr())
     }
@@ -112,7 +112,7 @@ impl<M: Machine> Vm<M> {
         // Only small pages were mapped here: unmapping splits nothing and cannot fail.
         self.kernel
             .unmap(&mut self.machine, &mut self.frames, range)
-            .map_err(|_| Errno::ENOMEM)?;
+            .map_err(MapError::errno)?;
         for f in self.vmalloc.remove(&page.number()).unwrap_or_default() {
             let _ = self.frames.free(&mut self.machine, f);
         }

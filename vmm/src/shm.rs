@@ -6,6 +6,7 @@
 use alloc::vec::Vec;
 
 use crate::addr::{PAGE_SIZE, PageRange, PhysFrame, VirtAddr, VirtPage};
+use crate::arch::armv7::MapError;
 use crate::errno::Errno;
 use crate::machine::Machine;
 use crate::phys::FrameAllocator;
@@ -265,7 +266,7 @@ impl<M: Machine> Vm<M> {
                 region.attrs(),
                 |p, f| removed.push((p, f)),
             )
-            .map_err(|_| Errno::ENOMEM)?;
+            .map_err(MapError::errno)?;
         self.forget_removed(space, range, &touched, &removed);
         let s = self.spaces.get_mut(&space).ok_or(Errno::EINVAL)?;
         s.regions.insert(region);

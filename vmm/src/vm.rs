@@ -70,8 +70,7 @@ impl<M: Machine> Vm<M> {
             return Err(Errno::EINVAL);
         }
         let mut frames = FrameAllocator::new(layout.pool_first_frame(), layout.pool_frames());
-        let mut kernel =
-            ArchMmu::new_kernel(&mut machine, &mut frames).map_err(|_| Errno::ENOMEM)?;
+        let mut kernel = ArchMmu::new_kernel(&mut machine, &mut frames).map_err(MapError::errno)?;
         let rwx =
             MappingAttrs::new(MappingFlags::READ | MappingFlags::WRITE | MappingFlags::EXECUTE);
         let ram_frame = PhysFrame::containing(PhysAddr::new(layout.ram_base));
@@ -207,7 +206,7 @@ impl<M: Machine> Vm<M> {
     /// Creates an empty user space (`spawn`): a 4 KiB L1 table and the lowest free ASID.
     pub fn spawn(&mut self) -> Result<SpaceId, Errno> {
         let mmu = ArchMmu::new_user(&mut self.machine, &mut self.frames, &mut self.asids)
-            .map_err(|_| Errno::ENOMEM)?;
+            .map_err(MapError::errno)?;
         Ok(self.insert_space(VmSpace {
             mmu,
             regions: RegionMap::default(),
@@ -285,7 +284,7 @@ impl<M: Machine> Vm<M> {
             .unmap_with(&mut self.machine, &mut self.frames, range, |p, f| {
                 removed.push((p, f))
             })
-            .map_err(|_| Errno::ENOMEM)?;
+            .map_err(MapError::errno)?;
         self.forget_removed(id, range, &touched, &removed);
         Ok(())
     }

@@ -9,6 +9,7 @@ pub use mremap::{MREMAP_FIXED, MREMAP_MAYMOVE};
 use alloc::vec::Vec;
 
 use crate::addr::{PAGE_SIZE, PageRange, VirtAddr, VirtPage};
+use crate::arch::armv7::MapError;
 use crate::errno::Errno;
 use crate::machine::Machine;
 use crate::space::{Prot, Region, RegionKind, SpaceId};
@@ -159,7 +160,7 @@ impl<M: Machine> Vm<M> {
         space
             .mmu
             .split_partial_sections(&mut self.machine, &mut self.frames, range)
-            .map_err(|_| Errno::ENOMEM)?;
+            .map_err(MapError::errno)?;
         let regions = space.regions.isolate(range);
         for r in &regions {
             let changed = Region { prot, ..*r };
@@ -188,10 +189,12 @@ impl<M: Machine> Vm<M> {
             }
             for (start, count, want) in runs {
                 if let Some(run) = PageRange::new(start, count) {
-                    // Sections partly inside were split above: no allocation, cannot fail.
-                    let _ = space
+                    // Sections partly inside were split above: no allocation is needed, so an
+                    // error here is an inconsistency of the vmm's own (`Errno::Internal`).
+                    space
                         .mmu
-                        .protect(&mut self.machine, &mut self.frames, run, want);
+                        .protect(&mut self.machine, &mut self.frames, run, want)
+                        .map_err(MapError::errno)?;
                 }
             }
         }

@@ -3,6 +3,7 @@
 use alloc::vec::Vec;
 
 use crate::addr::{PAGE_SIZE, PageRange, VirtAddr, VirtPage};
+use crate::arch::armv7::MapError;
 use crate::errno::Errno;
 use crate::machine::Machine;
 use crate::space::{Region, SpaceId};
@@ -99,7 +100,7 @@ impl<M: Machine> Vm<M> {
         let s = self.spaces.get_mut(&id).ok_or(Errno::EINVAL)?;
         s.mmu
             .move_pages(&mut self.machine, &mut self.frames, src, start)
-            .map_err(|_| Errno::ENOMEM)?;
+            .map_err(MapError::errno)?;
         self.relocate_region(id, region, src, target)
     }
 
@@ -131,7 +132,7 @@ impl<M: Machine> Vm<M> {
                 &clear,
                 |p, f| removed.push((p, f)),
             )
-            .map_err(|_| Errno::ENOMEM)?;
+            .map_err(MapError::errno)?;
         let (in_target, in_tail): (Vec<_>, Vec<_>) =
             removed.into_iter().partition(|(p, _)| target.contains(*p));
         self.forget_removed(id, target, &touched, &in_target);

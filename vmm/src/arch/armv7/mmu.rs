@@ -24,6 +24,7 @@ use super::descriptor::{Domain, L1Descriptor, L2Descriptor};
 use super::tlb::{TlbBatch, TlbScope};
 use super::{Asid, AsidAllocator, MappingAttrs, MappingFlags, PageAttributes};
 use crate::addr::{PAGE_SIZE, PageRange, PhysAddr, PhysFrame, VirtAddr, VirtPage};
+use crate::errno::Errno;
 use crate::machine::Machine;
 use crate::phys::FrameAllocator;
 
@@ -83,6 +84,27 @@ pub enum MapError {
         /// The raw descriptor.
         raw: u32,
     },
+    /// The space's own state contradicts itself (a bug of this crate): a commit found less
+    /// than its plan promised. Never a condition a caller can cause or recover from.
+    Internal {
+        /// What was found wrong.
+        what: &'static str,
+        /// The first address of the L1 entry concerned.
+        va: VirtAddr,
+    },
+}
+
+impl MapError {
+    /// The errno a user-visible operation reports for this error: `ENOMEM` for a missing frame
+    /// or ASID, [`Errno::Internal`] for anything else, which at that point is an
+    /// inconsistency of the vmm's own (the operation checked its arguments before).
+    #[must_use]
+    pub const fn errno(self) -> Errno {
+        match self {
+            Self::NoMemory | Self::NoAsid => Errno::ENOMEM,
+            _ => Errno::Internal,
+        }
+    }
 }
 
 impl fmt::Display for MapError {
@@ -109,6 +131,7 @@ impl fmt::Display for MapError {
             Self::UnsupportedDescriptor { va, raw } => {
                 write!(f, "unsupported descriptor {raw:#010x} translating {va}")
             }
+            Self::Internal { what, va } => write!(f, "internal inconsistency at {va}: {what}"),
         }
     }
 }
@@ -445,7 +468,7 @@ impl ArchMmu {
         let mut needed = GroupsNeeded::default();
         self.plan_map(m, range.start(), &run, &mut needed)?;
         let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
-        self.commit_map(m, range.start(), &run, &mut reserved);
+        self.commit_map(m, range.start(), &run, &mut reserved)?;
         reserved.release(m, frames);
         m.dsb();
         m.isb();
@@ -486,7 +509,7 @@ impl ArchMmu {
         }
         let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
         for &(p, f) in entries {
-            self.commit_map(m, p, &run(f), &mut reserved);
+            self.commit_map(m, p, &run(f), &mut reserved)?;
         }
         reserved.release(m, frames);
         m.dsb();
@@ -531,15 +554,13 @@ impl ArchMmu {
         let mut gone = Vec::new();
         self.commit_clear(m, range, &mut reserved, &mut batch, &mut |p, f| {
             gone.push((p, f))
-        });
+        })?;
         batch.flush(m);
         // Fill in the new pages.
         let pattrs = attrs.to_page_attributes();
         for l1 in self.l1_span(range) {
             let (lo, hi) = Self::clip(range, l1);
-            let Some(table) = self.table_for_insert(m, l1, &mut reserved) else {
-                continue;
-            };
+            let table = self.table_for_insert(m, l1, &mut reserved)?;
             for p in lo..hi {
                 let target = targets[(p - range.start().number()) as usize];
                 let desc = L2Descriptor::Small {
@@ -595,7 +616,7 @@ impl ArchMmu {
             &mut batch,
             &mut emptied,
             &mut |p, f| gone.push((p, f)),
-        );
+        )?;
         batch.flush(m);
         self.free_emptied(m, frames, emptied);
         reserved.release(m, frames);
@@ -645,9 +666,7 @@ impl ArchMmu {
                     self.break_before_make_l1(m, l1, desc);
                 }
                 L1Descriptor::Section { .. } | L1Descriptor::PageTable { .. } => {
-                    let Some(table) = self.table_for_update(m, l1, &mut reserved) else {
-                        continue;
-                    };
+                    let table = self.table_for_update(m, l1, &mut reserved)?;
                     let mut changed = Vec::new();
                     // Read once: each entry is written only after it was read.
                     let words = &mut l2[..(hi - lo) as usize];
@@ -715,7 +734,7 @@ impl ArchMmu {
         // Map the targets first so no L2 page is freed and then needed again.
         for r in &runs {
             let target = page(to.number() + r.offset);
-            self.commit_map(m, target, r, &mut reserved);
+            self.commit_map(m, target, r, &mut reserved)?;
         }
         let mut batch = TlbBatch::new(self.scope());
         let mut emptied = Vec::new();
@@ -726,7 +745,7 @@ impl ArchMmu {
             &mut batch,
             &mut emptied,
             &mut |_, _| {},
-        );
+        )?;
         batch.flush(m);
         self.free_emptied(m, frames, emptied);
         reserved.release(m, frames);
@@ -756,18 +775,17 @@ impl ArchMmu {
         self.plan_splits(m, range, None, &mut needed)?;
         let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
         let l1 = page_to_remap.number() / ENTRIES_PER_L2;
-        if let Some(table) = self.table_for_update(m, l1, &mut reserved) {
-            let pa = Self::l2_entry(table, page_to_remap.number());
-            let new = L2Descriptor::Small {
-                base: frame.start(),
-                attrs: attrs.to_page_attributes(),
-            };
-            m.write_word(pa, 0);
-            let mut batch = TlbBatch::new(self.scope());
-            batch.push(page_to_remap);
-            batch.flush(m);
-            m.write_word(pa, new.encode());
-        }
+        let table = self.table_for_update(m, l1, &mut reserved)?;
+        let pa = Self::l2_entry(table, page_to_remap.number());
+        let new = L2Descriptor::Small {
+            base: frame.start(),
+            attrs: attrs.to_page_attributes(),
+        };
+        m.write_word(pa, 0);
+        let mut batch = TlbBatch::new(self.scope());
+        batch.push(page_to_remap);
+        batch.flush(m);
+        m.write_word(pa, new.encode());
         reserved.release(m, frames);
         m.dsb();
         m.isb();
@@ -786,7 +804,7 @@ impl ArchMmu {
         let mut needed = GroupsNeeded::default();
         self.plan_splits(m, range, None, &mut needed)?;
         let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
-        self.commit_partial_splits(m, range, &mut reserved);
+        self.commit_partial_splits(m, range, &mut reserved)?;
         reserved.release(m, frames);
         m.dsb();
         m.isb();
@@ -889,10 +907,10 @@ impl ArchMmu {
         for &c in clear {
             self.commit_clear(m, c, &mut reserved, &mut batch, &mut |p, f| {
                 gone.push((p, f))
-            });
+            })?;
         }
         // The source's partial sections are split now too, before any table is unlinked.
-        self.commit_partial_splits(m, from, &mut reserved);
+        self.commit_partial_splits(m, from, &mut reserved)?;
         batch.flush(m);
         // 2. A target section over an emptied table: unlink the table (break-before-make).
         for r in runs.iter().filter(|r| r.section) {
@@ -909,7 +927,7 @@ impl ArchMmu {
         }
         // 3. Map the targets, 4. clear the source.
         for r in &runs {
-            self.commit_map(m, page(to.number() + r.offset), r, &mut reserved);
+            self.commit_map(m, page(to.number() + r.offset), r, &mut reserved)?;
         }
         let mut batch = TlbBatch::new(self.scope());
         self.commit_unmap(
@@ -919,7 +937,7 @@ impl ArchMmu {
             &mut batch,
             &mut emptied,
             &mut |_, _| {},
-        );
+        )?;
         // 5. Unlink the cleared tables nothing refilled.
         for &c in clear {
             for l1 in self.l1_span(c) {
@@ -1282,7 +1300,7 @@ impl ArchMmu {
         target: VirtPage,
         run: &Run,
         reserved: &mut Reserved,
-    ) {
+    ) -> Result<(), MapError> {
         let Run {
             frame,
             count,
@@ -1310,9 +1328,7 @@ impl ArchMmu {
                     frame,
                     count,
                 } => {
-                    let Some(table) = self.table_for_insert(m, l1, reserved) else {
-                        continue;
-                    };
+                    let table = self.table_for_insert(m, l1, reserved)?;
                     for i in 0..count {
                         let desc = L2Descriptor::Small {
                             base: frame_plus(frame, i).start(),
@@ -1324,6 +1340,7 @@ impl ArchMmu {
                 }
             }
         }
+        Ok(())
     }
 
     fn commit_unmap<M: Machine>(
@@ -1334,14 +1351,15 @@ impl ArchMmu {
         batch: &mut TlbBatch,
         emptied: &mut Vec<(u32, PhysFrame)>,
         on_removed: &mut dyn FnMut(VirtPage, PhysFrame),
-    ) {
+    ) -> Result<(), MapError> {
         let first_new = emptied.len();
-        self.clear_entries(m, range, reserved, batch, emptied, on_removed);
+        self.clear_entries(m, range, reserved, batch, emptied, on_removed)?;
         // Unlink emptied tables only now: a split later in the pass may still need their page.
         // The per-page invalidates of each such MiB also drop any cached L1 entry.
         for &(l1, _) in &emptied[first_new..] {
             self.write_l1(m, l1, L1Descriptor::Fault);
         }
+        Ok(())
     }
 
     /// Clears the mapped pages of `range`, splitting sections partly inside; notes the tables
@@ -1354,7 +1372,7 @@ impl ArchMmu {
         batch: &mut TlbBatch,
         emptied: &mut Vec<(u32, PhysFrame)>,
         on_removed: &mut dyn FnMut(VirtPage, PhysFrame),
-    ) {
+    ) -> Result<(), MapError> {
         // Each pass changes only its own L1 entry, so the entries can be read up front.
         let mut l2 = [0u32; ENTRIES_PER_L2 as usize];
         for (l1, descriptor) in self.valid_l1s(m, range) {
@@ -1370,9 +1388,7 @@ impl ArchMmu {
                     }
                 }
                 L1Descriptor::Section { .. } | L1Descriptor::PageTable { .. } => {
-                    let Some(table) = self.table_for_update(m, l1, reserved) else {
-                        continue;
-                    };
+                    let table = self.table_for_update(m, l1, reserved)?;
                     // Read once: each entry is written only after it was read.
                     let words = &mut l2[..(hi - lo) as usize];
                     m.read_words(Self::l2_entry(table, lo), words);
@@ -1397,6 +1413,7 @@ impl ArchMmu {
                 }
             }
         }
+        Ok(())
     }
 
     /// Clears every mapped page of `range` (splitting sections partly inside) without unlinking
@@ -1408,9 +1425,9 @@ impl ArchMmu {
         reserved: &mut Reserved,
         batch: &mut TlbBatch,
         on_removed: &mut dyn FnMut(VirtPage, PhysFrame),
-    ) {
+    ) -> Result<(), MapError> {
         let mut emptied = Vec::new();
-        self.clear_entries(m, range, reserved, batch, &mut emptied, on_removed);
+        self.clear_entries(m, range, reserved, batch, &mut emptied, on_removed)
     }
 
     /// Splits the sections only partly inside `range` (their pages were reserved).
@@ -1419,15 +1436,16 @@ impl ArchMmu {
         m: &mut M,
         range: PageRange,
         reserved: &mut Reserved,
-    ) {
+    ) -> Result<(), MapError> {
         for l1 in self.l1_span(range) {
             let (lo, hi) = Self::clip(range, l1);
             if hi - lo < ENTRIES_PER_L2
                 && matches!(self.read_l1(m, l1), L1Descriptor::Section { .. })
             {
-                let _ = self.table_for_update(m, l1, reserved);
+                self.table_for_update(m, l1, reserved)?;
             }
         }
+        Ok(())
     }
 
     /// Frees the L2 pages of emptied tables whose group has no table left. Call after the TLB
@@ -1452,17 +1470,17 @@ impl ArchMmu {
         m: &mut M,
         l1: u32,
         reserved: &mut Reserved,
-    ) -> Option<PhysAddr> {
+    ) -> Result<PhysAddr, MapError> {
         if let L1Descriptor::PageTable { table, .. } = self.read_l1(m, l1) {
-            return Some(table);
+            return Ok(table);
         }
         let group = match self.group_page(m, l1) {
             Some(p) => p,
             None => {
-                let Some(p) = reserved.take() else {
-                    debug_assert!(false, "plan reserved no L2 page for L1[{l1}]");
-                    return None;
-                };
+                let p = reserved.take().ok_or(MapError::Internal {
+                    what: "the plan reserved no L2 page for this entry",
+                    va: page(l1 * ENTRIES_PER_L2).start(),
+                })?;
                 self.l2_pages += 1;
                 p
             }
@@ -1478,7 +1496,7 @@ impl ArchMmu {
                 pxn: false,
             },
         );
-        Some(table)
+        Ok(table)
     }
 
     /// The L2 table of an L1 entry that is a page table or a section (split first).
@@ -1487,9 +1505,13 @@ impl ArchMmu {
         m: &mut M,
         l1: u32,
         reserved: &mut Reserved,
-    ) -> Option<PhysAddr> {
+    ) -> Result<PhysAddr, MapError> {
+        let internal = |what| MapError::Internal {
+            what,
+            va: page(l1 * ENTRIES_PER_L2).start(),
+        };
         match self.read_l1(m, l1) {
-            L1Descriptor::PageTable { table, .. } => Some(table),
+            L1Descriptor::PageTable { table, .. } => Ok(table),
             L1Descriptor::Section { base, attrs, .. } => {
                 let group = match self.group_page(m, l1) {
                     Some(p) => p,
@@ -1499,8 +1521,9 @@ impl ArchMmu {
                             p
                         }
                         None => {
-                            debug_assert!(false, "plan reserved no L2 page for splitting L1[{l1}]");
-                            return None;
+                            return Err(internal(
+                                "the plan reserved no L2 page to split this section",
+                            ));
                         }
                     },
                 };
@@ -1524,9 +1547,11 @@ impl ArchMmu {
                     pxn: false,
                 };
                 self.break_before_make_l1(m, l1, desc);
-                Some(table)
+                Ok(table)
             }
-            L1Descriptor::Fault | L1Descriptor::Supersection(_) => None,
+            L1Descriptor::Fault | L1Descriptor::Supersection(_) => Err(internal(
+                "a page expected here has neither a table nor a section",
+            )),
         }
     }
 
@@ -1776,6 +1801,38 @@ mod tests {
     use super::{MapError, UsedCounts, nonzero};
     use alloc::vec;
     use alloc::vec::Vec;
+
+    /// What a user-visible operation reports for each error: only a missing frame or ASID is
+    /// exhaustion; anything else at that point is the vmm's own inconsistency.
+    #[test]
+    fn map_errors_become_enomem_or_the_internal_error() {
+        use crate::errno::Errno;
+        let va = crate::addr::VirtAddr::new(0x1000_0000);
+        assert_eq!(MapError::NoMemory.errno(), Errno::ENOMEM);
+        assert_eq!(MapError::NoAsid.errno(), Errno::ENOMEM);
+        for e in [
+            MapError::AlreadyMapped(va),
+            MapError::NotMapped(va),
+            MapError::Overlap,
+            MapError::UnsupportedDescriptor {
+                va,
+                raw: 0x4000_0002,
+            },
+            MapError::Internal { what: "test", va },
+        ] {
+            assert_eq!(e.errno(), Errno::Internal, "{e}");
+        }
+        assert_eq!(
+            alloc::format!(
+                "{}",
+                MapError::Internal {
+                    what: "no table",
+                    va
+                }
+            ),
+            "internal inconsistency at 0x10000000: no table"
+        );
+    }
 
     /// Map errors say what went wrong (reports and the guest's FAIL lines quote them).
     #[test]
