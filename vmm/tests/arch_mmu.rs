@@ -804,7 +804,7 @@ fn map_each_is_all_or_nothing() {
     let unsorted = [entries[1], entries[0]];
     assert_eq!(
         mmu.map_each(&mut f.m, &mut f.frames, &unsorted, rw_user()),
-        Err(MapError::Overlap)
+        Err(MapError::NotAscending(entries[0].0.start()))
     );
     mmu.map_each(&mut f.m, &mut f.frames, &entries, rw_user())
         .unwrap();
@@ -882,6 +882,22 @@ fn replace_range_swaps_mappings_without_freeing_tables() {
     );
     assert_eq!(mmu.mappings(&mut f.m).unwrap(), before);
     f.m.set_allocation_failure(AllocationFailure::Never);
+    // One frame too few is an error of its own, and changes nothing.
+    assert_eq!(
+        mmu.replace_range(
+            &mut f.m,
+            &mut f.frames,
+            pages(0x2100_0000, 256),
+            &many[1..],
+            rw_user(),
+            |_, _| {}
+        ),
+        Err(MapError::LengthMismatch {
+            pages: 256,
+            frames: 255
+        })
+    );
+    assert_eq!(mmu.mappings(&mut f.m).unwrap(), before);
     mmu.replace_range(
         &mut f.m,
         &mut f.frames,

@@ -70,6 +70,15 @@ pub enum MapError {
     AlreadyMapped(VirtAddr),
     /// The source and target of a move overlap.
     Overlap,
+    /// The pages given one by one are not strictly ascending (this page repeats or goes back).
+    NotAscending(VirtAddr),
+    /// A replacement names another number of frames than the range has pages.
+    LengthMismatch {
+        /// Pages in the range.
+        pages: u32,
+        /// Frames given.
+        frames: usize,
+    },
     /// The page to remap is not mapped.
     NotMapped(VirtAddr),
     /// A page-table page (or the ASID for a new space) could not be allocated.
@@ -125,6 +134,10 @@ impl fmt::Display for MapError {
             Self::InvalidFlags(flags) => write!(f, "flags {flags:?} do not fit this space"),
             Self::AlreadyMapped(va) => write!(f, "{va} is already mapped"),
             Self::Overlap => write!(f, "move source and target overlap"),
+            Self::NotAscending(va) => write!(f, "page {va} does not ascend from the one before"),
+            Self::LengthMismatch { pages, frames } => {
+                write!(f, "{frames} frames given for {pages} pages")
+            }
             Self::NotMapped(va) => write!(f, "{va} is not mapped"),
             Self::NoMemory => write!(f, "no frame for a page table"),
             Self::NoAsid => write!(f, "no free ASID"),
@@ -493,7 +506,7 @@ impl ArchMmu {
             })?;
             self.check_range(one)?;
             if i > 0 && entries[i - 1].0 >= p {
-                return Err(MapError::Overlap);
+                return Err(MapError::NotAscending(p.start()));
             }
         }
         let run = |frame| Run {
@@ -533,7 +546,10 @@ impl ArchMmu {
         self.check_range(range)?;
         self.check_flags(attrs.flags)?;
         if targets.len() != range.count() as usize {
-            return Err(MapError::Overlap);
+            return Err(MapError::LengthMismatch {
+                pages: range.count(),
+                frames: targets.len(),
+            });
         }
         let mut needed = GroupsNeeded::default();
         self.plan_splits(m, range, None, &mut needed)?;
