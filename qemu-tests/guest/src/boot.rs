@@ -33,17 +33,27 @@ pub fn enable_mmu() {
         unsafe { (*core::ptr::addr_of_mut!(BOOT_L1)).0[(pa >> 20) as usize] = section };
     }
     cp15::dsb();
-    cp15::write_ttbcr(2);
-    cp15::write_dacr(0b01);
-    cp15::write_contextidr(0);
+    // SAFETY: the MMU is still off: these only decide how the walks below go. N = 2 puts the
+    // guest (at 0x4000_0000) under TTBR1; domain 0 client applies the boot table's AP bits.
+    unsafe {
+        cp15::write_ttbcr(2);
+        cp15::write_dacr(0b01);
+        cp15::write_contextidr(0);
+    }
     use_boot_tables();
-    cp15::write_sctlr(cp15::read_sctlr() | 1);
+    // SAFETY: the boot table maps all RAM (the guest included) at VA = PA for PL1, so every
+    // access after the MMU goes on reaches the same memory as before.
+    unsafe { cp15::write_sctlr(cp15::read_sctlr() | 1) };
 }
 
 /// TTBR1 = the boot table, TTBR0 = the empty table, whole TLB invalidated.
 pub fn use_boot_tables() {
-    cp15::write_ttbr0(empty_user_table());
-    cp15::write_ttbr1(addr_of!(BOOT_L1) as u32);
+    // SAFETY: the empty table maps nothing below 1 GiB, where the guest has nothing; the boot
+    // table maps all RAM at VA = PA and is never changed after `enable_mmu` filled it.
+    unsafe {
+        cp15::write_ttbr0(empty_user_table());
+        cp15::write_ttbr1(addr_of!(BOOT_L1) as u32);
+    }
     cp15::tlbiall(0);
     cp15::dsb();
     cp15::isb();

@@ -1,18 +1,25 @@
 //! The CP15 registers and maintenance operations the guest uses, as small functions.
 //!
-//! Each is one `mcr`/`mrc` (plus the barrier the architecture asks for). They are safe to call
-//! in this guest: it runs at PL1, single-threaded, and every table it installs maps its own
-//! image (the vmm's kernel table maps all RAM at VA = PA, like the boot table).
+//! Each is one `mcr`/`mrc` (plus the barrier the architecture asks for). Reads, barriers and TLB
+//! maintenance are safe to call in this guest (it runs at PL1, single-threaded). The writes
+//! that steer translation (SCTLR, TTBR0, TTBR1, TTBCR, DACR, CONTEXTIDR) are `unsafe`, as
+//! aarch64-paging marks activating a table: what they install decides which memory every
+//! later access reaches, and a wrong value unmaps the guest's own code and data.
 
 use core::arch::asm;
 
 macro_rules! write_cp15 {
     ($(#[$doc:meta])* $name:ident, $crn:literal, $op1:literal, $crm:literal, $op2:literal) => {
         $(#[$doc])*
+        ///
+        /// # Safety
+        ///
+        /// The value must keep the guest's code, stacks and data mapped (VA = PA, PL1
+        /// read/write) and describe tables that stay valid while installed, so that every
+        /// access after the write reaches the memory it meant to.
         #[inline(always)]
-        pub fn $name(value: u32) {
-            // SAFETY: a CP15 write at PL1; see the module comment for why it keeps the guest's
-            // own mappings intact.
+        pub unsafe fn $name(value: u32) {
+            // SAFETY: a CP15 write at PL1; the caller keeps the mappings valid (see above).
             unsafe {
                 asm!(
                     concat!("mcr p15, ", $op1, ", {0}, ", $crn, ", ", $crm, ", ", $op2),

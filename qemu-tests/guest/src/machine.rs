@@ -23,7 +23,14 @@ pub struct GuestMachine {
 
 impl GuestMachine {
     /// A machine with `defect`.
-    pub const fn new(defect: GuestDefect) -> Self {
+    ///
+    /// # Safety
+    ///
+    /// The machine reads, writes, zeroes and copies any physical address the vmm hands it
+    /// through the linear map: every such address (the frame pool and the device window of the
+    /// layout the vmm boots with) must be RAM mapped at VA = PA for PL1, used by nothing else
+    /// while the machine lives.
+    pub const unsafe fn new(defect: GuestDefect) -> Self {
         Self {
             defect,
             invalidates: 0,
@@ -56,8 +63,8 @@ fn word_ptr(pa: PhysAddr) -> *mut u32 {
 
 impl Machine for GuestMachine {
     fn read_word(&mut self, pa: PhysAddr) -> u32 {
-        // SAFETY: the vmm reads only its table pages and frames in RAM, which the kernel's
-        // linear map covers at VA = PA.
+        // SAFETY: the vmm reads only its table pages and frames of its pool, RAM mapped at
+        // VA = PA and used by nothing else, as `GuestMachine::new`'s caller promised.
         unsafe { read_volatile(word_ptr(pa)) }
     }
 
@@ -72,14 +79,14 @@ impl Machine for GuestMachine {
         } else {
             value
         };
-        // SAFETY: the vmm writes only its own table pages (in the pool, mapped at VA = PA).
+        // SAFETY: the vmm writes only its own table pages, in the pool (`GuestMachine::new`).
         unsafe { write_volatile(word_ptr(pa), value) }
     }
 
     fn zero_frame(&mut self, frame: PhysFrame) {
         let p = word_ptr(frame.start());
         for i in 0..1024 {
-            // SAFETY: a whole pool frame the vmm owns, mapped at VA = PA.
+            // SAFETY: a whole pool frame the vmm owns, mapped at VA = PA (`GuestMachine::new`).
             unsafe { write_volatile(p.add(i), 0) }
         }
     }
@@ -87,7 +94,8 @@ impl Machine for GuestMachine {
     fn copy_frame(&mut self, dst: PhysFrame, src: PhysFrame) {
         let (d, s) = (word_ptr(dst.start()), word_ptr(src.start()));
         for i in 0..1024 {
-            // SAFETY: two distinct frames the vmm owns, mapped at VA = PA.
+            // SAFETY: two distinct pool frames the vmm owns, mapped at VA = PA
+            // (`GuestMachine::new`).
             unsafe { write_volatile(d.add(i), read_volatile(s.add(i))) }
         }
     }
@@ -131,9 +139,14 @@ impl Machine for GuestMachine {
         let (table, asid) = space.map_or((empty, 0), |(l1, asid)| {
             (l1.start().as_u32(), u32::from(asid.value()))
         });
-        cp15::write_ttbr0(empty);
-        cp15::write_contextidr(asid);
-        cp15::write_ttbr0(table);
+        // SAFETY: TTBR0 covers only the user half, where the guest has nothing of its own; the
+        // tables are the empty one or a live space's L1 table, which the vmm frees only after
+        // switching away from it.
+        unsafe {
+            cp15::write_ttbr0(empty);
+            cp15::write_contextidr(asid);
+            cp15::write_ttbr0(table);
+        }
     }
 
     fn frame_allocation_permitted(&mut self) -> bool {

@@ -28,8 +28,13 @@ impl World {
             asids,
             ..Layout::with_pool_frames(pool_frames)
         };
-        let vm = Vm::new(GuestMachine::new(defect), layout)?;
-        cp15::write_ttbr1(vm.kernel().l1_table().as_u32());
+        // SAFETY: the pool and the device window are RAM mapped at VA = PA by the boot table
+        // and by the vmm's kernel table, and nothing else of the guest lives there.
+        let machine = unsafe { GuestMachine::new(defect) };
+        let vm = Vm::new(machine, layout)?;
+        // SAFETY: the vmm's kernel table maps all RAM at VA = PA for PL1 exactly as the boot
+        // table does, so the guest stays mapped; it lives as long as the world.
+        unsafe { cp15::write_ttbr1(vm.kernel().l1_table().as_u32()) };
         cp15::tlbiall(0);
         cp15::dsb();
         cp15::isb();
