@@ -1,0 +1,283 @@
+//! The commit half of every operation: descriptor writes from a plan, with break-before-make,
+//! table splits from reserved pages, and emptied tables unlinked. A commit never fails on a
+//! condition a caller can cause; finding less than its plan promised is
+//! [`MapError::Internal`].
+
+use super::*;
+
+impl ArchMmu {
+    pub(super) fn commit_map<M: Machine>(
+        &mut self,
+        m: &mut M,
+        target: VirtPage,
+        run: &Run,
+        reserved: &mut Reserved,
+    ) -> Result<(), MapError> {
+        let Run {
+            frame,
+            count,
+            attrs,
+            section: sections,
+            ..
+        } = *run;
+        let va = target;
+        let pattrs = attrs.to_page_attributes();
+        for chunk in chunks(va, frame, count, sections) {
+            match chunk {
+                Chunk::Section { l1, frame, .. } => {
+                    let desc = L1Descriptor::Section {
+                        base: frame.start(),
+                        attrs: pattrs,
+                        domain: Domain::ZERO,
+                        ns: false,
+                        pxn: false,
+                    };
+                    self.write_l1(m, l1, desc);
+                }
+                Chunk::Pages {
+                    l1,
+                    va,
+                    frame,
+                    count,
+                } => {
+                    let table = self.table_for_insert(m, l1, reserved)?;
+                    for i in 0..count {
+                        let desc = L2Descriptor::Small {
+                            base: frame_plus(frame, i).start(),
+                            attrs: pattrs,
+                        };
+                        m.write_word(Self::l2_entry(table, va.number() + i), desc.encode());
+                    }
+                    *self.used.get_mut(l1) += count as u16;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn commit_unmap<M: Machine>(
+        &mut self,
+        m: &mut M,
+        range: PageRange,
+        reserved: &mut Reserved,
+        batch: &mut TlbBatch,
+        emptied: &mut Vec<(u32, PhysFrame)>,
+        on_removed: &mut dyn FnMut(VirtPage, PhysFrame),
+    ) -> Result<(), MapError> {
+        let first_new = emptied.len();
+        self.clear_entries(m, range, reserved, batch, emptied, on_removed)?;
+        // Unlink emptied tables only now: a split later in the pass may still need their page.
+        // The per-page invalidates of each such MiB also drop any cached L1 entry.
+        for &(l1, _) in &emptied[first_new..] {
+            self.write_l1(m, l1, L1Descriptor::Fault);
+        }
+        Ok(())
+    }
+
+    /// Clears the mapped pages of `range`, splitting sections partly inside; notes the tables
+    /// that became empty in `emptied` but leaves them linked.
+    pub(super) fn clear_entries<M: Machine>(
+        &mut self,
+        m: &mut M,
+        range: PageRange,
+        reserved: &mut Reserved,
+        batch: &mut TlbBatch,
+        emptied: &mut Vec<(u32, PhysFrame)>,
+        on_removed: &mut dyn FnMut(VirtPage, PhysFrame),
+    ) -> Result<(), MapError> {
+        // Each pass changes only its own L1 entry, so the entries can be read up front.
+        let mut l2 = [0u32; ENTRIES_PER_L2 as usize];
+        for (l1, descriptor) in self.valid_l1s(m, range) {
+            let (lo, hi) = Self::clip(range, l1);
+            match descriptor {
+                L1Descriptor::Fault | L1Descriptor::Supersection(_) => {}
+                L1Descriptor::Section { base, .. } if hi - lo == ENTRIES_PER_L2 => {
+                    self.write_l1(m, l1, L1Descriptor::Fault);
+                    batch.push(page(lo));
+                    let first = PhysFrame::containing(base);
+                    for i in 0..ENTRIES_PER_L2 {
+                        on_removed(page(lo + i), frame_plus(first, i));
+                    }
+                }
+                L1Descriptor::Section { .. } | L1Descriptor::PageTable { .. } => {
+                    let table = self.table_for_update(m, l1, reserved)?;
+                    // Read once: each entry is written only after it was read.
+                    let words = &mut l2[..(hi - lo) as usize];
+                    m.read_words(Self::l2_entry(table, lo), words);
+                    for (p, &raw) in (lo..hi).zip(words.iter()) {
+                        let pa = Self::l2_entry(table, p);
+                        let frame = match L2Descriptor::decode(raw) {
+                            L2Descriptor::Fault => continue,
+                            L2Descriptor::Small { base, .. } => PhysFrame::containing(base),
+                            L2Descriptor::Large { base, .. } => {
+                                frame_plus(PhysFrame::containing(base), p % 16)
+                            }
+                        };
+                        m.write_word(pa, 0);
+                        batch.push(page(p));
+                        let count = self.used.get_mut(l1);
+                        *count = count.saturating_sub(1);
+                        on_removed(page(p), frame);
+                    }
+                    if self.used.get(l1) == 0 {
+                        emptied.push((l1, PhysFrame::containing(table)));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Clears every mapped page of `range` (splitting sections partly inside) without unlinking
+    /// tables that become empty.
+    pub(super) fn commit_clear<M: Machine>(
+        &mut self,
+        m: &mut M,
+        range: PageRange,
+        reserved: &mut Reserved,
+        batch: &mut TlbBatch,
+        on_removed: &mut dyn FnMut(VirtPage, PhysFrame),
+    ) -> Result<(), MapError> {
+        let mut emptied = Vec::new();
+        self.clear_entries(m, range, reserved, batch, &mut emptied, on_removed)
+    }
+
+    /// Splits the sections only partly inside `range` (their pages were reserved).
+    pub(super) fn commit_partial_splits<M: Machine>(
+        &mut self,
+        m: &mut M,
+        range: PageRange,
+        reserved: &mut Reserved,
+    ) -> Result<(), MapError> {
+        for l1 in self.l1_span(range) {
+            let (lo, hi) = Self::clip(range, l1);
+            if hi - lo < ENTRIES_PER_L2
+                && matches!(self.read_l1(m, l1), L1Descriptor::Section { .. })
+            {
+                self.table_for_update(m, l1, reserved)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Frees the L2 pages of emptied tables whose group has no table left. Call after the TLB
+    /// batch is flushed.
+    pub(super) fn free_emptied<M: Machine>(
+        &mut self,
+        m: &mut M,
+        frames: &mut FrameAllocator,
+        emptied: Vec<(u32, PhysFrame)>,
+    ) {
+        for (l1, p) in emptied {
+            if self.group_page(m, l1).is_none() && frames.free(m, p).is_ok() {
+                self.l2_pages -= 1;
+            }
+        }
+    }
+
+    /// The L2 table for a fault L1 entry about to receive pages: the group's page if it has one,
+    /// else a reserved page.
+    pub(super) fn table_for_insert<M: Machine>(
+        &mut self,
+        m: &mut M,
+        l1: u32,
+        reserved: &mut Reserved,
+    ) -> Result<PhysAddr, MapError> {
+        if let L1Descriptor::PageTable { table, .. } = self.read_l1(m, l1) {
+            return Ok(table);
+        }
+        let group = match self.group_page(m, l1) {
+            Some(p) => p,
+            None => {
+                let p = reserved.take().ok_or(MapError::Internal {
+                    what: "the plan reserved no L2 page for this entry",
+                    va: page(l1 * ENTRIES_PER_L2).start(),
+                })?;
+                self.l2_pages += 1;
+                p
+            }
+        };
+        let table = Self::slot(group, l1);
+        self.write_l1(
+            m,
+            l1,
+            L1Descriptor::PageTable {
+                table,
+                domain: Domain::ZERO,
+                ns: false,
+                pxn: false,
+            },
+        );
+        Ok(table)
+    }
+
+    /// The L2 table of an L1 entry that is a page table or a section (split first).
+    pub(super) fn table_for_update<M: Machine>(
+        &mut self,
+        m: &mut M,
+        l1: u32,
+        reserved: &mut Reserved,
+    ) -> Result<PhysAddr, MapError> {
+        let internal = |what| MapError::Internal {
+            what,
+            va: page(l1 * ENTRIES_PER_L2).start(),
+        };
+        match self.read_l1(m, l1) {
+            L1Descriptor::PageTable { table, .. } => Ok(table),
+            L1Descriptor::Section { base, attrs, .. } => {
+                let group = match self.group_page(m, l1) {
+                    Some(p) => p,
+                    None => match reserved.take() {
+                        Some(p) => {
+                            self.l2_pages += 1;
+                            p
+                        }
+                        None => {
+                            return Err(internal(
+                                "the plan reserved no L2 page to split this section",
+                            ));
+                        }
+                    },
+                };
+                let table = Self::slot(group, l1);
+                let first = PhysFrame::containing(base);
+                for i in 0..ENTRIES_PER_L2 {
+                    let desc = L2Descriptor::Small {
+                        base: frame_plus(first, i).start(),
+                        attrs,
+                    };
+                    m.write_word(
+                        Self::l2_entry(table, l1 * ENTRIES_PER_L2 + i),
+                        desc.encode(),
+                    );
+                }
+                *self.used.get_mut(l1) = ENTRIES_PER_L2 as u16;
+                let desc = L1Descriptor::PageTable {
+                    table,
+                    domain: Domain::ZERO,
+                    ns: false,
+                    pxn: false,
+                };
+                self.break_before_make_l1(m, l1, desc);
+                Ok(table)
+            }
+            L1Descriptor::Fault | L1Descriptor::Supersection(_) => Err(internal(
+                "a page expected here has neither a table nor a section",
+            )),
+        }
+    }
+
+    /// Replaces a valid L1 entry: fault, DSB, invalidate, DSB, new value.
+    pub(super) fn break_before_make_l1<M: Machine>(
+        &mut self,
+        m: &mut M,
+        l1: u32,
+        new: L1Descriptor,
+    ) {
+        self.write_l1(m, l1, L1Descriptor::Fault);
+        let mut batch = TlbBatch::new(self.scope());
+        batch.push(page(l1 * ENTRIES_PER_L2));
+        batch.flush(m);
+        self.write_l1(m, l1, new);
+    }
+}
