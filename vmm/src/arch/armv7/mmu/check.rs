@@ -40,7 +40,7 @@ impl ArchMmu {
         for group_first in groups {
             let mut group_page = None;
             for l1 in group_first..group_first + TABLES_PER_PAGE {
-                let va = page(l1 * ENTRIES_PER_L2).start();
+                let va = page_addr(l1 * ENTRIES_PER_L2);
                 match L1Descriptor::decode(raw_l1(l1)) {
                     L1Descriptor::Fault => {
                         if self.used.get(l1) != 0 {
@@ -92,11 +92,11 @@ impl ArchMmu {
                             match L2Descriptor::decode(raw) {
                                 L2Descriptor::Fault => {}
                                 L2Descriptor::Small { attrs, .. } => {
-                                    self.check_attrs(page(p).start(), attrs, Domain::ZERO)?;
+                                    self.check_attrs(page_addr(p), attrs, Domain::ZERO)?;
                                     valid += 1;
                                 }
                                 L2Descriptor::Large { .. } => {
-                                    return Err(format!("large page at {:?}", page(p)));
+                                    return Err(format!("large page at {:?}", page_addr(p)));
                                 }
                             }
                         }

@@ -43,7 +43,7 @@ impl ArchMmu {
                     let table = self.table_for_insert(m, l1, reserved)?;
                     for i in 0..count {
                         let desc = L2Descriptor::Small {
-                            base: frame_plus(frame, i).start(),
+                            base: frame_plus(frame, i)?.start(),
                             attrs: pattrs,
                         };
                         m.write_word(Self::l2_entry(table, va.number() + i), desc.encode());
@@ -93,10 +93,10 @@ impl ArchMmu {
                 L1Descriptor::Fault | L1Descriptor::Supersection(_) => {}
                 L1Descriptor::Section { base, .. } if hi - lo == ENTRIES_PER_L2 => {
                     self.write_l1(m, l1, L1Descriptor::Fault);
-                    batch.push(page(lo));
+                    batch.push(page(lo)?);
                     let first = PhysFrame::containing(base);
                     for i in 0..ENTRIES_PER_L2 {
-                        on_removed(page(lo + i), frame_plus(first, i));
+                        on_removed(page(lo + i)?, frame_plus(first, i)?);
                     }
                 }
                 L1Descriptor::Section { .. } | L1Descriptor::PageTable { .. } => {
@@ -110,14 +110,14 @@ impl ArchMmu {
                             L2Descriptor::Fault => continue,
                             L2Descriptor::Small { base, .. } => PhysFrame::containing(base),
                             L2Descriptor::Large { base, .. } => {
-                                frame_plus(PhysFrame::containing(base), p % 16)
+                                frame_plus(PhysFrame::containing(base), p % 16)?
                             }
                         };
                         m.write_word(pa, 0);
-                        batch.push(page(p));
+                        batch.push(page(p)?);
                         let count = self.used.get_mut(l1);
                         *count = count.saturating_sub(1);
-                        on_removed(page(p), frame);
+                        on_removed(page(p)?, frame);
                     }
                     if self.used.get(l1) == 0 {
                         emptied.push((l1, PhysFrame::containing(table)));
@@ -191,7 +191,7 @@ impl ArchMmu {
             None => {
                 let p = reserved.take().ok_or(MapError::Internal {
                     what: "the plan reserved no L2 page for this entry",
-                    va: page(l1 * ENTRIES_PER_L2).start(),
+                    va: page_addr(l1 * ENTRIES_PER_L2),
                 })?;
                 self.l2_pages += 1;
                 p
@@ -220,7 +220,7 @@ impl ArchMmu {
     ) -> Result<PhysAddr, MapError> {
         let internal = |what| MapError::Internal {
             what,
-            va: page(l1 * ENTRIES_PER_L2).start(),
+            va: page_addr(l1 * ENTRIES_PER_L2),
         };
         match self.read_l1(m, l1) {
             L1Descriptor::PageTable { table, .. } => Ok(table),
@@ -243,7 +243,7 @@ impl ArchMmu {
                 let first = PhysFrame::containing(base);
                 for i in 0..ENTRIES_PER_L2 {
                     let desc = L2Descriptor::Small {
-                        base: frame_plus(first, i).start(),
+                        base: frame_plus(first, i)?.start(),
                         attrs,
                     };
                     m.write_word(
@@ -258,7 +258,7 @@ impl ArchMmu {
                     ns: false,
                     pxn: false,
                 };
-                self.break_before_make_l1(m, l1, desc);
+                self.break_before_make_l1(m, l1, desc)?;
                 Ok(table)
             }
             L1Descriptor::Fault | L1Descriptor::Supersection(_) => Err(internal(
@@ -273,11 +273,13 @@ impl ArchMmu {
         m: &mut M,
         l1: u32,
         new: L1Descriptor,
-    ) {
+    ) -> Result<(), MapError> {
+        let first = page(l1 * ENTRIES_PER_L2)?;
         self.write_l1(m, l1, L1Descriptor::Fault);
         let mut batch = TlbBatch::new(self.scope());
-        batch.push(page(l1 * ENTRIES_PER_L2));
+        batch.push(first);
         batch.flush(m);
         self.write_l1(m, l1, new);
+        Ok(())
     }
 }

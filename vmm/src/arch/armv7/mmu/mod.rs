@@ -41,7 +41,7 @@ use crate::phys::FrameAllocator;
 
 pub use error::MapError;
 use plan::{Chunk, GroupsNeeded, Reserved, Run, chunks};
-use tables::{UsedCounts, frame_plus, page};
+use tables::{UsedCounts, frame_plus, page, page_addr};
 pub use walk::{BlockSize, Translation};
 
 /// First virtual address translated through TTBR1 (TTBCR.N = 2).
@@ -124,7 +124,7 @@ impl ArchMmu {
             .alloc_contiguous(m, KERNEL_L1_FRAMES)
             .map_err(|_| MapError::NoMemory)?;
         for i in 0..KERNEL_L1_FRAMES {
-            m.zero_frame(frame_plus(l1, i));
+            m.zero_frame(frame_plus(l1, i)?);
         }
         Ok(Self {
             kind: SpaceKind::Kernel,
@@ -163,7 +163,8 @@ impl ArchMmu {
     #[must_use]
     pub fn window(&self) -> PageRange {
         let (first, end) = self.l1_window();
-        PageRange::new(page(first * ENTRIES_PER_L2), (end - first) * ENTRIES_PER_L2)
+        VirtPage::from_number(first * ENTRIES_PER_L2)
+            .and_then(|start| PageRange::new(start, (end - first) * ENTRIES_PER_L2))
             .expect("both windows are non-empty and end at or below 4 GiB")
     }
 
@@ -393,7 +394,7 @@ impl ArchMmu {
                         ns,
                         pxn,
                     };
-                    self.break_before_make_l1(m, l1, desc);
+                    self.break_before_make_l1(m, l1, desc)?;
                 }
                 L1Descriptor::Section { .. } | L1Descriptor::PageTable { .. } => {
                     let table = self.table_for_update(m, l1, &mut reserved)?;
@@ -417,7 +418,7 @@ impl ArchMmu {
                     if !changed.is_empty() {
                         let mut batch = TlbBatch::new(self.scope());
                         for &(_, _, p) in &changed {
-                            batch.push(page(p));
+                            batch.push(page(p)?);
                         }
                         batch.flush(m);
                         for (pa, raw, _) in changed {
@@ -456,14 +457,14 @@ impl ArchMmu {
         let runs = self.runs_of(m, from)?;
         let mut needed = GroupsNeeded::default();
         for r in &runs {
-            let target = page(to.number() + r.offset);
+            let target = page(to.number() + r.offset)?;
             self.plan_map(m, target, r, &mut needed)?;
         }
         self.plan_splits(m, from, None, &mut needed)?;
         let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
         // Map the targets first so no L2 page is freed and then needed again.
         for r in &runs {
-            let target = page(to.number() + r.offset);
+            let target = page(to.number() + r.offset)?;
             self.commit_map(m, target, r, &mut reserved)?;
         }
         let mut batch = TlbBatch::new(self.scope());
@@ -592,12 +593,12 @@ impl ArchMmu {
             }
         }
         for r in &runs {
-            for chunk in chunks(page(to.number() + r.offset), r.frame, r.count, r.section) {
+            for chunk in chunks(page(to.number() + r.offset)?, r.frame, r.count, r.section) {
                 let Chunk::Pages { l1, .. } = chunk else {
                     continue;
                 };
                 let mib =
-                    PageRange::new(page(l1 * ENTRIES_PER_L2), ENTRIES_PER_L2).unwrap_or(target);
+                    PageRange::new(page(l1 * ENTRIES_PER_L2)?, ENTRIES_PER_L2).unwrap_or(target);
                 // After the clear: a table stays a table, a section wholly cleared is a fault,
                 // a section partly cleared was split into a table.
                 let has_table = match self.read_l1(m, l1) {
@@ -607,8 +608,10 @@ impl ArchMmu {
                 };
                 let first = l1 - l1 % TABLES_PER_PAGE;
                 let group_has_page = (first..first + TABLES_PER_PAGE).any(|j| {
-                    let mib_j =
-                        PageRange::new(page(j * ENTRIES_PER_L2), ENTRIES_PER_L2).unwrap_or(target);
+                    let mib_j = page(j * ENTRIES_PER_L2)
+                        .ok()
+                        .and_then(|p| PageRange::new(p, ENTRIES_PER_L2))
+                        .unwrap_or(target);
                     match self.read_l1(m, j) {
                         L1Descriptor::PageTable { .. } => !unlinked.contains(&j),
                         // Split by the clear or at the source's edges: a table from then on.
@@ -650,14 +653,14 @@ impl ArchMmu {
             {
                 self.write_l1(m, l1, L1Descriptor::Fault);
                 let mut b = TlbBatch::new(self.scope());
-                b.push(page(l1 * ENTRIES_PER_L2));
+                b.push(page(l1 * ENTRIES_PER_L2)?);
                 b.flush(m);
                 emptied.push((l1, PhysFrame::containing(table)));
             }
         }
         // 3. Map the targets, 4. clear the source.
         for r in &runs {
-            self.commit_map(m, page(to.number() + r.offset), r, &mut reserved)?;
+            self.commit_map(m, page(to.number() + r.offset)?, r, &mut reserved)?;
         }
         let mut batch = TlbBatch::new(self.scope());
         self.commit_unmap(
@@ -675,7 +678,7 @@ impl ArchMmu {
                     && self.used.get(l1) == 0
                 {
                     self.write_l1(m, l1, L1Descriptor::Fault);
-                    batch.push(page(l1 * ENTRIES_PER_L2));
+                    batch.push(page(l1 * ENTRIES_PER_L2)?);
                     emptied.push((l1, PhysFrame::containing(table)));
                 }
             }
@@ -718,7 +721,7 @@ impl ArchMmu {
     /// The frames holding this space's tables: L1 frames first, then each L2 page.
     pub fn table_frames<M: Machine>(&self, m: &mut M) -> Vec<PhysFrame> {
         let mut out: Vec<PhysFrame> = (0..self.l1_frames())
-            .map(|i| frame_plus(self.l1, i))
+            .filter_map(|i| frame_plus(self.l1, i).ok())
             .collect();
         out.extend(self.group_pages(m));
         out

@@ -129,7 +129,7 @@ impl ArchMmu {
             let offset = offset as u32;
             let first_of_section = p.number() - p.number() % ENTRIES_PER_L2;
             let whole_section = t.block == BlockSize::Section
-                && from.contains(page(first_of_section))
+                && from.contains(page(first_of_section)?)
                 && from.end_number() >= first_of_section + ENTRIES_PER_L2;
             if let Some(last) = runs.last_mut()
                 && last.offset + last.count == offset
@@ -177,7 +177,7 @@ impl ArchMmu {
                                     .is_valid()
                             })
                             .unwrap_or(va.number());
-                        return Err(MapError::AlreadyMapped(page(first).start()));
+                        return Err(MapError::AlreadyMapped(page_addr(first)));
                     }
                     _ => return Err(MapError::AlreadyMapped(va.start())),
                 },
@@ -192,7 +192,7 @@ impl ArchMmu {
                             if L2Descriptor::decode(m.read_word(Self::l2_entry(table, p)))
                                 .is_valid()
                             {
-                                return Err(MapError::AlreadyMapped(page(p).start()));
+                                return Err(MapError::AlreadyMapped(page_addr(p)));
                             }
                         }
                     }
@@ -217,7 +217,7 @@ impl ArchMmu {
             match descriptor {
                 L1Descriptor::Supersection(raw) => {
                     return Err(MapError::UnsupportedDescriptor {
-                        va: page(lo).start(),
+                        va: page_addr(lo),
                         raw,
                     });
                 }

@@ -71,13 +71,27 @@ where
     out
 }
 
-pub(super) fn page(number: u32) -> VirtPage {
-    // Callers pass numbers below 2^20 (inside a window); fall back to page 0 rather than panic.
-    VirtPage::from_number(number).unwrap_or_default()
+/// The page with this number. Callers compute numbers inside a checked window, so one past
+/// 2^20 is an inconsistency of the vmm's own, never a page to act on in its place.
+pub(super) fn page(number: u32) -> Result<VirtPage, MapError> {
+    VirtPage::from_number(number).ok_or(MapError::Internal {
+        what: "a page number past 4 GiB",
+        va: page_addr(number),
+    })
 }
 
-pub(super) fn frame_plus(frame: PhysFrame, n: u32) -> PhysFrame {
-    frame.checked_add(n).unwrap_or(frame)
+/// The first address of page `number`, for an error report (wrapping past 4 GiB).
+pub(super) fn page_addr(number: u32) -> VirtAddr {
+    VirtAddr::new(number.wrapping_shl(12))
+}
+
+/// The frame `n` frames after `frame`, which a section or run of the tables maps, so it exists;
+/// one past 4 GiB is an inconsistency, never a frame to map in its place.
+pub(super) fn frame_plus(frame: PhysFrame, n: u32) -> Result<PhysFrame, MapError> {
+    frame.checked_add(n).ok_or(MapError::Internal {
+        what: "a frame past 4 GiB",
+        va: VirtAddr::new(0),
+    })
 }
 
 impl ArchMmu {

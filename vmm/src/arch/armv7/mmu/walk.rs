@@ -61,7 +61,7 @@ impl ArchMmu {
         }
         let lo = range.start().number().max(window.start().number());
         let hi = range.end_number().min(window.end_number());
-        let Some(clipped) = PageRange::new(page(lo), hi - lo) else {
+        let Some(clipped) = PageRange::new(page(lo)?, hi - lo) else {
             return Ok(out);
         };
         let mut l2 = [0u32; ENTRIES_PER_L2 as usize];
@@ -76,8 +76,8 @@ impl ArchMmu {
                 m.read_words(Self::l2_entry(table, first), words);
             }
             for (p, &raw) in (first..end).zip(words.iter()) {
-                if let Some(t) = Self::translation(descriptor, raw, page(p), &mut decoded)? {
-                    out.push((page(p), t));
+                if let Some(t) = Self::translation(descriptor, raw, page(p)?, &mut decoded)? {
+                    out.push((page(p)?, t));
                 }
             }
         }
@@ -124,7 +124,7 @@ impl ArchMmu {
                 return Err(MapError::UnsupportedDescriptor { va, raw });
             }
             L1Descriptor::Section { base, attrs, .. } => (
-                frame_plus(PhysFrame::containing(base), p.number() % ENTRIES_PER_L2),
+                frame_plus(PhysFrame::containing(base), p.number() % ENTRIES_PER_L2)?,
                 attrs,
                 BlockSize::Section,
             ),
