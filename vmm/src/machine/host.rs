@@ -514,6 +514,22 @@ mod tests {
         PhysFrame::from_start(PhysAddr::new(pa)).unwrap()
     }
 
+    /// A checker's view of a frame: its bytes once written, none before, nothing outside RAM.
+    #[test]
+    fn peek_frame_shows_a_frame_without_recording() {
+        let mut m = HostMachine::default();
+        m.set_recording(true);
+        let f = frame(0x4000_3000);
+        assert_eq!(m.peek_frame(f), Some(None), "never written: all zeros");
+        m.write_word(PhysAddr::new(0x4000_3008), 0xABCD_0123);
+        m.clear_log();
+        let bytes = m.peek_frame(f).expect("in RAM").expect("written");
+        assert_eq!(&bytes[8..12], &0xABCD_0123u32.to_le_bytes());
+        assert!(bytes[..8].iter().chain(&bytes[12..]).all(|&b| b == 0));
+        assert!(m.log().is_empty(), "peeking records nothing");
+        assert_eq!(m.peek_frame(frame(0x3FFF_F000)), None, "below RAM");
+    }
+
     #[test]
     fn words_round_trip_and_record() {
         let mut m = HostMachine::default();
