@@ -1,4 +1,4 @@
-//! The `mmu` fuzz target's driver: fuzzer bytes -> `ArchMmu` map/unmap/protect/move/query ops ->
+//! The `mmu` fuzz target's driver: fuzzer bytes -> `ArchMmu` map/unmap/protect/move/query/replace ops ->
 //! [`run_sequence`] (the vmm's `ArchMmu` against a `BTreeMap` model, shared with vmm's
 //! `arch_mmu_model` proptest).
 //!
@@ -7,10 +7,10 @@
 //!
 //! | byte | meaning |
 //! |---|---|
-//! | 0 | bits 0-2: the op (modulo 5: map, unmap, protect, move, query); bit 6: refuse an allocation, bits 3-4: which one (0-3) |
+//! | 0 | bits 0-2: the op (map, unmap, protect, move, query, replace, then 6 unmap again and 7 protect); bit 6: refuse an allocation, bits 3-4: which one (0-3) |
 //! | 1-2 | `va` (or `from`), little-endian: below [`AREA_PAGES`] a page of the 8 MiB area at [`AREA_BASE`], the next four the window's edges (0, last page, first page past it, page 0xF_FFFF), above that `AREA_BASE + v % AREA_PAGES` |
 //! | 3-4 | `pages`, modulo 1101 |
-//! | 5-6 | map: `frame` = [`PHYS_BASE`] + the value (0xFFFF: frame 0xF_FF00, whose range overflows); move: `to`, as bytes 1-2 |
+//! | 5-6 | map, replace: `frame` = [`PHYS_BASE`] + the value (0xFFFF: frame 0xF_FF00, whose range overflows); move: `to`, as bytes 1-2 |
 //! | 7 | `flags` (bits 0-3: read, write, execute, user), bits 4-5 the memory type |
 
 #[path = "mmu_model.rs"]
@@ -82,7 +82,14 @@ pub fn decode(data: &[u8]) -> Sequence {
             let va = page_of(word(1));
             let pages = u32::from(word(3)) % PAGES_MODULO;
             let op = match r[0] & 7 {
-                0 | 5 => Op::Map {
+                0 => Op::Map {
+                    va,
+                    pages,
+                    frame: frame_of(word(5)),
+                    flags: r[7] & 0xF,
+                    memory: (r[7] >> 4) & 3,
+                },
+                5 => Op::Replace {
                     va,
                     pages,
                     frame: frame_of(word(5)),
@@ -146,6 +153,19 @@ pub fn encode(ops: &[(Op, Option<u8>)]) -> Result<Vec<u8>, String> {
             } => (2, va, p, Some(0), (flags < 16).then_some(flags)),
             Op::Move { from, pages: p, to } => (3, from, p, page_code(to), Some(0)),
             Op::Query { va } => (4, va, 0, Some(0), Some(0)),
+            Op::Replace {
+                va,
+                pages: p,
+                frame,
+                flags,
+                memory,
+            } => (
+                5,
+                va,
+                p,
+                frame_code(frame),
+                (memory < 4 && flags < 16).then_some(flags | memory << 4),
+            ),
         };
         let va = page_code(va).ok_or_else(bad)?;
         let n = pages(n).ok_or_else(bad)?;
@@ -242,6 +262,35 @@ pub fn seeds() -> Vec<(&'static str, Sequence)> {
                     None,
                 ),
                 (map(AREA_BASE + 1536, 512, PHYS_BASE + 1024), Some(1)),
+            ],
+        ),
+        (
+            "replace_over_a_section_and_pages",
+            vec![
+                // A section (both starts 1 MiB aligned) and small pages after it.
+                (map(AREA_BASE + 256, 300, PHYS_BASE + 256), None),
+                // Replaced from inside the section to past its pages: the section splits, the
+                // range becomes small pages of the new frames, with a refusal first.
+                (
+                    Op::Replace {
+                        va: AREA_BASE + 300,
+                        pages: 280,
+                        frame: PHYS_BASE + 4096,
+                        flags: 8 | 1 | 2,
+                        memory: 0,
+                    },
+                    Some(0),
+                ),
+                (
+                    Op::Replace {
+                        va: AREA_BASE + 300,
+                        pages: 280,
+                        frame: PHYS_BASE + 4096,
+                        flags: 8 | 1 | 2,
+                        memory: 0,
+                    },
+                    None,
+                ),
             ],
         ),
         (

@@ -178,6 +178,15 @@ pub enum Op {
     Query {
         va: u32,
     },
+    /// `replace_range`: the pages map `frame..frame + pages` as small pages, whatever was
+    /// there before going (the result counts what went).
+    Replace {
+        va: u32,
+        pages: u32,
+        frame: u32,
+        flags: u8,
+        memory: u8,
+    },
 }
 
 fn flags_of(bits: u8) -> MappingFlags {
@@ -342,6 +351,39 @@ fn predict(model: &Model, op: &Op, fail_at: Option<u64>) -> (Result<Option<u32>,
                 Ok(model.pages.get(&va).map(|e| e.frame))
             }
         }
+        Op::Replace {
+            va,
+            pages,
+            frame,
+            flags,
+            memory,
+        } => {
+            let attrs = MappingAttrs {
+                flags: flags_of(flags),
+                memory: memory_of(memory),
+            };
+            if !in_window(va, pages) {
+                Err(out_of_window(va, pages))
+            } else if !attrs.flags.contains(MappingFlags::USER) {
+                Err(MapError::InvalidFlags(attrs.flags))
+            } else if u64::from(frame) + u64::from(pages) > 1 << 20 {
+                // The driver hands over only the frames below 4 GiB.
+                Err(MapError::LengthMismatch {
+                    pages,
+                    frames: ((1u32 << 20).saturating_sub(frame)).min(pages) as usize,
+                })
+            } else {
+                // Sections partly inside are split, everything inside goes, and the range is
+                // mapped with small pages; no table is emptied on the way.
+                let gone = after.unmap(va, pages);
+                after.map(va, frame, pages, attrs, false);
+                if no_memory(model, &BTreeSet::new(), &after) {
+                    Err(MapError::NoMemory)
+                } else {
+                    Ok(Some(gone))
+                }
+            }
+        }
     };
     if result.is_err() {
         after = model.clone();
@@ -380,6 +422,27 @@ fn apply(w: &mut World, op: &Op) -> Result<Option<u32>, MapError> {
             let r = range(from, pages).ok_or(out_of_window(from, pages))?;
             let t = VirtPage::from_number(to).ok_or(out_of_window(to, pages))?;
             mmu.move_pages(m, frames, r, t).map(Some)
+        }
+        Op::Replace {
+            va,
+            pages,
+            frame,
+            flags,
+            memory,
+        } => {
+            let r = range(va, pages).ok_or(out_of_window(va, pages))?;
+            // The frames from `frame` that exist (below 4 GiB): fewer than the pages when the run
+            // would pass 4 GiB, which the vmm refuses as a length mismatch.
+            let targets: Vec<PhysFrame> = (0..pages)
+                .map_while(|i| PhysFrame::from_number(frame.checked_add(i)?))
+                .collect();
+            let attrs = MappingAttrs {
+                flags: flags_of(flags),
+                memory: memory_of(memory),
+            };
+            let mut gone = 0;
+            mmu.replace_range(m, frames, r, &targets, attrs, |_, _| gone += 1)
+                .map(|()| Some(gone))
         }
         Op::Query { va } => {
             let t = mmu.query(
@@ -647,7 +710,10 @@ fn run_op(
         }
         w.model = model_after;
         match *op {
-            Op::Map { va, pages, .. } | Op::Unmap { va, pages } | Op::Protect { va, pages, .. } => {
+            Op::Map { va, pages, .. }
+            | Op::Replace { va, pages, .. }
+            | Op::Unmap { va, pages }
+            | Op::Protect { va, pages, .. } => {
                 interest.extend(
                     va.saturating_sub(1)
                         ..va.saturating_add(pages)
