@@ -178,6 +178,13 @@ pub enum Op {
     Query {
         va: u32,
     },
+    /// `move_replacing` with the target as the one range to clear (mremap `MREMAP_FIXED`):
+    /// whatever the target held goes, then the pages move (the result counts them).
+    MoveReplacing {
+        from: u32,
+        pages: u32,
+        to: u32,
+    },
     /// `replace_range`: the pages map `frame..frame + pages` as small pages, whatever was
     /// there before going (the result counts what went).
     Replace {
@@ -351,6 +358,31 @@ fn predict(model: &Model, op: &Op, fail_at: Option<u64>) -> (Result<Option<u32>,
                 Ok(model.pages.get(&va).map(|e| e.frame))
             }
         }
+        Op::MoveReplacing { from, pages, to } => {
+            if !in_window(from, pages) {
+                Err(out_of_window(from, pages))
+            } else if !in_window(to, pages) {
+                Err(out_of_window(to, pages))
+            } else if from < to + pages && to < from + pages {
+                Err(MapError::Overlap)
+            } else {
+                // The target is cleared (its tables stay linked until the end), the source's
+                // runs land there, then the source goes.
+                after.unmap(to, pages);
+                let runs = model.runs(from, pages);
+                for &(off, frame, n, attrs, section) in &runs {
+                    after.map(to + off, frame, n, attrs, section);
+                }
+                let mid = after.groups();
+                after.unmap(from, pages);
+                let moved = runs.iter().map(|r| r.2).sum();
+                if no_memory(model, &mid, &after) {
+                    Err(MapError::NoMemory)
+                } else {
+                    Ok(Some(moved))
+                }
+            }
+        }
         Op::Replace {
             va,
             pages,
@@ -422,6 +454,15 @@ fn apply(w: &mut World, op: &Op) -> Result<Option<u32>, MapError> {
             let r = range(from, pages).ok_or(out_of_window(from, pages))?;
             let t = VirtPage::from_number(to).ok_or(out_of_window(to, pages))?;
             mmu.move_pages(m, frames, r, t).map(Some)
+        }
+        Op::MoveReplacing { from, pages, to } => {
+            let r = range(from, pages).ok_or(out_of_window(from, pages))?;
+            let t = VirtPage::from_number(to).ok_or(out_of_window(to, pages))?;
+            // The target as the range to clear; one past 4 GiB is left out (the vmm refuses
+            // the target first).
+            let clear: Vec<PageRange> = range(to, pages).into_iter().collect();
+            mmu.move_replacing(m, frames, r, t, &clear, |_, _| {})
+                .map(Some)
         }
         Op::Replace {
             va,
@@ -721,7 +762,7 @@ fn run_op(
                             .min(USER_WINDOW_PAGES),
                 );
             }
-            Op::Move { from, to, pages } => {
+            Op::Move { from, to, pages } | Op::MoveReplacing { from, to, pages } => {
                 interest.extend(from..from.saturating_add(pages).min(USER_WINDOW_PAGES));
                 interest.extend(to..to.saturating_add(pages).min(USER_WINDOW_PAGES));
             }
