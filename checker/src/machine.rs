@@ -388,8 +388,8 @@ impl Machine for SimMachine {
         self.host.switch_space(space);
         self.current = space.map(|(l1, asid)| (l1.start().as_u32(), asid.value()));
     }
-    fn frame_freed(&mut self, frame: PhysFrame) {
-        self.host.frame_freed(frame);
+    fn frames_freed(&mut self, first: PhysFrame, count: u32) {
+        self.host.frames_freed(first, count);
         if !self.held.is_empty() {
             for (asid, page) in std::mem::take(&mut self.held) {
                 self.issue_page_invalidate(asid, page);
@@ -398,7 +398,7 @@ impl Machine for SimMachine {
             self.isb();
         }
         if let Some((l1, asid)) = self.current
-            && l1 == frame.start().as_u32()
+            && l1.wrapping_sub(first.start().as_u32()) < count.saturating_mul(4096)
         {
             self.violations.push(format!(
                 "(g) the L1 table at {l1:#010x} (ASID {asid}) was freed while in TTBR0\n"

@@ -675,7 +675,7 @@ fn check_log(
         .rposition(|e| matches!(e, MachineEvent::TlbInvalidatePage { .. }));
     let first_free = log
         .iter()
-        .position(|e| matches!(e, MachineEvent::FrameFreed(_)));
+        .position(|e| matches!(e, MachineEvent::FramesFreed { .. }));
     if let (Some(i), Some(f)) = (last_invalidate, first_free) {
         ensure!(
             f > i && log[i..f].contains(&MachineEvent::Dsb),
@@ -686,7 +686,12 @@ fn check_log(
     let tail: Vec<&MachineEvent> = log
         .iter()
         .rev()
-        .filter(|e| !matches!(e, MachineEvent::Read { .. } | MachineEvent::FrameFreed(_)))
+        .filter(|e| {
+            !matches!(
+                e,
+                MachineEvent::Read { .. } | MachineEvent::FramesFreed { .. }
+            )
+        })
         .take(2)
         .collect();
     ensure_eq!(

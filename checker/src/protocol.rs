@@ -71,7 +71,7 @@ pub fn check_log(log: &[MachineEvent]) -> Result<(), String> {
         !matches!(
             e,
             MachineEvent::Read { .. }
-                | MachineEvent::FrameFreed(_)
+                | MachineEvent::FramesFreed { .. }
                 | MachineEvent::FrameAllocation { .. }
                 | MachineEvent::ZeroFrame(_)
                 | MachineEvent::CopyFrame { .. }
@@ -141,7 +141,10 @@ impl<'a> Maintenance<'a> {
                 MachineEvent::TlbInvalidatePage { asid, page } => {
                     pages.push((asid.value(), page.number(), i));
                 }
-                MachineEvent::FrameFreed(f) => freed.push((f.start().as_u32(), i)),
+                MachineEvent::FramesFreed { first, count } => {
+                    let base = first.start().as_u32();
+                    freed.extend((0..count).map(|k| (base.wrapping_add(k * 4096), i)));
+                }
                 _ => {}
             }
         }

@@ -271,7 +271,10 @@ fn unmap_invalidates_each_page_by_asid_then_frees_the_empty_l2_page() {
             MachineEvent::Dsb,
             MachineEvent::Isb,
             // The L2 page goes back only after the invalidates and their barriers.
-            MachineEvent::FrameFreed(PhysFrame::containing(PhysAddr::new(table))),
+            MachineEvent::FramesFreed {
+                first: PhysFrame::containing(PhysAddr::new(table)),
+                count: 1
+            },
         ]
     );
     assert_eq!(mmu.table_pages(), 1);

@@ -62,7 +62,11 @@ fn exit_leaves_the_current_space_before_freeing_its_table() {
     let (left, invalidated, freed) = (
         at(MachineEvent::SwitchSpace(None)).expect("the CPU left the space"),
         at(MachineEvent::TlbInvalidateAsid(asid)).expect("its ASID was invalidated"),
-        at(MachineEvent::FrameFreed(l1)).expect("its L1 table went back"),
+        at(MachineEvent::FramesFreed {
+            first: l1,
+            count: 1,
+        })
+        .expect("its L1 table went back"),
     );
     assert!(left < invalidated && invalidated < freed, "{log:?}");
     // A space that is not current exits without a switch.

@@ -55,8 +55,13 @@ pub enum MachineEvent {
     Isb,
     /// A space made current (`None`: the kernel-only state).
     SwitchSpace(Option<(PhysFrame, Asid)>),
-    /// A frame given back to the allocator.
-    FrameFreed(PhysFrame),
+    /// Frames given back to the allocator (one allocation).
+    FramesFreed {
+        /// The first frame.
+        first: PhysFrame,
+        /// How many.
+        count: u32,
+    },
     /// A frame-allocation request and whether it was permitted.
     FrameAllocation {
         /// Whether the machine allowed it.
@@ -489,8 +494,10 @@ impl Machine for HostMachine {
     fn switch_space(&mut self, space: Option<(PhysFrame, Asid)>) {
         self.record(MachineEvent::SwitchSpace(space));
     }
-    fn frame_freed(&mut self, frame: PhysFrame) {
-        self.record(MachineEvent::FrameFreed(frame));
+    fn frames_freed(&mut self, first: PhysFrame, count: u32) {
+        if self.recording {
+            self.log.push(MachineEvent::FramesFreed { first, count });
+        }
     }
 
     fn frame_allocation_permitted(&mut self) -> bool {

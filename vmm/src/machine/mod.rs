@@ -94,11 +94,12 @@ pub trait Machine {
     /// entry: entries are tagged with their ASID.
     fn switch_space(&mut self, space: Option<(PhysFrame, Asid)>);
 
-    /// Told when a frame goes back to the allocator, after the vmm is done with it (and after
-    /// the TLB invalidates that must come first). Real hardware has nothing to do; a test
-    /// machine records it, so the order of frees and invalidates can be checked.
-    fn frame_freed(&mut self, frame: PhysFrame) {
-        let _ = frame;
+    /// Told when `count` frames from `first` (one allocation) go back to the allocator, after
+    /// the vmm is done with them (and after the TLB invalidates that must come first). Real
+    /// hardware has nothing to do; a test machine records it, so the order of frees and
+    /// invalidates can be checked.
+    fn frames_freed(&mut self, first: PhysFrame, count: u32) {
+        let _ = (first, count);
     }
 
     /// Asked before every frame allocation; `false` makes that allocation fail as if the pool

@@ -207,9 +207,7 @@ impl FrameAllocator {
             .buddy
             .free(index)
             .map_err(|e| self.buddy_error(e, frame))?;
-        for i in index..index + len {
-            machine.frame_freed(self.frame_at(i));
-        }
+        machine.frames_freed(frame, len);
         Ok(len)
     }
 
@@ -240,7 +238,7 @@ impl FrameAllocator {
             self.buddy
                 .free(index)
                 .map_err(|e| self.buddy_error(e, frame))?;
-            machine.frame_freed(frame);
+            machine.frames_freed(frame, 1);
             return Ok(Released::Freed);
         }
         Ok(Released::Remaining(count - 1))
