@@ -332,6 +332,24 @@ pub fn seeds() -> Vec<(&'static str, Sequence)> {
             ],
         ),
         (
+            // Found by the mmu target: a whole section moved to an unaligned target lands as
+            // small pages beside a table that stays, yet the plan reserved a page for the
+            // group as if the table were unlinked, so a refused allocation failed the move.
+            "move_replacing_a_section_to_an_unaligned_target",
+            vec![
+                (map(AREA_BASE + 256, 256, PHYS_BASE + 256), None),
+                (map(AREA_BASE + 1024, 10, PHYS_BASE + 2048), None),
+                (
+                    Op::MoveReplacing {
+                        from: AREA_BASE + 256,
+                        pages: 256,
+                        to: AREA_BASE + 1032,
+                    },
+                    Some(0),
+                ),
+            ],
+        ),
+        (
             "window_edge",
             vec![
                 (map(USER_WINDOW_PAGES - 1, 2, PHYS_BASE), None),

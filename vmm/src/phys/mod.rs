@@ -183,7 +183,7 @@ impl FrameAllocator {
     }
 
     /// Frees the allocation that starts at `frame` and returns its length in frames. Every frame
-    /// of it must have reference count 0. The machine is told of each frame freed.
+    /// of it must have reference count 0. The machine is told of the frames freed.
     pub fn free<M: Machine>(
         &mut self,
         machine: &mut M,

@@ -584,11 +584,15 @@ impl ArchMmu {
         }
         self.plan_splits(m, from, None, &mut needed)?;
         // Target sections land on L1 entries that may hold a (then empty) table: those tables
-        // are unlinked before the map, so they give their group no page.
+        // are unlinked before the map, so they give their group no page. A whole source
+        // section lands as a section only at a 1 MiB aligned target (the commit unlinks on
+        // the same condition); elsewhere it lands as small pages and the table stays.
         let mut unlinked: Vec<u32> = Vec::new();
         for r in runs.iter().filter(|r| r.section) {
             let l1 = (to.number() + r.offset) / ENTRIES_PER_L2;
-            if matches!(self.read_l1(m, l1), L1Descriptor::PageTable { .. }) {
+            if (to.number() + r.offset) % ENTRIES_PER_L2 == 0
+                && matches!(self.read_l1(m, l1), L1Descriptor::PageTable { .. })
+            {
                 unlinked.push(l1);
             }
         }
