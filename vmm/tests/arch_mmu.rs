@@ -1523,3 +1523,82 @@ fn a_section_moved_over_an_emptied_table_breaks_before_making() {
     assert_eq!(f.frames.free_count(), free + 1);
     assert_eq!(mmu.check(&mut f.m), Ok(()));
 }
+
+/// Found by the `mmu` fuzz target: a whole section moved to a target that is not 1 MiB aligned
+/// lands as small pages beside the target's table, which stays; the plan used to reserve a page
+/// for the group as if the table were unlinked, so a refused allocation failed a move that
+/// needs none.
+#[test]
+fn move_replacing_a_section_to_an_unaligned_target_needs_no_page() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    f.map(&mut mmu, 0x1F90_0000, 256, 0x6010_0000, rw_user())
+        .unwrap();
+    f.map(&mut mmu, 0x1FC0_0000, 10, 0x6080_0000, rw_user())
+        .unwrap();
+    let before = mmu.table_pages();
+    f.m.set_allocation_failure(AllocationFailure::FromNth(0));
+    let to = VirtPage::from_start(VirtAddr::new(0x1FC0_8000)).unwrap();
+    assert_eq!(
+        mmu.move_replacing(
+            &mut f.m,
+            &mut f.frames,
+            pages(0x1F90_0000, 256),
+            to,
+            &[pages(0x1FC0_8000, 256)],
+            |_, _| {}
+        ),
+        Ok(256)
+    );
+    assert_eq!(
+        mmu.table_pages(),
+        before,
+        "the same L2 page serves the target"
+    );
+    mmu.check(&mut f.m).unwrap();
+}
+
+/// Found by the `mmu` fuzz target: sections landing over a group's last tables unlink them,
+/// and small pages after them take a new page for the group; the old page, linked by no entry
+/// any more, used to stay counted and allocated (a leak the self-check saw).
+#[test]
+fn move_replacing_frees_the_page_of_tables_sections_replaced() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    // Small pages, then three sections (VA and PA share their offset in the MiB), then small
+    // pages again: 0x1FE5E000..0x2026B000.
+    f.map(&mut mmu, 0x1FE5_E000, 1037, 0x65E5_E000, rw_user())
+        .unwrap();
+    let to = |va: u32| VirtPage::from_start(VirtAddr::new(va)).unwrap();
+    // Small pages into the group at 0x1F80_0000 (its tables at 0x1F8 and 0x1F9).
+    mmu.move_replacing(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x1FE5_E000, 94),
+        to(0x1F8B_F000),
+        &[pages(0x1F8B_F000, 94)],
+        |_, _| {},
+    )
+    .unwrap();
+    // The sections land over those tables, the small pages after them in 0x1FB.
+    mmu.move_replacing(
+        &mut f.m,
+        &mut f.frames,
+        pages(0x1FF0_0000, 910),
+        to(0x1F80_0000),
+        &[pages(0x1F80_0000, 910)],
+        |_, _| {},
+    )
+    .unwrap();
+    mmu.check(&mut f.m).unwrap();
+    assert_eq!(
+        mmu.table_pages(),
+        3,
+        "the L1 table and two pages of L2 tables"
+    );
+    assert_eq!(
+        f.frames.free_count(),
+        POOL - 3,
+        "no page of tables is left behind"
+    );
+}

@@ -169,7 +169,10 @@ impl ArchMmu {
         emptied: Vec<(u32, PhysFrame)>,
     ) {
         for (l1, p) in emptied {
-            if self.group_page(m, l1).is_none() && frames.free(m, p).is_ok() {
+            // Free the page once no entry of its group links a table in it: the group may have
+            // no page left, or (a move landing sections over its tables, then small pages
+            // beside them) a new one.
+            if self.group_page(m, l1) != Some(p) && frames.free(m, p).is_ok() {
                 self.l2_pages -= 1;
             }
         }
