@@ -1,4 +1,4 @@
-//! The `mmu` fuzz target's driver: fuzzer bytes -> `ArchMmu` map/unmap/protect/move/query/replace ops ->
+//! The `mmu` fuzz target's driver: fuzzer bytes -> `ArchMmu` map/unmap/protect/move/query/replace/move-replacing ops ->
 //! [`run_sequence`] (the vmm's `ArchMmu` against a `BTreeMap` model, shared with vmm's
 //! `arch_mmu_model` proptest).
 //!
@@ -7,7 +7,7 @@
 //!
 //! | byte | meaning |
 //! |---|---|
-//! | 0 | bits 0-2: the op (map, unmap, protect, move, query, replace, then 6 unmap and 7 protect again); bit 6: refuse an allocation, bits 3-4: which one (0-3) |
+//! | 0 | bits 0-2: the op (map, unmap, protect, move, query, replace, move replacing, then 7 protect again); bit 6: refuse an allocation, bits 3-4: which one (0-3) |
 //! | 1-2 | `va` (or `from`), little-endian: below [`AREA_PAGES`] a page of the 8 MiB area at [`AREA_BASE`], the next four the window's edges (0, last page, first page past it, page 0xF_FFFF), above that `AREA_BASE + v % AREA_PAGES` |
 //! | 3-4 | `pages`, modulo 1101 |
 //! | 5-6 | map, replace: `frame` = [`PHYS_BASE`] + the value (0xFFFF: frame 0xF_FF00, whose range overflows); move, move replacing: `to`, as bytes 1-2 |
@@ -97,7 +97,11 @@ pub fn decode(data: &[u8]) -> Sequence {
                     memory: (r[7] >> 4) & 3,
                 },
                 1 => Op::Unmap { va, pages },
-                6 => Op::Unmap { va, pages },
+                6 => Op::MoveReplacing {
+                    from: va,
+                    pages,
+                    to: page_of(word(5)),
+                },
                 2 | 7 => Op::Protect {
                     va,
                     pages,
@@ -153,8 +157,7 @@ pub fn encode(ops: &[(Op, Option<u8>)]) -> Result<Vec<u8>, String> {
                 flags,
             } => (2, va, p, Some(0), (flags < 16).then_some(flags)),
             Op::Move { from, pages: p, to } => (3, from, p, page_code(to), Some(0)),
-            // Not in the byte format (see the model's `Op::MoveReplacing`).
-            Op::MoveReplacing { .. } => (7, 0, 0, None, None),
+            Op::MoveReplacing { from, pages: p, to } => (6, from, p, page_code(to), Some(0)),
             Op::Query { va } => (4, va, 0, Some(0), Some(0)),
             Op::Replace {
                 va,
@@ -293,6 +296,56 @@ pub fn seeds() -> Vec<(&'static str, Sequence)> {
                         memory: 0,
                     },
                     None,
+                ),
+            ],
+        ),
+        (
+            "move_replacing_a_section_over_pages",
+            vec![
+                // A section, and small pages where it is going.
+                (map(AREA_BASE + 256, 256, PHYS_BASE + 256), None),
+                (map(AREA_BASE + 1024, 10, PHYS_BASE + 2048), None),
+                // The target's pages go, the section lands on the entry whose table they
+                // emptied (unlinked, its page freed), first with a refusal.
+                (
+                    Op::MoveReplacing {
+                        from: AREA_BASE + 256,
+                        pages: 256,
+                        to: AREA_BASE + 1024,
+                    },
+                    Some(0),
+                ),
+                (
+                    Op::MoveReplacing {
+                        from: AREA_BASE + 256,
+                        pages: 256,
+                        to: AREA_BASE + 1024,
+                    },
+                    None,
+                ),
+                (
+                    Op::Query {
+                        va: AREA_BASE + 1030,
+                    },
+                    None,
+                ),
+            ],
+        ),
+        (
+            // Found by the mmu target: a whole section moved to a target that is not 1 MiB
+            // aligned lands as small pages beside a table that stays; the plan reserved a page
+            // as if the table were unlinked, so a refused allocation failed the move.
+            "move_replacing_a_section_to_an_unaligned_target",
+            vec![
+                (map(AREA_BASE + 256, 256, PHYS_BASE + 256), None),
+                (map(AREA_BASE + 1024, 10, PHYS_BASE + 2048), None),
+                (
+                    Op::MoveReplacing {
+                        from: AREA_BASE + 256,
+                        pages: 256,
+                        to: AREA_BASE + 1032,
+                    },
+                    Some(0),
                 ),
             ],
         ),

@@ -179,11 +179,7 @@ pub enum Op {
         va: u32,
     },
     /// `move_replacing` with the target as the one range to clear (mremap `MREMAP_FIXED`):
-    /// whatever the target held goes, then the pages move (the result counts them). Not in the
-    /// `mmu` target's byte format nor in the proptest yet: when whole sections land over a
-    /// group's last tables and small pages follow them, the vmm allocates a new page for the
-    /// group instead of reusing the old one, so a refused allocation fails where this model
-    /// (one page per group) says none is needed.
+    /// whatever the target held goes, then the pages move (the result counts them).
     MoveReplacing {
         from: u32,
         pages: u32,

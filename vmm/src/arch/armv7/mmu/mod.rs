@@ -596,6 +596,25 @@ impl ArchMmu {
                 unlinked.push(l1);
             }
         }
+        // A group all of whose tables are unlinked keeps its page for the commit to reuse (step
+        // 2 below): a target of that group that needs a table takes it instead of a new page.
+        let mut l1_now: Vec<(u32, bool)> = Vec::new();
+        for &l1 in &unlinked {
+            let first = l1 - l1 % TABLES_PER_PAGE;
+            for j in first..first + TABLES_PER_PAGE {
+                let linked = matches!(self.read_l1(m, j), L1Descriptor::PageTable { .. });
+                l1_now.push((j, linked));
+            }
+        }
+        let recyclable = |group: u32| {
+            let entries = group * TABLES_PER_PAGE..(group + 1) * TABLES_PER_PAGE;
+            unlinked.iter().any(|l1| entries.contains(l1))
+                && l1_now
+                    .iter()
+                    .filter(|(j, _)| entries.contains(j))
+                    .all(|&(j, linked)| !linked || unlinked.contains(&j))
+        };
+        let mut recycled = 0;
         for r in &runs {
             for chunk in chunks(page(to.number() + r.offset)?, r.frame, r.count, r.section) {
                 let Chunk::Pages { l1, .. } = chunk else {
@@ -632,11 +651,17 @@ impl ArchMmu {
                     }
                 });
                 if !has_table && !group_has_page {
-                    needed.add(l1 / TABLES_PER_PAGE);
+                    let group = l1 / TABLES_PER_PAGE;
+                    if !needed.0.contains(&group) && recyclable(group) {
+                        recycled += 1;
+                    }
+                    needed.add(group);
                 }
             }
         }
-        let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
+        // Splits (step 1) take their pages before step 2 recycles any: a recyclable group is
+        // never one a split needs a page for (its tables are linked), so this is enough.
+        let mut reserved = Reserved::allocate(m, frames, needed.0.len() - recycled)?;
         let mut gone = Vec::new();
         let mut emptied = Vec::new();
         // 1. Clear, keeping emptied tables linked for the targets; invalidate before reuse.
@@ -659,7 +684,18 @@ impl ArchMmu {
                 let mut b = TlbBatch::new(self.scope());
                 b.push(page(l1 * ENTRIES_PER_L2)?);
                 b.flush(m);
-                emptied.push((l1, PhysFrame::containing(table)));
+                let p = PhysFrame::containing(table);
+                if self.group_page(m, l1).is_none() {
+                    // The group links no table any more. Its page is all zeros (each table in
+                    // it was emptied before it was unlinked, and the DSB above completed it):
+                    // it joins the reserved pages for a target that needs one, or goes back
+                    // with the unused ones.
+                    emptied.retain(|&(_, q)| q != p);
+                    self.l2_pages -= 1;
+                    reserved.0.push(p);
+                } else {
+                    emptied.push((l1, p));
+                }
             }
         }
         // 3. Map the targets, 4. clear the source.
