@@ -10,7 +10,7 @@ use vmm::addr::{PhysAddr, PhysFrame};
 
 use crate::machine::SimMachine;
 use crate::pair::{Pair, block, kernel_registers};
-use crate::shadow::{Changes, sweep_space};
+use crate::shadow::{Changes, nonzero_entries, sweep_space};
 
 /// INV-6 over the whole kernel window: no address at or above 1 GiB (TTBR1's half with
 /// TTBCR.N = 2) answers any PL0 access, and every kernel translation there is global. One
@@ -100,18 +100,9 @@ impl Pair {
             else {
                 continue;
             };
-            // Sixteen entries at a time: most of a table is zero.
-            for (block, chunk) in bytes.chunks_exact(64).enumerate() {
-                if chunk.iter().fold(0u8, |acc, &b| acc | b) == 0 {
-                    continue;
-                }
-                for (i, word) in chunk.chunks_exact(4).enumerate() {
-                    let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
-                    if let Some(table) = linked_table(word) {
-                        links.push((table, at, (block * 16 + i) as u32));
-                    }
-                }
-            }
+            links.extend(
+                nonzero_entries(bytes).filter_map(|(i, w)| Some((linked_table(w)?, at, i))),
+            );
         }
         links.sort_unstable();
         let name = |at: usize| format!("space {}", self.model_ids.get(at).copied().unwrap_or(0));

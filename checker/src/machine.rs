@@ -113,9 +113,9 @@ pub struct SimMachine {
     /// Words written by accesses (data writes bypass the log, which holds the vmm's own
     /// writes): the fast mode needs every change to RAM.
     pub data_writes: Vec<PhysAddr>,
-    /// TLB entries filled by accesses since the checker last looked (the fast mode checks the
-    /// TLB after any step that filled it: a fill from unchanged tables can still break INV-8,
-    /// e.g. a global entry for a user page).
+    /// TLB entries filled by accesses or speculative walks since the checker last looked (the
+    /// fast mode checks the TLB after any step that filled it: a fill from unchanged tables can
+    /// still break INV-8, e.g. a global entry for a user page).
     pub tlb_fills: u32,
     invalidates: u64,
     /// The space current on the CPU as the vmm last set it (TTBR0's table, ASID); `None`: the
@@ -126,8 +126,6 @@ pub struct SimMachine {
     /// Descriptor writes since the last DSB, (address, value before it), in order: table walks
     /// do not see them yet (a word's first entry holds what they see).
     pending: Vec<(u32, u32)>,
-    /// Translations cached by speculative walks since the checker last looked.
-    pub speculative_fills: u32,
     /// Protocol violations only the machine sees (an L1 table freed while in TTBR0), for the
     /// checker to report.
     pub violations: Vec<String>,
@@ -165,10 +163,8 @@ impl SimMachine {
             return;
         }
         let regs = Registers {
-            ttbr0,
             ttbr1: self.ttbr1,
-            ttbcr_n: 2,
-            dacr: 0b01,
+            ..crate::shadow::user_registers(ttbr0)
         };
         let (host, pending) = (&self.host, &self.pending);
         let mut visible = |a: u32| match pending.iter().find(|&&(p, _)| p == a) {
@@ -177,7 +173,7 @@ impl SimMachine {
         };
         if let Ok(t) = translate(&mut visible, regs, va) {
             self.tlb.fill(t, asid);
-            self.speculative_fills += 1;
+            self.tlb_fills += 1;
         }
     }
 

@@ -18,7 +18,7 @@ use crate::op::Op;
 use crate::pairing::FramePairing;
 use crate::protocol::{SpaceTables, check_log};
 use crate::run::{CheckMode, StepHooks};
-use crate::shadow::TableShadow;
+use crate::shadow::{TableShadow, user_registers};
 use op_driver::{AccessOp, Accessor, Miss, Outcome};
 use op_lang::Config;
 
@@ -149,10 +149,8 @@ pub fn new_model(config: Config) -> Model {
 /// for every space's context there.
 pub(crate) fn kernel_registers(vm: &Vm<SimMachine>) -> Registers {
     Registers {
-        ttbr0: 0,
         ttbr1: vm.kernel().l1_table().as_u32(),
-        ttbcr_n: 2,
-        dacr: 0b01,
+        ..user_registers(0)
     }
 }
 

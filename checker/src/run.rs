@@ -281,8 +281,7 @@ fn run_observed(
         // comparison (their buffers serve every step).
         let m = p.vm.machine_mut();
         m.host.set_allocation_failure(AllocationFailure::Never);
-        let tlb_filled =
-            std::mem::take(&mut m.tlb_fills) + std::mem::take(&mut m.speculative_fills) > 0;
+        let tlb_filled = std::mem::take(&mut m.tlb_fills) > 0;
         let machine_saw = m.violations.drain(..).next();
         if let Some(why) = machine_saw.map_or_else(|| check_log(m.host.log()).err(), Some) {
             return Err(diverge(

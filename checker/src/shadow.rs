@@ -202,7 +202,7 @@ fn read(vm: &Vm<SimMachine>, pa: u32) -> u32 {
 }
 
 /// The registers of a walk through the user table at `l1_table`: TTBR0 with TTBCR.N = 2 (the
-/// lowest GiB), domain 0 client. Only addresses below 1 GiB are walked with them.
+/// lowest GiB), domain 0 client, no TTBR1 (callers that walk the kernel half set it).
 pub fn user_registers(l1_table: u32) -> Registers {
     Registers {
         ttbr0: l1_table,
@@ -244,18 +244,26 @@ pub fn sweep_space(host: &HostMachine, l1_table: u32, out: &mut Vec<(u32, Transl
     };
     // Never written: every entry is a fault entry.
     let Some(bytes) = bytes else { return };
-    // Sixteen entries at a time: most of a table is zero.
-    for (block, chunk) in bytes.chunks_exact(64).enumerate() {
-        if chunk.iter().fold(0u8, |acc, &b| acc | b) == 0 {
-            continue;
-        }
-        for (i, word) in chunk.chunks_exact(4).enumerate() {
-            if word != [0; 4] {
-                let index = (block * 16 + i) as u32;
-                sweep(host, l1_table, index * PAGES_PER_L1, PAGES_PER_L1, out);
-            }
-        }
+    for (index, _) in nonzero_entries(bytes) {
+        sweep(host, l1_table, index * PAGES_PER_L1, PAGES_PER_L1, out);
     }
+}
+
+/// The non-zero words of a table frame as (index, word), ascending, sixteen entries at a time
+/// (most of a table is zero).
+pub fn nonzero_entries(
+    bytes: &[u8; FRAME_BYTES as usize],
+) -> impl Iterator<Item = (u32, u32)> + '_ {
+    bytes
+        .chunks_exact(64)
+        .enumerate()
+        .filter(|(_, chunk)| chunk.iter().fold(0u8, |acc, &b| acc | b) != 0)
+        .flat_map(|(block, chunk)| {
+            chunk.chunks_exact(4).enumerate().filter_map(move |(i, w)| {
+                let word = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+                (word != 0).then_some(((block * 16 + i) as u32, word))
+            })
+        })
 }
 
 /// Sorted, distinct page numbers of one space as runs of consecutive pages `(first, count)`,
