@@ -164,6 +164,7 @@ pub fn apply<M: Machine>(
                 Ok(x) => Outcome::Ok(x),
                 Err(FaultError::Segv) => Outcome::Err(SEGV),
                 Err(FaultError::Efault) => Outcome::Err(EFAULT),
+                Err(FaultError::Internal) => Outcome::Err(vmm::Errno::Internal.number()),
             }
         }
     }

@@ -6,7 +6,7 @@
 //! MMU model instead.
 
 use crate::addr::{PhysAddr, VirtAddr, VirtPage};
-use crate::arch::armv7::{MappingAttrs, MappingFlags, Translation};
+use crate::arch::armv7::{MapError, MappingAttrs, MappingFlags, Translation};
 use crate::machine::Machine;
 use crate::space::{Prot, RegionKind, SpaceId};
 use crate::vm::Vm;
@@ -49,6 +49,21 @@ pub enum FaultError {
     Segv,
     /// A kernel-mode access: the copy returns `EFAULT`.
     Efault,
+    /// The tables held less than the handler read from them: an inconsistency of the vmm's
+    /// own ([`MapError::Internal`](crate::arch::armv7::MapError::Internal)), never a fault a
+    /// program caused. Nothing changed.
+    Internal,
+}
+
+impl Mode {
+    /// What a table operation's error means to the faulting access: an inconsistency of the
+    /// vmm's own stays one; anything else (no frame for a table) leaves the fault unresolved.
+    fn table_error(self, e: MapError) -> FaultError {
+        match e {
+            MapError::Internal { .. } => FaultError::Internal,
+            _ => self.unresolved(),
+        }
+    }
 }
 
 /// How the handler resolved a fault.
@@ -139,15 +154,14 @@ impl<M: Machine> Vm<M> {
                 ),
             };
             let one = crate::addr::PageRange::new(page, 1).ok_or(unresolved)?;
-            if space
+            if let Err(e) = space
                 .mmu
                 .map(&mut self.machine, &mut self.frames, one, frame, attrs)
-                .is_err()
             {
                 if fresh {
                     let _ = self.frames.free(&mut self.machine, frame);
                 }
-                return Err(unresolved);
+                return Err(mode.table_error(e));
             }
             if fresh {
                 let _ = self.frames.retain(frame);
@@ -166,7 +180,7 @@ impl<M: Machine> Vm<M> {
             space
                 .mmu
                 .remap_page(&mut self.machine, &mut self.frames, page, old, attrs)
-                .map_err(|_| unresolved)?;
+                .map_err(|e| mode.table_error(e))?;
             return Ok(Resolution::Reused);
         }
         let new = self
@@ -174,13 +188,12 @@ impl<M: Machine> Vm<M> {
             .alloc(&mut self.machine)
             .map_err(|_| unresolved)?;
         self.machine.copy_frame(new, old);
-        if space
+        if let Err(e) = space
             .mmu
             .remap_page(&mut self.machine, &mut self.frames, page, new, attrs)
-            .is_err()
         {
             let _ = self.frames.free(&mut self.machine, new);
-            return Err(unresolved);
+            return Err(mode.table_error(e));
         }
         let _ = self.frames.retain(new);
         let _ = self.frames.release(&mut self.machine, old);

@@ -52,8 +52,8 @@ impl<M: Machine> Vm<M> {
                     attrs,
                 ),
             };
-            if result.is_err() {
-                built = Err(Errno::ENOMEM);
+            if let Err(e) = result {
+                built = Err(e.errno());
                 break;
             }
             if region.is_private_anon() {
@@ -64,22 +64,27 @@ impl<M: Machine> Vm<M> {
                 }
             }
         }
-        // Copy-on-write in the parent: its private anon pages become read-only. Sections never
-        // straddle a region boundary (every split of a region splits its sections), so this
-        // needs no frame: an error is an inconsistency of the vmm's own, reported as such
-        // (`Errno::Internal`) rather than leaving the parent writable on frames it would share.
+        // Copy-on-write in the parent: its private anon pages become read-only, in one table
+        // operation (all or nothing). Sections never straddle a region boundary (every split of
+        // a region splits its sections), so this needs no frame: an error is an inconsistency
+        // of the vmm's own, reported as such (`Errno::Internal`) with the parent unchanged.
         if built.is_ok() {
+            let window = self.user_window();
             let p = self.spaces.get_mut(&parent).ok_or(Errno::EINVAL)?;
-            for region in regions.iter().filter(|r| r.is_private_anon()) {
-                let mut attrs = region.attrs();
-                attrs.flags.remove(MappingFlags::WRITE);
-                if let Err(e) =
-                    p.mmu
-                        .protect(&mut self.machine, &mut self.frames, region.range, attrs)
-                {
-                    built = Err(e.errno());
-                    break;
-                }
+            let changes: Vec<_> = regions
+                .iter()
+                .filter(|r| r.is_private_anon())
+                .map(|region| {
+                    let mut attrs = region.attrs();
+                    attrs.flags.remove(MappingFlags::WRITE);
+                    (region.range, attrs)
+                })
+                .collect();
+            if let Err(e) =
+                p.mmu
+                    .protect_many(&mut self.machine, &mut self.frames, window, &changes)
+            {
+                built = Err(e.errno());
             }
         }
         if let Err(e) = built {

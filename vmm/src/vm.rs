@@ -226,20 +226,17 @@ impl<M: Machine> Vm<M> {
         id
     }
 
-    /// Ends a user space: the CPU leaves it first when it is current (the kernel-only state, so
-    /// no walk uses its tables again), every region is unmapped (frame references dropped, shm
-    /// attach counts decremented), every table page is freed and the ASID is released after
-    /// `TLBIASID`.
+    /// Ends a user space: every region is unmapped in one table operation (frame references
+    /// dropped, shm attach counts decremented; an error changes nothing), the CPU leaves the
+    /// space if it is current (the kernel-only state, so no walk uses its tables again), every
+    /// table page is freed and the ASID is released after `TLBIASID`.
     pub fn exit(&mut self, id: SpaceId) -> Result<(), Errno> {
-        let space = self.spaces.get(&id).ok_or(Errno::EINVAL)?;
+        self.space_exists(id)?;
+        // Whole regions are unmapped: no section is split, so this needs no frame.
+        self.unmap_range(id, self.user_window())?;
         if self.current == Some(id) {
             self.machine.switch_space(None);
             self.current = None;
-        }
-        let ranges: Vec<PageRange> = space.regions.iter().map(|r| r.range).collect();
-        for range in ranges {
-            // A whole region is unmapped: no section is split, so this needs no frame.
-            self.unmap_range(id, range)?;
         }
         let space = self.spaces.remove(&id).ok_or(Errno::EINVAL)?;
         space

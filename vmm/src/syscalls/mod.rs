@@ -27,7 +27,7 @@ pub const MAP_ANONYMOUS: u32 = 0x20;
 pub const MAP_FIXED_NOREPLACE: u32 = 0x10_0000;
 
 impl<M: Machine> Vm<M> {
-    fn space_exists(&self, id: SpaceId) -> Result<(), Errno> {
+    pub(crate) fn space_exists(&self, id: SpaceId) -> Result<(), Errno> {
         if self.spaces.contains_key(&id) {
             Ok(())
         } else {
@@ -157,23 +157,20 @@ impl<M: Machine> Vm<M> {
             return Err(Errno::EACCES);
         }
         let space = self.spaces.get_mut(&id).ok_or(Errno::EINVAL)?;
-        space
-            .mmu
-            .split_partial_sections(&mut self.machine, &mut self.frames, range)
-            .map_err(MapError::errno)?;
-        let regions = space.regions.isolate(range);
+        let regions: Vec<Region> = space.regions.overlapping(range).copied().collect();
+        // Runs of present pages that take the same attributes, over every region the range
+        // touches, changed in one table operation: all or nothing.
+        let mut runs: Vec<(VirtPage, u32, crate::arch::armv7::MappingAttrs)> = Vec::new();
         for r in &regions {
-            let changed = Region { prot, ..*r };
-            space.regions.remove(r.range.start());
-            space.regions.insert(changed);
-            let attrs = changed.attrs();
+            let attrs = Region { prot, ..*r }.attrs();
             let mut cow_read_only = attrs;
             cow_read_only
                 .flags
                 .remove(crate::arch::armv7::MappingFlags::WRITE);
-            // Runs of present pages that take the same attributes.
-            let mut runs: Vec<(VirtPage, u32, crate::arch::armv7::MappingAttrs)> = Vec::new();
-            for page in r.range.pages() {
+            let inside = r.range.pages().filter(|p| {
+                p.number() >= range.start().number() && p.number() < range.end_number()
+            });
+            for page in inside {
                 let Ok(Some(t)) = space.mmu.query(&mut self.machine, page.start()) else {
                     continue;
                 };
@@ -187,16 +184,21 @@ impl<M: Machine> Vm<M> {
                     _ => runs.push((page, 1, want)),
                 }
             }
-            for (start, count, want) in runs {
-                if let Some(run) = PageRange::new(start, count) {
-                    // Sections partly inside were split above: no allocation is needed, so an
-                    // error here is an inconsistency of the vmm's own (`Errno::Internal`).
-                    space
-                        .mmu
-                        .protect(&mut self.machine, &mut self.frames, run, want)
-                        .map_err(MapError::errno)?;
-                }
-            }
+        }
+        let changes: Vec<(PageRange, crate::arch::armv7::MappingAttrs)> = runs
+            .into_iter()
+            .filter_map(|(start, count, want)| Some((PageRange::new(start, count)?, want)))
+            .collect();
+        // Sections partly inside the range are split by the same operation (ENOMEM without a
+        // frame for the split); anything else it refuses is an inconsistency of the vmm's own
+        // (`Errno::Internal`).
+        space
+            .mmu
+            .protect_many(&mut self.machine, &mut self.frames, range, &changes)
+            .map_err(MapError::errno)?;
+        for r in space.regions.isolate(range) {
+            space.regions.remove(r.range.start());
+            space.regions.insert(Region { prot, ..r });
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! The commit half of every operation: descriptor writes from a plan, with break-before-make,
 //! table splits from reserved pages, and emptied tables unlinked. A commit never fails on a
 //! condition a caller can cause; finding less than its plan promised is
-//! [`MapError::Internal`].
+//! [`MapError::Internal`], which `journal.rs` undoes.
 
 use super::*;
 
@@ -283,6 +283,74 @@ impl ArchMmu {
         batch.push(first);
         batch.flush(m);
         self.write_l1(m, l1, new);
+        Ok(())
+    }
+
+    /// Gives every mapped page of `range` the attributes `new`, splitting a section partly
+    /// inside (its page was reserved) and replacing changed entries by break-before-make.
+    pub(super) fn commit_protect<M: Machine>(
+        &mut self,
+        m: &mut M,
+        range: PageRange,
+        new: PageAttributes,
+        reserved: &mut Reserved,
+    ) -> Result<(), MapError> {
+        // Each pass changes only its own L1 entry, so the entries can be read up front.
+        let mut l2 = [0u32; ENTRIES_PER_L2 as usize];
+        for (l1, descriptor) in self.valid_l1s(m, range) {
+            let (lo, hi) = Self::clip(range, l1);
+            match descriptor {
+                L1Descriptor::Fault | L1Descriptor::Supersection(_) => {}
+                // Already as asked: no change, so no split either (the plan reserved none).
+                L1Descriptor::Section { attrs: old, .. } if old == new => {}
+                L1Descriptor::Section {
+                    base,
+                    domain,
+                    ns,
+                    pxn,
+                    ..
+                } if hi - lo == ENTRIES_PER_L2 => {
+                    let desc = L1Descriptor::Section {
+                        base,
+                        attrs: new,
+                        domain,
+                        ns,
+                        pxn,
+                    };
+                    self.break_before_make_l1(m, l1, desc)?;
+                }
+                L1Descriptor::Section { .. } | L1Descriptor::PageTable { .. } => {
+                    let table = self.table_for_update(m, l1, reserved)?;
+                    let mut changed = Vec::new();
+                    // Read once: each entry is written only after it was read.
+                    let words = &mut l2[..(hi - lo) as usize];
+                    m.read_words(Self::l2_entry(table, lo), words);
+                    for (p, &raw) in (lo..hi).zip(words.iter()) {
+                        let pa = Self::l2_entry(table, p);
+                        if let L2Descriptor::Small { base, attrs: old } = L2Descriptor::decode(raw)
+                            && old != new
+                        {
+                            m.write_word(pa, 0);
+                            changed.push((
+                                pa,
+                                L2Descriptor::Small { base, attrs: new }.encode(),
+                                p,
+                            ));
+                        }
+                    }
+                    if !changed.is_empty() {
+                        let mut batch = TlbBatch::new(self.scope());
+                        for &(_, _, p) in &changed {
+                            batch.push(page(p)?);
+                        }
+                        batch.flush(m);
+                        for (pa, raw, _) in changed {
+                            m.write_word(pa, raw);
+                        }
+                    }
+                }
+            }
+        }
         Ok(())
     }
 }

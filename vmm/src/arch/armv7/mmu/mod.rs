@@ -16,12 +16,14 @@
 //!
 //! The code is laid out by concept: this file holds the type and the public operations, each a
 //! plan followed by a commit; `plan.rs` the prepare half, `commit.rs` the commit half,
+//! `journal.rs` the rollback of a commit that finds less than its plan promised,
 //! `walk.rs` reading translations back, `check.rs` the self-check, `tables.rs` the layout of the
 //! tables and the bookkeeping beside them, `error.rs` the errors.
 
 mod check;
 mod commit;
 mod error;
+mod journal;
 mod plan;
 mod tables;
 mod walk;
@@ -196,8 +198,11 @@ impl ArchMmu {
         let mut needed = GroupsNeeded::default();
         self.plan_map(m, range.start(), &run, &mut needed)?;
         let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
-        self.commit_map(m, range.start(), &run, &mut reserved)?;
+        let done = self.journaled(m, &mut reserved, |mmu, j, r| {
+            mmu.commit_map(j, range.start(), &run, r)
+        });
         reserved.release(m, frames);
+        done?;
         m.dsb();
         m.isb();
         Ok(())
@@ -236,10 +241,14 @@ impl ArchMmu {
             self.plan_map(m, p, &run(f), &mut needed)?;
         }
         let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
-        for &(p, f) in entries {
-            self.commit_map(m, p, &run(f), &mut reserved)?;
-        }
+        let done = self.journaled(m, &mut reserved, |mmu, j, r| {
+            for &(p, f) in entries {
+                mmu.commit_map(j, p, &run(f), r)?;
+            }
+            Ok(())
+        });
         reserved.release(m, frames);
+        done?;
         m.dsb();
         m.isb();
         Ok(())
@@ -280,29 +289,32 @@ impl ArchMmu {
             }
         }
         let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
-        // Clear what is there (splitting sections only partly inside), then invalidate.
-        let mut batch = TlbBatch::new(self.scope());
-        let mut gone = Vec::new();
-        self.commit_clear(m, range, &mut reserved, &mut batch, &mut |p, f| {
-            gone.push((p, f))
-        })?;
-        batch.flush(m);
-        // Fill in the new pages.
+        // Clear what is there (splitting sections only partly inside), invalidate, fill in.
         let pattrs = attrs.to_page_attributes();
-        for l1 in self.l1_span(range) {
-            let (lo, hi) = Self::clip(range, l1);
-            let table = self.table_for_insert(m, l1, &mut reserved)?;
-            for p in lo..hi {
-                let target = targets[(p - range.start().number()) as usize];
-                let desc = L2Descriptor::Small {
-                    base: target.start(),
-                    attrs: pattrs,
-                };
-                m.write_word(Self::l2_entry(table, p), desc.encode());
+        let done = self.journaled(m, &mut reserved, |mmu, j, reserved| {
+            let mut batch = TlbBatch::new(mmu.scope());
+            let mut gone = Vec::new();
+            mmu.commit_clear(j, range, reserved, &mut batch, &mut |p, f| {
+                gone.push((p, f))
+            })?;
+            batch.flush(j);
+            for l1 in mmu.l1_span(range) {
+                let (lo, hi) = Self::clip(range, l1);
+                let table = mmu.table_for_insert(j, l1, reserved)?;
+                for p in lo..hi {
+                    let target = targets[(p - range.start().number()) as usize];
+                    let desc = L2Descriptor::Small {
+                        base: target.start(),
+                        attrs: pattrs,
+                    };
+                    j.write_word(Self::l2_entry(table, p), desc.encode());
+                }
+                *mmu.used.get_mut(l1) += (hi - lo) as u16;
             }
-            *self.used.get_mut(l1) += (hi - lo) as u16;
-        }
+            Ok(gone)
+        });
         reserved.release(m, frames);
+        let gone = done?;
         m.dsb();
         m.isb();
         for (p, f) in gone {
@@ -337,18 +349,23 @@ impl ArchMmu {
         let mut needed = GroupsNeeded::default();
         self.plan_splits(m, range, None, &mut needed)?;
         let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
-        let mut batch = TlbBatch::new(self.scope());
-        let mut emptied = Vec::new();
-        let mut gone = Vec::new();
-        self.commit_unmap(
-            m,
-            range,
-            &mut reserved,
-            &mut batch,
-            &mut emptied,
-            &mut |p, f| gone.push((p, f)),
-        )?;
-        batch.flush(m);
+        let done = self.journaled(m, &mut reserved, |mmu, j, reserved| {
+            let mut batch = TlbBatch::new(mmu.scope());
+            let mut emptied = Vec::new();
+            let mut gone = Vec::new();
+            mmu.commit_unmap(j, range, reserved, &mut batch, &mut emptied, &mut |p, f| {
+                gone.push((p, f))
+            })?;
+            batch.flush(j);
+            Ok((emptied, gone))
+        });
+        let (emptied, gone) = match done {
+            Ok(done) => done,
+            Err(e) => {
+                reserved.release(m, frames);
+                return Err(e);
+            }
+        };
         self.free_emptied(m, frames, emptied);
         reserved.release(m, frames);
         for (p, f) in gone {
@@ -358,7 +375,8 @@ impl ArchMmu {
     }
 
     /// Gives every mapped page of `range` the attributes `attrs` (holes are skipped). Part of a
-    /// section is split first. Changed entries go through break-before-make.
+    /// section is split first, when its attributes change. Changed entries go through
+    /// break-before-make.
     pub fn protect<M: Machine>(
         &mut self,
         m: &mut M,
@@ -366,69 +384,66 @@ impl ArchMmu {
         range: PageRange,
         attrs: MappingAttrs,
     ) -> Result<(), MapError> {
-        self.check_range(range)?;
-        self.check_flags(attrs.flags)?;
-        let mut needed = GroupsNeeded::default();
-        let new = attrs.to_page_attributes();
-        self.plan_splits(m, range, Some(new), &mut needed)?;
-        let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
-        // Each pass changes only its own L1 entry, so the entries can be read up front.
-        let mut l2 = [0u32; ENTRIES_PER_L2 as usize];
-        for (l1, descriptor) in self.valid_l1s(m, range) {
-            let (lo, hi) = Self::clip(range, l1);
-            match descriptor {
-                L1Descriptor::Fault | L1Descriptor::Supersection(_) => {}
-                // Already as asked: no change, so no split either (the plan reserved none).
-                L1Descriptor::Section { attrs: old, .. } if old == new => {}
-                L1Descriptor::Section {
-                    base,
-                    domain,
-                    ns,
-                    pxn,
-                    ..
-                } if hi - lo == ENTRIES_PER_L2 => {
-                    let desc = L1Descriptor::Section {
-                        base,
-                        attrs: new,
-                        domain,
-                        ns,
-                        pxn,
-                    };
-                    self.break_before_make_l1(m, l1, desc)?;
-                }
-                L1Descriptor::Section { .. } | L1Descriptor::PageTable { .. } => {
-                    let table = self.table_for_update(m, l1, &mut reserved)?;
-                    let mut changed = Vec::new();
-                    // Read once: each entry is written only after it was read.
-                    let words = &mut l2[..(hi - lo) as usize];
-                    m.read_words(Self::l2_entry(table, lo), words);
-                    for (p, &raw) in (lo..hi).zip(words.iter()) {
-                        let pa = Self::l2_entry(table, p);
-                        if let L2Descriptor::Small { base, attrs: old } = L2Descriptor::decode(raw)
-                            && old != new
-                        {
-                            m.write_word(pa, 0);
-                            changed.push((
-                                pa,
-                                L2Descriptor::Small { base, attrs: new }.encode(),
-                                p,
-                            ));
-                        }
-                    }
-                    if !changed.is_empty() {
-                        let mut batch = TlbBatch::new(self.scope());
-                        for &(_, _, p) in &changed {
-                            batch.push(page(p)?);
-                        }
-                        batch.flush(m);
-                        for (pa, raw, _) in changed {
-                            m.write_word(pa, raw);
-                        }
-                    }
-                }
+        self.protect_runs(m, frames, None, &[(range, attrs)])
+    }
+
+    /// mprotect's table operation: splits the sections only partly inside `within` (whether or
+    /// not their attributes change), then does [`ArchMmu::protect`] for each `(range, attrs)` of
+    /// `changes` (ascending, disjoint, inside `within`), all as one operation: all or nothing.
+    /// A fork's copy-on-write downgrade of the parent is the same with `within` the window.
+    pub fn protect_many<M: Machine>(
+        &mut self,
+        m: &mut M,
+        frames: &mut FrameAllocator,
+        within: PageRange,
+        changes: &[(PageRange, MappingAttrs)],
+    ) -> Result<(), MapError> {
+        self.check_range(within)?;
+        if let Some(&(outside, _)) = changes
+            .iter()
+            .find(|(r, _)| r.start() < within.start() || r.end_number() > within.end_number())
+        {
+            return Err(MapError::OutOfWindow {
+                start: outside.start_addr(),
+                pages: outside.count(),
+            });
+        }
+        self.protect_runs(m, frames, Some(within), changes)
+    }
+
+    fn protect_runs<M: Machine>(
+        &mut self,
+        m: &mut M,
+        frames: &mut FrameAllocator,
+        within: Option<PageRange>,
+        changes: &[(PageRange, MappingAttrs)],
+    ) -> Result<(), MapError> {
+        for (i, &(range, attrs)) in changes.iter().enumerate() {
+            self.check_range(range)?;
+            self.check_flags(attrs.flags)?;
+            if i > 0 && changes[i - 1].0.end_number() > range.start().number() {
+                return Err(MapError::NotAscending(range.start_addr()));
             }
         }
+        let mut needed = GroupsNeeded::default();
+        if let Some(within) = within {
+            self.plan_splits(m, within, None, &mut needed)?;
+        }
+        for &(range, attrs) in changes {
+            self.plan_splits(m, range, Some(attrs.to_page_attributes()), &mut needed)?;
+        }
+        let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
+        let done = self.journaled(m, &mut reserved, |mmu, j, reserved| {
+            if let Some(within) = within {
+                mmu.commit_partial_splits(j, within, reserved)?;
+            }
+            for &(range, attrs) in changes {
+                mmu.commit_protect(j, range, attrs.to_page_attributes(), reserved)?;
+            }
+            Ok(())
+        });
         reserved.release(m, frames);
+        done?;
         m.dsb();
         m.isb();
         Ok(())
@@ -462,22 +477,25 @@ impl ArchMmu {
         }
         self.plan_splits(m, from, None, &mut needed)?;
         let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
-        // Map the targets first so no L2 page is freed and then needed again.
-        for r in &runs {
-            let target = page(to.number() + r.offset)?;
-            self.commit_map(m, target, r, &mut reserved)?;
-        }
-        let mut batch = TlbBatch::new(self.scope());
-        let mut emptied = Vec::new();
-        self.commit_unmap(
-            m,
-            from,
-            &mut reserved,
-            &mut batch,
-            &mut emptied,
-            &mut |_, _| {},
-        )?;
-        batch.flush(m);
+        let done = self.journaled(m, &mut reserved, |mmu, j, reserved| {
+            // Map the targets first so no L2 page is freed and then needed again.
+            for r in &runs {
+                let target = page(to.number() + r.offset)?;
+                mmu.commit_map(j, target, r, reserved)?;
+            }
+            let mut batch = TlbBatch::new(mmu.scope());
+            let mut emptied = Vec::new();
+            mmu.commit_unmap(j, from, reserved, &mut batch, &mut emptied, &mut |_, _| {})?;
+            batch.flush(j);
+            Ok(emptied)
+        });
+        let emptied = match done {
+            Ok(emptied) => emptied,
+            Err(e) => {
+                reserved.release(m, frames);
+                return Err(e);
+            }
+        };
         self.free_emptied(m, frames, emptied);
         reserved.release(m, frames);
         Ok(runs.iter().map(|r| r.count).sum())
@@ -505,19 +523,23 @@ impl ArchMmu {
         let mut needed = GroupsNeeded::default();
         self.plan_splits(m, range, None, &mut needed)?;
         let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
-        let l1 = page_to_remap.number() / ENTRIES_PER_L2;
-        let table = self.table_for_update(m, l1, &mut reserved)?;
-        let pa = Self::l2_entry(table, page_to_remap.number());
-        let new = L2Descriptor::Small {
-            base: frame.start(),
-            attrs: attrs.to_page_attributes(),
-        };
-        m.write_word(pa, 0);
-        let mut batch = TlbBatch::new(self.scope());
-        batch.push(page_to_remap);
-        batch.flush(m);
-        m.write_word(pa, new.encode());
+        let done = self.journaled(m, &mut reserved, |mmu, j, reserved| {
+            let l1 = page_to_remap.number() / ENTRIES_PER_L2;
+            let table = mmu.table_for_update(j, l1, reserved)?;
+            let pa = Self::l2_entry(table, page_to_remap.number());
+            let new = L2Descriptor::Small {
+                base: frame.start(),
+                attrs: attrs.to_page_attributes(),
+            };
+            j.write_word(pa, 0);
+            let mut batch = TlbBatch::new(mmu.scope());
+            batch.push(page_to_remap);
+            batch.flush(j);
+            j.write_word(pa, new.encode());
+            Ok(())
+        });
         reserved.release(m, frames);
+        done?;
         m.dsb();
         m.isb();
         Ok(())
@@ -535,8 +557,11 @@ impl ArchMmu {
         let mut needed = GroupsNeeded::default();
         self.plan_splits(m, range, None, &mut needed)?;
         let mut reserved = Reserved::allocate(m, frames, needed.0.len())?;
-        self.commit_partial_splits(m, range, &mut reserved)?;
+        let done = self.journaled(m, &mut reserved, |mmu, j, reserved| {
+            mmu.commit_partial_splits(j, range, reserved)
+        });
         reserved.release(m, frames);
+        done?;
         m.dsb();
         m.isb();
         Ok(())
@@ -662,68 +687,69 @@ impl ArchMmu {
         // Splits (step 1) take their pages before step 2 recycles any: a recyclable group is
         // never one a split needs a page for (its tables are linked), so this is enough.
         let mut reserved = Reserved::allocate(m, frames, needed.0.len() - recycled)?;
-        let mut gone = Vec::new();
-        let mut emptied = Vec::new();
-        // 1. Clear, keeping emptied tables linked for the targets; invalidate before reuse.
-        let mut batch = TlbBatch::new(self.scope());
-        for &c in clear {
-            self.commit_clear(m, c, &mut reserved, &mut batch, &mut |p, f| {
-                gone.push((p, f))
-            })?;
-        }
-        // The source's partial sections are split now too, before any table is unlinked.
-        self.commit_partial_splits(m, from, &mut reserved)?;
-        batch.flush(m);
-        // 2. A target section over an emptied table: unlink the table (break-before-make).
-        for r in runs.iter().filter(|r| r.section) {
-            let l1 = (to.number() + r.offset) / ENTRIES_PER_L2;
-            if let L1Descriptor::PageTable { table, .. } = self.read_l1(m, l1)
-                && (to.number() + r.offset) % ENTRIES_PER_L2 == 0
-            {
-                self.write_l1(m, l1, L1Descriptor::Fault);
-                let mut b = TlbBatch::new(self.scope());
-                b.push(page(l1 * ENTRIES_PER_L2)?);
-                b.flush(m);
-                let p = PhysFrame::containing(table);
-                if self.group_page(m, l1).is_none() {
-                    // The group links no table any more. Its page is all zeros (each table in
-                    // it was emptied before it was unlinked, and the DSB above completed it):
-                    // it joins the reserved pages for a target that needs one, or goes back
-                    // with the unused ones.
-                    emptied.retain(|&(_, q)| q != p);
-                    self.l2_pages -= 1;
-                    reserved.0.push(p);
-                } else {
-                    emptied.push((l1, p));
-                }
+        let done = self.journaled(m, &mut reserved, |mmu, j, reserved| {
+            let mut gone = Vec::new();
+            let mut emptied = Vec::new();
+            // 1. Clear, keeping emptied tables linked for the targets; invalidate before reuse.
+            let mut batch = TlbBatch::new(mmu.scope());
+            for &c in clear {
+                mmu.commit_clear(j, c, reserved, &mut batch, &mut |p, f| gone.push((p, f)))?;
             }
-        }
-        // 3. Map the targets, 4. clear the source.
-        for r in &runs {
-            self.commit_map(m, page(to.number() + r.offset)?, r, &mut reserved)?;
-        }
-        let mut batch = TlbBatch::new(self.scope());
-        self.commit_unmap(
-            m,
-            from,
-            &mut reserved,
-            &mut batch,
-            &mut emptied,
-            &mut |_, _| {},
-        )?;
-        // 5. Unlink the cleared tables nothing refilled.
-        for &c in clear {
-            for l1 in self.l1_span(c) {
-                if let L1Descriptor::PageTable { table, .. } = self.read_l1(m, l1)
-                    && self.used.get(l1) == 0
+            // The source's partial sections are split now too, before any table is unlinked.
+            mmu.commit_partial_splits(j, from, reserved)?;
+            batch.flush(j);
+            // 2. A target section over an emptied table: unlink the table (break-before-make).
+            for r in runs.iter().filter(|r| r.section) {
+                let l1 = (to.number() + r.offset) / ENTRIES_PER_L2;
+                if let L1Descriptor::PageTable { table, .. } = mmu.read_l1(j, l1)
+                    && (to.number() + r.offset) % ENTRIES_PER_L2 == 0
                 {
-                    self.write_l1(m, l1, L1Descriptor::Fault);
-                    batch.push(page(l1 * ENTRIES_PER_L2)?);
-                    emptied.push((l1, PhysFrame::containing(table)));
+                    mmu.write_l1(j, l1, L1Descriptor::Fault);
+                    let mut b = TlbBatch::new(mmu.scope());
+                    b.push(page(l1 * ENTRIES_PER_L2)?);
+                    b.flush(j);
+                    let p = PhysFrame::containing(table);
+                    if mmu.group_page(j, l1).is_none() {
+                        // The group links no table any more. Its page is all zeros (each table in
+                        // it was emptied before it was unlinked, and the DSB above completed it):
+                        // it joins the reserved pages for a target that needs one, or goes back
+                        // with the unused ones.
+                        emptied.retain(|&(_, q)| q != p);
+                        mmu.l2_pages -= 1;
+                        reserved.recycle(p);
+                    } else {
+                        emptied.push((l1, p));
+                    }
                 }
             }
-        }
-        batch.flush(m);
+            // 3. Map the targets, 4. clear the source.
+            for r in &runs {
+                mmu.commit_map(j, page(to.number() + r.offset)?, r, reserved)?;
+            }
+            let mut batch = TlbBatch::new(mmu.scope());
+            mmu.commit_unmap(j, from, reserved, &mut batch, &mut emptied, &mut |_, _| {})?;
+            // 5. Unlink the cleared tables nothing refilled.
+            for &c in clear {
+                for l1 in mmu.l1_span(c) {
+                    if let L1Descriptor::PageTable { table, .. } = mmu.read_l1(j, l1)
+                        && mmu.used.get(l1) == 0
+                    {
+                        mmu.write_l1(j, l1, L1Descriptor::Fault);
+                        batch.push(page(l1 * ENTRIES_PER_L2)?);
+                        emptied.push((l1, PhysFrame::containing(table)));
+                    }
+                }
+            }
+            batch.flush(j);
+            Ok((gone, emptied))
+        });
+        let (gone, emptied) = match done {
+            Ok(done) => done,
+            Err(e) => {
+                reserved.release(m, frames);
+                return Err(e);
+            }
+        };
         self.free_emptied(m, frames, emptied);
         reserved.release(m, frames);
         for (p, f) in gone {

@@ -5,7 +5,15 @@
 use super::*;
 
 /// L2 pages allocated by the prepare step and handed out by the commit step.
-pub(super) struct Reserved(pub(super) Vec<PhysFrame>);
+pub(super) struct Reserved {
+    /// Pages not handed out yet.
+    available: Vec<PhysFrame>,
+    /// Pages handed out, in order, so a rollback can take them back.
+    taken: Vec<PhysFrame>,
+    /// Pages a commit gave to the reservation from a table it unlinked (they belong to the
+    /// tables again after a rollback, never to the allocator).
+    recycled: Vec<PhysFrame>,
+}
 
 impl Reserved {
     /// All `n` pages or none: a refused request leaves the allocator exactly as it was (even
@@ -24,16 +32,36 @@ impl Reserved {
             m.dsb();
         }
         got.reverse();
-        Ok(Self(got))
+        Ok(Self {
+            available: got,
+            taken: Vec::new(),
+            recycled: Vec::new(),
+        })
     }
 
     pub(super) fn take(&mut self) -> Option<PhysFrame> {
-        self.0.pop()
+        let p = self.available.pop()?;
+        self.taken.push(p);
+        Some(p)
+    }
+
+    /// Adds the (zeroed) page of a table the commit unlinked, for a later take.
+    pub(super) fn recycle(&mut self, page: PhysFrame) {
+        self.recycled.push(page);
+        self.available.push(page);
+    }
+
+    /// After a rollback: the pages taken are available again, and the recycled ones, linked
+    /// again by the restored tables, leave the reservation.
+    pub(super) fn undo_takes(&mut self) {
+        self.available.extend(self.taken.drain(..).rev());
+        let recycled = core::mem::take(&mut self.recycled);
+        self.available.retain(|p| !recycled.contains(p));
     }
 
     /// Gives back what the commit did not use (nothing, when the plan was exact).
     pub(super) fn release<M: Machine>(self, m: &mut M, frames: &mut FrameAllocator) {
-        for f in self.0 {
+        for f in self.available {
             let _ = frames.free(m, f);
         }
     }
