@@ -102,7 +102,12 @@ pub fn decode(data: &[u8]) -> Sequence {
                     pages,
                     to: page_of(word(5)),
                 },
-                2 | 7 => Op::Protect {
+                2 => Op::Protect {
+                    va,
+                    pages,
+                    flags: r[7] & 0xF,
+                },
+                7 => Op::ProtectMany {
                     va,
                     pages,
                     flags: r[7] & 0xF,
@@ -156,6 +161,11 @@ pub fn encode(ops: &[(Op, Option<u8>)]) -> Result<Vec<u8>, String> {
                 pages: p,
                 flags,
             } => (2, va, p, Some(0), (flags < 16).then_some(flags)),
+            Op::ProtectMany {
+                va,
+                pages: p,
+                flags,
+            } => (7, va, p, Some(0), (flags < 16).then_some(flags)),
             Op::Move { from, pages: p, to } => (3, from, p, page_code(to), Some(0)),
             Op::MoveReplacing { from, pages: p, to } => (6, from, p, page_code(to), Some(0)),
             Op::Query { va } => (4, va, 0, Some(0), Some(0)),
@@ -249,6 +259,29 @@ pub fn seeds() -> Vec<(&'static str, Sequence)> {
                     Op::Protect {
                         va: AREA_BASE + 10,
                         pages: 1,
+                        flags: 8 | 1,
+                    },
+                    None,
+                ),
+            ],
+        ),
+        (
+            "protect_many_across_a_section_edge",
+            vec![
+                (map(AREA_BASE, 256, PHYS_BASE + 256), None),
+                (map(AREA_BASE + 300, 8, PHYS_BASE + 9), None),
+                (
+                    Op::ProtectMany {
+                        va: AREA_BASE + 128,
+                        pages: 200,
+                        flags: 8 | 1,
+                    },
+                    Some(0),
+                ),
+                (
+                    Op::ProtectMany {
+                        va: AREA_BASE + 128,
+                        pages: 200,
                         flags: 8 | 1,
                     },
                     None,

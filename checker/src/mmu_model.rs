@@ -170,6 +170,14 @@ pub enum Op {
         pages: u32,
         flags: u8,
     },
+    /// `protect_many` over `[va, va + pages)`: its partial sections split whatever happens, then
+    /// the first half takes `flags` and the second half `flags` with `WRITE` toggled, as one
+    /// operation (an mprotect over two regions).
+    ProtectMany {
+        va: u32,
+        pages: u32,
+        flags: u8,
+    },
     Move {
         from: u32,
         pages: u32,
@@ -194,6 +202,18 @@ pub enum Op {
         flags: u8,
         memory: u8,
     },
+}
+
+/// The two changes of [`Op::ProtectMany`]: `(va, pages, attrs)` of each non-empty half.
+type Change = Option<(u32, u32, MappingAttrs)>;
+
+fn halves(va: u32, pages: u32, flags: u8) -> (Change, Change) {
+    let h = pages / 2;
+    let half = |v: u32, n: u32, f: u8| (n > 0).then(|| (v, n, MappingAttrs::new(flags_of(f))));
+    (
+        half(va, h, flags),
+        half(va.saturating_add(h), pages - h, flags ^ 2),
+    )
 }
 
 fn flags_of(bits: u8) -> MappingFlags {
@@ -314,6 +334,28 @@ fn predict(model: &Model, op: &Op, fail_at: Option<u64>) -> (Result<Option<u32>,
                 Err(MapError::InvalidFlags(attrs.flags))
             } else {
                 after.protect(va, pages, attrs);
+                if no_memory(model, &BTreeSet::new(), &after) {
+                    Err(MapError::NoMemory)
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+        Op::ProtectMany { va, pages, flags } => {
+            let (first, second) = halves(va, pages, flags);
+            if !in_window(va, pages) {
+                Err(out_of_window(va, pages))
+            } else if let Some((_, _, a)) = [first, second]
+                .into_iter()
+                .flatten()
+                .find(|(_, _, a)| !a.flags.contains(MappingFlags::USER))
+            {
+                Err(MapError::InvalidFlags(a.flags))
+            } else {
+                after.split_partial(va, pages, None);
+                for (v, n, a) in [first, second].into_iter().flatten() {
+                    after.protect(v, n, a);
+                }
                 if no_memory(model, &BTreeSet::new(), &after) {
                     Err(MapError::NoMemory)
                 } else {
@@ -449,6 +491,16 @@ fn apply(w: &mut World, op: &Op) -> Result<Option<u32>, MapError> {
             let r = range(va, pages).ok_or(out_of_window(va, pages))?;
             mmu.protect(m, frames, r, MappingAttrs::new(flags_of(flags)))
                 .map(|()| None)
+        }
+        Op::ProtectMany { va, pages, flags } => {
+            let r = range(va, pages).ok_or(out_of_window(va, pages))?;
+            let (first, second) = halves(va, pages, flags);
+            let changes: Vec<(PageRange, MappingAttrs)> = [first, second]
+                .into_iter()
+                .flatten()
+                .filter_map(|(v, n, a)| Some((range(v, n)?, a)))
+                .collect();
+            mmu.protect_many(m, frames, r, &changes).map(|()| None)
         }
         Op::Move { from, pages, to } => {
             let r = range(from, pages).ok_or(out_of_window(from, pages))?;
@@ -759,7 +811,8 @@ fn run_op(
             Op::Map { va, pages, .. }
             | Op::Replace { va, pages, .. }
             | Op::Unmap { va, pages }
-            | Op::Protect { va, pages, .. } => {
+            | Op::Protect { va, pages, .. }
+            | Op::ProtectMany { va, pages, .. } => {
                 interest.extend(
                     va.saturating_sub(1)
                         ..va.saturating_add(pages)

@@ -46,6 +46,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             .prop_map(|(va, pages, frame, flags, memory)| Op::Map { va, pages, frame, flags, memory }),
         2 => (va_strategy(), pages_strategy()).prop_map(|(va, pages)| Op::Unmap { va, pages }),
         2 => (va_strategy(), pages_strategy(), flags.clone()).prop_map(|(va, pages, flags)| Op::Protect { va, pages, flags }),
+        1 => (va_strategy(), pages_strategy(), flags.clone()).prop_map(|(va, pages, flags)| Op::ProtectMany { va, pages, flags }),
         1 => (va_strategy(), pages_strategy(), va_strategy()).prop_map(|(from, pages, to)| Op::Move { from, pages, to }),
         1 => (va_strategy(), pages_strategy(), va_strategy()).prop_map(|(from, pages, to)| Op::MoveReplacing { from, pages, to }),
         1 => va_strategy().prop_map(|va| Op::Query { va }),
