@@ -500,7 +500,8 @@ fn apply(w: &mut World, op: &Op) -> Result<Option<u32>, MapError> {
                 .flatten()
                 .filter_map(|(v, n, a)| Some((range(v, n)?, a)))
                 .collect();
-            mmu.protect_many(m, frames, r, &changes).map(|()| None)
+            mmu.protect_many(m, frames, Some(r), &changes)
+                .map(|()| None)
         }
         Op::Move { from, pages, to } => {
             let r = range(from, pages).ok_or(out_of_window(from, pages))?;

@@ -69,7 +69,6 @@ impl<M: Machine> Vm<M> {
         // a region splits its sections), so this needs no frame: an error is an inconsistency
         // of the vmm's own, reported as such (`Errno::Internal`) with the parent unchanged.
         if built.is_ok() {
-            let window = self.user_window();
             let p = self.spaces.get_mut(&parent).ok_or(Errno::EINVAL)?;
             let changes: Vec<_> = regions
                 .iter()
@@ -80,9 +79,9 @@ impl<M: Machine> Vm<M> {
                     (region.range, attrs)
                 })
                 .collect();
-            if let Err(e) =
-                p.mmu
-                    .protect_many(&mut self.machine, &mut self.frames, window, &changes)
+            if let Err(e) = p
+                .mmu
+                .protect_many(&mut self.machine, &mut self.frames, None, &changes)
             {
                 built = Err(e.errno());
             }

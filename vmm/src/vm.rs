@@ -231,9 +231,19 @@ impl<M: Machine> Vm<M> {
     /// space if it is current (the kernel-only state, so no walk uses its tables again), every
     /// table page is freed and the ASID is released after `TLBIASID`.
     pub fn exit(&mut self, id: SpaceId) -> Result<(), Errno> {
-        self.space_exists(id)?;
-        // Whole regions are unmapped: no section is split, so this needs no frame.
-        self.unmap_range(id, self.user_window())?;
+        let space = self.spaces.get(&id).ok_or(Errno::EINVAL)?;
+        // From the first region to the end of the last: whole regions are unmapped, so no
+        // section is split and this needs no frame (pages outside regions are never mapped).
+        let span = match (space.regions.iter().next(), space.regions.iter().last()) {
+            (Some(first), Some(last)) => PageRange::new(
+                first.range.start(),
+                last.range.end_number() - first.range.start().number(),
+            ),
+            _ => None,
+        };
+        if let Some(span) = span {
+            self.unmap_range(id, span)?;
+        }
         if self.current == Some(id) {
             self.machine.switch_space(None);
             self.current = None;

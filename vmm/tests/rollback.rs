@@ -276,7 +276,7 @@ fn protect_many_rolls_back_the_ranges_already_changed() {
         w.mmu.protect_many(
             &mut w.m,
             &mut w.frames,
-            pages(0x0040_0000, 0x20_0000 / 4096),
+            Some(pages(0x0040_0000, 0x20_0000 / 4096)),
             &[
                 (pages(0x0040_0000, 8), attrs(false)),
                 (pages(0x0050_0000, 8), attrs(false)),

@@ -70,6 +70,19 @@ pub trait Machine {
     }
     /// Writes the 32-bit word at `pa`.
     fn write_word(&mut self, pa: PhysAddr, value: u32);
+    /// Writes `value` over the word at `pa`, which the caller knows holds `old` (it just read it,
+    /// or wrote it). The same as [`Machine::write_word`] on a machine; a wrapper that journals
+    /// old values (the MMU's commit journal) records `old` without reading the word again.
+    fn replace_word(&mut self, pa: PhysAddr, old: u32, value: u32) {
+        let _ = old;
+        self.write_word(pa, value);
+    }
+    /// Writes `value` over a word the caller has already written in the same operation (the
+    /// new value after a break-before-make's fault). The same as [`Machine::write_word`] on a
+    /// machine; the MMU's commit journal keeps the old value it recorded at the first write.
+    fn rewrite_word(&mut self, pa: PhysAddr, value: u32) {
+        self.write_word(pa, value);
+    }
     /// Fills the frame with zeroes.
     fn zero_frame(&mut self, frame: PhysFrame);
     /// Copies the 4 KiB of `src` over `dst`.

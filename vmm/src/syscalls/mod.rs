@@ -194,7 +194,7 @@ impl<M: Machine> Vm<M> {
         // (`Errno::Internal`).
         space
             .mmu
-            .protect_many(&mut self.machine, &mut self.frames, range, &changes)
+            .protect_many(&mut self.machine, &mut self.frames, Some(range), &changes)
             .map_err(MapError::errno)?;
         for r in space.regions.isolate(range) {
             space.regions.remove(r.range.start());

@@ -40,13 +40,18 @@ impl ArchMmu {
                     frame,
                     count,
                 } => {
-                    let table = self.table_for_insert(m, l1, reserved)?;
+                    let (table, fresh) = self.table_for_insert(m, l1, reserved)?;
                     for i in 0..count {
                         let desc = L2Descriptor::Small {
                             base: frame_plus(frame, i)?.start(),
                             attrs: pattrs,
                         };
-                        m.write_word(Self::l2_entry(table, va.number() + i), desc.encode());
+                        let pa = Self::l2_entry(table, va.number() + i);
+                        if fresh {
+                            m.replace_word(pa, 0, desc.encode());
+                        } else {
+                            m.write_word(pa, desc.encode());
+                        }
                     }
                     *self.used.get_mut(l1) += count as u16;
                 }
@@ -113,7 +118,7 @@ impl ArchMmu {
                                 frame_plus(PhysFrame::containing(base), p % 16)?
                             }
                         };
-                        m.write_word(pa, 0);
+                        m.replace_word(pa, raw, 0);
                         batch.push(page(p)?);
                         let count = self.used.get_mut(l1);
                         *count = count.saturating_sub(1);
@@ -149,7 +154,15 @@ impl ArchMmu {
         range: PageRange,
         reserved: &mut Reserved,
     ) -> Result<(), MapError> {
-        for l1 in self.l1_span(range) {
+        // Only the first and the last L1 entry of the range can be partly inside it.
+        let span = self.l1_span(range);
+        let mut ends = [span.start, span.end - 1];
+        let ends = if ends[0] == ends[1] {
+            &mut ends[..1]
+        } else {
+            &mut ends[..]
+        };
+        for &mut l1 in ends {
             let (lo, hi) = Self::clip(range, l1);
             if hi - lo < ENTRIES_PER_L2
                 && matches!(self.read_l1(m, l1), L1Descriptor::Section { .. })
@@ -179,25 +192,25 @@ impl ArchMmu {
     }
 
     /// The L2 table for a fault L1 entry about to receive pages: the group's page if it has one,
-    /// else a reserved page.
+    /// else a reserved page; and whether the table is in a fresh reserved page (all zeros).
     pub(super) fn table_for_insert<M: Machine>(
         &mut self,
         m: &mut M,
         l1: u32,
         reserved: &mut Reserved,
-    ) -> Result<PhysAddr, MapError> {
+    ) -> Result<(PhysAddr, bool), MapError> {
         if let L1Descriptor::PageTable { table, .. } = self.read_l1(m, l1) {
-            return Ok(table);
+            return Ok((table, false));
         }
-        let group = match self.group_page(m, l1) {
-            Some(p) => p,
+        let (group, fresh) = match self.group_page(m, l1) {
+            Some(p) => (p, false),
             None => {
-                let p = reserved.take().ok_or(MapError::Internal {
+                let taken = reserved.take().ok_or(MapError::Internal {
                     what: "the plan reserved no L2 page for this entry",
                     va: page_addr(l1 * ENTRIES_PER_L2),
                 })?;
                 self.l2_pages += 1;
-                p
+                taken
             }
         };
         let table = Self::slot(group, l1);
@@ -211,7 +224,7 @@ impl ArchMmu {
                 pxn: false,
             },
         );
-        Ok(table)
+        Ok((table, fresh))
     }
 
     /// The L2 table of an L1 entry that is a page table or a section (split first).
@@ -228,12 +241,12 @@ impl ArchMmu {
         match self.read_l1(m, l1) {
             L1Descriptor::PageTable { table, .. } => Ok(table),
             L1Descriptor::Section { base, attrs, .. } => {
-                let group = match self.group_page(m, l1) {
-                    Some(p) => p,
+                let (group, fresh) = match self.group_page(m, l1) {
+                    Some(p) => (p, false),
                     None => match reserved.take() {
-                        Some(p) => {
+                        Some(taken) => {
                             self.l2_pages += 1;
-                            p
+                            taken
                         }
                         None => {
                             return Err(internal(
@@ -249,10 +262,12 @@ impl ArchMmu {
                         base: frame_plus(first, i)?.start(),
                         attrs,
                     };
-                    m.write_word(
-                        Self::l2_entry(table, l1 * ENTRIES_PER_L2 + i),
-                        desc.encode(),
-                    );
+                    let pa = Self::l2_entry(table, l1 * ENTRIES_PER_L2 + i);
+                    if fresh {
+                        m.replace_word(pa, 0, desc.encode());
+                    } else {
+                        m.write_word(pa, desc.encode());
+                    }
                 }
                 *self.used.get_mut(l1) = ENTRIES_PER_L2 as u16;
                 let desc = L1Descriptor::PageTable {
@@ -330,7 +345,7 @@ impl ArchMmu {
                         if let L2Descriptor::Small { base, attrs: old } = L2Descriptor::decode(raw)
                             && old != new
                         {
-                            m.write_word(pa, 0);
+                            m.replace_word(pa, raw, 0);
                             changed.push((
                                 pa,
                                 L2Descriptor::Small { base, attrs: new }.encode(),
@@ -345,7 +360,7 @@ impl ArchMmu {
                         }
                         batch.flush(m);
                         for (pa, raw, _) in changed {
-                            m.write_word(pa, raw);
+                            m.rewrite_word(pa, raw);
                         }
                     }
                 }

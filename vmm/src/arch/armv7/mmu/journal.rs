@@ -10,11 +10,57 @@ use alloc::collections::BTreeMap;
 
 use super::*;
 
+/// Entries kept on the stack: the writes of a fault, a one-page map or unmap. Larger commits
+/// spill to the heap, once per operation.
+const INLINE: usize = 16;
+
+/// `(address, value before the write)` of every journaled write, in write order.
+struct Entries {
+    inline: [(u32, u32); INLINE],
+    len: usize,
+    spill: Vec<(u32, u32)>,
+}
+
+impl Entries {
+    fn new() -> Self {
+        Self {
+            inline: [(0, 0); INLINE],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, pa: PhysAddr, old: u32) {
+        if self.len < INLINE {
+            self.inline[self.len] = (pa.as_u32(), old);
+            self.len += 1;
+        } else {
+            if self.spill.capacity() == 0 {
+                // A commit past the inline entries writes a table's worth or more.
+                self.spill.reserve(ENTRIES_PER_L2 as usize);
+            }
+            self.spill.push((pa.as_u32(), old));
+        }
+    }
+
+    #[inline]
+    fn last_address(&self) -> Option<u32> {
+        match self.spill.last() {
+            Some(&(pa, _)) => Some(pa),
+            None => self.len.checked_sub(1).map(|i| self.inline[i].0),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(u32, u32)> {
+        self.inline[..self.len].iter().chain(self.spill.iter())
+    }
+}
+
 /// A [`Machine`] that forwards everything to `inner` and journals each word written.
 pub(super) struct Journaled<'a, M: Machine> {
     inner: &'a mut M,
-    /// `(address, value before the write)`, in write order.
-    old: Vec<(PhysAddr, u32)>,
+    old: Entries,
 }
 
 impl<M: Machine> Machine for Journaled<'_, M> {
@@ -27,9 +73,22 @@ impl<M: Machine> Machine for Journaled<'_, M> {
     fn read_nonzero_words(&mut self, pa: PhysAddr, count: usize, out: &mut Vec<(usize, u32)>) {
         self.inner.read_nonzero_words(pa, count, out);
     }
+    #[inline]
     fn write_word(&mut self, pa: PhysAddr, value: u32) {
-        let before = self.inner.read_word(pa);
-        self.old.push((pa, before));
+        // A word written again at once (fault, then the new value) keeps its first old value.
+        if self.old.last_address() != Some(pa.as_u32()) {
+            let before = self.inner.read_word(pa);
+            self.old.push(pa, before);
+        }
+        self.inner.write_word(pa, value);
+    }
+    #[inline]
+    fn replace_word(&mut self, pa: PhysAddr, old: u32, value: u32) {
+        self.old.push(pa, old);
+        self.inner.write_word(pa, value);
+    }
+    #[inline]
+    fn rewrite_word(&mut self, pa: PhysAddr, value: u32) {
         self.inner.write_word(pa, value);
     }
     fn zero_frame(&mut self, frame: PhysFrame) {
@@ -83,28 +142,26 @@ impl ArchMmu {
         let l2_pages = self.l2_pages;
         let mut journal = Journaled {
             inner: m,
-            old: Vec::new(),
+            old: Entries::new(),
         };
-        match commit(self, &mut journal, reserved) {
-            Ok(value) => Ok(value),
-            Err(e) => {
-                let old = journal.old;
-                self.roll_back(m, &old);
-                self.l2_pages = l2_pages;
-                reserved.undo_takes();
-                Err(e)
-            }
+        let result = commit(self, &mut journal, reserved);
+        if result.is_err() {
+            let old = journal.old;
+            self.roll_back(m, &old);
+            self.l2_pages = l2_pages;
+            reserved.undo_takes();
         }
+        result
     }
 
     /// Puts every journaled word back: all of them to fault first, DSB, the space's TLB entries
     /// invalidated, DSB, then the old non-zero values, DSB, ISB (so no valid descriptor is ever
     /// overwritten by another valid one); then the counts are recounted from the tables.
-    fn roll_back<M: Machine>(&mut self, m: &mut M, journal: &[(PhysAddr, u32)]) {
+    fn roll_back<M: Machine>(&mut self, m: &mut M, journal: &Entries) {
         // The value before the first write of each address is the one to restore.
         let mut first: BTreeMap<u32, u32> = BTreeMap::new();
-        for &(pa, value) in journal {
-            first.entry(pa.as_u32()).or_insert(value);
+        for &(pa, value) in journal.iter() {
+            first.entry(pa).or_insert(value);
         }
         for &pa in first.keys() {
             m.write_word(PhysAddr::new(pa), 0);

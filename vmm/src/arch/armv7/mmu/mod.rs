@@ -300,14 +300,19 @@ impl ArchMmu {
             batch.flush(j);
             for l1 in mmu.l1_span(range) {
                 let (lo, hi) = Self::clip(range, l1);
-                let table = mmu.table_for_insert(j, l1, reserved)?;
+                let (table, fresh) = mmu.table_for_insert(j, l1, reserved)?;
                 for p in lo..hi {
                     let target = targets[(p - range.start().number()) as usize];
                     let desc = L2Descriptor::Small {
                         base: target.start(),
                         attrs: pattrs,
                     };
-                    j.write_word(Self::l2_entry(table, p), desc.encode());
+                    let pa = Self::l2_entry(table, p);
+                    if fresh {
+                        j.replace_word(pa, 0, desc.encode());
+                    } else {
+                        j.write_word(pa, desc.encode());
+                    }
                 }
                 *mmu.used.get_mut(l1) += (hi - lo) as u16;
             }
@@ -387,28 +392,30 @@ impl ArchMmu {
         self.protect_runs(m, frames, None, &[(range, attrs)])
     }
 
-    /// mprotect's table operation: splits the sections only partly inside `within` (whether or
-    /// not their attributes change), then does [`ArchMmu::protect`] for each `(range, attrs)` of
-    /// `changes` (ascending, disjoint, inside `within`), all as one operation: all or nothing.
-    /// A fork's copy-on-write downgrade of the parent is the same with `within` the window.
+    /// Does [`ArchMmu::protect`] for each `(range, attrs)` of `changes` (ascending, disjoint)
+    /// as one operation: all or nothing. With `within` (mprotect's range, which holds every
+    /// change) the sections only partly inside it are split first, whether or not their
+    /// attributes change; a fork's copy-on-write downgrade of the parent passes `None`.
     pub fn protect_many<M: Machine>(
         &mut self,
         m: &mut M,
         frames: &mut FrameAllocator,
-        within: PageRange,
+        within: Option<PageRange>,
         changes: &[(PageRange, MappingAttrs)],
     ) -> Result<(), MapError> {
-        self.check_range(within)?;
-        if let Some(&(outside, _)) = changes
-            .iter()
-            .find(|(r, _)| r.start() < within.start() || r.end_number() > within.end_number())
-        {
-            return Err(MapError::OutOfWindow {
-                start: outside.start_addr(),
-                pages: outside.count(),
-            });
+        if let Some(within) = within {
+            self.check_range(within)?;
+            if let Some(&(outside, _)) = changes
+                .iter()
+                .find(|(r, _)| r.start() < within.start() || r.end_number() > within.end_number())
+            {
+                return Err(MapError::OutOfWindow {
+                    start: outside.start_addr(),
+                    pages: outside.count(),
+                });
+            }
         }
-        self.protect_runs(m, frames, Some(within), changes)
+        self.protect_runs(m, frames, within, changes)
     }
 
     fn protect_runs<M: Machine>(
@@ -535,7 +542,7 @@ impl ArchMmu {
             let mut batch = TlbBatch::new(mmu.scope());
             batch.push(page_to_remap);
             batch.flush(j);
-            j.write_word(pa, new.encode());
+            j.rewrite_word(pa, new.encode());
             Ok(())
         });
         reserved.release(m, frames);

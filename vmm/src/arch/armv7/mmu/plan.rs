@@ -6,10 +6,10 @@ use super::*;
 
 /// L2 pages allocated by the prepare step and handed out by the commit step.
 pub(super) struct Reserved {
-    /// Pages not handed out yet.
-    available: Vec<PhysFrame>,
-    /// Pages handed out, in order, so a rollback can take them back.
-    taken: Vec<PhysFrame>,
+    /// `pages[..top]` are available (taken from the top down), `pages[top..]` were taken, so a
+    /// rollback can give them back without allocating anything.
+    pages: Vec<PhysFrame>,
+    top: usize,
     /// Pages a commit gave to the reservation from a table it unlinked (they belong to the
     /// tables again after a rollback, never to the allocator).
     recycled: Vec<PhysFrame>,
@@ -33,35 +33,38 @@ impl Reserved {
         }
         got.reverse();
         Ok(Self {
-            available: got,
-            taken: Vec::new(),
+            top: got.len(),
+            pages: got,
             recycled: Vec::new(),
         })
     }
 
-    pub(super) fn take(&mut self) -> Option<PhysFrame> {
-        let p = self.available.pop()?;
-        self.taken.push(p);
-        Some(p)
+    /// The next page, and whether it is fresh: zeroed when it was allocated and not handed out
+    /// before (a recycled page is not fresh: its zeroes are the tables' invariant, not a fact).
+    pub(super) fn take(&mut self) -> Option<(PhysFrame, bool)> {
+        self.top = self.top.checked_sub(1)?;
+        let page = self.pages[self.top];
+        Some((page, !self.recycled.contains(&page)))
     }
 
-    /// Adds the (zeroed) page of a table the commit unlinked, for a later take.
+    /// Adds the (zeroed) page of a table the commit unlinked, to be taken next.
     pub(super) fn recycle(&mut self, page: PhysFrame) {
         self.recycled.push(page);
-        self.available.push(page);
+        self.pages.insert(self.top, page);
+        self.top += 1;
     }
 
     /// After a rollback: the pages taken are available again, and the recycled ones, linked
     /// again by the restored tables, leave the reservation.
     pub(super) fn undo_takes(&mut self) {
-        self.available.extend(self.taken.drain(..).rev());
         let recycled = core::mem::take(&mut self.recycled);
-        self.available.retain(|p| !recycled.contains(p));
+        self.pages.retain(|p| !recycled.contains(p));
+        self.top = self.pages.len();
     }
 
     /// Gives back what the commit did not use (nothing, when the plan was exact).
     pub(super) fn release<M: Machine>(self, m: &mut M, frames: &mut FrameAllocator) {
-        for f in self.available {
+        for &f in &self.pages[..self.top] {
             let _ = frames.free(m, f);
         }
     }
