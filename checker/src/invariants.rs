@@ -185,7 +185,7 @@ impl Pair {
             );
             if now.as_ref().map(block) != Ok(block(&e.translation)) {
                 return Err(format!(
-                    "stale TLB entry {:#?}\nthe tables now give {:#?}\n",
+                    "stale TLB entry {:#x?}\nthe tables now give {:#x?}\n",
                     e, now
                 ));
             }
@@ -217,7 +217,7 @@ impl Pair {
             if !same {
                 let kept: Option<Vec<_>> = shadow.pages(at, v).map(Iterator::collect);
                 return Err(format!(
-                    "fast-mode shadow of {v:?} differs from the tables:\nshadow {kept:#?}\ntables {read:#?}\n"
+                    "fast-mode shadow of {v:#x?} differs from the tables:\nshadow {kept:#x?}\ntables {read:#x?}\n"
                 ));
             }
         }

@@ -31,7 +31,7 @@ pub use op::{Addr, Op, Step, parse_ops, print_ops};
 pub use op_lang::op;
 pub use op_lang::{Config, Sequence, parse_sequence, print_sequence};
 pub use run::{
-    CheckMode, Divergence, DivergenceKind, Outcome, StepHooks, run, run_both_with_defect, run_fast,
-    run_fast_with_defect, run_fast_with_hooks, run_or_panic, run_or_panic_with_defect,
-    run_or_panic_with_hooks, run_with_defect, trace,
+    CheckMode, Divergence, DivergenceKind, Outcome, StepHooks, StepRecord, run,
+    run_both_with_defect, run_fast, run_fast_with_defect, run_fast_with_hooks, run_or_panic,
+    run_or_panic_with_defect, run_or_panic_with_hooks, run_traced, run_with_defect,
 };

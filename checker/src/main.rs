@@ -1,5 +1,6 @@
-//! `checker replay FILE...`: runs `.ops` files through the model and the vmm. Exit status 0
-//! when they agree on every file, 1 with the divergence report otherwise, 2 on unreadable input.
+//! `checker replay FILE...`: runs `.ops` files or fuzzer inputs through the model and the vmm.
+//! Exit status 0 when they agree on every file, 1 with the divergence report otherwise, 2 when
+//! a file cannot be read or parsed (every file is still reported).
 //!
 //! `checker seeds SCENARIOS OUT`: writes the fuzzers' seed corpora under `OUT/<target>/`: `ops`
 //! and `text` from the `.ops` scenarios in `SCENARIOS`, `mmu` and `frames` from the checker's
@@ -10,24 +11,91 @@
 //!
 //! `checker speed-inputs OUT`: the fixed 64-step inputs `cargo xtask fuzz-speed` times.
 
+use std::fmt;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+
+/// Prints a line on standard output. A closed pipe (`checker replay ... | head`) ends the
+/// program quietly with status 141, as a process killed by SIGPIPE would.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        say_line(format_args!($($arg)*))
+    };
+}
+
+fn say_line(line: fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out
+        .write_fmt(line)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("checker: cannot write to standard output: {e}");
+        std::process::exit(2);
+    }
+}
+
+/// `path` relative to the working directory when inside it: what the checker prints never
+/// names a path of one machine when it was run from the repository (as `cargo xtask` runs it).
+fn shown(path: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// Colour in reports only on a terminal, and never when `NO_COLOR` is set (no-color.org).
+fn colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// The exit statuses, and the terminal manners, for `--help`.
+const EXIT_STATUS: &str = "Exit status: 0 success (model and vmm agree); 1 a divergence (for \
+minimize: nothing to minimize); 2 bad input (a file that cannot be read or parsed, of unknown \
+kind, an unknown defect); 141 standard output was closed (a pipe into `head`). Colour only on \
+a terminal; NO_COLOR turns it off.";
 
 #[derive(Parser)]
-#[command(name = "checker", about = "Differential checker for the vmm crate")]
+#[command(
+    name = "checker",
+    about = "Differential checker for the vmm crate",
+    after_help = EXIT_STATUS
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// How to read the files: by default `.ops` (any case) is text; libFuzzer's artifact names
+/// (`crash-`, `oom-`, `timeout-`, `slow-unit-`, `leak-`) and files in a corpus or artifacts
+/// directory (or a directory given on the command line) are fuzzer bytes; anything else is an
+/// error asking for one of these flags.
+#[derive(Args, Clone, Copy)]
+struct FileKindArgs {
+    /// Read every file as `.ops` text.
+    #[arg(long, conflicts_with = "bytes")]
+    text: bool,
+    /// Read every file as `ops` fuzzer bytes.
+    #[arg(long)]
+    bytes: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Replay `.ops` files (or fuzzer inputs: any other extension; a directory stands for
-    /// its files) and report the first divergence of each.
+    /// Replay `.ops` files or fuzzer inputs (a directory stands for its files) and report the
+    /// first divergence of each, then a SUMMARY line.
+    #[command(after_help = EXIT_STATUS)]
     Replay {
-        /// Print every step with what it returned.
+        /// Print every step with what the model and the vmm returned, side by side (up to the
+        /// step that diverged).
         #[arg(long)]
         trace: bool,
         /// Print only divergences and the summary.
@@ -36,6 +104,8 @@ enum Command {
         /// Run on a machine with this deliberate defect (drop-every-invalidate, ...).
         #[arg(long, value_parser = parse_defect)]
         defect: Option<checker::Defect>,
+        #[command(flatten)]
+        kind: FileKindArgs,
         /// The files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -63,6 +133,8 @@ enum Command {
         /// Minimize against a machine with this deliberate defect.
         #[arg(long, value_parser = parse_defect)]
         defect: Option<checker::Defect>,
+        #[command(flatten)]
+        kind: FileKindArgs,
     },
     /// Check the fuzzing (fast) mode against the reference (full) mode on `.ops` files or
     /// fuzzer inputs (a directory stands for its files): each runs in full mode and in fast
@@ -71,6 +143,8 @@ enum Command {
     /// tables' INV-7, which fast mode checks only at the end, may come later there). For
     /// anyone changing the fast mode.
     AuditFast {
+        #[command(flatten)]
+        kind: FileKindArgs,
         /// The files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -97,8 +171,9 @@ fn main() -> ExitCode {
             trace,
             quiet,
             defect,
+            kind,
             files,
-        } => replay(trace, quiet, defect, &expand_dirs(&files)),
+        } => replay(trace, quiet, defect, &expand_dirs(&files, kind)),
         Command::Seeds { scenarios, out } => match seeds(&scenarios, &out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -111,9 +186,15 @@ fn main() -> ExitCode {
             tmin,
             out,
             defect,
-        } => minimize(&file, tmin.as_deref(), &out, defect),
+            kind,
+        } => minimize(
+            &Input::given(file, kind),
+            tmin.map(|t| Input::given(t, kind)).as_ref(),
+            &out,
+            defect,
+        ),
         Command::SpeedInputs { count, out } => speed_inputs(count, &out),
-        Command::AuditFast { files } => audit_fast(&expand_dirs(&files)),
+        Command::AuditFast { kind, files } => audit_fast(&expand_dirs(&files, kind)),
     }
 }
 
@@ -135,52 +216,111 @@ fn speed_inputs(count: usize, out: &Path) -> ExitCode {
         eprintln!("checker speed-inputs: {e}");
         return ExitCode::from(2);
     }
-    println!(
+    say!(
         "{count} inputs of 64 steps ({} bytes on average) in {}",
         bytes / count.max(1),
-        out.display()
+        shown(out)
     );
     ExitCode::SUCCESS
 }
 
-/// Reads `.ops` text, or fuzzer bytes (any other extension) decoded as the `ops` target does.
-fn read_steps(file: &Path) -> Result<checker::Sequence, String> {
-    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
-    if file.extension().is_some_and(|x| x == "ops") {
-        std::str::from_utf8(&bytes)
-            .map_err(|e| e.to_string())
-            .and_then(checker::parse_sequence)
-            .map_err(|e| format!("{}: {e}", file.display()))
-    } else {
-        Ok(checker::fuzz::decode(&bytes))
+/// What a file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// `.ops` text.
+    Text,
+    /// `ops` fuzzer bytes, decoded as the target does.
+    Bytes,
+}
+
+/// A file to read, and what the command line or its place says it holds (`None`: it does not
+/// say, and the file's name must).
+struct Input {
+    path: PathBuf,
+    kind: Option<Kind>,
+}
+
+impl Input {
+    /// A file named on the command line.
+    fn given(path: PathBuf, flags: FileKindArgs) -> Self {
+        let in_fuzz_dir = path.components().any(|c| {
+            matches!(
+                c.as_os_str().to_str(),
+                Some("corpus" | "artifacts" | "ops-tmin")
+            )
+        });
+        let kind = if flags.text {
+            Some(Kind::Text)
+        } else if flags.bytes || (in_fuzz_dir && !is_ops_name(&path)) {
+            Some(Kind::Bytes)
+        } else {
+            None
+        };
+        Self { path, kind }
+    }
+
+    /// What the file holds, or why that cannot be told.
+    fn kind(&self) -> Result<Kind, String> {
+        const ARTIFACTS: [&str; 5] = ["crash-", "oom-", "timeout-", "slow-unit-", "leak-"];
+        let name = self.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        match self.kind {
+            Some(kind) => Ok(kind),
+            None if is_ops_name(&self.path) => Ok(Kind::Text),
+            None if ARTIFACTS.iter().any(|a| name.starts_with(a)) => Ok(Kind::Bytes),
+            None => Err(format!(
+                "{}: neither a `.ops` file nor a fuzzer artifact or corpus file: pass --text \
+                 or --bytes to say which it is",
+                shown(&self.path)
+            )),
+        }
+    }
+
+    /// The sequence in the file.
+    fn read(&self) -> Result<checker::Sequence, String> {
+        let kind = self.kind()?;
+        let bytes = std::fs::read(&self.path).map_err(|e| format!("{}: {e}", shown(&self.path)))?;
+        match kind {
+            Kind::Text => std::str::from_utf8(&bytes)
+                .map_err(|e| e.to_string())
+                .and_then(checker::parse_sequence)
+                .map_err(|e| format!("{}: {e}", shown(&self.path))),
+            Kind::Bytes => Ok(checker::fuzz::decode(&bytes)),
+        }
     }
 }
 
+fn is_ops_name(path: &Path) -> bool {
+    path.extension()
+        .and_then(|x| x.to_str())
+        .is_some_and(|x| x.eq_ignore_ascii_case("ops"))
+}
+
 fn minimize(
-    file: &Path,
-    tmin: Option<&Path>,
+    input: &Input,
+    tmin: Option<&Input>,
     out: &Path,
     defect: Option<checker::Defect>,
 ) -> ExitCode {
+    let file = input.path.as_path();
     let fail = |e: String| {
         eprintln!("checker minimize: {e}");
         ExitCode::from(2)
     };
-    let steps = match read_steps(file) {
+    let steps = match input.read() {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
     let Err(original) = checker::run_both_with_defect(&steps, defect) else {
-        println!(
+        say!(
             "{}: model and vmm agree ({} steps): nothing to minimize",
-            file.display(),
+            shown(file),
             steps.steps.len()
         );
         return ExitCode::FAILURE;
     };
-    println!(
+    say!(
         "{}: {:?} at step {} of {}",
-        file.display(),
+        shown(file),
         original.kind,
         original.at + 1,
         steps.steps.len()
@@ -188,12 +328,16 @@ fn minimize(
     // Start from the byte-minimized input when it still diverges the same way.
     let mut start = steps.clone();
     if let Some(t) = tmin {
-        match read_steps(t).map(|s| (checker::run_both_with_defect(&s, defect), s)) {
+        let name = shown(&t.path);
+        match t
+            .read()
+            .map(|s| (checker::run_both_with_defect(&s, defect), s))
+        {
             Ok((Err(d), s)) if d.kind == original.kind => {
-                println!("{}: the same kind in {} steps", t.display(), s.steps.len());
+                say!("{name}: the same kind in {} steps", s.steps.len());
                 start = s;
             }
-            _ => println!("{}: not the same divergence; ignored", t.display()),
+            _ => say!("{name}: not the same divergence; ignored"),
         }
     }
     let Some(mut m) = checker::minimize::minimize(&start, defect) else {
@@ -214,9 +358,9 @@ fn minimize(
         checker::minimize::regression_file(&m, &source, checker::minimize::civil_date(days));
     let path = out.join(name);
     if let Err(e) = std::fs::create_dir_all(out).and_then(|()| std::fs::write(&path, &text)) {
-        return fail(format!("{}: {e}", path.display()));
+        return fail(format!("{}: {e}", shown(&path)));
     }
-    println!(
+    say!(
         "minimized {} -> {} steps ({} runs), {:?} at step {}:\n{}",
         m.original_len,
         m.steps.len(),
@@ -225,15 +369,15 @@ fn minimize(
         m.divergence.at + 1,
         text
     );
-    println!("wrote {}", path.display());
-    println!("replay: cargo xtask replay {}", path.display());
+    say!("wrote {}", shown(&path));
+    say!("replay: cargo xtask replay {}", shown(&path));
     ExitCode::SUCCESS
 }
 
 /// The scenarios' names (file stems), texts and sequences, sorted by name.
 fn scenarios(dir: &Path) -> Result<Vec<(String, String, checker::Sequence)>, String> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .map_err(|e| format!("{}: {e}", shown(dir)))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "ops"))
         .collect();
@@ -241,9 +385,8 @@ fn scenarios(dir: &Path) -> Result<Vec<(String, String, checker::Sequence)>, Str
     files
         .iter()
         .map(|f| {
-            let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-            let steps =
-                checker::parse_sequence(&text).map_err(|e| format!("{}: {e}", f.display()))?;
+            let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", shown(f)))?;
+            let steps = checker::parse_sequence(&text).map_err(|e| format!("{}: {e}", shown(f)))?;
             let name = f
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
@@ -256,13 +399,13 @@ fn scenarios(dir: &Path) -> Result<Vec<(String, String, checker::Sequence)>, Str
 /// Empties `dir` (files only) and writes `files` into it.
 fn write_seeds(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), String> {
     replace_files(dir, files)?;
-    println!("{:>3} seeds in {}", files.len(), dir.display());
+    say!("{:>3} seeds in {}", files.len(), shown(dir));
     Ok(())
 }
 
 /// Empties `dir` (files only; made when missing) and writes `files` into it.
 fn replace_files(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<(), String> {
-    let err = |e: std::io::Error| format!("{}: {e}", dir.display());
+    let err = |e: std::io::Error| format!("{}: {e}", shown(dir));
     std::fs::create_dir_all(dir).map_err(err)?;
     for entry in std::fs::read_dir(dir).map_err(err)? {
         let path = entry.map_err(err)?.path();
@@ -311,8 +454,9 @@ fn seeds(scenarios_dir: &Path, out: &Path) -> Result<(), String> {
     write_seeds(&out.join("frames"), &frames)
 }
 
-/// Files as given, directories replaced by their files (sorted).
-fn expand_dirs(paths: &[PathBuf]) -> Vec<PathBuf> {
+/// Files as given, directories replaced by their files (sorted): a file found in a directory
+/// is fuzzer bytes unless it is named `.ops` (a corpus directory, or `corpus/regressions`).
+fn expand_dirs(paths: &[PathBuf], flags: FileKindArgs) -> Vec<Input> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
@@ -321,9 +465,15 @@ fn expand_dirs(paths: &[PathBuf]) -> Vec<PathBuf> {
                 .unwrap_or_default();
             inside.retain(|f| f.is_file());
             inside.sort();
-            out.extend(inside);
+            out.extend(inside.into_iter().map(|path| {
+                let mut input = Input::given(path, flags);
+                if input.kind.is_none() && !is_ops_name(&input.path) {
+                    input.kind = Some(Kind::Bytes);
+                }
+                input
+            }));
         } else {
-            out.push(p.clone());
+            out.push(Input::given(p.clone(), flags));
         }
     }
     out
@@ -346,92 +496,149 @@ fn modes_agree(
 
 /// `checker audit-fast`: exit status 0 when the modes agree on every file, 1 when not, 2 when
 /// a file cannot be read or parsed.
-fn audit_fast(files: &[PathBuf]) -> ExitCode {
+fn audit_fast(files: &[Input]) -> ExitCode {
     let verdict = |r: &Result<usize, Box<checker::Divergence>>| match r {
         Ok(n) => format!("passes ({n} steps)"),
         Err(d) => format!("diverges: {:?} at step {}", d.kind, d.at + 1),
     };
-    let mut differ = 0;
-    for file in files {
-        let steps = match read_steps(file) {
+    let (mut differ, mut unreadable) = (0, 0);
+    for input in files {
+        let steps = match input.read() {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(2);
+                unreadable += 1;
+                say!("ERROR {e}");
+                continue;
             }
         };
         let full = checker::run(&steps);
         let fast = checker::run::audit_fast_mode(&steps, None);
         if !modes_agree(&full, &fast) {
             differ += 1;
-            println!(
+            say!(
                 "FAIL {}: full mode {}, fast mode (audited) {}",
-                file.display(),
+                shown(&input.path),
                 verdict(&full),
                 verdict(&fast)
             );
             if let Err(d) = &fast {
-                println!("{d}");
+                say!("{}", report(d));
             }
         }
     }
-    println!(
-        "SUMMARY: {} files, the modes differ on {differ}",
+    say!(
+        "SUMMARY: {} files, the modes differ on {differ}, {unreadable} unreadable",
         files.len()
     );
-    if differ == 0 {
-        ExitCode::SUCCESS
-    } else {
+    exit_status(differ, unreadable)
+}
+
+/// 2 when a file could not be read, else 1 when one diverged, else 0.
+fn exit_status(diverged: usize, unreadable: usize) -> ExitCode {
+    if unreadable > 0 {
+        ExitCode::from(2)
+    } else if diverged > 0 {
         ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 
-fn replay(
-    trace: bool,
-    quiet: bool,
-    defect: Option<checker::Defect>,
-    files: &[PathBuf],
-) -> ExitCode {
-    let mut diverged = 0;
-    for file in files {
-        let steps = match read_steps(file) {
+/// A divergence report, with its diff in colour when [`colour`] says so.
+fn report(d: &checker::Divergence) -> String {
+    if colour() {
+        format!("{d:#}")
+    } else {
+        d.to_string()
+    }
+}
+
+/// One row per step: the step, what the model returned, what the vmm returned; `>>` marks the
+/// step that diverged, `!=` any other step whose results differ.
+fn print_trace(
+    steps: &checker::Sequence,
+    rows: &[checker::StepRecord],
+    diverged_at: Option<usize>,
+) {
+    let texts: Vec<String> = steps.steps.iter().map(ToString::to_string).collect();
+    let width = texts
+        .iter()
+        .take(rows.len())
+        .map(String::len)
+        .max()
+        .unwrap_or(0)
+        .min(60);
+    let results: Vec<(String, String)> = rows
+        .iter()
+        .zip(&steps.steps)
+        .map(|(r, step)| {
+            (
+                checker::report::describe(&step.op, r.model, r.live_spaces),
+                checker::report::describe(&step.op, r.vmm, r.live_spaces),
+            )
+        })
+        .collect();
+    let model_width = results
+        .iter()
+        .map(|(m, _)| m.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    say!(
+        "   {:>3}  {:<width$}  {:<model_width$}  vmm",
+        "#",
+        "step",
+        "model"
+    );
+    for (i, ((row, text), (model, vmm))) in rows.iter().zip(&texts).zip(&results).enumerate() {
+        let mark = if Some(i) == diverged_at {
+            ">>"
+        } else if row.model != row.vmm {
+            "!="
+        } else {
+            "  "
+        };
+        say!(
+            "{mark} {:>3}  {text:<width$}  {model:<model_width$}  {vmm}",
+            i + 1
+        );
+    }
+}
+
+fn replay(trace: bool, quiet: bool, defect: Option<checker::Defect>, files: &[Input]) -> ExitCode {
+    let (mut diverged, mut unreadable) = (0, 0);
+    for input in files {
+        let file = shown(&input.path);
+        let steps = match input.read() {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(2);
+                unreadable += 1;
+                say!("ERROR {e}");
+                continue;
             }
         };
-        // `.ops` files are text; anything else is a fuzzer input, decoded as the target does.
-        if !quiet && file.extension().is_none_or(|x| x != "ops") {
-            println!(
-                "{}: fuzzer bytes, decoded to:\n{}",
-                file.display(),
+        if !quiet && input.kind() == Ok(Kind::Bytes) {
+            say!(
+                "{file}: fuzzer bytes, decoded to:\n{}",
                 checker::print_sequence(&steps)
             );
         }
-        if trace && let Ok(outcomes) = checker::trace(&steps) {
-            for (i, (step, outcome)) in steps.steps.iter().zip(outcomes).enumerate() {
-                println!(
-                    "{:>4}  {:<72} -> {}",
-                    i + 1,
-                    step.to_string(),
-                    checker::report::describe(&step.op, outcome)
-                );
-            }
+        let (rows, result) = checker::run_traced(&steps, defect);
+        if trace {
+            print_trace(&steps, &rows, result.as_ref().err().map(|d| d.at));
         }
-        match checker::run_both_with_defect(&steps, defect) {
-            Ok(n) if !quiet => println!("PASS {} ({n} steps)", file.display()),
+        match result {
+            Ok(n) if !quiet => say!("PASS {file} ({n} steps)"),
             Ok(_) => {}
             Err(d) => {
                 diverged += 1;
-                println!("FAIL {}\n{d}", file.display());
+                say!("FAIL {file}\n{}", report(&d));
             }
         }
     }
-    println!("SUMMARY: {} files, {} diverged", files.len(), diverged);
-    if diverged == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    say!(
+        "SUMMARY: {} files, {diverged} diverged, {unreadable} unreadable",
+        files.len()
+    );
+    exit_status(diverged, unreadable)
 }

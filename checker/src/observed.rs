@@ -11,7 +11,7 @@ use reference_model::armv7::PageAttributes;
 use reference_model::model::{DEVICE_FRAME, is_device};
 
 /// Everything the comparison sees, in a form both sides produce.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Observed {
     /// Free frames in the pool.
     pub free_frames: u32,
@@ -42,7 +42,7 @@ pub enum Backing {
 }
 
 /// One space as compared.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct SpaceState {
     /// Regions: (start, length, prot, shared, backing).
     pub regions: Vec<(u64, u64, u32, bool, Backing)>,
@@ -69,6 +69,58 @@ pub struct Page {
     pub frame: u64,
     /// Rights at PL0 and PL1, global bit, domain and memory type.
     pub attributes: PageAttributes,
+}
+
+/// Addresses in hex, counts in decimal, one line per region and per page in a diff.
+impl fmt::Debug for Observed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        /// `0xc0000000 2 pages`.
+        struct Allocation(u32, u32);
+        impl fmt::Debug for Allocation {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:#010x} {} pages", self.0, self.1)
+            }
+        }
+        let vmalloc: Vec<Allocation> = self
+            .vmalloc
+            .iter()
+            .map(|&(a, n)| Allocation(a, n))
+            .collect();
+        f.debug_struct("Observed")
+            .field("free_frames", &self.free_frames)
+            .field("spaces", &self.spaces)
+            .field("segments", &self.segments)
+            .field("kernel_table_pages", &self.kernel_table_pages)
+            .field("vmalloc", &vmalloc)
+            .field("ref_counts", &self.ref_counts)
+            .finish()
+    }
+}
+
+impl fmt::Debug for SpaceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        /// `0x1f7fe000..0x1f800000 prot 0x3 private Anon`.
+        struct Region((u64, u64, u32, bool, Backing));
+        impl fmt::Debug for Region {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                let (start, len, prot, shared, backing) = self.0;
+                let sharing = if shared { "shared" } else { "private" };
+                write!(
+                    f,
+                    "{start:#010x}..{:#010x} prot {prot:#x} {sharing} {backing:?}",
+                    start + len
+                )
+            }
+        }
+        let regions: Vec<Region> = self.regions.iter().map(|&r| Region(r)).collect();
+        f.debug_struct("SpaceState")
+            .field("regions", &regions)
+            .field("brk", &format_args!("{:#010x}", self.brk))
+            .field("table_pages", &self.table_pages)
+            .field("asid", &self.asid)
+            .field("pages", &self.pages)
+            .finish()
+    }
 }
 
 /// `0x01000000 frame 3 PL0 rw- PL1 rw- nG d0 Normal WBWA/WBWA S`: one line per page in a diff.

@@ -68,6 +68,7 @@ impl Divergence {
     }
 }
 
+/// The report: `{}` plain, `{:#}` with the diff in colour (for a terminal).
 impl fmt::Display for Divergence {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -91,20 +92,46 @@ impl fmt::Display for Divergence {
             )?;
         }
         writeln!(f, "model (left) vs vmm (right):")?;
-        write!(
-            f,
-            "{}",
-            pretty_assertions::StrComparison::new(&self.model, &self.vmm)
-        )
+        let diff = pretty_assertions::StrComparison::new(&self.model, &self.vmm).to_string();
+        if f.alternate() {
+            f.write_str(&diff)
+        } else {
+            f.write_str(&without_colour(&diff))
+        }
     }
 }
 
-/// What a step returned, as a person reads it: values in hex, errors by name, and for accesses
-/// `Segv` or `Efault` (whose numbers would read as `EPERM` and `ENOENT`).
+/// `text` without its ANSI escape sequences (`ESC [ ... letter`): the plain report, for files,
+/// pipes, crash logs and `NO_COLOR`.
 #[must_use]
-pub fn describe(op: &Op, outcome: Outcome) -> String {
+pub fn without_colour(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip `[`, the parameters and the final letter.
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What a step returned, as a person reads it: values in hex, errors by name, for accesses
+/// `Segv` or `Efault` (whose numbers would read as `EPERM` and `ENOENT`), and for a spawn or
+/// fork the index the new space has among the live ones (`live_spaces` after the step).
+#[must_use]
+pub fn describe(op: &Op, outcome: Outcome, live_spaces: usize) -> String {
     let access = matches!(op, Op::Read { .. } | Op::Write { .. } | Op::Exec { .. });
     match outcome {
+        Outcome::Ok(_) if matches!(op, Op::Spawn | Op::Fork { .. }) => {
+            format!("Ok(space {})", live_spaces.saturating_sub(1))
+        }
         Outcome::Ok(v) => format!("Ok({v:#x})"),
         Outcome::Skipped => "Skipped".to_string(),
         Outcome::Err(SEGV) if access => "Segv".to_string(),
@@ -180,6 +207,16 @@ mod tests {
     use crate::op::{Addr, Op};
     use op_driver::Outcome;
 
+    /// Escape sequences go, everything else stays.
+    #[test]
+    fn colour_is_stripped_to_plain_text() {
+        assert_eq!(
+            super::without_colour("\u{1b}[1mDiff\u{1b}[0m \u{1b}[31m< left\u{1b}[0m / ok"),
+            "Diff < left / ok"
+        );
+        assert_eq!(super::without_colour("no colour"), "no colour");
+    }
+
     /// Accesses read Segv and Efault, other ops their errno by name, values in hex.
     #[test]
     fn outcomes_read_as_a_person_would() {
@@ -189,12 +226,22 @@ mod tests {
             kernel: false,
         };
         let spawn = Op::Spawn;
-        assert_eq!(describe(&read, Outcome::Err(1)), "Segv");
-        assert_eq!(describe(&read, Outcome::Err(2)), "Efault");
-        assert_eq!(describe(&spawn, Outcome::Err(1)), "Err(EPERM)");
-        assert_eq!(describe(&spawn, Outcome::Err(12)), "Err(ENOMEM)");
-        assert_eq!(describe(&spawn, Outcome::Err(99)), "Err(99)");
-        assert_eq!(describe(&read, Outcome::Ok(0x1f80_0000)), "Ok(0x1f800000)");
-        assert_eq!(describe(&spawn, Outcome::Skipped), "Skipped");
+        assert_eq!(describe(&read, Outcome::Err(1), 1), "Segv");
+        assert_eq!(describe(&read, Outcome::Err(2), 1), "Efault");
+        assert_eq!(describe(&spawn, Outcome::Err(1), 1), "Err(EPERM)");
+        assert_eq!(describe(&spawn, Outcome::Err(12), 1), "Err(ENOMEM)");
+        assert_eq!(describe(&spawn, Outcome::Err(99), 1), "Err(99)");
+        assert_eq!(describe(&spawn, Outcome::Err(4095), 1), "Err(Internal)");
+        assert_eq!(
+            describe(&read, Outcome::Ok(0x1f80_0000), 1),
+            "Ok(0x1f800000)"
+        );
+        assert_eq!(describe(&spawn, Outcome::Skipped, 1), "Skipped");
+        // A spawn or fork shows the index of the space it made among the live ones.
+        assert_eq!(describe(&spawn, Outcome::Ok(7), 3), "Ok(space 2)");
+        assert_eq!(
+            describe(&Op::Fork { s: 0 }, Outcome::Ok(0), 2),
+            "Ok(space 1)"
+        );
     }
 }

@@ -234,20 +234,47 @@ pub fn vmm_alone(steps: &[op_driver::Step]) -> usize {
     ok
 }
 
-/// [`run`], also returning what every step returned (model and vmm agreed on it).
-pub fn trace(sequence: &Sequence) -> Result<Vec<Outcome>, Box<Divergence>> {
-    let mut outcomes = Vec::new();
-    run_observed(
+/// What one step returned on each side, and how many spaces were live after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepRecord {
+    /// The model's result.
+    pub model: Outcome,
+    /// The vmm's result.
+    pub vmm: Outcome,
+    /// Live spaces after the step (a successful spawn or fork made the last one).
+    pub live_spaces: usize,
+}
+
+/// [`run_both_with_defect`] with every step's results: the rows come from the run that made
+/// the verdict (the reference mode's, which reports any divergence it finds), up to and
+/// including the step that diverged.
+pub fn run_traced(
+    sequence: &Sequence,
+    defect: Option<Defect>,
+) -> (Vec<StepRecord>, Result<usize, Box<Divergence>>) {
+    let mut rows = Vec::new();
+    let full = run_observed(
         sequence,
-        None,
+        defect,
         CheckMode::Full,
         false,
         StepHooks::CHECKER,
-        &mut |_, o| {
-            outcomes.push(o);
-        },
-    )?;
-    Ok(outcomes)
+        &mut |_, r| rows.push(*r),
+    );
+    let result = match full {
+        Ok(n) => run_observed(
+            sequence,
+            defect,
+            CheckMode::Fast,
+            false,
+            StepHooks::CHECKER,
+            &mut |_, _| {},
+        )
+        .map(|_| n)
+        .map_err(fast_only),
+        Err(d) => Err(d),
+    };
+    (rows, result)
 }
 
 /// The interpreter behind every `run_*` function; `hooks` makes the step's calls into the code
@@ -258,7 +285,7 @@ fn run_observed(
     mode: CheckMode,
     audit: bool,
     hooks: StepHooks,
-    on_step: &mut dyn FnMut(usize, Outcome),
+    on_step: &mut dyn FnMut(usize, &StepRecord),
 ) -> Result<usize, Box<Divergence>> {
     let steps = &sequence.steps;
     let mut p = Pair::new(defect, mode, sequence.config);
@@ -275,7 +302,14 @@ fn run_observed(
         spaces_before.extend_from_slice(&p.vmm_ids);
         let current_before = p.vm.machine().current.map(|(_, asid)| asid);
         let (model_out, vmm_out) = p.apply(&step.op, hooks);
-        on_step(at, vmm_out);
+        on_step(
+            at,
+            &StepRecord {
+                model: model_out,
+                vmm: vmm_out,
+                live_spaces: p.vmm_ids.len(),
+            },
+        );
         p.model.refuse_allocation = None;
         // The step's machine log and data writes are read in place and cleared after the
         // comparison (their buffers serve every step).

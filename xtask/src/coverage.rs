@@ -83,7 +83,7 @@ fn report(root: &Path) -> Result<(), Failure> {
     println!(
         "coverage of vmm from {} input directories: {}",
         inputs.len(),
-        out.join("html/index.html").display()
+        crate::shown(&out.join("html/index.html"))
     );
     replay_result.map_err(|Failure(why)| {
         Failure(format!(

@@ -76,7 +76,7 @@ pub fn fuzz_proof(root: &Path, defect: &str, seconds: u64) -> u8 {
             "fuzzing found the defect in {:.1} s{}",
             t0.elapsed().as_secs_f64(),
             match (&crash, &ran) {
-                (Some(c), _) => format!(" ({})", c.display()),
+                (Some(c), _) => format!(" ({})", crate::shown(c)),
                 (None, Ok(o)) => format!(
                     ": no crash; cargo fuzz said:\n{}",
                     String::from_utf8_lossy(&o.stderr)
@@ -118,7 +118,7 @@ pub fn fuzz_proof(root: &Path, defect: &str, seconds: u64) -> u8 {
                 (Some(p), Some(n)) => {
                     format!(
                         "minimized to {n} steps (at most {MAX_STEPS}): {}",
-                        p.display()
+                        crate::shown(p)
                     )
                 }
                 _ => format!(

@@ -57,7 +57,7 @@ pub fn fuzz_speed(root: &Path, inputs: usize, rounds: usize) -> u8 {
         eprintln!("xtask fuzz-speed: {why}");
         return 1;
     }
-    println!("{rounds} rounds of `ops -runs=0 {}`", dir.display());
+    println!("{rounds} rounds of `ops -runs=0 {}`", crate::shown(&dir));
     let mut best: f64 = 0.0;
     for round in 1..=rounds.max(1) {
         let start = Instant::now();

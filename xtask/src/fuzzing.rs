@@ -130,7 +130,10 @@ pub fn minimize(root: &Path, file: &Path) -> ExitCode {
         cmd.arg(file)
             .arg("--")
             .arg(format!("-exact_artifact_path={}", out.display()));
-        println!("==> byte-level: cargo fuzz tmin (output {})", out.display());
+        println!(
+            "==> byte-level: cargo fuzz tmin (output {})",
+            crate::shown(&out)
+        );
         match cmd.output() {
             Ok(o) if o.status.success() && out.is_file() => tmin_out = Some(out),
             Ok(o) => {

@@ -116,13 +116,14 @@ enum Task {
         /// The finding, e.g. fuzz/artifacts/ops/crash-...
         file: PathBuf,
     },
-    /// Replay `.ops` files through the model and the vmm (exit 1 on a divergence).
+    /// Replay `.ops` files or fuzzer inputs through the model and the vmm (default: every file
+    /// in corpus/regressions/). Arguments go to `checker replay`: `--trace` (model and vmm side
+    /// by side), `--quiet`, `--defect D`, `--text`, `--bytes`, FILES (`cargo xtask replay --
+    /// --help`). Exit status 0 agree, 1 a divergence, 2 a file that cannot be read or parsed.
     Replay {
-        /// Print every step with what it returned.
-        #[arg(long)]
-        trace: bool,
-        /// The `.ops` files (default: every file in corpus/regressions/).
-        files: Vec<PathBuf>,
+        /// Passed to `checker replay`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
     },
     /// The QEMU differential suite: builds the bare-metal guest and runs the regression corpus
     /// plus seeded random sequences on a real ARMv7 MMU (qemu-system-arm, installed when
@@ -190,29 +191,29 @@ fn main() -> ExitCode {
             ExitCode::from(fuzz_speed::fuzz_speed(&root, inputs, rounds))
         }
         Task::Minimize { file } => fuzzing::minimize(&root, &invocation_dir().join(file)),
-        Task::Replay { trace, files } => {
-            let files = if files.is_empty() {
+        Task::Replay { args } => {
+            // Files named relative to where the user ran cargo xtask (the checker runs from
+            // the repository root and prints paths relative to it).
+            let mut files = 0;
+            let mut args: Vec<OsString> = args
+                .into_iter()
+                .map(|a| {
+                    let p = invocation_dir().join(&a);
+                    if !a.to_string_lossy().starts_with('-') && p.exists() {
+                        files += 1;
+                        p.into_os_string()
+                    } else {
+                        a
+                    }
+                })
+                .collect();
+            if files == 0 && !args.iter().any(|a| a == "--help" || a == "-h") {
                 let mut found = fuzzing::files_in(&root.join("corpus/regressions"));
                 found.retain(|p| p.extension().is_some_and(|x| x == "ops"));
-                found
-            } else {
-                files
-                    .into_iter()
-                    .map(|f| {
-                        if f.is_absolute() {
-                            f
-                        } else {
-                            invocation_dir().join(f)
-                        }
-                    })
-                    .collect()
-            };
-            let mut cmd = cargo_run(&root, "checker");
-            cmd.arg("replay");
-            if trace {
-                cmd.arg("--trace");
+                args.extend(found.into_iter().map(PathBuf::into_os_string));
             }
-            cmd.args(&files);
+            let mut cmd = cargo_run(&root, "checker");
+            cmd.arg("replay").args(&args);
             match cmd.status() {
                 Ok(status) => ExitCode::from(status.code().unwrap_or(2).clamp(0, 255) as u8),
                 Err(e) => {
@@ -314,8 +315,8 @@ fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32) -> ExitCode {
     }
     println!(
         "==> fuzzing `{target}` for {seconds} s with {jobs} job(s); corpus {} (seeds {})",
-        corpus.display(),
-        seeds.display()
+        shown(&corpus),
+        shown(&seeds)
     );
     let started = Instant::now();
     let output = cmd.stderr(std::process::Stdio::piped()).output();
@@ -337,22 +338,22 @@ fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32) -> ExitCode {
         "  coverage:   {} edges",
         fuzzing::or_unknown(stats.coverage)
     );
-    println!("  corpus:     {corpus_size} inputs in {}", corpus.display());
+    println!("  corpus:     {corpus_size} inputs in {}", shown(&corpus));
     println!(
         "  crashes:    {} new ({} in {})",
         crashes.len().saturating_sub(before),
         crashes.len(),
-        artifacts.display()
+        shown(&artifacts)
     );
     for c in &crashes {
         if target == "ops" {
-            println!("    replay:   cargo xtask replay {}", c.display());
-            println!("    minimize: cargo xtask minimize {}", c.display());
+            println!("    replay:   cargo xtask replay {}", shown(c));
+            println!("    minimize: cargo xtask minimize {}", shown(c));
         } else {
             println!(
                 "    replay:   (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run {} {target} {})",
                 fuzzing::BUILD_FLAGS.join(" "),
-                c.display()
+                shown_from(&root.join("fuzz"), c)
             );
         }
     }
@@ -578,8 +579,22 @@ fn show(cmd: &Command) -> String {
         .join(" ")
 }
 
+/// `path` as a user sees it: relative to the repository when inside it (never a path of one
+/// machine in what the tools print or write).
+pub(crate) fn shown(path: &Path) -> String {
+    shown_from(&workspace_root(), path)
+}
+
+/// `path` relative to `base` when inside it (for commands that start with `cd base`).
+pub(crate) fn shown_from(base: &Path, path: &Path) -> String {
+    path.strip_prefix(base)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
 /// The workspace root: the parent of this crate's directory.
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }

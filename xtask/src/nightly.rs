@@ -77,8 +77,8 @@ pub fn nightly(root: &Path, seconds: u64, jobs: u32, targets: &[String]) -> u8 {
     let report = summary(&nights, &findings, jobs, started.elapsed().as_secs_f64());
     let path = out.join("summary.md");
     match std::fs::write(&path, &report) {
-        Ok(()) => println!("{report}\n(written to {})", path.display()),
-        Err(e) => println!("{report}\n(could not write {}: {e})", path.display()),
+        Ok(()) => println!("{report}\n(written to {})", crate::shown(&path)),
+        Err(e) => println!("{report}\n(could not write {}: {e})", crate::shown(&path)),
     }
     if nights.iter().any(|n| n.failed.is_some()) {
         2
@@ -355,29 +355,33 @@ fn summary(
     for ((target, kind), group) in &groups {
         let _ = writeln!(md, "### `{target}`: {kind} ({} crash(es))\n", group.len());
         for f in group {
-            let _ = writeln!(md, "- `{}`", f.crash.display());
+            let _ = writeln!(md, "- `{}`", crate::shown(&f.crash));
             if target == "ops" {
-                let _ = writeln!(md, "  - replay: `cargo xtask replay {}`", f.crash.display());
+                let _ = writeln!(
+                    md,
+                    "  - replay: `cargo xtask replay {}`",
+                    crate::shown(&f.crash)
+                );
             } else if target == CHECKED {
                 let _ = writeln!(
                     md,
                     "  - replay: `(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run {} --debug-assertions --target-dir target-checked ops {})`",
                     fuzzing::BUILD_FLAGS.join(" "),
-                    f.crash.display()
+                    crate::shown_from(&crate::workspace_root().join("fuzz"), &f.crash)
                 );
             } else {
                 let _ = writeln!(
                     md,
                     "  - replay: `(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run {} {target} {})`",
                     fuzzing::BUILD_FLAGS.join(" "),
-                    f.crash.display()
+                    crate::shown_from(&crate::workspace_root().join("fuzz"), &f.crash)
                 );
             }
             if let Some((path, text)) = &f.minimized {
                 let _ = writeln!(
                     md,
                     "  - minimized: `{}` (copy it into corpus/regressions/ to keep it)\n\n```\n{}```\n",
-                    path.display(),
+                    crate::shown(path),
                     text
                 );
             }
