@@ -287,3 +287,96 @@ pub fn apply_model(model: &mut Model, ids: &mut Vec<u32>, op: &ConcreteOp) -> Ou
         }
     }
 }
+
+/// The space index and the addresses of `op`, to check or rewrite them.
+fn parts_mut(op: &mut Op) -> (Option<&mut u8>, Vec<&mut Addr>) {
+    match op {
+        Op::Spawn | Op::ShmGet { .. } | Op::Vmalloc { .. } | Op::ShmCtl { .. } => (None, vec![]),
+        Op::Fork { s } | Op::Exit { s } => (Some(s), vec![]),
+        Op::Mmap { s, addr, .. }
+        | Op::Munmap { s, addr, .. }
+        | Op::Mprotect { s, addr, .. }
+        | Op::Brk { s, addr }
+        | Op::ShmDt { s, addr }
+        | Op::MapDevice { s, addr, .. }
+        | Op::Read { s, addr, .. }
+        | Op::Write { s, addr, .. }
+        | Op::Exec { s, addr, .. } => (Some(s), vec![addr]),
+        Op::Mremap {
+            s, addr, new_addr, ..
+        } => (Some(s), vec![addr, new_addr]),
+        Op::ShmAt { s, addr, .. } => (Some(s), addr.iter_mut().collect()),
+        Op::Vfree { addr } => (None, vec![addr]),
+    }
+}
+
+/// `op` as it runs: its space index and its region and vmalloc indices reduced modulo the live
+/// counts (what the fuzzer's decoding relies on), or why it names something that does not
+/// exist. `strict` refuses the reduction instead of doing it (hand-written `.ops` files). A
+/// page or word offset is never reduced: an address past a region is meant.
+pub fn canonical_op(model: &Model, ids: &[u32], op: &Op, strict: bool) -> Result<Op, String> {
+    let mut op = op.clone();
+    let (s, addrs) = parts_mut(&mut op);
+    // `vfree` runs in the first live space (its address is the kernel's).
+    let space = match s {
+        Some(s) => {
+            if ids.is_empty() {
+                return Err(format!("`s={s}`: no space is live"));
+            }
+            if strict && *s as usize >= ids.len() {
+                return Err(format!(
+                    "`s={s}` names no live space ({} live: s=0..{})",
+                    ids.len(),
+                    ids.len() - 1
+                ));
+            }
+            *s = (*s as usize % ids.len()) as u8;
+            Some(ids[*s as usize])
+        }
+        None => ids.first().copied(),
+    };
+    for addr in addrs {
+        let Some(m) = space else {
+            return Err(format!("`{addr}`: no space is live"));
+        };
+        match addr {
+            Addr::InRegion { region, .. } => {
+                let count = model.spaces[&m].regions.len();
+                if count == 0 && strict {
+                    return Err(format!("`{addr}`: the space has no region"));
+                }
+                if count == 0 {
+                    // What it resolves to: the mmap base.
+                    *addr = Addr::Raw(resolve_addr(model, m, addr));
+                    continue;
+                }
+                if strict && *region as usize >= count {
+                    return Err(format!(
+                        "`{addr}` names no region ({count} in the space: r0..r{})",
+                        count - 1
+                    ));
+                }
+                *region = (*region as usize % count) as u8;
+            }
+            Addr::Vmalloc { alloc, .. } => {
+                let count = model.vmalloc.len();
+                if count == 0 && strict {
+                    return Err(format!("`{addr}`: no vmalloc allocation is live"));
+                }
+                if count == 0 {
+                    *addr = Addr::Raw(resolve_addr(model, m, addr));
+                    continue;
+                }
+                if strict && *alloc as usize >= count {
+                    return Err(format!(
+                        "`{addr}` names no vmalloc allocation ({count} live: vm0..vm{})",
+                        count - 1
+                    ));
+                }
+                *alloc = (*alloc as usize % count) as u8;
+            }
+            Addr::Heap(_) | Addr::Mmap(_) | Addr::Raw(_) => {}
+        }
+    }
+    Ok(op)
+}

@@ -275,6 +275,25 @@ impl Input {
         }
     }
 
+    /// The sequence in the file; for `.ops` text, also held to the strict rules of a
+    /// hand-written file ([`checker::run::strictness`]: no index that only wraps onto a live
+    /// space or region, no step that would not run), with the line of the step that breaks them.
+    fn read_strict(&self) -> Result<checker::Sequence, String> {
+        let sequence = self.read()?;
+        if self.kind()? == Kind::Text
+            && let Err((at, why)) = checker::run::strictness(&sequence)
+        {
+            let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+            let line = step_lines(&text).get(at).copied().unwrap_or(0);
+            return Err(format!(
+                "{}: line {line}: `{}`: {why}",
+                shown(&self.path),
+                sequence.steps[at]
+            ));
+        }
+        Ok(sequence)
+    }
+
     /// The sequence in the file.
     fn read(&self) -> Result<checker::Sequence, String> {
         let kind = self.kind()?;
@@ -287,6 +306,23 @@ impl Input {
             Kind::Bytes => Ok(checker::fuzz::decode(&bytes)),
         }
     }
+}
+
+/// The line number (1-based) of each step of `.ops` text: the significant lines (not blank,
+/// not only a comment) after the optional `pool` header.
+fn step_lines(text: &str) -> Vec<usize> {
+    let significant = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.split('#').next().unwrap_or("").trim().is_empty());
+    let mut lines: Vec<(usize, &str)> = significant.collect();
+    if lines
+        .first()
+        .is_some_and(|(_, l)| l.split_whitespace().next() == Some("pool"))
+    {
+        lines.remove(0);
+    }
+    lines.into_iter().map(|(n, _)| n + 1).collect()
 }
 
 fn is_ops_name(path: &Path) -> bool {
@@ -609,7 +645,7 @@ fn replay(trace: bool, quiet: bool, defect: Option<checker::Defect>, files: &[In
     let (mut diverged, mut unreadable) = (0, 0);
     for input in files {
         let file = shown(&input.path);
-        let steps = match input.read() {
+        let steps = match input.read_strict() {
             Ok(s) => s,
             Err(e) => {
                 unreadable += 1;

@@ -216,6 +216,66 @@ pub fn model_alone(steps: &[Step]) -> Vec<op_driver::Step> {
         .collect()
 }
 
+/// Where a hand-written sequence relies on what only the fuzzer's decoding may: an `s=`, region
+/// (`rN`) or vmalloc (`vmN`) index past the live ones (which the decoding reduces modulo the
+/// count), or a step that would not run (`Skipped`). Returns the step (0-based) and why.
+/// Resolution reads the model alone, so the model alone answers.
+pub fn strictness(sequence: &Sequence) -> Result<(), (usize, String)> {
+    let mut model = new_model(sequence.config);
+    let mut ids = Vec::new();
+    for (at, step) in sequence.steps.iter().enumerate() {
+        let op = concrete::canonical_op(&model, &ids, &step.op, true).map_err(|why| (at, why))?;
+        model.refuse_allocation = step.refuse.map(u64::from);
+        let resolved = concrete::resolve(&model, &ids, &op);
+        if concrete::apply_model(&mut model, &mut ids, &resolved) == Outcome::Skipped {
+            return Err((at, skipped_why(&resolved)));
+        }
+        model.refuse_allocation = None;
+    }
+    Ok(())
+}
+
+/// Why a resolved step does not run.
+fn skipped_why(op: &op_driver::ConcreteOp) -> String {
+    match op {
+        op_driver::ConcreteOp::Skip => "the step would not run (Skipped): it names no live \
+            space, a kernel address outside the vmalloc window in kernel mode, or a device \
+            range past RAM"
+            .into(),
+        _ => "the step would not run (Skipped)".into(),
+    }
+}
+
+/// The sequence as its runs resolve it: space, region and vmalloc indices reduced modulo the
+/// live counts, addresses that name no region as the address they resolve to, and the steps
+/// that do not run left out. It runs exactly as the original does, and passes [`strictness`]:
+/// what the minimizer writes.
+#[must_use]
+pub fn canonical(sequence: &Sequence) -> Sequence {
+    let mut model = new_model(sequence.config);
+    let mut ids = Vec::new();
+    let mut steps = Vec::with_capacity(sequence.steps.len());
+    for step in &sequence.steps {
+        let Ok(op) = concrete::canonical_op(&model, &ids, &step.op, false) else {
+            continue;
+        };
+        model.refuse_allocation = step.refuse.map(u64::from);
+        let resolved = concrete::resolve(&model, &ids, &op);
+        let outcome = concrete::apply_model(&mut model, &mut ids, &resolved);
+        model.refuse_allocation = None;
+        if outcome != Outcome::Skipped {
+            steps.push(Step {
+                op,
+                refuse: step.refuse,
+            });
+        }
+    }
+    Sequence {
+        config: sequence.config,
+        steps,
+    }
+}
+
 /// The vmm alone (for the throughput benchmark): concrete steps applied to a fresh vmm on the
 /// simulated machine, nothing compared. Returns the number of steps that succeeded.
 pub fn vmm_alone(steps: &[op_driver::Step]) -> usize {
@@ -461,6 +521,75 @@ mod tests {
     use crate::op::parse_ops;
     use crate::shadow::Changes;
     use vmm::addr::PhysAddr;
+
+    fn sequence(text: &str) -> Sequence {
+        Sequence::new(parse_ops(text).expect("the scenario parses"))
+    }
+
+    /// Hand-written files may not lean on the fuzzer's modulo resolution or on skipped steps;
+    /// each case names its step.
+    #[test]
+    fn strictness_names_the_step_that_only_wraps_or_does_not_run() {
+        let strict = |text: &str| super::strictness(&sequence(text));
+        assert_eq!(strict("spawn\nfork s=0\nexit s=1\n"), Ok(()));
+        let (at, why) = strict("spawn\nfork s=3\n").expect_err("one live space");
+        assert_eq!(at, 1);
+        assert!(why.contains("`s=3` names no live space (1 live"), "{why}");
+        let (at, why) = strict("fork s=0\n").expect_err("no space yet");
+        assert_eq!((at, why.contains("no space is live")), (0, true), "{why}");
+        let mmap = "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\n";
+        assert_eq!(
+            strict(&format!("{mmap}read s=0 addr=r0+0p+0w mode=user\n")),
+            Ok(())
+        );
+        let (at, why) =
+            strict(&format!("{mmap}read s=0 addr=r1+0p+0w mode=user\n")).expect_err("one region");
+        assert!(
+            at == 2 && why.contains("names no region (1 in the space"),
+            "{why}"
+        );
+        // A kernel-mode access outside the vmalloc window, and a device range past RAM, are
+        // not run.
+        let (at, why) = strict("spawn\nread s=0 addr=0x40000000 mode=kernel\n").expect_err("skip");
+        assert!(at == 1 && why.contains("would not run"), "{why}");
+        let (_, why) =
+            strict("spawn\nmapdev s=0 addr=0x10000000 page=4095 len=0x8000000 prot=0x3\n")
+                .expect_err("past RAM");
+        assert!(why.contains("would not run"), "{why}");
+        // `page=` is modular by design: window page 65535 is page 4095.
+        assert_eq!(
+            strict("spawn\nmapdev s=0 addr=0x3000000 page=65535 len=0x1000 prot=0x3\n"),
+            Ok(())
+        );
+    }
+
+    /// The canonical form resolves indices and drops skipped steps, runs the same, and is
+    /// strict.
+    #[test]
+    fn the_canonical_form_runs_the_same_and_is_strict() {
+        let lenient = sequence(
+            "fork s=4\nspawn\nmmap s=7 addr=0x0 len=0x2000 prot=0x3 flags=0x22\n\
+             write s=9 addr=r5+1p+0w value=0x12 mode=user\nspawn\nexit s=3\n\
+             read s=0 addr=0x40000000 mode=kernel\nread s=2 addr=r0+0p+0w mode=user\n",
+        );
+        assert!(super::strictness(&lenient).is_err());
+        let canonical = super::canonical(&lenient);
+        assert_eq!(
+            crate::print_sequence(&canonical),
+            "spawn\nmmap s=0 addr=0x0 len=0x2000 prot=0x3 flags=0x22\n\
+             write s=0 addr=r0+1p+0w value=0x12 mode=user\nspawn\nexit s=1\n\
+             read s=0 addr=r0+0p+0w mode=user\n"
+        );
+        assert_eq!(super::strictness(&canonical), Ok(()));
+        let outcomes = |s: &Sequence| {
+            let (rows, result) = super::run_traced(s, None);
+            assert!(result.is_ok());
+            rows.into_iter()
+                .filter(|r| r.model != op_driver::Outcome::Skipped)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(outcomes(&lenient), outcomes(&canonical));
+    }
 
     /// A pool frame mapped where the model maps device memory is a divergence at once: the
     /// device frame is never paired with a physical one, so the page stays unnamed and the page

@@ -1,5 +1,6 @@
-//! Every `.ops` file under `corpus/regressions/` is its own test case: model and vmm must agree,
-//! in full mode and in the fast mode (whose shadow is audited after every step).
+//! Every `.ops` file under `corpus/regressions/` is its own test case: it keeps the strict rules
+//! of hand-written files (`checker::run::strictness`), and model and vmm must agree, in full mode
+//! and in the fast mode (whose shadow is audited after every step).
 
 use std::path::Path;
 
@@ -23,6 +24,9 @@ fn main() {
                 let text =
                     std::fs::read_to_string(&path).map_err(|e| Failed::from(e.to_string()))?;
                 let steps = checker::parse_sequence(&text).map_err(Failed::from)?;
+                checker::run::strictness(&steps).map_err(|(at, why)| {
+                    Failed::from(format!("step {} `{}`: {why}", at + 1, steps.steps[at]))
+                })?;
                 let full = checker::run(&steps).map_err(|d| Failed::from(d.to_string()))?;
                 // Both modes agree: the fast mode, with its shadow audited against a full
                 // read of the tables after every step, passes the same steps.

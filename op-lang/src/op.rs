@@ -356,16 +356,45 @@ impl fmt::Display for Step {
     }
 }
 
-/// The `key=value` fields of one line.
-struct Fields<'a>(Vec<(&'a str, &'a str)>);
+/// The `key=value` fields of one line; each key may appear once, and every key must be one the
+/// op reads ([`Fields::finish`]).
+struct Fields<'a> {
+    pairs: Vec<(&'a str, &'a str)>,
+    /// Which pairs the op read.
+    read: core::cell::RefCell<Vec<bool>>,
+}
 
 impl<'a> Fields<'a> {
+    fn new(pairs: Vec<(&'a str, &'a str)>) -> Result<Self, String> {
+        for (i, (k, _)) in pairs.iter().enumerate() {
+            if pairs[..i].iter().any(|(earlier, _)| earlier == k) {
+                return Err(format!("`{k}=` given twice"));
+            }
+        }
+        let read = core::cell::RefCell::new(vec![false; pairs.len()]);
+        Ok(Self { pairs, read })
+    }
     fn get(&self, key: &str) -> Result<&'a str, String> {
-        self.0
+        let i = self
+            .pairs
             .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| *v)
-            .ok_or_else(|| format!("missing `{key}=`"))
+            .position(|(k, _)| *k == key)
+            .ok_or_else(|| format!("missing `{key}=`"))?;
+        self.read.borrow_mut()[i] = true;
+        Ok(self.pairs[i].1)
+    }
+    /// Whether `key` is given (and reads it).
+    fn has(&self, key: &str) -> bool {
+        self.get(key).is_ok()
+    }
+    /// An error naming the first key the op did not read: a misspelled key never passes as
+    /// an op without it.
+    fn finish(&self, op: &str) -> Result<(), String> {
+        let read = self.read.borrow();
+        match self.pairs.iter().zip(read.iter()).find(|(_, r)| !**r) {
+            Some(((k, _), _)) => Err(format!("unknown key `{k}=` for `{op}`")),
+            None => Ok(()),
+        }
     }
     fn num(&self, key: &str) -> Result<u32, String> {
         let v = self.get(key)?;
@@ -402,7 +431,7 @@ impl FromStr for Step {
                 .ok_or_else(|| format!("`{w}` is not key=value"))?;
             fields.push((k, v));
         }
-        let f = Fields(fields);
+        let f = Fields::new(fields)?;
         let op = match name {
             "spawn" => Op::Spawn,
             "fork" => Op::Fork { s: f.small("s")? },
@@ -494,10 +523,12 @@ impl FromStr for Step {
             },
             other => return Err(format!("unknown op `{other}`")),
         };
-        let refuse = match f.get("refuse") {
-            Ok(_) => Some(f.small("refuse")?),
-            Err(_) => None,
+        let refuse = if f.has("refuse") {
+            Some(f.small("refuse")?)
+        } else {
+            None
         };
+        f.finish(name)?;
         Ok(Step { op, refuse })
     }
 }
