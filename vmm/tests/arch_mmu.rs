@@ -1605,3 +1605,51 @@ fn move_replacing_frees_the_page_of_tables_sections_replaced() {
         "no page of tables is left behind"
     );
 }
+
+/// `protect_many` refuses, before writing anything, changes that overlap or leave `within`.
+#[test]
+fn protect_many_checks_its_changes_before_writing() {
+    let mut f = fixture();
+    let mut mmu = f.user();
+    f.map(&mut mmu, 0x0100_0000, 8, 0x6000_0000, rw_user())
+        .unwrap();
+    f.m.set_recording(true);
+    let ro = MappingAttrs::new(MappingFlags::USER | MappingFlags::READ);
+    let overlapping = [(pages(0x0100_0000, 4), ro), (pages(0x0100_3000, 4), ro)];
+    assert_eq!(
+        mmu.protect_many(&mut f.m, &mut f.frames, None, &overlapping),
+        Err(MapError::NotAscending(VirtAddr::new(0x0100_3000)))
+    );
+    let within = Some(pages(0x0100_0000, 8));
+    for outside in [pages(0x0100_4000, 8), pages(0x00ff_f000, 2)] {
+        assert_eq!(
+            mmu.protect_many(&mut f.m, &mut f.frames, within, &[(outside, ro)]),
+            Err(MapError::OutOfWindow {
+                start: outside.start_addr(),
+                pages: outside.count(),
+            })
+        );
+    }
+    assert!(
+        !f.m.log()
+            .iter()
+            .any(|e| matches!(e, MachineEvent::Write { .. })),
+        "a refused protect_many wrote a descriptor"
+    );
+    let adjacent = [
+        (pages(0x0100_0000, 4), ro),
+        (pages(0x0100_4000, 4), rw_user()),
+    ];
+    mmu.protect_many(&mut f.m, &mut f.frames, within, &adjacent)
+        .unwrap();
+    let writable = |m: &mut HostMachine, va: u32| {
+        mmu.query(m, VirtAddr::new(va))
+            .unwrap()
+            .unwrap()
+            .attrs
+            .flags
+            .contains(MappingFlags::WRITE)
+    };
+    assert!(!writable(&mut f.m, 0x0100_3000));
+    assert!(writable(&mut f.m, 0x0100_4000));
+}

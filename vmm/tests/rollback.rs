@@ -484,3 +484,31 @@ fn fork_leaves_the_parent_writable_when_its_downgrade_fails() {
 fn exit_keeps_the_space_when_its_unmap_fails() {
     inject_vm("exit", |vm, id| vm.exit(id));
 }
+
+/// A copy-on-write fault whose remap finds less than its plan read is `FaultError::Internal`
+/// (never Segv, which a program could cause), and the copy it made is freed: nothing changed.
+#[test]
+fn a_fault_reports_an_inconsistency_as_internal() {
+    let mut internal = 0;
+    for n in 0..1000 {
+        let (mut vm, id) = vm_world();
+        let _child = vm.fork(id).unwrap();
+        let before = vm_state(&mut vm);
+        let target = vm.space(id).unwrap().mmu().l1_table().as_u32() + (0x0200_0000 >> 20) * 4;
+        vm.machine_mut().arm(target, n);
+        let result = vm.access(id, VirtAddr::new(0x0200_0000), Access::Write, Mode::User);
+        let m = vm.machine_mut();
+        let (lied, by_journal) = (m.lied, m.lie_read_by_journal);
+        m.lie_after = None;
+        if !lied {
+            assert!(result.is_ok(), "{result:?} without a lie");
+            break;
+        }
+        if by_journal || result != Err(vmm::fault::FaultError::Internal) {
+            continue;
+        }
+        pretty_assertions::assert_eq!(before, vm_state(&mut vm), "lie at read {n}");
+        internal += 1;
+    }
+    assert!(internal > 0, "no lie made the fault's remap fail");
+}

@@ -193,6 +193,18 @@ mod tests {
 
     /// The default non-zero read keeps the order and the indices across its chunks, and
     /// appends to what `out` already holds.
+    /// On a machine the journal's hints are plain writes.
+    #[test]
+    fn replace_and_rewrite_are_writes_by_default() {
+        let mut m = Plain(HostMachine::default());
+        let pa = PhysAddr::new(0x4000_0010);
+        m.write_word(pa, 1);
+        m.replace_word(pa, 1, 2);
+        assert_eq!(m.read_word(pa), 2);
+        m.rewrite_word(pa, 3);
+        assert_eq!(m.read_word(pa), 3);
+    }
+
     #[test]
     fn default_read_nonzero_words_finds_each_nonzero_word() {
         let mut m = Plain(HostMachine::default());
