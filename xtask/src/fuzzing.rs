@@ -77,6 +77,83 @@ impl FuzzStats {
     }
 }
 
+/// What `cargo xtask fuzz` watches while libFuzzer runs.
+pub struct Progress<'a> {
+    /// The time budget in seconds.
+    pub budget: u64,
+    /// The corpus the run grows.
+    pub corpus: &'a Path,
+    /// Where crashes land.
+    pub artifacts: &'a Path,
+    /// Crashes there before the run.
+    pub crashes_before: usize,
+}
+
+/// How often a progress line is printed.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs `cmd` (a libFuzzer run) with its stderr read as it comes, printing a progress line
+/// every few seconds: elapsed/budget, executions, exec/s and coverage from libFuzzer's latest
+/// status line, corpus size and new crashes from the directories. Ctrl-C (which libFuzzer gets
+/// too) ends the run, and the caller still prints its summary. Returns the exit status, the
+/// whole stderr, and whether Ctrl-C ended it.
+pub fn run_with_progress(
+    mut cmd: Command,
+    watch: &Progress<'_>,
+) -> std::io::Result<(std::process::ExitStatus, String, bool)> {
+    use std::io::BufRead;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+    // The handler only notes the interrupt: libFuzzer, in the same process group, stops on it.
+    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn()?;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    let mut log = String::new();
+    let mut latest = FuzzStats::default();
+    let mut next = started + PROGRESS_EVERY;
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(250)) {
+            Ok(line) => {
+                if line.starts_with('#') && line.contains("cov: ") {
+                    latest = FuzzStats::parse(&line);
+                }
+                log.push_str(&line);
+                log.push('\n');
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if std::time::Instant::now() >= next {
+            next += PROGRESS_EVERY;
+            let crashes = files_in(watch.artifacts)
+                .len()
+                .saturating_sub(watch.crashes_before);
+            println!(
+                "  [{:>4}/{} s] {} executions, {} exec/s, coverage {}, corpus {}, new crashes {}",
+                started.elapsed().as_secs(),
+                watch.budget,
+                or_unknown(latest.executions),
+                or_unknown(latest.exec_per_sec),
+                or_unknown(latest.coverage),
+                files_in(watch.corpus).len(),
+                crashes
+            );
+        }
+    }
+    let _ = reader.join();
+    let status = child.wait()?;
+    Ok((status, log, INTERRUPTED.load(Ordering::SeqCst)))
+}
+
 /// A number or `?`.
 pub fn or_unknown(v: Option<u64>) -> String {
     v.map_or_else(|| "?".into(), |v| v.to_string())

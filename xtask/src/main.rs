@@ -313,24 +313,48 @@ fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32) -> ExitCode {
     if jobs > 1 {
         cmd.arg(format!("-fork={jobs}")).arg("-ignore_crashes=1");
     }
+    // The build first, with cargo's own progress (a first build takes minutes).
+    println!("==> building `{target}` (cargo fuzz build {})", fuzzing::BUILD_FLAGS.join(" "));
+    let mut build = fuzzing::cargo_fuzz(root, "build", target);
+    match build.status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => {
+            eprintln!("xtask fuzz: the build of `{target}` failed ({status})");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("xtask fuzz: cannot run cargo fuzz: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     println!(
-        "==> fuzzing `{target}` for {seconds} s with {jobs} job(s); corpus {} (seeds {})",
+        "==> fuzzing `{target}` for {seconds} s with {jobs} job(s); corpus {} (seeds {}); \
+         Ctrl-C stops it with a summary",
         shown(&corpus),
         shown(&seeds)
     );
     let started = Instant::now();
-    let output = cmd.stderr(std::process::Stdio::piped()).output();
-    let Ok(output) = output else {
-        eprintln!("xtask fuzz: cannot run cargo fuzz");
-        return ExitCode::FAILURE;
+    let watch = fuzzing::Progress {
+        budget: seconds,
+        corpus: &corpus,
+        artifacts: &artifacts,
+        crashes_before: before,
     };
-    let log = String::from_utf8_lossy(&output.stderr);
+    let (status, log, interrupted) = match fuzzing::run_with_progress(cmd, &watch) {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("xtask fuzz: cannot run cargo fuzz: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let output_ok = status.success() || interrupted;
     let stats = fuzzing::FuzzStats::parse(&log);
     let corpus_size = fuzzing::files_in(&corpus).len();
     let crashes = fuzzing::files_in(&artifacts);
     println!(
-        "xtask fuzz summary ({:.0} s):",
-        started.elapsed().as_secs_f64()
+        "xtask fuzz summary ({:.0} s{}):",
+        started.elapsed().as_secs_f64(),
+        if interrupted { ", interrupted" } else { "" }
     );
     println!("  executions: {}", fuzzing::or_unknown(stats.executions));
     println!("  exec/s:     {}", fuzzing::or_unknown(stats.exec_per_sec));
@@ -359,7 +383,7 @@ fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32) -> ExitCode {
     }
     if crashes.len() > before {
         ExitCode::FAILURE
-    } else if !output.status.success() {
+    } else if !output_ok {
         eprintln!("{log}");
         eprintln!("xtask fuzz: cargo fuzz failed (see above)");
         ExitCode::FAILURE
