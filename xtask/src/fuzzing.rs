@@ -31,7 +31,7 @@ pub fn cargo_fuzz(root: &Path, subcommand: &str, target: &str) -> Command {
 }
 
 /// What a libFuzzer run reported (its stderr), in single-process or fork mode.
-#[derive(Debug, Default)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct FuzzStats {
     /// Inputs executed.
     pub executions: Option<u64>,
@@ -92,15 +92,23 @@ pub struct Progress<'a> {
 /// How often a progress line is printed.
 const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// A finished libFuzzer run as [`run_with_progress`] saw it.
+pub struct Watched {
+    /// cargo fuzz's exit status.
+    pub status: std::process::ExitStatus,
+    /// Its whole stderr.
+    pub log: String,
+    /// Whether Ctrl-C ended it.
+    pub interrupted: bool,
+    /// Every libFuzzer status line as (seconds since the start, what it said), for plots.
+    pub samples: Vec<(f64, FuzzStats)>,
+}
+
 /// Runs `cmd` (a libFuzzer run) with its stderr read as it comes, printing a progress line
 /// every few seconds: elapsed/budget, executions, exec/s and coverage from libFuzzer's latest
 /// status line, corpus size and new crashes from the directories. Ctrl-C (which libFuzzer gets
-/// too) ends the run, and the caller still prints its summary. Returns the exit status, the
-/// whole stderr, and whether Ctrl-C ended it.
-pub fn run_with_progress(
-    mut cmd: Command,
-    watch: &Progress<'_>,
-) -> std::io::Result<(std::process::ExitStatus, String, bool)> {
+/// too) ends the run, and the caller still prints its summary.
+pub fn run_with_progress(mut cmd: Command, watch: &Progress<'_>) -> std::io::Result<Watched> {
     use std::io::BufRead;
     use std::sync::atomic::{AtomicBool, Ordering};
     static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -110,7 +118,10 @@ pub fn run_with_progress(
     let stderr = child.stderr.take().expect("stderr is piped");
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             if tx.send(line).is_err() {
                 break;
             }
@@ -119,12 +130,14 @@ pub fn run_with_progress(
     let started = std::time::Instant::now();
     let mut log = String::new();
     let mut latest = FuzzStats::default();
+    let mut samples = Vec::new();
     let mut next = started + PROGRESS_EVERY;
     loop {
         match rx.recv_timeout(std::time::Duration::from_millis(250)) {
             Ok(line) => {
                 if line.starts_with('#') && line.contains("cov: ") {
                     latest = FuzzStats::parse(&line);
+                    samples.push((started.elapsed().as_secs_f64(), FuzzStats::parse(&line)));
                 }
                 log.push_str(&line);
                 log.push('\n');
@@ -137,21 +150,29 @@ pub fn run_with_progress(
             let crashes = files_in(watch.artifacts)
                 .len()
                 .saturating_sub(watch.crashes_before);
-            println!(
-                "  [{:>4}/{} s] {} executions, {} exec/s, coverage {}, corpus {}, new crashes {}",
-                started.elapsed().as_secs(),
-                watch.budget,
-                or_unknown(latest.executions),
-                or_unknown(latest.exec_per_sec),
-                or_unknown(latest.coverage),
-                files_in(watch.corpus).len(),
-                crashes
-            );
+            let clock = format!("[{:>4}/{} s]", started.elapsed().as_secs(), watch.budget);
+            let corpus = files_in(watch.corpus).len();
+            if latest.executions.is_none() {
+                // Nothing from libFuzzer yet: it is building, or reading the corpus.
+                println!("  {clock} starting (building, loading {corpus} corpus inputs)");
+            } else {
+                println!(
+                    "  {clock} {} executions, {} exec/s, coverage {}, corpus {corpus}, new crashes {crashes}",
+                    or_unknown(latest.executions),
+                    or_unknown(latest.exec_per_sec),
+                    or_unknown(latest.coverage),
+                );
+            }
         }
     }
     let _ = reader.join();
     let status = child.wait()?;
-    Ok((status, log, INTERRUPTED.load(Ordering::SeqCst)))
+    Ok(Watched {
+        status,
+        log,
+        interrupted: INTERRUPTED.load(Ordering::SeqCst),
+        samples,
+    })
 }
 
 /// A number or `?`.

@@ -36,6 +36,7 @@ mod fuzz_speed;
 mod fuzzing;
 mod mutants;
 mod nightly;
+mod plot;
 mod qemu;
 
 /// The bare-metal target the vmm must keep building for.
@@ -314,7 +315,10 @@ fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32) -> ExitCode {
         cmd.arg(format!("-fork={jobs}")).arg("-ignore_crashes=1");
     }
     // The build first, with cargo's own progress (a first build takes minutes).
-    println!("==> building `{target}` (cargo fuzz build {})", fuzzing::BUILD_FLAGS.join(" "));
+    println!(
+        "==> building `{target}` (cargo fuzz build {})",
+        fuzzing::BUILD_FLAGS.join(" ")
+    );
     let mut build = fuzzing::cargo_fuzz(root, "build", target);
     match build.status() {
         Ok(status) if status.success() => {}
@@ -340,7 +344,12 @@ fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32) -> ExitCode {
         artifacts: &artifacts,
         crashes_before: before,
     };
-    let (status, log, interrupted) = match fuzzing::run_with_progress(cmd, &watch) {
+    let fuzzing::Watched {
+        status,
+        log,
+        interrupted,
+        ..
+    } = match fuzzing::run_with_progress(cmd, &watch) {
         Ok(done) => done,
         Err(e) => {
             eprintln!("xtask fuzz: cannot run cargo fuzz: {e}");

@@ -22,6 +22,8 @@ use crate::{cargo_run, ensure_cargo_tool};
 struct TargetNight {
     target: String,
     stats: FuzzStats,
+    /// libFuzzer's status lines over the run: (seconds, what it said).
+    samples: Vec<(f64, FuzzStats)>,
     seconds: f64,
     corpus_before_cmin: usize,
     corpus_after_cmin: Option<usize>,
@@ -74,7 +76,21 @@ pub fn nightly(root: &Path, seconds: u64, jobs: u32, targets: &[String]) -> u8 {
         }
         nights.push(night);
     }
-    let report = summary(&nights, &findings, jobs, started.elapsed().as_secs_f64());
+    let mut plots = Vec::new();
+    for n in &nights {
+        let file = format!("{}.svg", plot_name(&n.target));
+        let svg = crate::plot::coverage_and_speed(&n.target, &n.samples);
+        if std::fs::write(out.join(&file), svg).is_ok() {
+            plots.push((n.target.clone(), file));
+        }
+    }
+    let report = summary(
+        &nights,
+        &findings,
+        jobs,
+        started.elapsed().as_secs_f64(),
+        &plots,
+    );
     let path = out.join("summary.md");
     match std::fs::write(&path, &report) {
         Ok(()) => println!("{report}\n(written to {})", crate::shown(&path)),
@@ -87,21 +103,25 @@ pub fn nightly(root: &Path, seconds: u64, jobs: u32, targets: &[String]) -> u8 {
     }
 }
 
-/// Runs a `cargo fuzz run` command and reads its statistics; the error is the log's tail when
-/// it never fuzzed (a crash makes cargo fuzz exit non-zero too: that is not an error here).
-fn fuzz_and_read(cmd: &mut std::process::Command) -> (FuzzStats, Option<String>) {
-    match cmd.stdout(Stdio::null()).stderr(Stdio::piped()).output() {
-        Ok(o) => {
-            let log = String::from_utf8_lossy(&o.stderr).into_owned();
-            let stats = FuzzStats::parse(&log);
-            let failed = (stats.executions.is_none() && !o.status.success()).then(|| {
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+/// Runs a `cargo fuzz run` command with progress lines and reads its statistics and their
+/// course; the error is the log's tail when it never fuzzed (a crash makes cargo fuzz exit
+/// non-zero too: that is not an error here).
+fn fuzz_and_read(
+    cmd: std::process::Command,
+    watch: &fuzzing::Progress<'_>,
+) -> (FuzzStats, Vec<(f64, FuzzStats)>, Option<String>) {
+    match fuzzing::run_with_progress(cmd, watch) {
+        Ok(run) => {
+            let stats = FuzzStats::parse(&run.log);
+            let failed = (stats.executions.is_none() && !run.status.success()).then(|| {
+                let tail: Vec<&str> = run.log.lines().rev().take(15).collect();
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             });
-            (stats, failed)
+            (stats, run.samples, failed)
         }
         Err(e) => (
             FuzzStats::default(),
+            Vec::new(),
             Some(format!("cannot run cargo fuzz: {e}")),
         ),
     }
@@ -142,9 +162,19 @@ fn fuzz_one(root: &Path, target: &str, seconds: u64, jobs: u32) -> TargetNight {
         // Fork mode keeps going after a crash: every crash of the night is kept.
         cmd.arg(format!("-fork={jobs}")).arg("-ignore_crashes=1");
     }
+    println!("==> nightly: building `{target}`");
+    if let Err(e) = cargo_fuzz(root, "build", target).status() {
+        eprintln!("xtask nightly: cannot run cargo fuzz build: {e}");
+    }
     println!("==> nightly: fuzzing `{target}` for {seconds} s with {jobs} job(s)");
     let t0 = Instant::now();
-    let (stats, mut failed) = fuzz_and_read(&mut cmd);
+    let watch = fuzzing::Progress {
+        budget: seconds,
+        corpus: &corpus,
+        artifacts: &artifacts,
+        crashes_before: before.len(),
+    };
+    let (stats, samples, mut failed) = fuzz_and_read(cmd, &watch);
     let seconds = t0.elapsed().as_secs_f64();
     let new_crashes: Vec<PathBuf> = files_in(&artifacts)
         .into_iter()
@@ -171,6 +201,7 @@ fn fuzz_one(root: &Path, target: &str, seconds: u64, jobs: u32) -> TargetNight {
     TargetNight {
         target: target.to_string(),
         stats,
+        samples,
         seconds,
         corpus_before_cmin,
         corpus_after_cmin,
@@ -214,7 +245,13 @@ fn fuzz_checked(root: &Path, seconds: u64, jobs: u32) -> TargetNight {
         "==> nightly: fuzzing `ops` with debug assertions and overflow checks for {seconds} s"
     );
     let t0 = Instant::now();
-    let (stats, failed) = fuzz_and_read(&mut cmd);
+    let watch = fuzzing::Progress {
+        budget: seconds,
+        corpus: &found,
+        artifacts: &artifacts,
+        crashes_before: before.len(),
+    };
+    let (stats, samples, failed) = fuzz_and_read(cmd, &watch);
     let elapsed = t0.elapsed().as_secs_f64();
     let new_crashes: Vec<PathBuf> = files_in(&artifacts)
         .into_iter()
@@ -223,6 +260,7 @@ fn fuzz_checked(root: &Path, seconds: u64, jobs: u32) -> TargetNight {
     TargetNight {
         target: CHECKED.to_string(),
         stats,
+        samples,
         seconds: elapsed,
         corpus_before_cmin: files_in(&found).len(),
         corpus_after_cmin: None,
@@ -291,11 +329,25 @@ fn triage(root: &Path, target: &str, crash: &Path, out: &Path) -> Finding {
     }
 }
 
+/// A file name for a target's plot (`ops (debug assertions)` -> `ops-debug-assertions`).
+fn plot_name(target: &str) -> String {
+    let mut name = String::new();
+    for c in target.chars() {
+        if c.is_ascii_alphanumeric() {
+            name.push(c);
+        } else if !name.ends_with('-') {
+            name.push('-');
+        }
+    }
+    name.trim_end_matches('-').to_string()
+}
+
 fn summary(
     nights: &[TargetNight],
     findings: &[(String, Finding)],
     jobs: u32,
     total: f64,
+    plots: &[(String, String)],
 ) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Nightly fuzzing summary\n");
@@ -335,6 +387,12 @@ fn summary(
             after,
             n.new_crashes.len()
         );
+    }
+    if !plots.is_empty() {
+        let _ = writeln!(md, "\nCoverage and exec/s over each run:\n");
+        for (target, file) in plots {
+            let _ = writeln!(md, "![`{target}`: coverage and exec/s over time]({file})");
+        }
     }
     for n in nights {
         if let Some(why) = &n.failed {
