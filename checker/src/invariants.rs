@@ -184,9 +184,29 @@ impl Pair {
                 e.translation.block_va,
             );
             if now.as_ref().map(block) != Ok(block(&e.translation)) {
+                let t = &e.translation;
+                let asid = e
+                    .asid
+                    .map_or_else(|| "global".to_string(), |a| format!("ASID {a}"));
+                let entry = format!(
+                    "{:#010x} -> {:#010x} ({} KiB block, {asid}) {:?}",
+                    t.block_va,
+                    t.block_pa,
+                    t.block_size / 1024,
+                    reference_model::armv7::PageAttributes::of(regs, t)
+                );
+                let tables = match &now {
+                    Ok(n) => format!(
+                        "{:#010x} -> {:#010x} ({} KiB block) {:?}",
+                        n.block_va,
+                        n.block_pa,
+                        n.block_size / 1024,
+                        reference_model::armv7::PageAttributes::of(regs, n)
+                    ),
+                    Err(fault) => format!("{fault:?}"),
+                };
                 return Err(format!(
-                    "stale TLB entry {:#x?}\nthe tables now give {:#x?}\n",
-                    e, now
+                    "stale TLB entry: {entry}\nthe tables now give: {tables}\n"
                 ));
             }
         }
