@@ -6,9 +6,8 @@
 #
 # Why: libFuzzer collects every counter an execution touched, and the oracles' counters told
 # it nothing the vmm's did not (the model's branches follow the same semantics; the checker's
-# comparisons only say that the state was compared). Measured on `ops` (README, fuzzing
-# section): without the model's counters 705k -> 635k instructions per execution; without
-# the checker's too, a further third of the wall time.
+# comparisons only say that the state was compared), while collecting them cost a large
+# share of each execution (docs/fuzzing.md).
 #
 # The vmm keeps its counters: its code is generic over the `Machine` and compiled where it is
 # instantiated. The `ops` target passes the checker step hooks of its own that call the
