@@ -176,7 +176,17 @@ impl Pair {
                 None => Some(kernel),
             };
             let Some(regs) = regs else {
-                return Err(format!("TLB entry {e:?} belongs to no live space\n"));
+                let t = &e.translation;
+                return Err(format!(
+                    "TLB entry {:#010x} -> {:#010x} ({} KiB block, ASID {}, AP {:#05b}{}) belongs \
+                     to no live space\n",
+                    t.block_va,
+                    t.block_pa,
+                    t.block_size / 1024,
+                    e.asid.unwrap_or(0),
+                    t.ap,
+                    if t.xn { ", XN" } else { "" }
+                ));
             };
             let now = translate(
                 &mut |a| m.host.peek_word(PhysAddr::new(a)),

@@ -63,6 +63,23 @@ minimize: nothing to minimize); 2 bad input (a file that cannot be read or parse
 kind, an unknown defect); 141 standard output was closed (a pipe into `head`). Colour only on \
 a terminal; NO_COLOR turns it off.";
 
+/// `replay --help`: the `.ops` grammar in brief, then the exit statuses.
+const OPS_GRAMMAR: &str = "A .ops file: one step per line, `op key=value ...`, `#` starts a \
+comment; an optional first line `pool frames=N asids=M` sets the world.
+Ops: spawn | fork s | exit s | mmap s addr len prot flags | munmap s addr len | mprotect s addr \
+len prot | brk s addr | mremap s addr old_len new_len flags new_addr | shmget key size flags | \
+shmat s id addr flags | shmdt s addr | shmctl id cmd | mapdev s addr page len prot | vmalloc \
+len | vfree addr | read s addr mode | write s addr value mode | exec s addr mode; every op \
+takes refuse=K (its K-th frame allocation fails). mode=user|kernel.
+Addresses: 0x... | rR+Pp+Ww (word W of page P of region R of space s) | heap+Pp | mmap+Pp | \
+vmA+Pp (a vmalloc allocation). Hand-written files are strict: every key known and given once, \
+s=, rR and vmA naming something live, no step that would not run. The full grammar: \
+docs/ops-format.md.
+
+Exit status: 0 success (model and vmm agree); 1 a divergence; 2 bad input (a file that cannot \
+be read or parsed, of unknown kind, an unknown defect); 141 standard output was closed (a pipe \
+into `head`). Colour only on a terminal; NO_COLOR turns it off.";
+
 #[derive(Parser)]
 #[command(
     name = "checker",
@@ -92,7 +109,7 @@ struct FileKindArgs {
 enum Command {
     /// Replay `.ops` files or fuzzer inputs (a directory stands for its files) and report the
     /// first divergence of each, then a SUMMARY line.
-    #[command(after_help = EXIT_STATUS)]
+    #[command(after_help = OPS_GRAMMAR)]
     Replay {
         /// Print every step with what the model and the vmm returned, side by side (up to the
         /// step that diverged).
