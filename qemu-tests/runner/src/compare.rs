@@ -194,6 +194,17 @@ pub fn compare(plan: &Plan, report: &SequenceReport) -> Result<(), Box<Divergenc
         }
         frames.forget_dead(&expected.live_frames);
     }
+    if report.steps.len() > plan.expected.len() {
+        return Err(diverge(
+            DivergenceKind::ReturnValue,
+            plan.steps.len(),
+            format!("{} step records\n", plan.expected.len()),
+            format!(
+                "{} step records (the guest ran steps no plan has)\n",
+                report.steps.len()
+            ),
+        ));
+    }
     match report.end_free {
         Some(free) if free == plan.start_free => Ok(()),
         end => Err(diverge(

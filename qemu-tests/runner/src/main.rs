@@ -15,10 +15,10 @@ use clap::Parser;
 use op_driver::guest::{GuestDefect, Record, encode_blob};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use qemu_runner::compare::compare;
 use qemu_runner::defects;
 use qemu_runner::plan::{Plan, plan};
 use qemu_runner::qemu::run_guest;
+use qemu_runner::verdict::{Verdict, judge};
 
 #[derive(Parser)]
 #[command(about = "The QEMU differential suite: op sequences on a real ARMv7 MMU vs the model")]
@@ -52,13 +52,6 @@ struct Args {
 struct Item {
     name: String,
     plan: Plan,
-}
-
-/// What happened to one sequence.
-enum Verdict {
-    Pass,
-    Diverged(Box<checker::Divergence>),
-    Crashed(String),
 }
 
 #[derive(Default)]
@@ -115,12 +108,9 @@ fn run_items(
         }
         stats.boots += 1;
         stats.qemu_time += run.elapsed;
-        let mut finished = 0;
-        for (item, report) in chunk.iter().zip(&run.sequences) {
-            if report.end_free.is_none() {
-                break;
-            }
-            finished += 1;
+        let plans: Vec<&Plan> = chunk.iter().map(|i| &i.plan).collect();
+        let settled = judge(&plans, &run, timeout);
+        for (item, report) in chunk.iter().zip(&run.sequences).take(settled.len()) {
             stats.ops += item.plan.steps.len();
             stats.probes += report
                 .steps
@@ -130,24 +120,9 @@ fn run_items(
                     _ => 0,
                 })
                 .sum::<usize>();
-            verdicts.push(match compare(&item.plan, report) {
-                Ok(()) => Verdict::Pass,
-                Err(d) => Verdict::Diverged(d),
-            });
         }
-        next += finished;
-        if finished < chunk.len() {
-            let why = match run.status {
-                None => format!("timed out after {} s", timeout.as_secs()),
-                Some(code) => format!("guest exit status {code}"),
-            };
-            let detail = run.report_error.map_or(String::new(), |e| format!("; {e}"));
-            verdicts.push(Verdict::Crashed(format!(
-                "{why}{detail} while running this sequence; guest output:\n{}",
-                run.output.trim_end()
-            )));
-            next += 1;
-        }
+        next += settled.len();
+        verdicts.extend(settled);
         if progress {
             eprintln!(
                 "qemu: {}/{} sequences ({:.1} s in QEMU)",

@@ -29,6 +29,9 @@ pub const QEMU_ARGS: [&str; 10] = [
 pub struct GuestRun {
     /// The reports of the sequences the guest got through (the last may be partial).
     pub sequences: Vec<SequenceReport>,
+    /// The first record out of its place (a missing, extra or out-of-order record); the
+    /// records from it on are not used.
+    pub record_error: Option<RecordError>,
     /// The guest's exit status (`None`: killed at the timeout).
     pub status: Option<i32>,
     /// What the guest printed.
@@ -94,8 +97,10 @@ pub fn run_guest(
         Err(e) => (Vec::new(), Some(format!("report.bin: {e:?}"))),
     };
     let _ = std::fs::remove_dir_all(&dir);
+    let (sequences, record_error) = split(records);
     Ok(GuestRun {
-        sequences: split(records),
+        sequences,
+        record_error,
         status,
         output,
         elapsed,
@@ -103,25 +108,88 @@ pub fn run_guest(
     })
 }
 
-fn split(records: Vec<Record>) -> Vec<SequenceReport> {
+/// A record the guest wrote out of its place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordError {
+    /// The sequence of the batch (0-based) it belongs to, or would.
+    pub sequence: usize,
+    /// The step (0-based) the sequence had reached.
+    pub step: usize,
+    /// What was wrong.
+    pub why: String,
+}
+
+/// The records split per sequence, each checked against its place: a sequence `k` (0-based in
+/// the batch) is `Sequence{k}`, its steps `Step{0}`, `Step{1}`, ... in order, then `End{k}`.
+/// The first record out of place stops the split (what follows it cannot be trusted), and the
+/// sequence it fell in has no end, so it counts as unfinished.
+pub fn split(records: Vec<Record>) -> (Vec<SequenceReport>, Option<RecordError>) {
     let mut out: Vec<SequenceReport> = Vec::new();
+    let mut open = false;
     for r in records {
+        let (sequence, step) = match out.last() {
+            Some(s) if open => (out.len() - 1, s.steps.len()),
+            _ => (out.len(), 0),
+        };
+        let error = |why: String| RecordError {
+            sequence,
+            step,
+            why,
+        };
         match r {
-            Record::Sequence { free, .. } => out.push(SequenceReport {
-                start_free: free,
-                ..SequenceReport::default()
-            }),
-            Record::End { free, .. } => {
+            Record::Sequence { seq, free } => {
+                if open {
+                    return (
+                        out,
+                        Some(error(format!("sequence {seq} began before this one ended"))),
+                    );
+                }
+                if seq as usize != out.len() {
+                    return (
+                        out,
+                        Some(error(format!(
+                            "a record of sequence {seq} where sequence {sequence} was due"
+                        ))),
+                    );
+                }
+                out.push(SequenceReport {
+                    start_free: free,
+                    ..SequenceReport::default()
+                });
+                open = true;
+            }
+            Record::End { seq, free } => {
+                if !open || seq as usize != sequence {
+                    return (
+                        out,
+                        Some(error(format!("the end of sequence {seq} out of place"))),
+                    );
+                }
                 if let Some(s) = out.last_mut() {
                     s.end_free = Some(free);
                 }
+                open = false;
             }
-            step @ Record::Step { .. } => {
+            Record::Step { step: n, .. } => {
+                if !open {
+                    return (out, Some(error(format!("step {n} outside any sequence"))));
+                }
+                if n as usize != step {
+                    let what = if (n as usize) < step {
+                        "again or out of order"
+                    } else {
+                        "after a missing one"
+                    };
+                    return (
+                        out,
+                        Some(error(format!("step {n} {what} (step {step} was due)"))),
+                    );
+                }
                 if let Some(s) = out.last_mut() {
-                    s.steps.push(step);
+                    s.steps.push(r);
                 }
             }
         }
     }
-    out
+    (out, None)
 }
