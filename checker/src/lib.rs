@@ -11,6 +11,7 @@ pub mod concrete;
 pub mod frames;
 pub mod fuzz;
 pub mod in_order;
+pub mod input;
 pub mod invariants;
 pub mod machine;
 pub mod minimize;

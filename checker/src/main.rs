@@ -16,6 +16,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use checker::input::{Input, Kind, KindFlags, expand_dirs, shown};
 use clap::{Args, Parser, Subcommand};
 
 /// Prints a line on standard output. A closed pipe (`checker replay ... | head`) ends the
@@ -39,17 +40,6 @@ fn say_line(line: fmt::Arguments<'_>) {
         eprintln!("checker: cannot write to standard output: {e}");
         std::process::exit(2);
     }
-}
-
-/// `path` relative to the working directory when inside it: what the checker prints never
-/// names a path of one machine when it was run from the repository (as `cargo xtask` runs it).
-fn shown(path: &Path) -> String {
-    std::env::current_dir()
-        .ok()
-        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
-        .unwrap_or_else(|| path.to_path_buf())
-        .display()
-        .to_string()
 }
 
 /// Colour in reports only on a terminal, and never when `NO_COLOR` is set (no-color.org).
@@ -178,6 +168,15 @@ enum Command {
     },
 }
 
+impl From<FileKindArgs> for KindFlags {
+    fn from(a: FileKindArgs) -> Self {
+        Self {
+            text: a.text,
+            bytes: a.bytes,
+        }
+    }
+}
+
 fn parse_defect(name: &str) -> Result<checker::Defect, String> {
     checker::Defect::from_name(name)
 }
@@ -190,7 +189,7 @@ fn main() -> ExitCode {
             defect,
             kind,
             files,
-        } => replay(trace, quiet, defect, &expand_dirs(&files, kind)),
+        } => replay(trace, quiet, defect, &expand_dirs(&files, kind.into())),
         Command::Seeds { scenarios, out } => match seeds(&scenarios, &out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -205,13 +204,13 @@ fn main() -> ExitCode {
             defect,
             kind,
         } => minimize(
-            &Input::given(file, kind),
-            tmin.map(|t| Input::given(t, kind)).as_ref(),
+            &Input::given(file, kind.into()),
+            tmin.map(|t| Input::given(t, kind.into())).as_ref(),
             &out,
             defect,
         ),
         Command::SpeedInputs { count, out } => speed_inputs(count, &out),
-        Command::AuditFast { kind, files } => audit_fast(&expand_dirs(&files, kind)),
+        Command::AuditFast { kind, files } => audit_fast(&expand_dirs(&files, kind.into())),
     }
 }
 
@@ -239,113 +238,6 @@ fn speed_inputs(count: usize, out: &Path) -> ExitCode {
         shown(out)
     );
     ExitCode::SUCCESS
-}
-
-/// What a file holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    /// `.ops` text.
-    Text,
-    /// `ops` fuzzer bytes, decoded as the target does.
-    Bytes,
-}
-
-/// A file to read, and what the command line or its place says it holds (`None`: it does not
-/// say, and the file's name must).
-struct Input {
-    path: PathBuf,
-    kind: Option<Kind>,
-}
-
-impl Input {
-    /// A file named on the command line.
-    fn given(path: PathBuf, flags: FileKindArgs) -> Self {
-        let in_fuzz_dir = path.components().any(|c| {
-            matches!(
-                c.as_os_str().to_str(),
-                Some("corpus" | "artifacts" | "ops-tmin")
-            )
-        });
-        let kind = if flags.text {
-            Some(Kind::Text)
-        } else if flags.bytes || (in_fuzz_dir && !is_ops_name(&path)) {
-            Some(Kind::Bytes)
-        } else {
-            None
-        };
-        Self { path, kind }
-    }
-
-    /// What the file holds, or why that cannot be told.
-    fn kind(&self) -> Result<Kind, String> {
-        const ARTIFACTS: [&str; 5] = ["crash-", "oom-", "timeout-", "slow-unit-", "leak-"];
-        let name = self.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        match self.kind {
-            Some(kind) => Ok(kind),
-            None if is_ops_name(&self.path) => Ok(Kind::Text),
-            None if ARTIFACTS.iter().any(|a| name.starts_with(a)) => Ok(Kind::Bytes),
-            None => Err(format!(
-                "{}: neither a `.ops` file nor a fuzzer artifact or corpus file: pass --text \
-                 or --bytes to say which it is",
-                shown(&self.path)
-            )),
-        }
-    }
-
-    /// The sequence in the file; for `.ops` text, also held to the strict rules of a
-    /// hand-written file ([`checker::run::strictness`]: no index that only wraps onto a live
-    /// space or region, no step that would not run), with the line of the step that breaks them.
-    fn read_strict(&self) -> Result<checker::Sequence, String> {
-        let sequence = self.read()?;
-        if self.kind()? == Kind::Text
-            && let Err((at, why)) = checker::run::strictness(&sequence)
-        {
-            let text = std::fs::read_to_string(&self.path).unwrap_or_default();
-            let line = step_lines(&text).get(at).copied().unwrap_or(0);
-            return Err(format!(
-                "{}: line {line}: `{}`: {why}",
-                shown(&self.path),
-                sequence.steps[at]
-            ));
-        }
-        Ok(sequence)
-    }
-
-    /// The sequence in the file.
-    fn read(&self) -> Result<checker::Sequence, String> {
-        let kind = self.kind()?;
-        let bytes = std::fs::read(&self.path).map_err(|e| format!("{}: {e}", shown(&self.path)))?;
-        match kind {
-            Kind::Text => std::str::from_utf8(&bytes)
-                .map_err(|e| e.to_string())
-                .and_then(checker::parse_sequence)
-                .map_err(|e| format!("{}: {e}", shown(&self.path))),
-            Kind::Bytes => Ok(checker::fuzz::decode(&bytes)),
-        }
-    }
-}
-
-/// The line number (1-based) of each step of `.ops` text: the significant lines (not blank,
-/// not only a comment) after the optional `pool` header.
-fn step_lines(text: &str) -> Vec<usize> {
-    let significant = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.split('#').next().unwrap_or("").trim().is_empty());
-    let mut lines: Vec<(usize, &str)> = significant.collect();
-    if lines
-        .first()
-        .is_some_and(|(_, l)| l.split_whitespace().next() == Some("pool"))
-    {
-        lines.remove(0);
-    }
-    lines.into_iter().map(|(n, _)| n + 1).collect()
-}
-
-fn is_ops_name(path: &Path) -> bool {
-    path.extension()
-        .and_then(|x| x.to_str())
-        .is_some_and(|x| x.eq_ignore_ascii_case("ops"))
 }
 
 fn minimize(
@@ -505,31 +397,6 @@ fn seeds(scenarios_dir: &Path, out: &Path) -> Result<(), String> {
         })
         .collect::<Result<Vec<_>, String>>()?;
     write_seeds(&out.join("frames"), &frames)
-}
-
-/// Files as given, directories replaced by their files (sorted): a file found in a directory
-/// is fuzzer bytes unless it is named `.ops` (a corpus directory, or `corpus/regressions`).
-fn expand_dirs(paths: &[PathBuf], flags: FileKindArgs) -> Vec<Input> {
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let mut inside: Vec<PathBuf> = std::fs::read_dir(p)
-                .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-                .unwrap_or_default();
-            inside.retain(|f| f.is_file());
-            inside.sort();
-            out.extend(inside.into_iter().map(|path| {
-                let mut input = Input::given(path, flags);
-                if input.kind.is_none() && !is_ops_name(&input.path) {
-                    input.kind = Some(Kind::Bytes);
-                }
-                input
-            }));
-        } else {
-            out.push(Input::given(p.clone(), flags));
-        }
-    }
-    out
 }
 
 /// Whether fast mode (audited) found what full mode found: both pass the same steps, or both

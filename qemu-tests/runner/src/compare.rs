@@ -6,7 +6,6 @@ use std::fmt::Write as _;
 
 use checker::pairing::FramePairing;
 use checker::{Divergence, DivergenceKind};
-use op_driver::POOL_FRAMES;
 use op_driver::guest::{ACCESS_NAMES, Probe, Record};
 use vmm::Layout;
 
@@ -34,29 +33,39 @@ fn is_permission_fault(par: u32) -> bool {
 }
 
 /// Names physical frames as the comparison does, learning pairs from the model's
-/// expectations.
-#[derive(Default)]
-struct Bijection(FramePairing);
+/// expectations. A frame is a pool frame when it lies in the pool of the sequence's world (its
+/// size is the sequence's, not the default's).
+struct Bijection {
+    pairing: FramePairing,
+    layout: Layout,
+}
 
 impl Bijection {
+    fn new(pool_frames: u32) -> Self {
+        Self {
+            pairing: FramePairing::default(),
+            layout: Layout::with_pool_frames(pool_frames),
+        }
+    }
+
     fn forget_dead(&mut self, live: &[u64]) {
-        self.0.forget_dead(|id| live.binary_search(&id).is_ok());
+        self.pairing
+            .forget_dead(|id| live.binary_search(&id).is_ok());
     }
 
     /// Names `pa` (a frame), learning from what the model expects at this page.
     fn name(&mut self, pa: u32, expected: &PageView) -> Result<FrameName, String> {
-        let layout = Layout::with_pool_frames(POOL_FRAMES);
-        if !layout.overlaps_pool(pa, 1) {
+        if !self.layout.overlaps_pool(pa, 1) {
             return Ok(FrameName::Device(pa));
         }
-        if let Some(id) = self.0.model_of(pa) {
+        if let Some(id) = self.pairing.model_of(pa) {
             return Ok(FrameName::Model(id));
         }
         match *expected {
             PageView::Mapped {
                 frame: FrameName::Model(id),
                 ..
-            } => self.0.learn(pa, id).map(FrameName::Model),
+            } => self.pairing.learn(pa, id).map(FrameName::Model),
             _ => Ok(FrameName::Unpaired(pa)),
         }
     }
@@ -144,7 +153,7 @@ pub fn compare(plan: &Plan, report: &SequenceReport) -> Result<(), Box<Divergenc
             format!("free frames at boot: {}\n", report.start_free),
         ));
     }
-    let mut frames = Bijection::default();
+    let mut frames = Bijection::new(plan.config.pool_frames);
     for (at, expected) in plan.expected.iter().enumerate() {
         let Some(Record::Step {
             outcome,
@@ -233,9 +242,25 @@ mod tests {
         }
     }
 
+    /// A frame past the default pool is a pool frame in a world with a larger pool, not
+    /// device memory (grown fuzz inputs carry such worlds).
+    #[test]
+    fn the_pool_is_the_worlds() {
+        let pa = Layout::with_pool_frames(4096).pool_base + 1000 * 4096;
+        let unmapped = PageView::Unmapped;
+        assert!(matches!(
+            Bijection::new(op_driver::POOL_FRAMES).name(pa, &unmapped),
+            Ok(FrameName::Device(_))
+        ));
+        assert_eq!(
+            Bijection::new(4096).name(pa, &unmapped),
+            Ok(FrameName::Unpaired(pa))
+        );
+    }
+
     #[test]
     fn ats_results_read_as_page_views() {
-        let mut frames = Bijection::default();
+        let mut frames = Bijection::new(op_driver::POOL_FRAMES);
         let want = PageView::Mapped {
             pl0: (true, false),
             pl1: (true, false),

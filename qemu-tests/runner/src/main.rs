@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use checker::input::{KindFlags, expand_dirs, shown};
 use checker::{DivergenceKind, Sequence, parse_sequence, print_sequence};
 use clap::Parser;
 use op_driver::guest::{GuestDefect, Record, encode_blob};
@@ -29,8 +30,9 @@ struct Args {
     /// Random sequences to run after the files.
     #[arg(long, default_value_t = 2000)]
     random: usize,
-    /// Seed of the random sequences.
-    #[arg(long, default_value_t = 1)]
+    /// Seed of the random sequences: a number, or `random` (from the clock; printed in the
+    /// header and the SUMMARY so that a failing run can be repeated).
+    #[arg(long, default_value = "1", value_parser = parse_seed)]
     seed: u64,
     /// Ops per random sequence (before instruction fetches are dropped).
     #[arg(long, default_value_t = 50)]
@@ -44,8 +46,28 @@ struct Args {
     /// Instead of the suite: show that injected defects are caught, as on the host.
     #[arg(long)]
     prove_defects: bool,
-    /// `.ops` files (default: corpus/regressions/*.ops).
+    /// Read every file as `.ops` text.
+    #[arg(long, conflicts_with = "bytes")]
+    text: bool,
+    /// Read every file as `ops` fuzzer bytes.
+    #[arg(long)]
+    bytes: bool,
+    /// `.ops` files, fuzzer inputs (artifact names such as `crash-...`, or any file in a corpus
+    /// or artifacts directory) or directories of them (default: corpus/regressions/*.ops).
     files: Vec<PathBuf>,
+}
+
+/// A seed, or `random`: one from the clock.
+fn parse_seed(text: &str) -> Result<u64, String> {
+    if text == "random" {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        // Kept to nine decimal digits: easy to read back from the summary.
+        return Ok((nanos % 1_000_000_000) as u64);
+    }
+    text.parse()
+        .map_err(|_| format!("`{text}`: a number or `random`"))
 }
 
 /// A sequence to run, named for the report.
@@ -135,13 +157,14 @@ fn run_items(
     Ok(verdicts)
 }
 
-fn load_files(files: &[PathBuf]) -> Result<Vec<Item>, String> {
+/// The sequences of `files` (directories stand for their files), read as `checker replay`
+/// reads them: `.ops` text held to the strict rules, fuzzer bytes decoded as the target does.
+fn load_files(files: &[PathBuf], flags: KindFlags) -> Result<Vec<Item>, String> {
     let mut items = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        let steps = parse_sequence(&text).map_err(|e| format!("{}: {e}", f.display()))?;
+    for input in expand_dirs(files, flags) {
+        let steps = input.read_strict()?;
         items.push(Item {
-            name: f.display().to_string(),
+            name: shown(&input.path),
             plan: plan(&steps),
         });
     }
@@ -174,7 +197,11 @@ fn suite(args: &Args) -> Result<bool, String> {
     } else {
         args.files.clone()
     };
-    let mut items = load_files(&files)?;
+    let flags = KindFlags {
+        text: args.text,
+        bytes: args.bytes,
+    };
+    let mut items = load_files(&files, flags)?;
     let file_count = items.len();
     for (i, steps) in random_sequences(args.random, args.seed, args.length)
         .into_iter()
@@ -250,8 +277,10 @@ fn suite(args: &Args) -> Result<bool, String> {
     }
     let secs = stats.qemu_time.as_secs_f64().max(1e-9);
     println!(
-        "SUMMARY: {} sequences, {} failed, {} guest crashes; {} ops, {} probes; {} boots, {:.1} s in QEMU ({:.0} sequences/min, {:.0} probes/s), {:.1} s wall",
+        "SUMMARY: {} sequences ({file_count} from files, {} random of seed {}), {} failed, {} guest crashes; {} ops, {} probes; {} boots, {:.1} s in QEMU ({:.0} sequences/min, {:.0} probes/s), {:.1} s wall",
         items.len(),
+        args.random,
+        args.seed,
         failed,
         crashed,
         stats.ops,
