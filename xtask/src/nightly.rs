@@ -41,8 +41,13 @@ struct Finding {
     minimized: Option<(PathBuf, String)>,
 }
 
-/// Returns the exit status: 0 clean, 1 new crashes, 2 a target could not run.
-pub fn nightly(root: &Path, seconds: u64, jobs: u32, targets: &[String]) -> u8 {
+/// How many random sequences the nightly QEMU run adds to the grown `ops` corpus.
+const QEMU_RANDOM: &str = "250";
+
+/// Returns the exit status: 0 clean, 1 new crashes (or a QEMU failure), 2 a target could not
+/// run. With `ops` among the targets, the grown `ops` corpus then runs on QEMU's MMU with
+/// random sequences of `qemu_seed` (`random`: a new seed, printed in the summary).
+pub fn nightly(root: &Path, seconds: u64, jobs: u32, targets: &[String], qemu_seed: &str) -> u8 {
     if let Err(crate::Failure(why)) = ensure_cargo_tool(root, "fuzz", "cargo-fuzz") {
         eprintln!("xtask nightly: {why}");
         return 2;
@@ -76,6 +81,17 @@ pub fn nightly(root: &Path, seconds: u64, jobs: u32, targets: &[String]) -> u8 {
         }
         nights.push(night);
     }
+    let qemu = targets.iter().any(|t| t == "ops").then(|| {
+        println!("==> nightly: the grown `ops` corpus on QEMU's ARMv7 MMU");
+        let args: Vec<std::ffi::OsString> = vec![
+            "--random".into(),
+            QEMU_RANDOM.into(),
+            "--seed".into(),
+            qemu_seed.into(),
+            root.join("fuzz/corpus/ops").into_os_string(),
+        ];
+        crate::qemu::suite_summarized(root, &args).map_err(|crate::Failure(why)| why)
+    });
     let mut plots = Vec::new();
     for n in &nights {
         let file = format!("{}.svg", plot_name(&n.target));
@@ -84,22 +100,44 @@ pub fn nightly(root: &Path, seconds: u64, jobs: u32, targets: &[String]) -> u8 {
             plots.push((n.target.clone(), file));
         }
     }
-    let report = summary(
+    let mut report = summary(
         &nights,
         &findings,
         jobs,
         started.elapsed().as_secs_f64(),
         &plots,
     );
+    let qemu_failed = match &qemu {
+        None => false,
+        Some(Ok((ok, line))) => {
+            let verdict = if *ok {
+                "passed"
+            } else {
+                "**FAILED** (exit status 1; see the FAIL lines of the run)"
+            };
+            let _ = writeln!(
+                report,
+                "\n## QEMU\n\nThe grown `ops` corpus and {QEMU_RANDOM} random sequences on QEMU's ARMv7 MMU: {verdict}.\n\n```\n{line}\n```"
+            );
+            !ok
+        }
+        Some(Err(why)) => {
+            let _ = writeln!(
+                report,
+                "\n## QEMU\n\n**did not run** (exit status 2): {why}"
+            );
+            true
+        }
+    };
     let path = out.join("summary.md");
     match std::fs::write(&path, &report) {
         Ok(()) => println!("{report}\n(written to {})", crate::shown(&path)),
         Err(e) => println!("{report}\n(could not write {}: {e})", crate::shown(&path)),
     }
-    if nights.iter().any(|n| n.failed.is_some()) {
+    if nights.iter().any(|n| n.failed.is_some()) || matches!(qemu, Some(Err(_))) {
         2
     } else {
-        u8::from(!findings.is_empty())
+        u8::from(!findings.is_empty() || qemu_failed)
     }
 }
 

@@ -78,3 +78,35 @@ pub fn suite(root: &Path, args: &[OsString]) -> StepResult {
     cmd.arg("--guest").arg(guest).args(args);
     run(cmd)
 }
+
+/// [`suite`], its output shown as it comes and kept: whether everything passed, and the
+/// runner's SUMMARY line (for the nightly summary).
+pub fn suite_summarized(root: &Path, args: &[OsString]) -> Result<(bool, String), Failure> {
+    use std::io::BufRead;
+    ensure_qemu()?;
+    let guest = build_guest(root)?;
+    let mut cmd = cargo_run(root, "qemu-runner");
+    cmd.arg("--guest").arg(guest).args(args);
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Failure(format!("cannot run qemu-runner: {e}")))?;
+    let mut summary = String::new();
+    if let Some(out) = child.stdout.take() {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            println!("{line}");
+            if line.starts_with("SUMMARY:") {
+                summary = line;
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| Failure(format!("qemu-runner: {e}")))?;
+    if summary.is_empty() {
+        return Err(Failure(format!(
+            "qemu-runner printed no SUMMARY ({status})"
+        )));
+    }
+    Ok((status.success(), summary))
+}
