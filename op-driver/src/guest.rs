@@ -40,6 +40,11 @@ pub enum GuestDefect {
     DropNthInvalidate(u32),
     /// Read-only user page descriptors are written read/write (APX cleared).
     MakeReadOnlyUserPagesWritable,
+    /// A defect of the guest, not of its machine: the record of step k (0-based) of each
+    /// sequence is not written (the runner must not lose it silently).
+    DropStepRecord(u32),
+    /// A defect of the guest: after its last record it exits with status 3 instead of 0.
+    FailAfterLastRecord,
 }
 
 impl GuestDefect {
@@ -49,6 +54,8 @@ impl GuestDefect {
             Self::DropEveryInvalidate => [1, 0],
             Self::DropNthInvalidate(k) => [2, k],
             Self::MakeReadOnlyUserPagesWritable => [3, 0],
+            Self::DropStepRecord(k) => [4, k],
+            Self::FailAfterLastRecord => [5, 0],
         }
     }
     fn from_words(kind: u32, arg: u32) -> Option<Self> {
@@ -57,6 +64,8 @@ impl GuestDefect {
             1 => Self::DropEveryInvalidate,
             2 => Self::DropNthInvalidate(arg),
             3 => Self::MakeReadOnlyUserPagesWritable,
+            4 => Self::DropStepRecord(arg),
+            5 => Self::FailAfterLastRecord,
             _ => return None,
         })
     }

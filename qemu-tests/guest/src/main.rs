@@ -23,7 +23,7 @@ mod world;
 use alloc::vec::Vec;
 
 use linked_list_allocator::LockedHeap;
-use op_driver::guest::{BlobReader, Record};
+use op_driver::guest::{BlobReader, GuestDefect, Record};
 use semihosting::io::{Read as _, Write as _};
 use semihosting::{c, eprintln, fs, println, process};
 
@@ -96,7 +96,11 @@ extern "C" fn guest_main() -> ! {
         }
         .encode(&mut out);
         for (i, step) in sequence.steps.iter().enumerate() {
-            world.step(i as u32, step).encode(&mut out);
+            let record = world.step(i as u32, step);
+            // The guest defect the runner must catch: a record that never arrives.
+            if blob.defect != GuestDefect::DropStepRecord(i as u32) {
+                record.encode(&mut out);
+            }
         }
         let free = world.teardown();
         Record::End { seq, free }.encode(&mut out);
@@ -107,5 +111,9 @@ extern "C" fn guest_main() -> ! {
         seq += 1;
     }
     println!("guest: {seq} of {total} sequences run");
-    process::exit(0)
+    process::exit(if blob.defect == GuestDefect::FailAfterLastRecord {
+        3
+    } else {
+        0
+    })
 }

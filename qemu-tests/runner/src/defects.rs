@@ -46,3 +46,37 @@ pub fn cases() -> Vec<DefectCase> {
         },
     ]
 }
+
+/// A defect of the guest itself (not of its machine) that the runner must report rather than
+/// drop: the sequence, and what the failure must say.
+pub struct HarnessCase {
+    /// Name for the report.
+    pub name: &'static str,
+    /// The guest's defect.
+    pub guest: GuestDefect,
+    /// The sequence (`.ops` text).
+    pub ops: &'static str,
+    /// Words the failure must contain (it names the step).
+    pub says: &'static str,
+}
+
+/// Every harness case: a record that never arrives, and a guest that fails after its last
+/// record.
+#[must_use]
+pub fn harness_cases() -> Vec<HarnessCase> {
+    const OPS: &str = "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nread s=0 addr=r0+0p+0w mode=user\n";
+    vec![
+        HarnessCase {
+            name: "the guest drops the record of step 2",
+            guest: GuestDefect::DropStepRecord(1),
+            ops: OPS,
+            says: "at step 2 of 3: the record of step 3 after a missing one (step 2 was due)",
+        },
+        HarnessCase {
+            name: "the guest exits with status 3 after its last record",
+            guest: GuestDefect::FailAfterLastRecord,
+            ops: OPS,
+            says: "after step 3 of 3: the guest exited with status 3 after its last record",
+        },
+    ]
+}

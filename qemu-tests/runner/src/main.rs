@@ -352,6 +352,35 @@ fn prove_defects(args: &Args) -> Result<bool, String> {
             println!("{d}");
         }
     }
+    for case in defects::harness_cases() {
+        let steps = parse_sequence(case.ops).map_err(|e| format!("{}: {e}", case.name))?;
+        let item = [Item {
+            name: case.name.into(),
+            plan: plan(&steps),
+        }];
+        let mut stats = Stats::default();
+        let mut run = |defect| run_items(&args.guest, &item, defect, 1, timeout, &mut stats, false);
+        let sound = run(GuestDefect::None)?;
+        let broken = run(case.guest)?;
+        let said = match &broken[0] {
+            Verdict::Crashed(why) => why.lines().next().unwrap_or("").to_string(),
+            Verdict::Pass => "passed".to_string(),
+            Verdict::Diverged(d) => format!("{:?} at step {}", d.kind, d.at + 1),
+        };
+        let ok = matches!(sound[0], Verdict::Pass) && said.contains(case.says);
+        all &= ok;
+        println!(
+            "{} {}: expected a failure saying \"{}\"; the runner said \"{said}\" (sound guest: {})",
+            if ok { "PASS" } else { "FAIL" },
+            case.name,
+            case.says,
+            if matches!(sound[0], Verdict::Pass) {
+                "passes"
+            } else {
+                "fails"
+            },
+        );
+    }
     println!(
         "SUMMARY: defects {}",
         if all {

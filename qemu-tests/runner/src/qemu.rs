@@ -172,7 +172,13 @@ pub fn split(records: Vec<Record>) -> (Vec<SequenceReport>, Option<RecordError>)
             }
             Record::Step { step: n, .. } => {
                 if !open {
-                    return (out, Some(error(format!("step {n} outside any sequence"))));
+                    return (
+                        out,
+                        Some(error(format!(
+                            "the record of step {} outside any sequence",
+                            n + 1
+                        ))),
+                    );
                 }
                 if n as usize != step {
                     let what = if (n as usize) < step {
@@ -182,7 +188,11 @@ pub fn split(records: Vec<Record>) -> (Vec<SequenceReport>, Option<RecordError>)
                     };
                     return (
                         out,
-                        Some(error(format!("step {n} {what} (step {step} was due)"))),
+                        Some(error(format!(
+                            "the record of step {} {what} (step {} was due)",
+                            n + 1,
+                            step + 1
+                        ))),
                     );
                 }
                 if let Some(s) = out.last_mut() {

@@ -176,7 +176,7 @@ mod tests {
         r.remove(1); // sequence 0, step 0
         assert_eq!(
             judged(r, Some(0)),
-            ["at step 1 of 2: step 1 after a missing one (step 0 was due)"]
+            ["at step 1 of 2: the record of step 2 after a missing one (step 1 was due)"]
         );
     }
 
@@ -187,7 +187,7 @@ mod tests {
         r.insert(3, again); // step 1 of sequence 0 twice
         assert_eq!(
             judged(r, Some(0)),
-            ["at step 3 of 2: step 1 again or out of order (step 2 was due)"]
+            ["at step 3 of 2: the record of step 2 again or out of order (step 3 was due)"]
         );
         let mut r = batch();
         r.push(Record::Step {
@@ -200,7 +200,7 @@ mod tests {
             judged(r, Some(0)),
             [
                 "pass",
-                "after step 2 of 2: a record after its end: step 0 outside any sequence"
+                "after step 2 of 2: a record after its end: the record of step 1 outside any sequence"
             ]
         );
     }
