@@ -94,6 +94,16 @@ pub fn run_both_with_defect(
     defect: Option<Defect>,
 ) -> Result<usize, Box<Divergence>> {
     let n = run_with_defect(sequence, defect)?;
+    fast_mode_agrees(sequence, defect, n)
+}
+
+/// After full mode passed `n` steps: fast mode passes them too, or its divergence is
+/// [`DivergenceKind::FastOnly`].
+fn fast_mode_agrees(
+    sequence: &Sequence,
+    defect: Option<Defect>,
+    n: usize,
+) -> Result<usize, Box<Divergence>> {
     run_observed(
         sequence,
         defect,
@@ -321,19 +331,7 @@ pub fn run_traced(
         StepHooks::CHECKER,
         &mut |_, r| rows.push(*r),
     );
-    let result = match full {
-        Ok(n) => run_observed(
-            sequence,
-            defect,
-            CheckMode::Fast,
-            false,
-            StepHooks::CHECKER,
-            &mut |_, _| {},
-        )
-        .map(|_| n)
-        .map_err(fast_only),
-        Err(d) => Err(d),
-    };
+    let result = full.and_then(|n| fast_mode_agrees(sequence, defect, n));
     (rows, result)
 }
 

@@ -364,13 +364,7 @@ impl ArchMmu {
             batch.flush(j);
             Ok((emptied, gone))
         });
-        let (emptied, gone) = match done {
-            Ok(done) => done,
-            Err(e) => {
-                reserved.release(m, frames);
-                return Err(e);
-            }
-        };
+        let (emptied, gone) = done.inspect_err(|_| reserved.release(m, frames))?;
         self.free_emptied(m, frames, emptied);
         reserved.release(m, frames);
         for (p, f) in gone {
@@ -496,13 +490,7 @@ impl ArchMmu {
             batch.flush(j);
             Ok(emptied)
         });
-        let emptied = match done {
-            Ok(emptied) => emptied,
-            Err(e) => {
-                reserved.release(m, frames);
-                return Err(e);
-            }
-        };
+        let emptied = done.inspect_err(|_| reserved.release(m, frames))?;
         self.free_emptied(m, frames, emptied);
         reserved.release(m, frames);
         Ok(runs.iter().map(|r| r.count).sum())
@@ -750,13 +738,7 @@ impl ArchMmu {
             batch.flush(j);
             Ok((gone, emptied))
         });
-        let (gone, emptied) = match done {
-            Ok(done) => done,
-            Err(e) => {
-                reserved.release(m, frames);
-                return Err(e);
-            }
-        };
+        let (gone, emptied) = done.inspect_err(|_| reserved.release(m, frames))?;
         self.free_emptied(m, frames, emptied);
         reserved.release(m, frames);
         for (p, f) in gone {

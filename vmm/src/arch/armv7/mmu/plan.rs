@@ -63,10 +63,12 @@ impl Reserved {
     }
 
     /// Gives back what the commit did not use (nothing, when the plan was exact).
-    pub(super) fn release<M: Machine>(self, m: &mut M, frames: &mut FrameAllocator) {
+    pub(super) fn release<M: Machine>(&mut self, m: &mut M, frames: &mut FrameAllocator) {
         for &f in &self.pages[..self.top] {
             let _ = frames.free(m, f);
         }
+        self.pages.drain(..self.top);
+        self.top = 0;
     }
 }
 
