@@ -134,6 +134,10 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// A test of the platform the SMP work needs: a two-core bare-metal probe on
+    /// `qemu-system-arm -M virt -smp 2` (PSCI CPU_ON through HVC starts core 1; a local TLB
+    /// invalidate on core 0 leaves core 1 stale, the inner-shareable forms reach it).
+    QemuPlatform,
     /// Mutation testing of the vmm crate with cargo-mutants (installed when missing). Takes
     /// hours on 2 cores: pass `-- --shard k/n` or `-- --in-diff FILE` to do a part, or spread
     /// a full run over sittings with `--resume`.
@@ -223,6 +227,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Task::QemuPlatform => match qemu::platform(&root) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(Failure(why)) => {
+                eprintln!("xtask qemu-platform: {why}");
+                ExitCode::FAILURE
+            }
+        },
         Task::Qemu { args } => {
             let args: Vec<OsString> = args
                 .into_iter()
@@ -413,13 +424,15 @@ enum Action {
     EnsureTarget,
     Cargo(&'static [&'static str]),
     Qemu(&'static [&'static str]),
+    /// `cargo xtask qemu-platform`.
+    QemuPlatform,
     /// `cargo xtask nightly` with this many seconds per target, one job.
     FuzzSmoke(u64),
     /// `cargo xtask fuzz-proof` with the default defect and budget.
     FuzzProof,
 }
 
-const STEPS: [Step; 9] = [
+const STEPS: [Step; 10] = [
     Step {
         name: "rustup target",
         action: Action::EnsureTarget,
@@ -471,6 +484,11 @@ const STEPS: [Step; 9] = [
         hint: "an injected machine defect went unnoticed (see above)",
     },
     Step {
+        name: "qemu platform",
+        action: Action::QemuPlatform,
+        hint: "QEMU no longer behaves as the SMP work assumes (PSCI, TLB broadcast): see the FAIL lines above",
+    },
+    Step {
         name: "fuzz smoke",
         action: Action::FuzzSmoke(10),
         hint: "a fuzz target crashed or did not build, or the ops target's vmm code lost its coverage counters: see the summary above and replay the crash",
@@ -498,6 +516,7 @@ fn test(root: &Path) -> ExitCode {
                 let args: Vec<OsString> = args.iter().map(OsString::from).collect();
                 qemu::suite(root, &args)
             }
+            Action::QemuPlatform => qemu::platform(root),
             Action::FuzzSmoke(seconds) => {
                 let targets = fuzzing::TARGETS.map(String::from);
                 // CI keeps the QEMU run's seed fixed, so that a failure there repeats.

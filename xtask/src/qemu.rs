@@ -110,3 +110,85 @@ pub fn suite_summarized(root: &Path, args: &[OsString]) -> Result<(bool, String)
     }
     Ok((status.success(), summary))
 }
+
+/// The platform probe, relative to the workspace root (its own workspace).
+const PLATFORM_PROBE: &str = "qemu-tests/smp-probe";
+
+/// `cargo xtask qemu-platform`: builds the two-core platform probe (fmt, clippy, build) and
+/// runs it on `qemu-system-arm -M virt -smp 2`; its checks must all pass (exit status 0, a
+/// SUMMARY with no failure).
+pub fn platform(root: &Path) -> StepResult {
+    ensure_qemu()?;
+    let dir = root.join(PLATFORM_PROBE);
+    for args in [
+        &["fmt", "--", "--check"][..],
+        &["clippy", "--release", "--", "-D", "warnings"][..],
+        &["build", "--release"][..],
+    ] {
+        let mut cmd = cargo(root);
+        cmd.current_dir(&dir).args(args);
+        run(cmd)?;
+    }
+    let image = dir.join("target/armv7a-none-eabi/release/smp-probe");
+    let mut qemu = Command::new("qemu-system-arm");
+    qemu.args([
+        "-M",
+        "virt",
+        "-cpu",
+        "cortex-a7",
+        "-smp",
+        "2",
+        "-m",
+        "256M",
+        "-nographic",
+    ])
+    .args(["-semihosting-config", "enable=on,target=native", "-kernel"])
+    .arg(&image)
+    .stdin(std::process::Stdio::null());
+    println!(
+        "$ qemu-system-arm -M virt -cpu cortex-a7 -smp 2 ... -kernel {PLATFORM_PROBE}/target/armv7a-none-eabi/release/smp-probe"
+    );
+    let mut child = qemu
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Failure(format!("cannot run qemu-system-arm: {e}")))?;
+    // The probe's own waits time out after 2 s each; a hung QEMU is killed after a minute.
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .map_err(|e| Failure(format!("qemu-system-arm: {e}")))?
+        {
+            break Some(status);
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut output = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        use std::io::Read;
+        let _ = out.read_to_string(&mut output);
+    }
+    for line in output.lines().filter(|l| {
+        let l = l.trim_start();
+        l.starts_with("PASS") || l.starts_with("FAIL") || l.starts_with("SUMMARY")
+    }) {
+        println!("{line}");
+    }
+    let summary_clean = output
+        .lines()
+        .any(|l| l.starts_with("SUMMARY") && l.ends_with(" 0 fail"));
+    match status {
+        Some(s) if s.success() && summary_clean => Ok(()),
+        Some(s) => Err(Failure(format!(
+            "the platform probe failed ({s}); its output:\n{output}"
+        ))),
+        None => Err(Failure(format!(
+            "the platform probe hung (killed after 60 s); its output:\n{output}"
+        ))),
+    }
+}
