@@ -46,19 +46,22 @@ impl World {
 
     /// Zeroes the device memory `sequence` maps: the model (like the host checker's fresh
     /// RAM) starts every sequence with device memory reading 0, while real RAM keeps what
-    /// earlier sequences wrote.
+    /// earlier sequences wrote. A device range may run from the window on past it into RAM
+    /// (up to the end of RAM: the checker runs such a range), so everything it maps from the
+    /// window's start to the end of RAM is cleared.
     pub fn clear_device_memory(sequence: &[ProbedStep]) {
         let layout = Layout::with_pool_frames(POOL_FRAMES);
-        let window = u64::from(layout.device_base)
-            ..u64::from(layout.device_base) + u64::from(layout.device_size);
+        let window =
+            u64::from(layout.device_base)..u64::from(layout.ram_base) + u64::from(layout.ram_size);
         for s in sequence {
             if let ConcreteOp::MapDevice { pa, len, .. } = s.step.op {
                 let start = u64::from(pa & !0xFFF).max(window.start);
                 let end = (u64::from(pa) + u64::from(len)).min(window.end);
                 let mut a = start;
                 while a < end {
-                    // SAFETY: the device window is RAM outside the pool and the guest image,
-                    // mapped at VA = PA by the current kernel table; nothing else uses it.
+                    // SAFETY: from the device window to the end of RAM is RAM above every
+                    // pool (at most 64 MiB from 0x4100_0000) and the guest image, mapped at
+                    // VA = PA by the current kernel table; nothing else uses it.
                     unsafe { core::ptr::write_volatile(a as usize as *mut u32, 0) };
                     a += 4;
                 }
