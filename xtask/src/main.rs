@@ -186,7 +186,16 @@ fn main() -> ExitCode {
             let jobs = jobs.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
             });
-            ExitCode::from(nightly::nightly(&root, seconds, jobs, &targets, "random"))
+            ExitCode::from(nightly::nightly(
+                &root,
+                seconds,
+                jobs,
+                &targets,
+                &nightly::QemuNight {
+                    corpus: "fuzz/corpus/ops",
+                    seed: "random",
+                },
+            ))
         }
         Task::FuzzProof { defect, seconds } => {
             ExitCode::from(fuzz_proof::fuzz_proof(&root, &defect, seconds))
@@ -519,8 +528,13 @@ fn test(root: &Path) -> ExitCode {
             Action::QemuPlatform => qemu::platform(root),
             Action::FuzzSmoke(seconds) => {
                 let targets = fuzzing::TARGETS.map(String::from);
-                // CI keeps the QEMU run's seed fixed, so that a failure there repeats.
-                match nightly::nightly(root, seconds, 1, &targets, "1") {
+                // CI runs the committed seeds and a fixed seed on QEMU, so that a failure
+                // there repeats; nightly runs the grown corpus and a new seed.
+                let qemu = nightly::QemuNight {
+                    corpus: "corpus/ops",
+                    seed: "1",
+                };
+                match nightly::nightly(root, seconds, 1, &targets, &qemu) {
                     0 => fuzz_speed::check_instrumentation(root),
                     code => Err(Failure(format!("cargo xtask nightly exited with {code}"))),
                 }

@@ -44,10 +44,20 @@ struct Finding {
 /// How many random sequences the nightly QEMU run adds to the grown `ops` corpus.
 const QEMU_RANDOM: &str = "250";
 
+/// What the QEMU part of a nightly run replays: a corpus directory (relative to the root) and
+/// the seed of its random sequences (`random`: a new one, printed in the summary).
+pub struct QemuNight {
+    /// `fuzz/corpus/ops` (the grown corpus) at night; the committed seeds in CI, where the
+    /// run must repeat.
+    pub corpus: &'static str,
+    /// `random` at night, a fixed number in CI.
+    pub seed: &'static str,
+}
+
 /// Returns the exit status: 0 clean, 1 new crashes (or a QEMU failure), 2 a target could not
-/// run. With `ops` among the targets, the grown `ops` corpus then runs on QEMU's MMU with
-/// random sequences of `qemu_seed` (`random`: a new seed, printed in the summary).
-pub fn nightly(root: &Path, seconds: u64, jobs: u32, targets: &[String], qemu_seed: &str) -> u8 {
+/// run. With `ops` among the targets, `qemu.corpus` then runs on QEMU's MMU with random
+/// sequences of `qemu.seed`.
+pub fn nightly(root: &Path, seconds: u64, jobs: u32, targets: &[String], qemu: &QemuNight) -> u8 {
     if let Err(crate::Failure(why)) = ensure_cargo_tool(root, "fuzz", "cargo-fuzz") {
         eprintln!("xtask nightly: {why}");
         return 2;
@@ -81,14 +91,15 @@ pub fn nightly(root: &Path, seconds: u64, jobs: u32, targets: &[String], qemu_se
         }
         nights.push(night);
     }
+    let corpus = qemu.corpus;
     let qemu = targets.iter().any(|t| t == "ops").then(|| {
-        println!("==> nightly: the grown `ops` corpus on QEMU's ARMv7 MMU");
+        println!("==> nightly: `{corpus}` on QEMU's ARMv7 MMU");
         let args: Vec<std::ffi::OsString> = vec![
             "--random".into(),
             QEMU_RANDOM.into(),
             "--seed".into(),
-            qemu_seed.into(),
-            root.join("fuzz/corpus/ops").into_os_string(),
+            qemu.seed.into(),
+            root.join(corpus).into_os_string(),
         ];
         crate::qemu::suite_summarized(root, &args).map_err(|crate::Failure(why)| why)
     });
@@ -117,7 +128,7 @@ pub fn nightly(root: &Path, seconds: u64, jobs: u32, targets: &[String], qemu_se
             };
             let _ = writeln!(
                 report,
-                "\n## QEMU\n\nThe grown `ops` corpus and {QEMU_RANDOM} random sequences on QEMU's ARMv7 MMU: {verdict}.\n\n```\n{line}\n```"
+                "\n## QEMU\n\n`{corpus}` and {QEMU_RANDOM} random sequences on QEMU's ARMv7 MMU: {verdict}.\n\n```\n{line}\n```"
             );
             !ok
         }
