@@ -80,6 +80,9 @@ struct Item {
 struct Stats {
     ops: usize,
     probes: usize,
+    /// Steps with more pages than `plan::MAX_PROBES`, and the pages left unprobed.
+    capped_steps: usize,
+    unprobed: usize,
     boots: usize,
     qemu_time: Duration,
 }
@@ -134,6 +137,10 @@ fn run_items(
         let settled = judge(&plans, &run, timeout);
         for (item, report) in chunk.iter().zip(&run.sequences).take(settled.len()) {
             stats.ops += item.plan.steps.len();
+            for e in &item.plan.expected {
+                stats.capped_steps += usize::from(e.unprobed > 0);
+                stats.unprobed += e.unprobed;
+            }
             stats.probes += report
                 .steps
                 .iter()
@@ -277,7 +284,7 @@ fn suite(args: &Args) -> Result<bool, String> {
     }
     let secs = stats.qemu_time.as_secs_f64().max(1e-9);
     println!(
-        "SUMMARY: {} sequences ({file_count} from files, {} random of seed {}), {} failed, {} guest crashes; {} ops, {} probes; {} boots, {:.1} s in QEMU ({:.0} sequences/min, {:.0} probes/s), {:.1} s wall",
+        "SUMMARY: {} sequences ({file_count} from files, {} random of seed {}), {} failed, {} guest crashes; {} ops, {} probes{}; {} boots, {:.1} s in QEMU ({:.0} sequences/min, {:.0} probes/s), {:.1} s wall",
         items.len(),
         args.random,
         args.seed,
@@ -285,6 +292,16 @@ fn suite(args: &Args) -> Result<bool, String> {
         crashed,
         stats.ops,
         stats.probes,
+        if stats.capped_steps == 0 {
+            String::new()
+        } else {
+            format!(
+                " (a sample: {} steps probed on their {} lowest pages only, {} pages unprobed)",
+                stats.capped_steps,
+                qemu_runner::plan::MAX_PROBES,
+                stats.unprobed
+            )
+        },
         stats.boots,
         secs,
         items.len() as f64 * 60.0 / secs,

@@ -82,6 +82,8 @@ pub struct Expected {
     pub pages: Vec<(u32, PageView)>,
     /// Model frames alive after the step (pairings of the others are forgotten).
     pub live_frames: Vec<u64>,
+    /// Pages the step would probe beyond [`MAX_PROBES`] (not probed: the SUMMARY says so).
+    pub unprobed: usize,
 }
 
 impl Expected {
@@ -229,6 +231,7 @@ pub fn plan(sequence: &Sequence) -> Plan {
         }
         pages.sort_unstable();
         pages.dedup();
+        let unprobed = pages.len().saturating_sub(MAX_PROBES);
         pages.truncate(MAX_PROBES);
         side.model.refuse_allocation = step.refuse.map(u64::from);
         let outcome = apply_model(&mut side.model, &mut side.ids, &op);
@@ -238,6 +241,7 @@ pub fn plan(sequence: &Sequence) -> Plan {
             free: side.model.free,
             pages: pages.iter().map(|&va| (va, side.view(space, va))).collect(),
             live_frames: side.model.frames.keys().copied().collect(),
+            unprobed,
         });
         probed.push(ProbedStep {
             probe_space: space.map(|s| s as u32),
