@@ -173,9 +173,26 @@ impl ArchMmu {
         Ok(())
     }
 
+    /// The end of an operation whose journaled commit may have emptied tables: on success the
+    /// pages of the emptied tables are freed (the commit's flush invalidated their entries) and
+    /// the reservation's unused pages go back; on error (the journal undid the commit) only
+    /// the reservation goes back.
+    pub(super) fn settle<M: Machine, T>(
+        &mut self,
+        m: &mut M,
+        frames: &mut FrameAllocator,
+        mut reserved: Reserved,
+        done: Result<(T, Vec<(u32, PhysFrame)>), MapError>,
+    ) -> Result<T, MapError> {
+        let (value, emptied) = done.inspect_err(|_| reserved.release(m, frames))?;
+        self.free_emptied(m, frames, emptied);
+        reserved.release(m, frames);
+        Ok(value)
+    }
+
     /// Frees the L2 pages of emptied tables whose group has no table left. Call after the TLB
     /// batch is flushed.
-    pub(super) fn free_emptied<M: Machine>(
+    fn free_emptied<M: Machine>(
         &mut self,
         m: &mut M,
         frames: &mut FrameAllocator,

@@ -362,11 +362,9 @@ impl ArchMmu {
                 gone.push((p, f))
             })?;
             batch.flush(j);
-            Ok((emptied, gone))
+            Ok((gone, emptied))
         });
-        let (emptied, gone) = done.inspect_err(|_| reserved.release(m, frames))?;
-        self.free_emptied(m, frames, emptied);
-        reserved.release(m, frames);
+        let gone = self.settle(m, frames, reserved, done)?;
         for (p, f) in gone {
             on_removed(p, f);
         }
@@ -488,11 +486,9 @@ impl ArchMmu {
             let mut emptied = Vec::new();
             mmu.commit_unmap(j, from, reserved, &mut batch, &mut emptied, &mut |_, _| {})?;
             batch.flush(j);
-            Ok(emptied)
+            Ok(((), emptied))
         });
-        let emptied = done.inspect_err(|_| reserved.release(m, frames))?;
-        self.free_emptied(m, frames, emptied);
-        reserved.release(m, frames);
+        self.settle(m, frames, reserved, done)?;
         Ok(runs.iter().map(|r| r.count).sum())
     }
 
@@ -738,9 +734,7 @@ impl ArchMmu {
             batch.flush(j);
             Ok((gone, emptied))
         });
-        let (gone, emptied) = done.inspect_err(|_| reserved.release(m, frames))?;
-        self.free_emptied(m, frames, emptied);
-        reserved.release(m, frames);
+        let gone = self.settle(m, frames, reserved, done)?;
         for (p, f) in gone {
             on_removed(p, f);
         }
