@@ -310,6 +310,32 @@ fn parts_mut(op: &mut Op) -> (Option<&mut u8>, Vec<&mut Addr>) {
     }
 }
 
+/// What an address's index counts, for [`canonical_op`]'s errors.
+struct IndexKind {
+    /// When nothing is live to index.
+    none: &'static str,
+    /// One of them.
+    thing: &'static str,
+    /// How their count reads.
+    counted: &'static str,
+    /// The index's prefix in the address form.
+    prefix: &'static str,
+}
+
+const REGIONS: IndexKind = IndexKind {
+    none: "the space has no region",
+    thing: "region",
+    counted: "in the space",
+    prefix: "r",
+};
+
+const ALLOCATIONS: IndexKind = IndexKind {
+    none: "no vmalloc allocation is live",
+    thing: "vmalloc allocation",
+    counted: "live",
+    prefix: "vm",
+};
+
 /// `op` as it runs: its space index and its region and vmalloc indices reduced modulo the live
 /// counts (what the fuzzer's decoding relies on), or why it names something that does not
 /// exist. `strict` refuses the reduction instead of doing it (hand-written `.ops` files). A
@@ -339,44 +365,30 @@ pub fn canonical_op(model: &Model, ids: &[u32], op: &Op, strict: bool) -> Result
         let Some(m) = space else {
             return Err(format!("`{addr}`: no space is live"));
         };
-        match addr {
-            Addr::InRegion { region, .. } => {
-                let count = model.spaces[&m].regions.len();
-                if count == 0 && strict {
-                    return Err(format!("`{addr}`: the space has no region"));
-                }
-                if count == 0 {
-                    // What it resolves to: the mmap base.
-                    *addr = Addr::Raw(resolve_addr(model, m, addr));
-                    continue;
-                }
-                if strict && *region as usize >= count {
-                    return Err(format!(
-                        "`{addr}` names no region ({count} in the space: r0..r{})",
-                        count - 1
-                    ));
-                }
-                *region = (*region as usize % count) as u8;
+        let shown = addr.to_string();
+        let (index, count, kind) = match addr {
+            Addr::InRegion { region, .. } => (region, model.spaces[&m].regions.len(), &REGIONS),
+            Addr::Vmalloc { alloc, .. } => (alloc, model.vmalloc.len(), &ALLOCATIONS),
+            Addr::Heap(_) | Addr::Mmap(_) | Addr::Raw(_) => continue,
+        };
+        if count == 0 {
+            if strict {
+                return Err(format!("`{shown}`: {}", kind.none));
             }
-            Addr::Vmalloc { alloc, .. } => {
-                let count = model.vmalloc.len();
-                if count == 0 && strict {
-                    return Err(format!("`{addr}`: no vmalloc allocation is live"));
-                }
-                if count == 0 {
-                    *addr = Addr::Raw(resolve_addr(model, m, addr));
-                    continue;
-                }
-                if strict && *alloc as usize >= count {
-                    return Err(format!(
-                        "`{addr}` names no vmalloc allocation ({count} live: vm0..vm{})",
-                        count - 1
-                    ));
-                }
-                *alloc = (*alloc as usize % count) as u8;
-            }
-            Addr::Heap(_) | Addr::Mmap(_) | Addr::Raw(_) => {}
+            // What it resolves to: a base address.
+            *addr = Addr::Raw(resolve_addr(model, m, addr));
+            continue;
         }
+        if strict && *index as usize >= count {
+            return Err(format!(
+                "`{shown}` names no {} ({count} {}: {p}0..{p}{})",
+                kind.thing,
+                kind.counted,
+                count - 1,
+                p = kind.prefix
+            ));
+        }
+        *index = (*index as usize % count) as u8;
     }
     Ok(op)
 }

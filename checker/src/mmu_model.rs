@@ -274,13 +274,19 @@ fn in_window(va: u32, pages: u32) -> bool {
 /// allocation's index; `needed` new L2 pages fail when `fail_at < needed`.
 fn predict(model: &Model, op: &Op, fail_at: Option<u64>) -> (Result<Option<u32>, MapError>, Model) {
     let mut after = model.clone();
-    let no_memory = |before: &Model, mid: &BTreeSet<u32>, after: &Model| {
-        let old = before.groups();
+    // `value`, unless the new L2 pages the op needs (for the state `mid` and the one after it)
+    // reach the refused allocation.
+    let unless_refused = |mid: &BTreeSet<u32>, after: &Model, value: Option<u32>| {
+        let old = model.groups();
         let needed = mid
             .union(&after.groups())
             .filter(|g| !old.contains(g))
             .count() as u64;
-        fail_at.is_some_and(|k| k < needed)
+        if fail_at.is_some_and(|k| k < needed) {
+            Err(MapError::NoMemory)
+        } else {
+            Ok(value)
+        }
     };
     let result = match *op {
         Op::Map {
@@ -307,11 +313,7 @@ fn predict(model: &Model, op: &Op, fail_at: Option<u64>) -> (Result<Option<u32>,
                 Err(MapError::AlreadyMapped(VirtAddr::new(p << 12)))
             } else {
                 after.map(va, frame, pages, attrs, true);
-                if no_memory(model, &BTreeSet::new(), &after) {
-                    Err(MapError::NoMemory)
-                } else {
-                    Ok(None)
-                }
+                unless_refused(&BTreeSet::new(), &after, None)
             }
         }
         Op::Unmap { va, pages } => {
@@ -319,11 +321,7 @@ fn predict(model: &Model, op: &Op, fail_at: Option<u64>) -> (Result<Option<u32>,
                 Err(out_of_window(va, pages))
             } else {
                 let n = after.unmap(va, pages);
-                if no_memory(model, &BTreeSet::new(), &after) {
-                    Err(MapError::NoMemory)
-                } else {
-                    Ok(Some(n))
-                }
+                unless_refused(&BTreeSet::new(), &after, Some(n))
             }
         }
         Op::Protect { va, pages, flags } => {
@@ -334,11 +332,7 @@ fn predict(model: &Model, op: &Op, fail_at: Option<u64>) -> (Result<Option<u32>,
                 Err(MapError::InvalidFlags(attrs.flags))
             } else {
                 after.protect(va, pages, attrs);
-                if no_memory(model, &BTreeSet::new(), &after) {
-                    Err(MapError::NoMemory)
-                } else {
-                    Ok(None)
-                }
+                unless_refused(&BTreeSet::new(), &after, None)
             }
         }
         Op::ProtectMany { va, pages, flags } => {
@@ -356,11 +350,7 @@ fn predict(model: &Model, op: &Op, fail_at: Option<u64>) -> (Result<Option<u32>,
                 for (v, n, a) in [first, second].into_iter().flatten() {
                     after.protect(v, n, a);
                 }
-                if no_memory(model, &BTreeSet::new(), &after) {
-                    Err(MapError::NoMemory)
-                } else {
-                    Ok(None)
-                }
+                unless_refused(&BTreeSet::new(), &after, None)
             }
         }
         Op::Move { from, pages, to } => {
@@ -385,11 +375,7 @@ fn predict(model: &Model, op: &Op, fail_at: Option<u64>) -> (Result<Option<u32>,
                     let mid = after.groups();
                     after.unmap(from, pages);
                     let moved = runs.iter().map(|r| r.2).sum();
-                    if no_memory(model, &mid, &after) {
-                        Err(MapError::NoMemory)
-                    } else {
-                        Ok(Some(moved))
-                    }
+                    unless_refused(&mid, &after, Some(moved))
                 }
             }
         }
@@ -418,11 +404,7 @@ fn predict(model: &Model, op: &Op, fail_at: Option<u64>) -> (Result<Option<u32>,
                 let mid = after.groups();
                 after.unmap(from, pages);
                 let moved = runs.iter().map(|r| r.2).sum();
-                if no_memory(model, &mid, &after) {
-                    Err(MapError::NoMemory)
-                } else {
-                    Ok(Some(moved))
-                }
+                unless_refused(&mid, &after, Some(moved))
             }
         }
         Op::Replace {
@@ -451,11 +433,7 @@ fn predict(model: &Model, op: &Op, fail_at: Option<u64>) -> (Result<Option<u32>,
                 // mapped with small pages; no table is emptied on the way.
                 let gone = after.unmap(va, pages);
                 after.map(va, frame, pages, attrs, false);
-                if no_memory(model, &BTreeSet::new(), &after) {
-                    Err(MapError::NoMemory)
-                } else {
-                    Ok(Some(gone))
-                }
+                unless_refused(&BTreeSet::new(), &after, Some(gone))
             }
         }
     };

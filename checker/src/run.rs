@@ -231,18 +231,51 @@ pub fn model_alone(steps: &[Step]) -> Vec<op_driver::Step> {
 /// count), or a step that would not run (`Skipped`). Returns the step (0-based) and why.
 /// Resolution reads the model alone, so the model alone answers.
 pub fn strictness(sequence: &Sequence) -> Result<(), (usize, String)> {
+    resolve_steps(sequence).1.map_or(Ok(()), Err)
+}
+
+/// The sequence as its runs resolve it: space, region and vmalloc indices reduced modulo the
+/// live counts, addresses that name no region as the address they resolve to, and the steps
+/// that do not run left out. It runs exactly as the original does, and passes [`strictness`]:
+/// what the minimizer writes.
+#[must_use]
+pub fn canonical(sequence: &Sequence) -> Sequence {
+    resolve_steps(sequence).0
+}
+
+/// One walk of the model over `sequence`, as a run resolves it: the canonical form, and the
+/// first step that breaks the strict rules of a hand-written file, with why.
+fn resolve_steps(sequence: &Sequence) -> (Sequence, Option<(usize, String)>) {
     let mut model = new_model(sequence.config);
     let mut ids = Vec::new();
+    let mut steps = Vec::with_capacity(sequence.steps.len());
+    let mut first_problem = None;
     for (at, step) in sequence.steps.iter().enumerate() {
-        let op = concrete::canonical_op(&model, &ids, &step.op, true).map_err(|why| (at, why))?;
+        if let Err(why) = concrete::canonical_op(&model, &ids, &step.op, true) {
+            first_problem.get_or_insert((at, why));
+        }
+        // A step naming no live space resolves to a skip: it changes nothing.
+        let Ok(op) = concrete::canonical_op(&model, &ids, &step.op, false) else {
+            continue;
+        };
         model.refuse_allocation = step.refuse.map(u64::from);
         let resolved = concrete::resolve(&model, &ids, &op);
-        if concrete::apply_model(&mut model, &mut ids, &resolved) == Outcome::Skipped {
-            return Err((at, skipped_why(&resolved)));
-        }
+        let outcome = concrete::apply_model(&mut model, &mut ids, &resolved);
         model.refuse_allocation = None;
+        if outcome == Outcome::Skipped {
+            first_problem.get_or_insert((at, skipped_why(&resolved)));
+        } else {
+            steps.push(Step {
+                op,
+                refuse: step.refuse,
+            });
+        }
     }
-    Ok(())
+    let canonical = Sequence {
+        config: sequence.config,
+        steps,
+    };
+    (canonical, first_problem)
 }
 
 /// Why a resolved step does not run.
@@ -253,36 +286,6 @@ fn skipped_why(op: &op_driver::ConcreteOp) -> String {
             range past RAM"
             .into(),
         _ => "the step would not run (Skipped)".into(),
-    }
-}
-
-/// The sequence as its runs resolve it: space, region and vmalloc indices reduced modulo the
-/// live counts, addresses that name no region as the address they resolve to, and the steps
-/// that do not run left out. It runs exactly as the original does, and passes [`strictness`]:
-/// what the minimizer writes.
-#[must_use]
-pub fn canonical(sequence: &Sequence) -> Sequence {
-    let mut model = new_model(sequence.config);
-    let mut ids = Vec::new();
-    let mut steps = Vec::with_capacity(sequence.steps.len());
-    for step in &sequence.steps {
-        let Ok(op) = concrete::canonical_op(&model, &ids, &step.op, false) else {
-            continue;
-        };
-        model.refuse_allocation = step.refuse.map(u64::from);
-        let resolved = concrete::resolve(&model, &ids, &op);
-        let outcome = concrete::apply_model(&mut model, &mut ids, &resolved);
-        model.refuse_allocation = None;
-        if outcome != Outcome::Skipped {
-            steps.push(Step {
-                op,
-                refuse: step.refuse,
-            });
-        }
-    }
-    Sequence {
-        config: sequence.config,
-        steps,
     }
 }
 
