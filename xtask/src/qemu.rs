@@ -54,40 +54,46 @@ pub fn ensure_qemu() -> StepResult {
     }
 }
 
-/// Checks (fmt, clippy) and builds the guest; returns the image path.
-pub fn build_guest(root: &Path) -> Result<PathBuf, Failure> {
-    let dir = root.join("qemu-tests/guest");
-    // The guest's .cargo/config.toml (target, linker script) applies from its own directory.
+/// Checks (fmt, clippy) and builds the bare-metal crate in `dir` (its own workspace: its
+/// .cargo/config.toml, with the target and the linker script, applies from its directory).
+fn check_and_build(root: &Path, dir: &Path) -> StepResult {
     for args in [
         &["fmt", "--", "--check"][..],
         &["clippy", "--release", "--", "-D", "warnings"][..],
         &["build", "--release"][..],
     ] {
         let mut cmd = cargo(root);
-        cmd.current_dir(&dir).args(args);
+        cmd.current_dir(dir).args(args);
         run(cmd)?;
     }
+    Ok(())
+}
+
+/// Checks (fmt, clippy) and builds the guest; returns the image path.
+pub fn build_guest(root: &Path) -> Result<PathBuf, Failure> {
+    check_and_build(root, &root.join("qemu-tests/guest"))?;
     Ok(root.join(GUEST_IMAGE))
 }
 
 /// Builds the guest and runs `qemu-runner` with `args`.
 pub fn suite(root: &Path, args: &[OsString]) -> StepResult {
+    run(runner(root, args)?)
+}
+
+/// `qemu-runner` with `args`, once QEMU is there and the guest is built.
+fn runner(root: &Path, args: &[OsString]) -> Result<Command, Failure> {
     ensure_qemu()?;
     let guest = build_guest(root)?;
     let mut cmd = cargo_run(root, "qemu-runner");
     cmd.arg("--guest").arg(guest).args(args);
-    run(cmd)
+    Ok(cmd)
 }
 
 /// [`suite`], its output shown as it comes and kept: whether everything passed, and the
 /// runner's SUMMARY line (for the nightly summary).
 pub fn suite_summarized(root: &Path, args: &[OsString]) -> Result<(bool, String), Failure> {
     use std::io::BufRead;
-    ensure_qemu()?;
-    let guest = build_guest(root)?;
-    let mut cmd = cargo_run(root, "qemu-runner");
-    cmd.arg("--guest").arg(guest).args(args);
-    let mut child = cmd
+    let mut child = runner(root, args)?
         .stdout(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| Failure(format!("cannot run qemu-runner: {e}")))?;
@@ -120,15 +126,7 @@ const PLATFORM_PROBE: &str = "qemu-tests/smp-probe";
 pub fn platform(root: &Path) -> StepResult {
     ensure_qemu()?;
     let dir = root.join(PLATFORM_PROBE);
-    for args in [
-        &["fmt", "--", "--check"][..],
-        &["clippy", "--release", "--", "-D", "warnings"][..],
-        &["build", "--release"][..],
-    ] {
-        let mut cmd = cargo(root);
-        cmd.current_dir(&dir).args(args);
-        run(cmd)?;
-    }
+    check_and_build(root, &dir)?;
     let image = dir.join("target/armv7a-none-eabi/release/smp-probe");
     let mut qemu = Command::new("qemu-system-arm");
     qemu.args([
