@@ -311,44 +311,41 @@ fn suite(args: &Args) -> Result<bool, String> {
     Ok(failed == 0 && crashed == 0)
 }
 
+/// The sequence `ops` (named `name`) on a sound guest and on one with `defect`: the sequence
+/// and both verdicts.
+fn sound_and_broken(
+    args: &Args,
+    name: &str,
+    ops: &str,
+    defect: GuestDefect,
+) -> Result<(Sequence, Verdict, Verdict), String> {
+    let steps = parse_sequence(ops).map_err(|e| format!("{name}: {e}"))?;
+    let item = [Item {
+        name: name.into(),
+        plan: plan(&steps),
+    }];
+    let timeout = Duration::from_secs(args.timeout);
+    let mut stats = Stats::default();
+    let mut run = |defect| run_items(&args.guest, &item, defect, 1, timeout, &mut stats, false);
+    let sound = run(GuestDefect::None)?.remove(0);
+    let broken = run(defect)?.remove(0);
+    Ok((steps, sound, broken))
+}
+
 fn prove_defects(args: &Args) -> Result<bool, String> {
     let mut all = true;
-    let timeout = Duration::from_secs(args.timeout);
     for case in defects::cases() {
-        let steps = parse_sequence(case.ops).map_err(|e| format!("{}: {e}", case.name))?;
-        let item = [Item {
-            name: case.name.into(),
-            plan: plan(&steps),
-        }];
-        let mut stats = Stats::default();
+        let (steps, sound, broken) = sound_and_broken(args, case.name, case.ops, case.guest)?;
         let kind_of = |v: &Verdict| match v {
             Verdict::Pass => Ok(None),
             Verdict::Diverged(d) => Ok(Some(d.kind)),
             Verdict::Crashed(why) => Err(why.clone()),
         };
-        let sound = run_items(
-            &args.guest,
-            &item,
-            GuestDefect::None,
-            1,
-            timeout,
-            &mut stats,
-            false,
-        )?;
-        let broken = run_items(
-            &args.guest,
-            &item,
-            case.guest,
-            1,
-            timeout,
-            &mut stats,
-            false,
-        )?;
         let host_sound = checker::run(&steps).err().map(|d| d.kind);
         let host_broken = checker::run_with_defect(&steps, Some(case.host))
             .err()
             .map(|d| d.kind);
-        let (qemu_sound, qemu_broken) = (kind_of(&sound[0])?, kind_of(&broken[0])?);
+        let (qemu_sound, qemu_broken) = (kind_of(&sound)?, kind_of(&broken)?);
         let ok = host_sound.is_none()
             && qemu_sound.is_none()
             && host_broken == Some(case.kind)
@@ -365,33 +362,25 @@ fn prove_defects(args: &Args) -> Result<bool, String> {
             show(host_broken),
             show(host_sound),
         );
-        if !ok && let Verdict::Diverged(d) = &broken[0] {
+        if !ok && let Verdict::Diverged(d) = &broken {
             println!("{d}");
         }
     }
     for case in defects::harness_cases() {
-        let steps = parse_sequence(case.ops).map_err(|e| format!("{}: {e}", case.name))?;
-        let item = [Item {
-            name: case.name.into(),
-            plan: plan(&steps),
-        }];
-        let mut stats = Stats::default();
-        let mut run = |defect| run_items(&args.guest, &item, defect, 1, timeout, &mut stats, false);
-        let sound = run(GuestDefect::None)?;
-        let broken = run(case.guest)?;
-        let said = match &broken[0] {
+        let (_, sound, broken) = sound_and_broken(args, case.name, case.ops, case.guest)?;
+        let said = match &broken {
             Verdict::Crashed(why) => why.lines().next().unwrap_or("").to_string(),
             Verdict::Pass => "passed".to_string(),
             Verdict::Diverged(d) => format!("{:?} at step {}", d.kind, d.at + 1),
         };
-        let ok = matches!(sound[0], Verdict::Pass) && said.contains(case.says);
+        let ok = matches!(sound, Verdict::Pass) && said.contains(case.says);
         all &= ok;
         println!(
             "{} {}: expected a failure saying \"{}\"; the runner said \"{said}\" (sound guest: {})",
             if ok { "PASS" } else { "FAIL" },
             case.name,
             case.says,
-            if matches!(sound[0], Verdict::Pass) {
+            if matches!(sound, Verdict::Pass) {
                 "passes"
             } else {
                 "fails"
