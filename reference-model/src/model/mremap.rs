@@ -94,17 +94,9 @@ impl Model {
         Ok(target as u32)
     }
 
-    /// L2 pages a move needs: the groups its target pages land in that hold no page yet.
     /// L2 pages a move needs: the groups its target pages land in, and those of sections the
     /// cleared range `clear` only partly covers, that hold no small page yet.
-    fn move_cost(
-        &self,
-        id: u32,
-        from: u64,
-        len: u64,
-        to: u64,
-        clear: Option<(u64, u64)>,
-    ) -> u32 {
+    fn move_cost(&self, id: u32, from: u64, len: u64, to: u64, clear: Option<(u64, u64)>) -> u32 {
         let s = &self.spaces[&id];
         let mut groups: Vec<u64> = s
             .ptes
@@ -140,15 +132,7 @@ impl Model {
 
     /// The region bookkeeping of a move: `[old, old + len)` leaves, the target arrives with the
     /// attributes of the region it came from.
-    fn relocate(
-        &mut self,
-        id: u32,
-        region: Region,
-        old: u64,
-        len: u64,
-        target: u64,
-        new_len: u64,
-    ) {
+    fn relocate(&mut self, id: u32, region: Region, old: u64, len: u64, target: u64, new_len: u64) {
         let Some(s) = self.spaces.get_mut(&id) else {
             return;
         };
