@@ -24,6 +24,8 @@ pub enum Defect {
     DropNthInvalidate(u64),
     /// Read-only user small-page descriptors are written read/write (AP[2] cleared).
     MakeReadOnlyUserPagesWritable,
+    /// User small-page descriptors are written executable (XN cleared).
+    MakeUserPagesExecutable,
     /// User small-page descriptors are written global (nG cleared).
     ClearNotGlobal,
     /// Frame copies leave the first word of the destination unchanged.
@@ -59,13 +61,14 @@ pub enum Defect {
 
 impl Defect {
     /// Every defect with its command-line name (`--defect NAME`, `VMM_FUZZ_DEFECT=NAME`).
-    pub const NAMED: [(&'static str, Defect); 14] = [
+    pub const NAMED: [(&'static str, Defect); 15] = [
         ("drop-every-invalidate", Defect::DropEveryInvalidate),
         ("drop-first-invalidate", Defect::DropNthInvalidate(0)),
         (
             "ro-user-pages-writable",
             Defect::MakeReadOnlyUserPagesWritable,
         ),
+        ("user-pages-executable", Defect::MakeUserPagesExecutable),
         ("clear-not-global", Defect::ClearNotGlobal),
         ("corrupt-frame-copy", Defect::CorruptFrameCopy),
         ("skip-frame-zeroing", Defect::SkipFrameZeroing),
@@ -255,6 +258,10 @@ impl SimMachine {
                 if user_small_page && value & (1 << 9) != 0 =>
             {
                 value & !(1 << 9)
+            }
+            // Small pages with XN (bits 1:0 = 11).
+            Some(Defect::MakeUserPagesExecutable) if user_small_page && value & 1 != 0 => {
+                value & !1
             }
             Some(Defect::ClearNotGlobal | Defect::DisguisedGlobalUserPages) if user_small_page => {
                 value & !(1 << 11)

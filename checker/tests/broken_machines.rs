@@ -26,6 +26,13 @@ fn cases() -> Vec<(Defect, &'static str, DivergenceKind)> {
             DivergenceKind::State,
         ),
         (
+            // A read/write page comes out executable: its rights differ from the model's
+            // without any access.
+            Defect::MakeUserPagesExecutable,
+            "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+0p+0w value=0x1 mode=user\n",
+            DivergenceKind::State,
+        ),
+        (
             // Global user pages (their TLB entries would not be ASID-tagged): the table check
             // finds a user descriptor with nG = 0.
             Defect::ClearNotGlobal,

@@ -16,7 +16,7 @@ use alloc::vec::Vec;
 use crate::{DecodeError, Outcome, Step, decode_step_words, encode_step_words};
 
 /// First word of an ops blob.
-pub const BLOB_MAGIC: u32 = u32::from_le_bytes(*b"VMQ2");
+pub const BLOB_MAGIC: u32 = u32::from_le_bytes(*b"VMQ3");
 /// `probe_space` when no user space is probed.
 pub const NO_SPACE: u32 = u32::MAX;
 /// A sequence starts: `[REC_SEQUENCE, seq, start_free]`.
@@ -40,6 +40,8 @@ pub enum GuestDefect {
     DropNthInvalidate(u32),
     /// Read-only user page descriptors are written read/write (APX cleared).
     MakeReadOnlyUserPagesWritable,
+    /// User page descriptors are written executable (XN cleared).
+    MakeUserPagesExecutable,
     /// A defect of the guest, not of its machine: the record of step k (0-based) of each
     /// sequence is not written (the runner must not lose it silently).
     DropStepRecord(u32),
@@ -56,6 +58,7 @@ impl GuestDefect {
             Self::MakeReadOnlyUserPagesWritable => [3, 0],
             Self::DropStepRecord(k) => [4, k],
             Self::FailAfterLastRecord => [5, 0],
+            Self::MakeUserPagesExecutable => [6, 0],
         }
     }
     fn from_words(kind: u32, arg: u32) -> Option<Self> {
@@ -66,9 +69,29 @@ impl GuestDefect {
             3 => Self::MakeReadOnlyUserPagesWritable,
             4 => Self::DropStepRecord(arg),
             5 => Self::FailAfterLastRecord,
+            6 => Self::MakeUserPagesExecutable,
             _ => return None,
         })
     }
+}
+
+/// Whether the guest may place an instruction in the frame at `pa` to fetch it: frames of the
+/// pool and the device window, up to the end of RAM (never the guest's own image below the
+/// pool, never MMIO). The runner plans fetches only where this holds.
+#[must_use]
+pub fn fetchable_frame(pa: u32) -> bool {
+    let layout = vmm::Layout::ARM_VIRT;
+    (u64::from(layout.pool_base)..u64::from(layout.ram_base) + u64::from(layout.ram_size))
+        .contains(&u64::from(pa))
+}
+
+/// Whether an instruction fetch at `va` is one the guest runs: user addresses (below the TTBR0
+/// limit) and the vmalloc window, whose frames the vmm hands out. Elsewhere the kernel half is
+/// the guest's own linear map, whose words it never replaces.
+#[must_use]
+pub fn fetchable_address(va: u32) -> bool {
+    let layout = vmm::Layout::ARM_VIRT;
+    va < 0x4000_0000 || (layout.vmalloc_base..layout.vmalloc_end).contains(&va)
 }
 
 /// A step and the pages probed around it.
@@ -188,8 +211,9 @@ impl<'a> BlobReader<'a> {
 
 /// Access results in [`Probe::accesses`]: two bits per access, `attempted` and `succeeded`.
 /// Accesses 0-3 prime before the step (PL0 read, PL0 write-back, PL1 read, PL1 write-back),
-/// 4-7 repeat them after it.
-pub const ACCESS_NAMES: [&str; 8] = [
+/// 4-7 repeat them after it, 8 and 9 fetch an instruction placed at word 0 of the page after
+/// it (PL0, PL1).
+pub const ACCESS_NAMES: [&str; 10] = [
     "pre PL0 read",
     "pre PL0 write",
     "pre PL1 read",
@@ -198,7 +222,13 @@ pub const ACCESS_NAMES: [&str; 8] = [
     "post PL0 write",
     "post PL1 read",
     "post PL1 write",
+    "post PL0 execute",
+    "post PL1 execute",
 ];
+/// [`ACCESS_NAMES`] index of the PL0 instruction fetch after the step.
+pub const EXEC_PL0: usize = 8;
+/// [`ACCESS_NAMES`] index of the PL1 instruction fetch after the step.
+pub const EXEC_PL1: usize = 9;
 
 /// What the guest saw for one page around one step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -111,6 +111,25 @@ pub fn isb() {
     unsafe { asm!("isb", options(nostack)) }
 }
 
+/// Makes instructions just written to memory visible to instruction fetches: ICIALLU and
+/// BPIALL, then DSB and ISB. (QEMU has no caches and notices code writes itself; the guest does
+/// what the architecture asks all the same.)
+#[inline(always)]
+pub fn sync_instructions() {
+    // SAFETY: cache and branch predictor maintenance only drops cached instructions.
+    unsafe {
+        asm!(
+            "dsb",
+            "mcr p15, 0, {0}, c7, c5, 0",
+            "mcr p15, 0, {0}, c7, c5, 6",
+            "dsb",
+            "isb",
+            in(reg) 0u32,
+            options(nostack)
+        )
+    }
+}
+
 macro_rules! ats {
     ($(#[$doc:meta])* $name:ident, $op2:literal) => {
         $(#[$doc])*

@@ -71,13 +71,15 @@ impl Machine for GuestMachine {
     fn write_word(&mut self, pa: PhysAddr, value: u32) {
         // Same predicate as the host checker's broken machine, so both see the same defect.
         let user_small_page = value & 0b10 != 0 && value & (1 << 11) != 0;
-        let value = if self.defect == GuestDefect::MakeReadOnlyUserPagesWritable
-            && user_small_page
-            && value & (1 << 9) != 0
-        {
-            value & !(1 << 9)
-        } else {
-            value
+        let value = match self.defect {
+            GuestDefect::MakeReadOnlyUserPagesWritable
+                if user_small_page && value & (1 << 9) != 0 =>
+            {
+                value & !(1 << 9)
+            }
+            // Small pages with XN (bits 1:0 = 11).
+            GuestDefect::MakeUserPagesExecutable if user_small_page && value & 1 != 0 => value & !1,
+            _ => value,
         };
         // SAFETY: the vmm writes only its own table pages, in the pool (`GuestMachine::new`).
         unsafe { write_volatile(word_ptr(pa), value) }

@@ -2,6 +2,12 @@
 //! data-abort handler either records an abort the guest asked for (a probe or a user access
 //! that may fault: it sets `EXPECT_ABORT`) and skips the faulting instruction, or reports an
 //! unexpected exception and exits.
+//!
+//! Instruction fetches ([`fetch_at`]) branch to a page holding an `SVC #0` at PL1, or enter
+//! PL0 and branch there in one exception return. The SVC handler (the fetch executed) and the
+//! prefetch-abort handler (it did not) both end the fetch at `fetch_resume`, in SVC mode on the
+//! stack `fetch_at` saved: a PL0 fetch can never return by itself, since PL0 may not execute
+//! the guest's own code.
 
 use core::arch::global_asm;
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
@@ -49,7 +55,14 @@ _vectors:
     b _irq_handler
 
 _svc_handler:
-    movs pc, lr
+    push {{r0, r1}}
+    ldr r1, =EXPECT_FETCH
+    ldr r0, [r1]
+    cmp r0, #0
+    pop {{r0, r1}}
+    movseq pc, lr             @ not a fetch probe: return as an SVC does
+    mov r0, #1                @ the placed SVC ran: the fetch executed
+    b fetch_resume
 
 _und_handler:
     mov r0, #0
@@ -57,7 +70,16 @@ _und_handler:
     b unexpected_exception
 
 _pabt_handler:
-    mov r0, #2
+    push {{r0, r1}}
+    ldr r1, =EXPECT_FETCH
+    ldr r0, [r1]
+    cmp r0, #0
+    pop {{r0, r1}}
+    beq 4f
+    cps #0x13                 @ the fetch faulted: back to SVC mode
+    mov r0, #0
+    b fetch_resume
+4:  mov r0, #2
     sub r1, lr, #4
     b unexpected_exception
 
@@ -88,6 +110,36 @@ _dabt_handler:
     sub r1, lr, #8
     b unexpected_exception
     .ltorg
+
+    .section .text.fetch, "ax"
+    .arm
+    .global fetch_at
+@ fetch_at(va: r0, user: r1) -> r0: 1 when the instruction at va ran (it must be SVC #0),
+@ 0 after a prefetch abort.
+fetch_at:
+    push {{r4-r11, lr}}
+    ldr r2, =FETCH_SP
+    str sp, [r2]
+    ldr r2, =EXPECT_FETCH
+    mov r3, #1
+    str r3, [r2]
+    cmp r1, #0
+    beq 5f
+    mrs r2, cpsr              @ PL0: user mode (interrupts stay masked) and the branch in one
+    bic r2, r2, #0x1f         @ exception return, so no guest code runs at PL0
+    orr r2, r2, #0x10
+    msr spsr_cxsf, r2
+    mov lr, r0
+    movs pc, lr
+5:  bx r0
+fetch_resume:                 @ SVC mode, r0 = the result
+    ldr r2, =EXPECT_FETCH
+    mov r3, #0
+    str r3, [r2]
+    ldr r2, =FETCH_SP
+    ldr sp, [r2]
+    pop {{r4-r11, pc}}
+    .ltorg
 "#
 );
 
@@ -97,6 +149,12 @@ static mut EXPECT_ABORT: u32 = 0;
 /// Set by the handler when an expected abort happened.
 #[unsafe(no_mangle)]
 static mut ABORTED: u32 = 0;
+/// Non-zero while [`fetch_at`] runs.
+#[unsafe(no_mangle)]
+static mut EXPECT_FETCH: u32 = 0;
+/// The SVC-mode stack pointer [`fetch_at`] resumes on.
+#[unsafe(no_mangle)]
+static mut FETCH_SP: u32 = 0;
 /// DFSR of the last expected abort.
 #[unsafe(no_mangle)]
 static mut ABORT_DFSR: u32 = 0;
@@ -137,6 +195,26 @@ pub fn expecting_abort(access: impl FnOnce() -> u32) -> Result<u32, Abort> {
             })
         }
     }
+}
+
+/// The instruction [`fetch_at`] expects at the address it branches to: `SVC #0`.
+pub const FETCHED_INSTRUCTION: u32 = 0xEF00_0000;
+
+unsafe extern "C" {
+    #[link_name = "fetch_at"]
+    fn fetch_at_asm(va: u32, user: u32) -> u32;
+}
+
+/// Fetches and executes the instruction at `va` at PL0 (`user`) or PL1: whether it ran. The
+/// word at `va` must read as [`FETCHED_INSTRUCTION`] through the current tables.
+pub fn fetch_at(va: u32, user: bool) -> bool {
+    compiler_fence(Ordering::SeqCst);
+    // SAFETY: the routine saves and restores every callee-saved register and the stack
+    // pointer; what runs at `va` is the SVC the caller placed (it read it back through the
+    // same translation), which ends the routine at once, as a prefetch abort does.
+    let ran = unsafe { fetch_at_asm(va, u32::from(user)) };
+    compiler_fence(Ordering::SeqCst);
+    ran == 1
 }
 
 /// Any exception the guest did not ask for: report and exit with status 3 (guest crash).

@@ -3,8 +3,10 @@
 
 use alloc::vec::Vec;
 
-use op_driver::guest::{GuestDefect, Probe, ProbedStep, Record};
-use op_driver::{AccessOp, Accessor, ConcreteOp, Miss, Outcome, POOL_FRAMES};
+use op_driver::guest::{
+    EXEC_PL0, EXEC_PL1, GuestDefect, Probe, ProbedStep, Record, fetchable_address, fetchable_frame,
+};
+use op_driver::{AccessOp, Accessor, ConcreteOp, Miss, POOL_FRAMES};
 use vmm::fault::Mode;
 use vmm::space::{ShmId, SpaceId};
 use vmm::{Errno, Layout, Vm};
@@ -13,6 +15,7 @@ use crate::access::{ldr, ldrt, str, strt};
 use crate::boot;
 use crate::cp15;
 use crate::machine::GuestMachine;
+use crate::start::{FETCHED_INSTRUCTION, fetch_at};
 
 /// A vmm and its live spaces.
 pub struct World {
@@ -99,24 +102,12 @@ impl World {
             })
             .collect();
         self.vm.machine_mut().refuse_allocation(s.step.refuse);
-        let outcome = if matches!(
-            s.step.op,
-            ConcreteOp::Access {
-                access: AccessOp::Exec,
-                ..
-            }
-        ) {
-            // Instruction fetches are not run in the guest (ATS has no execute variant and
-            // the pages hold data); the host runner never sends them.
-            Outcome::Skipped
-        } else {
-            op_driver::apply(
-                &mut self.vm,
-                &mut self.spaces,
-                &s.step.op,
-                &mut RealAccesses,
-            )
-        };
+        let outcome = op_driver::apply(
+            &mut self.vm,
+            &mut self.spaces,
+            &s.step.op,
+            &mut RealAccesses,
+        );
         self.vm.machine_mut().refuse_allocation(None);
         for p in &mut probes {
             p.ats = [
@@ -129,6 +120,12 @@ impl World {
             if p.ats[2] & 1 == 0 {
                 let pa = p.ats[2] & !0xFFF;
                 p.content = ldr(pa).unwrap_or(0);
+                if let Some([pl0, pl1]) =
+                    with_fetchable(p.va, pa, || [fetch_at(p.va, true), fetch_at(p.va, false)])
+                {
+                    p.set_access(EXEC_PL0, pl0);
+                    p.set_access(EXEC_PL1, pl1);
+                }
             }
         }
         Record::Step {
@@ -193,6 +190,28 @@ fn prime(p: &mut Probe, base: usize) {
     }
 }
 
+/// Places [`FETCHED_INSTRUCTION`] at `pa` (the word `va` translates to for a PL1 read), runs
+/// `fetch` when `va` reads it back (so the fetch cannot run another frame's word through a
+/// stale translation), and restores the word. `None` when the word cannot be placed or does
+/// not read back.
+fn with_fetchable<T>(va: u32, pa: u32, fetch: impl FnOnce() -> T) -> Option<T> {
+    if !fetchable_frame(pa) {
+        return None;
+    }
+    let word = pa as usize as *mut u32;
+    // SAFETY: `pa` is pool or device-window RAM (`fetchable_frame`), mapped at VA = PA for PL1 by
+    // the current kernel table; the word is restored below before anything else reads it.
+    let saved = unsafe { core::ptr::read_volatile(word) };
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(word, FETCHED_INSTRUCTION) };
+    cp15::sync_instructions();
+    let result = (ldr(va) == Ok(FETCHED_INSTRUCTION)).then(fetch);
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(word, saved) };
+    cp15::sync_instructions();
+    result
+}
+
 /// User and kernel accesses as real loads and stores; an abort is reported with its DFAR, and
 /// `op_driver::apply` hands it to the vmm's fault handler and retries.
 struct RealAccesses;
@@ -207,13 +226,38 @@ impl Accessor<GuestMachine> for RealAccesses {
         mode: Mode,
     ) -> Result<u32, Miss> {
         let result = match (access, mode) {
-            // Instruction fetches are not run in the guest (see `World::step`).
-            (AccessOp::Exec, _) => return Err(Miss::Unsupported),
+            (AccessOp::Exec, mode) => return fetch(va, mode == Mode::User),
             (AccessOp::Write(v), Mode::User) => strt(va, v).map(|()| 0),
             (AccessOp::Write(v), Mode::Kernel) => str(va, v).map(|()| 0),
             (AccessOp::Read, Mode::User) => ldrt(va),
             (AccessOp::Read, Mode::Kernel) => ldr(va),
         };
         result.map_err(|abort| Miss::Fault(abort.address))
+    }
+}
+
+/// An instruction fetch at `va`: the word there is replaced by an `SVC` for the fetch and
+/// restored, and the fetch returns the word (as a read does). With no PL1 read translation the
+/// fetch faults at every level (instruction fetches need read permission), so it is not run.
+/// An address or frame the guest may not write (MMIO, its own image) is `Unsupported`: the
+/// runner plans no fetch there.
+fn fetch(va: u32, user: bool) -> Result<u32, Miss> {
+    if !fetchable_address(va) {
+        return Err(Miss::Unsupported);
+    }
+    let par = cp15::ats1cpr(va);
+    if par & 1 != 0 {
+        return Err(Miss::Fault(va));
+    }
+    let pa = (par & !0xFFF) | (va & 0xFFC);
+    if !fetchable_frame(pa) {
+        return Err(Miss::Unsupported);
+    }
+    // SAFETY: pool or device-window RAM mapped at VA = PA for PL1 (`fetchable_frame`).
+    let word = unsafe { core::ptr::read_volatile(pa as usize as *const u32) };
+    match with_fetchable(va, pa, || fetch_at(va, user)) {
+        Some(true) => Ok(word),
+        Some(false) => Err(Miss::Fault(va)),
+        None => Err(Miss::Unsupported),
     }
 }

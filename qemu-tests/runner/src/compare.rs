@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use checker::pairing::FramePairing;
 use checker::{Divergence, DivergenceKind};
-use op_driver::guest::{ACCESS_NAMES, Probe, Record};
+use op_driver::guest::{ACCESS_NAMES, EXEC_PL0, EXEC_PL1, Probe, Record};
 use vmm::Layout;
 
 use crate::plan::{FrameName, PageView, Plan};
@@ -70,7 +70,7 @@ impl Bijection {
         }
     }
 
-    /// What the guest's ATS results say about the page.
+    /// What the guest's ATS results and instruction fetches say about the page.
     fn view(&mut self, p: &Probe, expected: &PageView) -> Result<PageView, String> {
         if p.ats.iter().all(|&par| is_translation_fault(par)) {
             return Ok(PageView::Unmapped);
@@ -96,6 +96,7 @@ impl Bijection {
         Ok(PageView::Mapped {
             pl0: (ok[0], ok[1]),
             pl1: (ok[2], ok[3]),
+            exec: (p.access(EXEC_PL0), p.access(EXEC_PL1)),
             frame: self.name(pas[0], expected)?,
         })
     }
@@ -264,6 +265,7 @@ mod tests {
         let want = PageView::Mapped {
             pl0: (true, false),
             pl1: (true, false),
+            exec: (None, None),
             frame: FrameName::Model(7),
         };
         assert_eq!(
@@ -276,6 +278,19 @@ mod tests {
         );
         let ro = probe([PAR_OK, PAR_PERMISSION, PAR_OK, PAR_PERMISSION]);
         assert_eq!(frames.view(&ro, &want), Ok(want));
+        // Instruction fetches the guest ran are part of the view; one it did not run is `None`.
+        let mut fetched = ro;
+        fetched.set_access(EXEC_PL0, false);
+        fetched.set_access(EXEC_PL1, true);
+        assert_eq!(
+            frames.view(&fetched, &want),
+            Ok(PageView::Mapped {
+                pl0: (true, false),
+                pl1: (true, false),
+                exec: (Some(false), Some(true)),
+                frame: FrameName::Model(7),
+            })
+        );
         // The pairing is learned: frame 7 cannot also be another physical frame.
         let other = probe([
             PAR_OK + 0x1000,

@@ -44,6 +44,13 @@ pub fn cases() -> Vec<DefectCase> {
             ops: "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+0p+0w value=0x1 mode=user\nfork s=0\n",
             kind: DivergenceKind::State,
         },
+        DefectCase {
+            name: "user descriptors written executable (an anonymous read/write page)",
+            guest: GuestDefect::MakeUserPagesExecutable,
+            host: Defect::MakeUserPagesExecutable,
+            ops: "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+0p+0w value=0x1 mode=user\n",
+            kind: DivergenceKind::State,
+        },
     ]
 }
 

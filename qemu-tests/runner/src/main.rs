@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use checker::input::{KindFlags, expand_dirs, shown};
 use checker::{DivergenceKind, Sequence, parse_sequence, print_sequence};
 use clap::Parser;
-use op_driver::guest::{GuestDefect, Record, encode_blob};
+use op_driver::guest::{EXEC_PL0, GuestDefect, Record, encode_blob};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use qemu_runner::defects;
@@ -34,7 +34,7 @@ struct Args {
     /// header and the SUMMARY so that a failing run can be repeated).
     #[arg(long, default_value = "1", value_parser = parse_seed)]
     seed: u64,
-    /// Ops per random sequence (before instruction fetches are dropped).
+    /// Ops per random sequence.
     #[arg(long, default_value_t = 50)]
     length: usize,
     /// Sequences per boot of the guest.
@@ -80,6 +80,9 @@ struct Item {
 struct Stats {
     ops: usize,
     probes: usize,
+    /// Probes with instruction fetches, and fetch steps not run (`Plan::fetches_removed`).
+    fetch_probes: usize,
+    fetches_removed: usize,
     /// Steps with more pages than `plan::MAX_PROBES`, and the pages left unprobed.
     capped_steps: usize,
     unprobed: usize,
@@ -137,18 +140,20 @@ fn run_items(
         let settled = judge(&plans, &run, timeout);
         for (item, report) in chunk.iter().zip(&run.sequences).take(settled.len()) {
             stats.ops += item.plan.steps.len();
+            stats.fetches_removed += item.plan.fetches_removed;
             for e in &item.plan.expected {
                 stats.capped_steps += usize::from(e.unprobed > 0);
                 stats.unprobed += e.unprobed;
             }
-            stats.probes += report
-                .steps
-                .iter()
-                .map(|r| match r {
-                    Record::Step { probes, .. } => probes.len(),
-                    _ => 0,
-                })
-                .sum::<usize>();
+            for r in &report.steps {
+                if let Record::Step { probes, .. } = r {
+                    stats.probes += probes.len();
+                    stats.fetch_probes += probes
+                        .iter()
+                        .filter(|p| p.access(EXEC_PL0).is_some())
+                        .count();
+                }
+            }
         }
         next += settled.len();
         verdicts.extend(settled);
@@ -284,14 +289,23 @@ fn suite(args: &Args) -> Result<bool, String> {
     }
     let secs = stats.qemu_time.as_secs_f64().max(1e-9);
     println!(
-        "SUMMARY: {} sequences ({file_count} from files, {} random of seed {}), {} failed, {} guest crashes; {} ops, {} probes{}; {} boots, {:.1} s in QEMU ({:.0} sequences/min, {:.0} probes/s), {:.1} s wall",
+        "SUMMARY: {} sequences ({file_count} from files, {} random of seed {}), {} failed, {} guest crashes; {} ops{}, {} probes ({} with instruction fetches){}; {} boots, {:.1} s in QEMU ({:.0} sequences/min, {:.0} probes/s), {:.1} s wall",
         items.len(),
         args.random,
         args.seed,
         failed,
         crashed,
         stats.ops,
+        if stats.fetches_removed == 0 {
+            String::new()
+        } else {
+            format!(
+                " ({} instruction fetches not run: frames the guest may not write)",
+                stats.fetches_removed
+            )
+        },
         stats.probes,
+        stats.fetch_probes,
         if stats.capped_steps == 0 {
             String::new()
         } else {

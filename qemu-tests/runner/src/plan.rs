@@ -5,9 +5,9 @@
 use std::fmt;
 
 use checker::concrete::{apply_model, resolve};
-use checker::{Config, Op, Sequence, Step};
-use op_driver::guest::{GuestSequence, ProbedStep};
-use op_driver::{ConcreteOp, Outcome};
+use checker::{Config, Sequence, Step};
+use op_driver::guest::{GuestSequence, ProbedStep, fetchable_address, fetchable_frame};
+use op_driver::{AccessOp, ConcreteOp, Outcome};
 use reference_model::model::{self, Model};
 
 /// Most pages probed around one op.
@@ -33,10 +33,13 @@ pub enum PageView {
     Unmapped,
     /// Present but no access at either level (PROT_NONE).
     NoAccess,
-    /// Mapped: (read, write) at PL0 and at PL1, and the frame.
+    /// Mapped: (read, write) at PL0 and at PL1 (ATS), whether an instruction fetch runs at
+    /// PL0 and at PL1 (`None`: not fetched, the frame is one the guest may not write), and the
+    /// frame.
     Mapped {
         pl0: (bool, bool),
         pl1: (bool, bool),
+        exec: (Option<bool>, Option<bool>),
         frame: FrameName,
     },
     /// Something else (the guest's ATS results disagree among themselves).
@@ -45,17 +48,21 @@ pub enum PageView {
 
 impl fmt::Display for PageView {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let rw = |(r, w): (bool, bool)| match (r, w) {
-            (true, true) => "rw",
-            (true, false) => "r-",
-            (false, true) => "-w",
-            (false, false) => "--",
+        let rwx = |(r, w): (bool, bool), x: Option<bool>| {
+            let bit = |on, c| if on { c } else { '-' };
+            let x = x.map_or('?', |x| bit(x, 'x'));
+            [bit(r, 'r'), bit(w, 'w'), x].iter().collect::<String>()
         };
         match self {
             Self::Unmapped => write!(f, "no translation"),
             Self::NoAccess => write!(f, "present, no access"),
-            Self::Mapped { pl0, pl1, frame } => {
-                write!(f, "pl0 {}  pl1 {}  ", rw(*pl0), rw(*pl1))?;
+            Self::Mapped {
+                pl0,
+                pl1,
+                exec,
+                frame,
+            } => {
+                write!(f, "pl0 {}  pl1 {}  ", rwx(*pl0, exec.0), rwx(*pl1, exec.1))?;
                 match frame {
                     FrameName::Model(id) => write!(f, "frame {id}"),
                     FrameName::Device(pa) => write!(f, "device {pa:#010x}"),
@@ -102,7 +109,7 @@ impl Expected {
 pub struct Plan {
     /// The world the steps run in.
     pub config: Config,
-    /// The steps as written (instruction fetches removed).
+    /// The steps as written (instruction fetches the guest cannot run removed).
     pub steps: Vec<Step>,
     /// What the guest runs.
     pub probed: Vec<ProbedStep>,
@@ -110,12 +117,8 @@ pub struct Plan {
     pub expected: Vec<Expected>,
     /// Free frames when the world has booted.
     pub start_free: u32,
-}
-
-/// Whether the guest can run `step` (instruction fetches are not run there).
-#[must_use]
-pub fn runs_in_guest(step: &Step) -> bool {
-    !matches!(step.op, Op::Exec { .. })
+    /// Instruction fetches removed (see [`ModelSide::runs_in_guest`]).
+    pub fetches_removed: usize,
 }
 
 fn op_pages(op: &ConcreteOp) -> Vec<u32> {
@@ -168,6 +171,8 @@ impl ModelSide {
                 .map_or(PageView::Unmapped, |(start, f)| PageView::Mapped {
                     pl0: (false, false),
                     pl1: (true, true),
+                    // Kernel pages are never executable (semantics.md section 13).
+                    exec: (Some(false), Some(false)),
                     frame: FrameName::Model(f[((page - start) / 0x1000) as usize]),
                 });
         }
@@ -184,25 +189,58 @@ impl ModelSide {
                 } else {
                     FrameName::Model(p.frame)
                 };
+                // A fetch needs read permission and no XN, at either level (no PXN).
+                let x = (frame_fetchable(frame)).then_some(p.perms & 5 == 5);
                 PageView::Mapped {
                     pl0: rw,
                     pl1: rw,
+                    exec: (x, x),
                     frame,
                 }
             }
         }
     }
+
+    /// Whether the guest runs `op` (after [`resolve`]): every op but an instruction fetch it
+    /// cannot place (see `op_driver::guest::fetchable_frame`): one in the kernel's linear map
+    /// or on a device page outside RAM.
+    fn runs_in_guest(&self, op: &ConcreteOp) -> bool {
+        let ConcreteOp::Access {
+            s,
+            addr,
+            access: AccessOp::Exec,
+            ..
+        } = *op
+        else {
+            return true;
+        };
+        if !fetchable_address(addr) {
+            return false;
+        }
+        let pte = self
+            .ids
+            .get(s as usize)
+            .and_then(|m| self.model.spaces[m].ptes.get(&u64::from(addr & !0xFFF)));
+        pte.is_none_or(|p| {
+            !model::is_device(p.frame) || fetchable_frame((p.frame & 0xFFFF_FFFF) as u32)
+        })
+    }
 }
 
-/// Plans `steps` (instruction fetches are dropped first; see [`runs_in_guest`]).
+/// Whether the guest fetches from the frame (see `op_driver::guest::fetchable_frame`).
+fn frame_fetchable(frame: FrameName) -> bool {
+    match frame {
+        FrameName::Device(pa) => fetchable_frame(pa),
+        FrameName::Model(_) | FrameName::Unpaired(_) => true,
+    }
+}
+
+/// Plans `sequence` (instruction fetches the guest cannot run are removed, see
+/// [`ModelSide::runs_in_guest`]).
 #[must_use]
 pub fn plan(sequence: &Sequence) -> Plan {
-    let steps: Vec<Step> = sequence
-        .steps
-        .iter()
-        .filter(|s| runs_in_guest(s))
-        .cloned()
-        .collect();
+    let mut steps = Vec::new();
+    let mut fetches_removed = 0;
     let config = sequence.config;
     // The model's start state comes from its own accounting of the booted world.
     let model = checker::pair::new_model(config);
@@ -212,8 +250,13 @@ pub fn plan(sequence: &Sequence) -> Plan {
         ids: Vec::new(),
     };
     let (mut probed, mut expected) = (Vec::new(), Vec::new());
-    for step in &steps {
+    for step in &sequence.steps {
         let op = resolve(&side.model, &side.ids, &step.op);
+        if !side.runs_in_guest(&op) {
+            fetches_removed += 1;
+            continue;
+        }
+        steps.push(step.clone());
         let space = match op {
             ConcreteOp::Exit { .. } => None,
             _ => op
@@ -258,11 +301,12 @@ pub fn plan(sequence: &Sequence) -> Plan {
         probed,
         expected,
         start_free,
+        fetches_removed,
     }
 }
 
 impl Plan {
-    /// The steps planned, in their world (instruction fetches removed).
+    /// The steps planned, in their world.
     #[must_use]
     pub fn sequence(&self) -> Sequence {
         Sequence {
