@@ -404,3 +404,134 @@ pub fn decode_report(words: &[u32]) -> Result<Vec<Record>, DecodeError> {
     }
     Ok(out)
 }
+
+/// First word of a descriptor-matrix blob: `[MATRIX_MAGIC, defect, cases]`, then per case
+/// `[va, dacr, writes]` and `writes` times `[pa, word]` ([`MatrixCase`]).
+pub const MATRIX_MAGIC: u32 = u32::from_le_bytes(*b"VMQM");
+/// A matrix result: `[REC_MATRIX, case, par0, par1, par2, par3, fetches]`.
+pub const REC_MATRIX: u32 = 4;
+/// The TTBR0 table (TTBCR.N = 2: 1024 entries) of a matrix case.
+pub const MATRIX_L1: u32 = 0x4100_0000;
+/// The one L2 table a matrix case may link.
+pub const MATRIX_L2: u32 = 0x4100_1000;
+/// The physical range matrix descriptors map, filled with `SVC #0` by the guest so that any
+/// fetch there ends at once.
+pub const MATRIX_TARGETS: core::ops::Range<u32> = 0x4200_0000..0x4500_0000;
+/// The domain of the guest's own memory: a case's DACR always makes it client, whatever the
+/// case asks (so matrix cases test the other fifteen).
+pub const GUEST_DOMAIN: u8 = 15;
+
+/// Whether a matrix case may write the table word at `pa`.
+#[must_use]
+pub fn matrix_table_word(pa: u32) -> bool {
+    pa % 4 == 0
+        && ((MATRIX_L1..MATRIX_L1 + 4096).contains(&pa)
+            || (MATRIX_L2..MATRIX_L2 + 1024).contains(&pa))
+}
+
+/// A defect of the matrix guest: the runner must report the disagreements it causes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatrixDefect {
+    /// A sound guest.
+    None,
+    /// Every domain is client, whatever DACR the case asks for.
+    AllDomainsClient,
+}
+
+/// One combination of the descriptor matrix: the table words (both tables start zeroed), the
+/// DACR (domain [`GUEST_DOMAIN`] forced to client) and the address probed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatrixCase {
+    /// The address probed (below 1 GiB: TTBR0).
+    pub va: u32,
+    /// DACR.
+    pub dacr: u32,
+    /// `(physical word address, value)` pairs, in [`MATRIX_L1`] or [`MATRIX_L2`].
+    pub writes: Vec<(u32, u32)>,
+}
+
+/// What the guest saw for one matrix case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatrixResult {
+    /// The case's index.
+    pub case: u32,
+    /// PAR after ATS1CUR, ATS1CUW, ATS1CPR, ATS1CPW.
+    pub ats: [u32; 4],
+    /// Instruction fetches as [`Probe::accesses`] bits at [`EXEC_PL0`] and [`EXEC_PL1`].
+    pub fetches: u32,
+}
+
+/// Encodes a matrix blob.
+#[must_use]
+pub fn encode_matrix(defect: MatrixDefect, cases: &[MatrixCase]) -> Vec<u8> {
+    let defect = match defect {
+        MatrixDefect::None => 0,
+        MatrixDefect::AllDomainsClient => 1,
+    };
+    let mut w = alloc::vec![MATRIX_MAGIC, defect, cases.len() as u32];
+    for c in cases {
+        w.extend([c.va, c.dacr, c.writes.len() as u32]);
+        for &(pa, word) in &c.writes {
+            w.extend([pa, word]);
+        }
+    }
+    w.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Decodes a matrix blob; a write outside the matrix tables is an error.
+pub fn decode_matrix(words: &[u32]) -> Result<(MatrixDefect, Vec<MatrixCase>), DecodeError> {
+    let [MATRIX_MAGIC, defect, n, rest @ ..] = words else {
+        return Err(DecodeError::UnknownTag(0));
+    };
+    let defect = match defect {
+        0 => MatrixDefect::None,
+        1 => MatrixDefect::AllDomainsClient,
+        _ => return Err(DecodeError::UnknownTag(1)),
+    };
+    let mut at = 0;
+    let mut word = || {
+        let w = rest.get(at).copied().ok_or(DecodeError::Truncated(at + 3));
+        at += 1;
+        w
+    };
+    let mut cases = Vec::new();
+    for _ in 0..*n {
+        let (va, dacr, count) = (word()?, word()?, word()?);
+        let mut writes = Vec::new();
+        for _ in 0..count {
+            let (pa, value) = (word()?, word()?);
+            if !matrix_table_word(pa) {
+                return Err(DecodeError::UnknownTag(at + 1));
+            }
+            writes.push((pa, value));
+        }
+        cases.push(MatrixCase { va, dacr, writes });
+    }
+    Ok((defect, cases))
+}
+
+impl MatrixResult {
+    /// Appends the record's words.
+    pub fn encode(&self, out: &mut Vec<u32>) {
+        out.extend([REC_MATRIX, self.case]);
+        out.extend(self.ats);
+        out.push(self.fetches);
+    }
+}
+
+/// Decodes a matrix report.
+pub fn decode_matrix_report(words: &[u32]) -> Result<Vec<MatrixResult>, DecodeError> {
+    words
+        .chunks(7)
+        .enumerate()
+        .map(|(i, c)| match *c {
+            [REC_MATRIX, case, a, b, p, q, fetches] => Ok(MatrixResult {
+                case,
+                ats: [a, b, p, q],
+                fetches,
+            }),
+            [_, ..] if c.len() < 7 => Err(DecodeError::Truncated(7 * i)),
+            _ => Err(DecodeError::UnknownTag(7 * i)),
+        })
+        .collect()
+}

@@ -16,7 +16,8 @@
 //!   regression corpus); exit 1 on a divergence, with the report;
 //! - `cargo xtask qemu [ARGS] [FILES]`: the QEMU differential suite (installs qemu-system-arm,
 //!   builds the bare-metal guest, runs the regression corpus and seeded random sequences on a
-//!   real ARMv7 MMU; `--prove-defects` shows injected machine defects are caught);
+//!   real ARMv7 MMU; `--prove-defects` shows injected machine defects are caught; `--matrix`
+//!   checks every descriptor combination against the reference walker);
 //! - `cargo xtask mutants [--resume | --save] [-- ARGS]`: cargo-mutants over `vmm` (installs it
 //!   when missing; a full run is spread over sittings with `--resume`, see `mutants/README.md`);
 //! - `cargo xtask bench [-- ARGS]`: the vmm benchmarks (`cargo bench -p vmm --bench vmm`), with
@@ -128,7 +129,8 @@ enum Task {
     },
     /// The QEMU differential suite: builds the bare-metal guest and runs the regression corpus
     /// plus seeded random sequences on a real ARMv7 MMU (qemu-system-arm, installed when
-    /// missing). Arguments go to qemu-runner: `--random N`, `--seed S`, `--prove-defects`, FILES.
+    /// missing). Arguments go to qemu-runner: `--random N`, `--seed S`, `--prove-defects`,
+    /// `--matrix`, FILES.
     Qemu {
         /// Passed to qemu-runner (`cargo xtask qemu -- --help` lists them).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -441,7 +443,7 @@ enum Action {
     FuzzProof,
 }
 
-const STEPS: [Step; 10] = [
+const STEPS: [Step; 11] = [
     Step {
         name: "rustup target",
         action: Action::EnsureTarget,
@@ -486,6 +488,11 @@ const STEPS: [Step; 10] = [
         name: "qemu suite",
         action: Action::Qemu(&[]),
         hint: "see the FAIL lines above; replay one with `cargo xtask qemu FILE`",
+    },
+    Step {
+        name: "qemu matrix",
+        action: Action::Qemu(&["--matrix"]),
+        hint: "the reference walker and QEMU's MMU disagree on a descriptor (see the FAIL lines above): a finding about one of them",
     },
     Step {
         name: "qemu defects",

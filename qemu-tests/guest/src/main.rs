@@ -5,6 +5,9 @@
 //! ATS results for the page tables, primed real accesses for the TLB). The host runner compares
 //! the report with the reference model.
 //!
+//! An `ops.bin` that starts with `MATRIX_MAGIC` is the descriptor matrix instead
+//! (`matrix.rs`).
+//!
 //! Exit status: 0 when every sequence ran (divergences are the runner's business), 2 for a bad
 //! `ops.bin` or a world that does not boot, 3 for an unexpected exception, 101 for a panic.
 
@@ -17,13 +20,14 @@ mod access;
 mod boot;
 mod cp15;
 mod machine;
+mod matrix;
 mod start;
 mod world;
 
 use alloc::vec::Vec;
 
 use linked_list_allocator::LockedHeap;
-use op_driver::guest::{BlobReader, GuestDefect, Record};
+use op_driver::guest::{BlobReader, GuestDefect, MATRIX_MAGIC, Record, decode_matrix};
 use semihosting::io::{Read as _, Write as _};
 use semihosting::{c, eprintln, fs, println, process};
 
@@ -69,6 +73,16 @@ extern "C" fn guest_main() -> ! {
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
     drop(bytes);
+    if words.first() == Some(&MATRIX_MAGIC) {
+        let (defect, cases) = match decode_matrix(&words) {
+            Ok(m) => m,
+            Err(e) => fail(2, format_args!("ops.bin (matrix): {e:?}")),
+        };
+        let out = matrix::run(defect, &cases);
+        write_report(&out);
+        println!("guest: {} matrix cases run", cases.len());
+        process::exit(0)
+    }
     let mut blob = match BlobReader::new(&words) {
         Ok(b) => b,
         Err(e) => fail(2, format_args!("ops.bin: {e:?}")),
@@ -116,4 +130,17 @@ extern "C" fn guest_main() -> ! {
     } else {
         0
     })
+}
+
+/// Writes `words` as `report.bin`.
+fn write_report(words: &[u32]) {
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    match fs::File::create(c!("report.bin")) {
+        Ok(mut f) => {
+            if let Err(e) = f.write_all(&bytes) {
+                fail(2, format_args!("writing report.bin: {e:?}"))
+            }
+        }
+        Err(e) => fail(2, format_args!("creating report.bin: {e:?}")),
+    }
 }

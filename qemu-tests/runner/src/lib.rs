@@ -7,6 +7,7 @@
 
 pub mod compare;
 pub mod defects;
+pub mod matrix;
 pub mod plan;
 pub mod qemu;
 pub mod verdict;

@@ -13,13 +13,16 @@ use std::time::{Duration, Instant};
 use checker::input::{KindFlags, expand_dirs, shown};
 use checker::{DivergenceKind, Sequence, parse_sequence, print_sequence};
 use clap::Parser;
-use op_driver::guest::{EXEC_PL0, GuestDefect, Record, encode_blob};
+use op_driver::guest::{
+    EXEC_PL0, GuestDefect, MatrixDefect, Record, decode_matrix_report, encode_blob, encode_matrix,
+};
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
-use qemu_runner::defects;
+use qemu_runner::matrix::{self, Finding, Kind};
 use qemu_runner::plan::{Plan, plan};
 use qemu_runner::qemu::run_guest;
 use qemu_runner::verdict::{Verdict, judge};
+use qemu_runner::{defects, qemu};
 
 #[derive(Parser)]
 #[command(about = "The QEMU differential suite: op sequences on a real ARMv7 MMU vs the model")]
@@ -46,6 +49,10 @@ struct Args {
     /// Instead of the suite: show that injected defects are caught, as on the host.
     #[arg(long)]
     prove_defects: bool,
+    /// Instead of the suite: the descriptor matrix (every descriptor kind x AP x XN x PXN x
+    /// nG x domain mode, ATS and fetches on QEMU vs the reference walker).
+    #[arg(long, conflicts_with = "prove_defects")]
+    matrix: bool,
     /// Read every file as `.ops` text.
     #[arg(long, conflicts_with = "bytes")]
     text: bool,
@@ -401,6 +408,29 @@ fn prove_defects(args: &Args) -> Result<bool, String> {
             },
         );
     }
+    let new = |findings: Vec<Finding>| -> Vec<Finding> {
+        findings
+            .into_iter()
+            .filter(|f| matrix::known(f).is_none())
+            .collect()
+    };
+    let sound = new(run_matrix(args, MatrixDefect::None)?.0);
+    let broken = new(run_matrix(args, MatrixDefect::AllDomainsClient)?.0);
+    let ok = sound.is_empty() && !broken.is_empty();
+    all &= ok;
+    println!(
+        "{} the matrix guest installs every case with all domains client: expected disagreements; {} (sound guest: {})",
+        if ok { "PASS" } else { "FAIL" },
+        match broken.len() {
+            0 => "none".to_string(),
+            n => format!("{n}, the first: {}", broken[0]),
+        },
+        if sound.is_empty() {
+            "agrees".to_string()
+        } else {
+            format!("{} disagreements", sound.len())
+        }
+    );
     println!(
         "SUMMARY: defects {}",
         if all {
@@ -410,6 +440,104 @@ fn prove_defects(args: &Args) -> Result<bool, String> {
         }
     );
     Ok(all)
+}
+
+/// Boots the matrix guest on every combination: the disagreements, and the time in QEMU.
+fn run_matrix(args: &Args, defect: MatrixDefect) -> Result<(Vec<Finding>, Duration), String> {
+    let (combinations, _) = matrix::combinations();
+    let cases: Vec<_> = combinations.iter().map(matrix::Combination::case).collect();
+    let run = qemu::boot(
+        &args.guest,
+        &encode_matrix(defect, &cases),
+        Duration::from_secs(args.timeout),
+        0,
+    )
+    .map_err(|e| e.to_string())?;
+    if run.status != Some(0) {
+        return Err(format!(
+            "the matrix guest {}: {}",
+            run.status.map_or("timed out".to_string(), |s| format!(
+                "exited with status {s}"
+            )),
+            run.output.trim()
+        ));
+    }
+    let results = decode_matrix_report(&run.words).map_err(|e| format!("report.bin: {e:?}"))?;
+    let findings = matrix::compare(&combinations, &results)?;
+    Ok((findings, run.elapsed))
+}
+
+/// The descriptor matrix: PASS/FAIL per descriptor kind, every disagreement, a SUMMARY.
+fn matrix_suite(args: &Args) -> Result<bool, String> {
+    let (combinations, skipped) = matrix::combinations();
+    println!(
+        "matrix: {} combinations (6 descriptor kinds x AP[2:0] x XN x PXN x nG x domain mode; {skipped} reserved skipped: AP[2:0]=100, domain mode 0b10), {} accesses each",
+        combinations.len(),
+        matrix::ACCESSES.len()
+    );
+    let (findings, elapsed) = run_matrix(args, MatrixDefect::None)?;
+    let new: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| matrix::known(f).is_none())
+        .collect();
+    for kind in Kind::ALL {
+        let of_kind = combinations.iter().filter(|c| c.kind == kind).count();
+        let wrong: Vec<&&Finding> = new.iter().filter(|f| f.combination.kind == kind).collect();
+        let known = findings
+            .iter()
+            .filter(|f| f.combination.kind == kind && matrix::known(f).is_some())
+            .count();
+        let name = format!("{kind:?}");
+        let known = if known == 0 {
+            String::new()
+        } else {
+            format!(" ({known} results differ as a known QEMU deviation, see below)")
+        };
+        if wrong.is_empty() {
+            println!("PASS {name}: {of_kind} combinations, walker and QEMU agree{known}");
+        } else {
+            println!("FAIL {name}: {} disagreements{known}", wrong.len());
+            for f in wrong.iter().take(20) {
+                println!("  {f}");
+            }
+            if wrong.len() > 20 {
+                println!("  ... and {} more", wrong.len() - 20);
+            }
+        }
+    }
+    let mut unseen = 0;
+    for d in &matrix::QEMU_DEVIATIONS {
+        let seen: Vec<&Finding> = findings
+            .iter()
+            .filter(|f| matrix::known(f).is_some_and(|k| k.name == d.name))
+            .collect();
+        match seen.first() {
+            Some(first) => println!(
+                "KNOWN QEMU deviation, {} results: {}. {}\n  e.g. {first}",
+                seen.len(),
+                d.name,
+                d.why
+            ),
+            None => {
+                unseen += 1;
+                println!(
+                    "FAIL known QEMU deviation no longer seen (QEMU changed: update matrix::QEMU_DEVIATIONS): {}",
+                    d.name
+                );
+            }
+        }
+    }
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    let results = combinations.len() * matrix::ACCESSES.len();
+    println!(
+        "SUMMARY: matrix: {} combinations, {results} results, {} disagreements ({} new, {} known QEMU deviations); 1 boot, {secs:.1} s in QEMU ({:.0} results/s)",
+        combinations.len(),
+        findings.len(),
+        new.len(),
+        findings.len() - new.len(),
+        results as f64 / secs
+    );
+    Ok(new.is_empty() && unseen == 0)
 }
 
 fn main() -> ExitCode {
@@ -424,6 +552,8 @@ fn main() -> ExitCode {
     }
     let result = if args.prove_defects {
         prove_defects(&args)
+    } else if args.matrix {
+        matrix_suite(&args)
     } else {
         suite(&args)
     };

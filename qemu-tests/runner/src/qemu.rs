@@ -53,13 +53,21 @@ fn scratch_dir(batch: usize) -> io::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Boots `guest` on `blob` and collects its report.
-pub fn run_guest(
-    guest: &Path,
-    blob: &[u8],
-    timeout: Duration,
-    batch: usize,
-) -> io::Result<GuestRun> {
+/// What one boot of the guest left: its report's words, exit status and output.
+#[derive(Debug)]
+pub struct RawRun {
+    /// `report.bin` as little-endian words.
+    pub words: Vec<u32>,
+    /// The guest's exit status (`None`: killed at the timeout).
+    pub status: Option<i32>,
+    /// What the guest printed.
+    pub output: String,
+    /// Wall time of the boot.
+    pub elapsed: Duration,
+}
+
+/// Boots `guest` on `blob` (its `ops.bin`) and reads what it wrote.
+pub fn boot(guest: &Path, blob: &[u8], timeout: Duration, batch: usize) -> io::Result<RawRun> {
     let dir = scratch_dir(batch)?;
     std::fs::write(dir.join("ops.bin"), blob)?;
     let start = Instant::now();
@@ -92,18 +100,34 @@ pub fn run_guest(
         .chunks_exact(4)
         .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect();
-    let (records, report_error) = match decode_report(&words) {
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(RawRun {
+        words,
+        status,
+        output,
+        elapsed,
+    })
+}
+
+/// Boots `guest` on `blob` and collects its report.
+pub fn run_guest(
+    guest: &Path,
+    blob: &[u8],
+    timeout: Duration,
+    batch: usize,
+) -> io::Result<GuestRun> {
+    let raw = boot(guest, blob, timeout, batch)?;
+    let (records, report_error) = match decode_report(&raw.words) {
         Ok(r) => (r, None),
         Err(e) => (Vec::new(), Some(format!("report.bin: {e:?}"))),
     };
-    let _ = std::fs::remove_dir_all(&dir);
     let (sequences, record_error) = split(records);
     Ok(GuestRun {
         sequences,
         record_error,
-        status,
-        output,
-        elapsed,
+        status: raw.status,
+        output: raw.output,
+        elapsed: raw.elapsed,
         report_error,
     })
 }
