@@ -3,13 +3,16 @@
 //!
 //! **Ops in** (`ops.bin`, read by the guest through semihosting): `[BLOB_MAGIC, defect,
 //! defect_arg, sequences]`, then per sequence `[pool_frames, asids, steps]` (the world it runs
-//! in, [`GuestSequence`]), then per step `[probe_space, probes, va...]` followed by the step's
-//! words ([`crate::encode_step_words`]). `probe_space` is the live-space index whose pages are
-//! probed around the step ([`NO_SPACE`]: kernel pages only).
+//! in, [`GuestSequence`]), then per step `[groups]`, each group `[space, primed, va...,
+//! ranges, (first, pages)...]` ([`ProbeGroup`]), followed by the step's words
+//! ([`crate::encode_step_words`]). A group's `space` is a live-space index ([`NO_SPACE`]:
+//! kernel pages only); ranges list pages, not page lists, so that a step may probe millions of
+//! pages in a small blob.
 //!
-//! **Reports out** (`report.bin`, written by the guest): records `[REC_SEQUENCE, seq,
-//! start_free]`, `[REC_STEP, step, outcome, value, free, probes]` followed by `probes` times
-//! [`PROBE_WORDS`] words ([`Probe`]), and `[REC_END, seq, free_after_teardown, 0]`.
+//! **Reports out** (`report.bin`, written by the guest as it goes): records `[REC_SEQUENCE,
+//! seq, start_free]`, `[REC_STEP, step, outcome, value, free, probes]` followed by `probes`
+//! times [`PROBE_WORDS`] words ([`Probe`], the groups' pages in order), and `[REC_END, seq,
+//! free_after_teardown, 0]`.
 
 use alloc::vec::Vec;
 
@@ -94,14 +97,55 @@ pub fn fetchable_address(va: u32) -> bool {
     va < 0x4000_0000 || (layout.vmalloc_base..layout.vmalloc_end).contains(&va)
 }
 
+/// Pages probed in one space after a step.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProbeGroup {
+    /// Index of the live space the pages are probed in, if any (kernel pages are probed in it
+    /// too, or in no space). The first group's space is the step's, entered before the step
+    /// (an index before it); the others' are indices after it.
+    pub space: Option<u32>,
+    /// Pages primed before the step (first group only; each is also in `ranges`).
+    pub primed: Vec<u32>,
+    /// `(first page, pages)`: the pages probed after the step, in this order.
+    pub ranges: Vec<(u32, u32)>,
+}
+
+impl ProbeGroup {
+    /// The pages probed, in order.
+    pub fn pages(&self) -> impl Iterator<Item = u32> + '_ {
+        self.ranges
+            .iter()
+            .flat_map(|&(first, n)| (0..n).map(move |i| first.wrapping_add(i << 12)))
+    }
+
+    /// How many pages are probed.
+    #[must_use]
+    pub fn count(&self) -> u32 {
+        self.ranges.iter().map(|r| r.1).sum()
+    }
+
+    /// Ranges from ascending page addresses (consecutive pages join one range).
+    #[must_use]
+    pub fn ranges_of(pages: &[u32]) -> Vec<(u32, u32)> {
+        let mut out: Vec<(u32, u32)> = Vec::new();
+        for &va in pages {
+            match out.last_mut() {
+                Some((first, n)) if u64::from(*first) + (u64::from(*n) << 12) == u64::from(va) => {
+                    *n += 1;
+                }
+                _ => out.push((va, 1)),
+            }
+        }
+        out
+    }
+}
+
 /// A step and the pages probed around it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbedStep {
-    /// Index of the live space whose pages are probed, if any (kernel pages are probed in it
-    /// too, or in no space).
-    pub probe_space: Option<u32>,
-    /// Page addresses to probe.
-    pub probes: Vec<u32>,
+    /// The probe groups: the step's own space first, then (when every live space is probed)
+    /// the others.
+    pub groups: Vec<ProbeGroup>,
     /// The step.
     pub step: Step,
 }
@@ -127,9 +171,16 @@ pub fn encode_blob(defect: GuestDefect, sequences: &[GuestSequence]) -> Vec<u8> 
         w.push(u32::from(seq.asids));
         w.push(seq.steps.len() as u32);
         for p in &seq.steps {
-            w.push(p.probe_space.unwrap_or(NO_SPACE));
-            w.push(p.probes.len() as u32);
-            w.extend(&p.probes);
+            w.push(p.groups.len() as u32);
+            for g in &p.groups {
+                w.push(g.space.unwrap_or(NO_SPACE));
+                w.push(g.primed.len() as u32);
+                w.extend(&g.primed);
+                w.push(g.ranges.len() as u32);
+                for &(first, n) in &g.ranges {
+                    w.extend([first, n]);
+                }
+            }
             encode_step_words(&p.step, &mut w);
         }
     }
@@ -169,6 +220,18 @@ impl<'a> BlobReader<'a> {
         Ok(w)
     }
 
+    /// A count, then that many items of `width` words.
+    fn words(&mut self, width: usize) -> Result<Vec<u32>, DecodeError> {
+        let count = self.word()? as usize * width;
+        let items = self
+            .words
+            .get(self.at..self.at + count)
+            .ok_or(DecodeError::Truncated(self.at))?
+            .to_vec();
+        self.at += count;
+        Ok(items)
+    }
+
     /// The next sequence, or `None` after the last.
     pub fn next_sequence(&mut self) -> Option<Result<GuestSequence, DecodeError>> {
         if self.remaining == 0 {
@@ -184,22 +247,21 @@ impl<'a> BlobReader<'a> {
         let n = self.word()?;
         let mut steps = Vec::new();
         for _ in 0..n {
-            let space = self.word()?;
-            let count = self.word()? as usize;
-            let probes = self
-                .words
-                .get(self.at..self.at + count)
-                .ok_or(DecodeError::Truncated(self.at))?
-                .to_vec();
-            self.at += count;
+            let mut groups = Vec::new();
+            for _ in 0..self.word()? {
+                let space = self.word()?;
+                let primed = self.words(1)?;
+                let ranges = self.words(2)?;
+                groups.push(ProbeGroup {
+                    space: (space != NO_SPACE).then_some(space),
+                    primed,
+                    ranges: ranges.chunks_exact(2).map(|r| (r[0], r[1])).collect(),
+                });
+            }
             let (step, used) = decode_step_words(&self.words[self.at..])
                 .map_err(|_| DecodeError::UnknownTag(self.at))?;
             self.at += used;
-            steps.push(ProbedStep {
-                probe_space: (space != NO_SPACE).then_some(space),
-                probes,
-                step,
-            });
+            steps.push(ProbedStep { groups, step });
         }
         Ok(GuestSequence {
             pool_frames,
@@ -331,6 +393,14 @@ pub enum Record {
     End { seq: u32, free: u32 },
 }
 
+/// The words of a step record before its probes (a guest that streams the probes writes this,
+/// then each probe's [`Probe::words`]).
+#[must_use]
+pub const fn step_header(step: u32, outcome: Outcome, free: u32, probes: u32) -> [u32; 6] {
+    let [k, v] = outcome_words(outcome);
+    [REC_STEP, step, k, v, free, probes]
+}
+
 impl Record {
     /// Appends the record's words.
     pub fn encode(&self, out: &mut Vec<u32>) {
@@ -342,8 +412,7 @@ impl Record {
                 free,
                 probes,
             } => {
-                let [k, v] = outcome_words(*outcome);
-                out.extend([REC_STEP, *step, k, v, *free, probes.len() as u32]);
+                out.extend(step_header(*step, *outcome, *free, probes.len() as u32));
                 for p in probes {
                     out.extend(p.words());
                 }
@@ -356,7 +425,23 @@ impl Record {
 /// Decodes a whole report; a truncated tail (the guest died mid-record) is an error naming
 /// the word where it starts.
 pub fn decode_report(words: &[u32]) -> Result<Vec<Record>, DecodeError> {
+    match decode_report_prefix(words) {
+        (records, None) => Ok(records),
+        (_, Some(e)) => Err(e),
+    }
+}
+
+/// Decodes a report up to its first bad or truncated record: the records before it, and the
+/// error if there is one (a guest that died mid-record leaves a truncated tail).
+pub fn decode_report_prefix(words: &[u32]) -> (Vec<Record>, Option<DecodeError>) {
     let mut out = Vec::new();
+    match decode_into(words, &mut out) {
+        Ok(()) => (out, None),
+        Err(e) => (out, Some(e)),
+    }
+}
+
+fn decode_into(words: &[u32], out: &mut Vec<Record>) -> Result<(), DecodeError> {
     let mut i = 0;
     while i < words.len() {
         let get = |n: usize| words.get(i..i + n).ok_or(DecodeError::Truncated(i));
@@ -402,7 +487,7 @@ pub fn decode_report(words: &[u32]) -> Result<Vec<Record>, DecodeError> {
             _ => return Err(DecodeError::UnknownTag(i)),
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// First word of a descriptor-matrix blob: `[MATRIX_MAGIC, defect, cases]`, then per case
@@ -534,4 +619,89 @@ pub fn decode_matrix_report(words: &[u32]) -> Result<Vec<MatrixResult>, DecodeEr
             _ => Err(DecodeError::UnknownTag(7 * i)),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ConcreteOp;
+
+    #[test]
+    fn pages_become_ranges_and_back() {
+        let pages = [0x1000, 0x2000, 0x3000, 0x5000, 0xFFFF_F000];
+        let ranges = ProbeGroup::ranges_of(&pages);
+        assert_eq!(ranges, [(0x1000, 3), (0x5000, 1), (0xFFFF_F000, 1)]);
+        let g = ProbeGroup {
+            space: None,
+            primed: Vec::new(),
+            ranges,
+        };
+        assert_eq!(g.pages().collect::<Vec<_>>(), pages);
+        assert_eq!(g.count(), 5);
+    }
+
+    #[test]
+    fn a_blob_reads_back_as_written() {
+        let step = |op| ProbedStep {
+            groups: alloc::vec![
+                ProbeGroup {
+                    space: Some(0),
+                    primed: alloc::vec![0x1000],
+                    ranges: alloc::vec![(0x1000, 4)],
+                },
+                ProbeGroup {
+                    space: None,
+                    primed: Vec::new(),
+                    ranges: Vec::new(),
+                },
+            ],
+            step: Step {
+                op,
+                refuse: Some(2),
+            },
+        };
+        let sequences = [GuestSequence {
+            pool_frames: 300,
+            asids: 7,
+            steps: alloc::vec![step(ConcreteOp::Spawn), step(ConcreteOp::Exit { s: 0 })],
+        }];
+        let bytes = encode_blob(GuestDefect::DropStepRecord(3), &sequences);
+        let words: Vec<u32> = bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let mut blob = BlobReader::new(&words).unwrap();
+        assert_eq!(blob.defect, GuestDefect::DropStepRecord(3));
+        assert_eq!(blob.next_sequence(), Some(Ok(sequences[0].clone())));
+        assert_eq!(blob.next_sequence(), None);
+        // A blob cut short is an error, not a shorter sequence.
+        let mut cut = BlobReader::new(&words[..words.len() - 3]).unwrap();
+        assert!(matches!(cut.next_sequence(), Some(Err(_))));
+    }
+
+    #[test]
+    fn a_matrix_blob_writes_only_its_tables() {
+        let case = MatrixCase {
+            va: 0x1000_0000,
+            dacr: 0x5555_5555,
+            writes: alloc::vec![(MATRIX_L1 + 0x400, 0x4230_0c02), (MATRIX_L2 + 0x3FC, 1)],
+        };
+        let words = |cases: &[MatrixCase]| -> Vec<u32> {
+            encode_matrix(MatrixDefect::None, cases)
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        assert_eq!(
+            decode_matrix(&words(core::slice::from_ref(&case))),
+            Ok((MatrixDefect::None, alloc::vec![case.clone()]))
+        );
+        for outside in [MATRIX_L1 - 4, MATRIX_L2 + 0x400, MATRIX_L1 + 2, 0x4000_0000] {
+            let bad = MatrixCase {
+                writes: alloc::vec![(outside, 0)],
+                ..case.clone()
+            };
+            assert!(decode_matrix(&words(&[bad])).is_err(), "{outside:#x}");
+        }
+    }
 }

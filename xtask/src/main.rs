@@ -196,6 +196,7 @@ fn main() -> ExitCode {
                 &nightly::QemuNight {
                     corpus: "fuzz/corpus/ops",
                     seed: "random",
+                    probe_all: true,
                 },
             ))
         }
@@ -535,11 +536,13 @@ fn test(root: &Path) -> ExitCode {
             Action::QemuPlatform => qemu::platform(root),
             Action::FuzzSmoke(seconds) => {
                 let targets = fuzzing::TARGETS.map(String::from);
-                // CI runs the committed seeds and a fixed seed on QEMU, so that a failure
-                // there repeats; nightly runs the grown corpus and a new seed.
+                // CI runs the committed seeds and a fixed seed on QEMU, probing a sample, so
+                // that a failure there repeats and the step stays short; nightly runs the
+                // grown corpus and a new seed, probing every page.
                 let qemu = nightly::QemuNight {
                     corpus: "corpus/ops",
                     seed: "1",
+                    probe_all: false,
                 };
                 match nightly::nightly(root, seconds, 1, &targets, &qemu) {
                     0 => fuzz_speed::check_instrumentation(root),

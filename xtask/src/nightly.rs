@@ -52,6 +52,9 @@ pub struct QemuNight {
     pub corpus: &'static str,
     /// `random` at night, a fixed number in CI.
     pub seed: &'static str,
+    /// Every present page of every live space probed after every step (at night), or a
+    /// sample (in CI).
+    pub probe_all: bool,
 }
 
 /// Returns the exit status: 0 clean, 1 new crashes (or a QEMU failure), 2 a target could not
@@ -92,15 +95,19 @@ pub fn nightly(root: &Path, seconds: u64, jobs: u32, targets: &[String], qemu: &
         nights.push(night);
     }
     let corpus = qemu.corpus;
+    let qemu_probe_all = qemu.probe_all;
     let qemu = targets.iter().any(|t| t == "ops").then(|| {
         println!("==> nightly: `{corpus}` on QEMU's ARMv7 MMU");
-        let args: Vec<std::ffi::OsString> = vec![
+        let mut args: Vec<std::ffi::OsString> = vec![
             "--random".into(),
             QEMU_RANDOM.into(),
             "--seed".into(),
             qemu.seed.into(),
             root.join(corpus).into_os_string(),
         ];
+        if qemu.probe_all {
+            args.insert(0, "--probe-all".into());
+        }
         crate::qemu::suite_summarized(root, &args).map_err(|crate::Failure(why)| why)
     });
     let mut plots = Vec::new();
@@ -128,7 +135,12 @@ pub fn nightly(root: &Path, seconds: u64, jobs: u32, targets: &[String], qemu: &
             };
             let _ = writeln!(
                 report,
-                "\n## QEMU\n\n`{corpus}` and {QEMU_RANDOM} random sequences on QEMU's ARMv7 MMU: {verdict}.\n\n```\n{line}\n```"
+                "\n## QEMU\n\n`{corpus}` and {QEMU_RANDOM} random sequences on QEMU's ARMv7 MMU ({}): {verdict}.\n\n```\n{line}\n```",
+                if qemu_probe_all {
+                    "every present page of every live space probed after every step"
+                } else {
+                    "a sample of pages probed"
+                }
             );
             !ok
         }

@@ -87,10 +87,7 @@ extern "C" fn guest_main() -> ! {
         Ok(b) => b,
         Err(e) => fail(2, format_args!("ops.bin: {e:?}")),
     };
-    let mut report = match fs::File::create(c!("report.bin")) {
-        Ok(f) => f,
-        Err(e) => fail(2, format_args!("creating report.bin: {e:?}")),
-    };
+    let mut report = Report::create();
     let total = blob.remaining;
     let mut seq = 0;
     while let Some(sequence) = blob.next_sequence() {
@@ -109,19 +106,23 @@ extern "C" fn guest_main() -> ! {
             free: world.free_frames(),
         }
         .encode(&mut out);
+        report.write(&out);
         for (i, step) in sequence.steps.iter().enumerate() {
-            let record = world.step(i as u32, step);
             // The guest defect the runner must catch: a record that never arrives.
-            if blob.defect != GuestDefect::DropStepRecord(i as u32) {
-                record.encode(&mut out);
-            }
+            let dropped = blob.defect == GuestDefect::DropStepRecord(i as u32);
+            world.step(i as u32, step, &mut |words| {
+                if !dropped {
+                    report.write(words);
+                }
+            });
         }
         let free = world.teardown();
+        out.clear();
         Record::End { seq, free }.encode(&mut out);
-        let bytes: Vec<u8> = out.iter().flat_map(|w| w.to_le_bytes()).collect();
-        if let Err(e) = report.write_all(&bytes) {
-            fail(2, format_args!("writing report.bin: {e:?}"))
-        }
+        report.write(&out);
+        // Every finished sequence is on file before the next starts: a crash loses only the
+        // sequence it happened in, which the runner then names.
+        report.flush();
         seq += 1;
     }
     println!("guest: {seq} of {total} sequences run");
@@ -130,6 +131,43 @@ extern "C" fn guest_main() -> ! {
     } else {
         0
     })
+}
+
+/// `report.bin`, written as the guest goes (a step may probe millions of pages: its record
+/// never sits whole in the heap).
+struct Report {
+    file: fs::File,
+    buffer: Vec<u8>,
+}
+
+impl Report {
+    const FLUSH_AT: usize = 64 << 10;
+
+    fn create() -> Self {
+        match fs::File::create(c!("report.bin")) {
+            Ok(file) => Self {
+                file,
+                buffer: Vec::with_capacity(Self::FLUSH_AT + 64),
+            },
+            Err(e) => fail(2, format_args!("creating report.bin: {e:?}")),
+        }
+    }
+
+    fn write(&mut self, words: &[u32]) {
+        for w in words {
+            self.buffer.extend_from_slice(&w.to_le_bytes());
+        }
+        if self.buffer.len() >= Self::FLUSH_AT {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Err(e) = self.file.write_all(&self.buffer) {
+            fail(2, format_args!("writing report.bin: {e:?}"))
+        }
+        self.buffer.clear();
+    }
 }
 
 /// Writes `words` as `report.bin`.

@@ -4,7 +4,8 @@
 use alloc::vec::Vec;
 
 use op_driver::guest::{
-    EXEC_PL0, EXEC_PL1, GuestDefect, Probe, ProbedStep, Record, fetchable_address, fetchable_frame,
+    EXEC_PL0, EXEC_PL1, GuestDefect, Probe, ProbeGroup, ProbedStep, fetchable_address,
+    fetchable_frame, step_header,
 };
 use op_driver::{AccessOp, Accessor, ConcreteOp, Miss, POOL_FRAMES};
 use vmm::fault::Mode;
@@ -83,14 +84,20 @@ impl World {
         let _ = self.vm.switch_to(space);
     }
 
-    /// Runs one step: enter the probed space, prime its pages, apply the op, probe again.
-    pub fn step(&mut self, index: u32, s: &ProbedStep) -> Record {
-        let space = s
-            .probe_space
-            .and_then(|i| self.spaces.get(i as usize).copied());
-        self.enter(space);
-        let mut probes: Vec<Probe> = s
-            .probes
+    /// Runs one step: enter the step's space, prime its primed pages, apply the op, then probe
+    /// every group's pages (entering each group's space), handing the record's words to `out`
+    /// as they come: the header, then one probe at a time.
+    pub fn step(&mut self, index: u32, s: &ProbedStep, out: &mut impl FnMut(&[u32])) {
+        let space_of = |spaces: &[SpaceId], g: Option<&ProbeGroup>| {
+            g.and_then(|g| g.space)
+                .and_then(|i| spaces.get(i as usize).copied())
+        };
+        let own = space_of(&self.spaces, s.groups.first());
+        self.enter(own);
+        let mut primed: Vec<Probe> = s
+            .groups
+            .first()
+            .map_or(&[][..], |g| &g.primed[..])
             .iter()
             .map(|&va| {
                 let mut p = Probe {
@@ -109,30 +116,28 @@ impl World {
             &mut RealAccesses,
         );
         self.vm.machine_mut().refuse_allocation(None);
-        for p in &mut probes {
-            p.ats = [
-                cp15::ats1cur(p.va),
-                cp15::ats1cuw(p.va),
-                cp15::ats1cpr(p.va),
-                cp15::ats1cpw(p.va),
-            ];
-            prime(p, 4);
-            if p.ats[2] & 1 == 0 {
-                let pa = p.ats[2] & !0xFFF;
-                p.content = ldr(pa).unwrap_or(0);
-                if let Some([pl0, pl1]) =
-                    with_fetchable(p.va, pa, || [fetch_at(p.va, true), fetch_at(p.va, false)])
-                {
-                    p.set_access(EXEC_PL0, pl0);
-                    p.set_access(EXEC_PL1, pl1);
-                }
+        let count = s.groups.iter().map(ProbeGroup::count).sum();
+        out(&step_header(index, outcome, self.free_frames(), count));
+        for (k, g) in s.groups.iter().enumerate() {
+            // The step's own space is the one entered before it (it may have exited since:
+            // then the pages are probed in no space); the others are indices after it.
+            let space = if k == 0 {
+                own.filter(|id| self.spaces.contains(id))
+            } else {
+                space_of(&self.spaces, Some(g))
+            };
+            self.enter(space);
+            for va in g.pages() {
+                let mut p = match primed.iter().position(|p| p.va == va) {
+                    Some(i) if k == 0 => primed.swap_remove(i),
+                    _ => Probe {
+                        va,
+                        ..Probe::default()
+                    },
+                };
+                probe(&mut p);
+                out(&p.words());
             }
-        }
-        Record::Step {
-            step: index,
-            outcome,
-            free: self.free_frames(),
-            probes,
         }
     }
 
@@ -157,6 +162,28 @@ impl World {
         let free = self.free_frames();
         boot::use_boot_tables();
         free
+    }
+}
+
+/// After the step: ATS at both levels, the real accesses again, the word the tables point to,
+/// and instruction fetches from the page.
+fn probe(p: &mut Probe) {
+    p.ats = [
+        cp15::ats1cur(p.va),
+        cp15::ats1cuw(p.va),
+        cp15::ats1cpr(p.va),
+        cp15::ats1cpw(p.va),
+    ];
+    prime(p, 4);
+    if p.ats[2] & 1 == 0 {
+        let pa = p.ats[2] & !0xFFF;
+        p.content = ldr(pa).unwrap_or(0);
+        if let Some([pl0, pl1]) =
+            with_fetchable(p.va, pa, || [fetch_at(p.va, true), fetch_at(p.va, false)])
+        {
+            p.set_access(EXEC_PL0, pl0);
+            p.set_access(EXEC_PL1, pl1);
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use checker::{Divergence, DivergenceKind};
 use op_driver::guest::{ACCESS_NAMES, EXEC_PL0, EXEC_PL1, Probe, Record};
 use vmm::Layout;
 
-use crate::plan::{FrameName, PageView, Plan};
+use crate::plan::{ExpectedPage, FrameName, PageView, Plan};
 
 /// The guest's report for one sequence (records between its start and end).
 #[derive(Clone, Debug, Default)]
@@ -188,12 +188,17 @@ pub fn compare(plan: &Plan, report: &SequenceReport) -> Result<(), Box<Divergenc
         }
         let mut model = format!("free frames: {}\n", expected.free);
         let mut guest = format!("free frames: {free}\n");
-        for ((va, want), p) in expected.pages.iter().zip(probes) {
-            let got = frames
-                .view(p, want)
+        for (want, p) in expected.pages.iter().zip(probes) {
+            let view = frames
+                .view(p, &want.view)
                 .map_err(|why| diverge(DivergenceKind::FrameBijection, at, String::new(), why))?;
-            let _ = writeln!(model, "{va:#010x}  {want}");
-            let _ = writeln!(guest, "{:#010x}  {got}", p.va);
+            let got = ExpectedPage {
+                va: p.va,
+                view,
+                ..*want
+            };
+            let _ = writeln!(model, "{want}");
+            let _ = writeln!(guest, "{got}");
         }
         if probes.len() != expected.pages.len() {
             let _ = writeln!(guest, "({} probes reported)", probes.len());
@@ -333,7 +338,7 @@ mod tests {
         .unwrap();
         let plan = crate::plan::plan(&steps);
         // The write's page is probed, and the model expects it mapped read/write.
-        let (va, view) = plan.expected[2].pages[0];
+        let ExpectedPage { va, view, .. } = plan.expected[2].pages[0];
         assert_eq!(va, plan.expected[1].outcome_value().unwrap());
         assert!(matches!(
             view,

@@ -19,7 +19,7 @@ use op_driver::guest::{
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use qemu_runner::matrix::{self, Finding, Kind};
-use qemu_runner::plan::{Plan, plan};
+use qemu_runner::plan::{Plan, Probing, plan_with};
 use qemu_runner::qemu::run_guest;
 use qemu_runner::verdict::{Verdict, judge};
 use qemu_runner::{defects, qemu};
@@ -40,6 +40,10 @@ struct Args {
     /// Ops per random sequence.
     #[arg(long, default_value_t = 50)]
     length: usize,
+    /// Probe every present page of every live space after every step (nightly), instead of a
+    /// sample: at most 128 pages of the step's own space.
+    #[arg(long)]
+    probe_all: bool,
     /// Sequences per boot of the guest.
     #[arg(long, default_value_t = 250)]
     batch: usize,
@@ -178,13 +182,13 @@ fn run_items(
 
 /// The sequences of `files` (directories stand for their files), read as `checker replay`
 /// reads them: `.ops` text held to the strict rules, fuzzer bytes decoded as the target does.
-fn load_files(files: &[PathBuf], flags: KindFlags) -> Result<Vec<Item>, String> {
+fn load_files(files: &[PathBuf], flags: KindFlags, probing: Probing) -> Result<Vec<Item>, String> {
     let mut items = Vec::new();
     for input in expand_dirs(files, flags) {
         let steps = input.read_strict()?;
         items.push(Item {
             name: shown(&input.path),
-            plan: plan(&steps),
+            plan: plan_with(&steps, probing),
         });
     }
     Ok(items)
@@ -220,7 +224,12 @@ fn suite(args: &Args) -> Result<bool, String> {
         text: args.text,
         bytes: args.bytes,
     };
-    let mut items = load_files(&files, flags)?;
+    let probing = if args.probe_all {
+        Probing::Everything
+    } else {
+        Probing::Sample
+    };
+    let mut items = load_files(&files, flags, probing)?;
     let file_count = items.len();
     for (i, steps) in random_sequences(args.random, args.seed, args.length)
         .into_iter()
@@ -228,7 +237,7 @@ fn suite(args: &Args) -> Result<bool, String> {
     {
         items.push(Item {
             name: format!("random #{i} (seed {})", args.seed),
-            plan: plan(&steps),
+            plan: plan_with(&steps, probing),
         });
     }
     println!(
@@ -313,11 +322,11 @@ fn suite(args: &Args) -> Result<bool, String> {
         },
         stats.probes,
         stats.fetch_probes,
-        if stats.capped_steps == 0 {
-            String::new()
+        if args.probe_all {
+            ": every present page of every live space".to_string()
         } else {
             format!(
-                " (a sample: {} steps probed on their {} lowest pages only, {} pages unprobed)",
+                ": a sample, the step's own space, {} steps on their {} lowest pages only, {} pages unprobed (--probe-all probes every page)",
                 stats.capped_steps,
                 qemu_runner::plan::MAX_PROBES,
                 stats.unprobed
@@ -339,11 +348,12 @@ fn sound_and_broken(
     name: &str,
     ops: &str,
     defect: GuestDefect,
+    probing: Probing,
 ) -> Result<(Sequence, Verdict, Verdict), String> {
     let steps = parse_sequence(ops).map_err(|e| format!("{name}: {e}"))?;
     let item = [Item {
         name: name.into(),
-        plan: plan(&steps),
+        plan: plan_with(&steps, probing),
     }];
     let timeout = Duration::from_secs(args.timeout);
     let mut stats = Stats::default();
@@ -356,7 +366,8 @@ fn sound_and_broken(
 fn prove_defects(args: &Args) -> Result<bool, String> {
     let mut all = true;
     for case in defects::cases() {
-        let (steps, sound, broken) = sound_and_broken(args, case.name, case.ops, case.guest)?;
+        let (steps, sound, broken) =
+            sound_and_broken(args, case.name, case.ops, case.guest, Probing::Sample)?;
         let kind_of = |v: &Verdict| match v {
             Verdict::Pass => Ok(None),
             Verdict::Diverged(d) => Ok(Some(d.kind)),
@@ -388,7 +399,8 @@ fn prove_defects(args: &Args) -> Result<bool, String> {
         }
     }
     for case in defects::harness_cases() {
-        let (_, sound, broken) = sound_and_broken(args, case.name, case.ops, case.guest)?;
+        let (_, sound, broken) =
+            sound_and_broken(args, case.name, case.ops, case.guest, Probing::Sample)?;
         let said = match &broken {
             Verdict::Crashed(why) => why.lines().next().unwrap_or("").to_string(),
             Verdict::Pass => "passed".to_string(),
@@ -408,6 +420,29 @@ fn prove_defects(args: &Args) -> Result<bool, String> {
             },
         );
     }
+    // A defect on a page past the sample: only probing every page sees it.
+    let (name, ops) = (
+        "a read-only page written read/write past the sample (the last page of a 2 MiB device range)",
+        "spawn\nmapdev s=0 addr=0x3000000 page=0 len=0x200000 prot=0x3\nmprotect s=0 addr=0x31ff000 len=0x1000 prot=0x1\n",
+    );
+    let defect = GuestDefect::MakeReadOnlyUserPagesWritable;
+    let (_, _, sampled) = sound_and_broken(args, name, ops, defect, Probing::Sample)?;
+    let (_, sound, broken) = sound_and_broken(args, name, ops, defect, Probing::Everything)?;
+    let kind = |v: &Verdict| match v {
+        Verdict::Pass => "agrees".to_string(),
+        Verdict::Diverged(d) => format!("{:?}", d.kind),
+        Verdict::Crashed(why) => why.lines().next().unwrap_or("").to_string(),
+    };
+    let ok = matches!(sound, Verdict::Pass)
+        && matches!(&broken, Verdict::Diverged(d) if d.kind == DivergenceKind::State);
+    all &= ok;
+    println!(
+        "{} {name}: expected State with --probe-all; QEMU {} (sound machine: {}; a sample: {})",
+        if ok { "PASS" } else { "FAIL" },
+        kind(&broken),
+        kind(&sound),
+        kind(&sampled),
+    );
     let new = |findings: Vec<Finding>| -> Vec<Finding> {
         findings
             .into_iter()

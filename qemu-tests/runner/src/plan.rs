@@ -6,12 +6,42 @@ use std::fmt;
 
 use checker::concrete::{apply_model, resolve};
 use checker::{Config, Sequence, Step};
-use op_driver::guest::{GuestSequence, ProbedStep, fetchable_address, fetchable_frame};
+use op_driver::guest::{GuestSequence, ProbeGroup, ProbedStep, fetchable_address, fetchable_frame};
 use op_driver::{AccessOp, ConcreteOp, Outcome};
 use reference_model::model::{self, Model};
 
-/// Most pages probed around one op.
+/// Most pages probed around one op when probing a sample, and most pages primed before one.
 pub const MAX_PROBES: usize = 128;
+
+/// Which pages are probed after each step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Probing {
+    /// In the step's own space, its present pages before and after the step, the op's own
+    /// range and every vmalloc page: the [`MAX_PROBES`] lowest of them (the CI suite).
+    Sample,
+    /// Every one of those pages, and every present page of every other live space (nightly).
+    Everything,
+}
+
+/// A page probed after a step, and what the model expects of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpectedPage {
+    /// The live space (after the step) it is probed in when that is not the step's own.
+    pub other_space: Option<u32>,
+    /// The page.
+    pub va: u32,
+    /// What the tables must show.
+    pub view: PageView,
+}
+
+impl fmt::Display for ExpectedPage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(s) = self.other_space {
+            write!(f, "s={s} ")?;
+        }
+        write!(f, "{:#010x}  {}", self.va, self.view)
+    }
+}
 /// Pages of an op's own range that are probed even when nothing is mapped there.
 const RANGE_PAGES: u32 = 16;
 
@@ -85,11 +115,11 @@ pub struct Expected {
     pub outcome: Outcome,
     /// Free frames.
     pub free: u32,
-    /// Every probed page's view.
-    pub pages: Vec<(u32, PageView)>,
+    /// Every probed page, in the order the guest probes them.
+    pub pages: Vec<ExpectedPage>,
     /// Model frames alive after the step (pairings of the others are forgotten).
     pub live_frames: Vec<u64>,
-    /// Pages the step would probe beyond [`MAX_PROBES`] (not probed: the SUMMARY says so).
+    /// Pages of the step's own space left out of a [`Probing::Sample`] (the SUMMARY says so).
     pub unprobed: usize,
 }
 
@@ -201,6 +231,24 @@ impl ModelSide {
         }
     }
 
+    /// The present pages of live space `space` (if it is one) and every vmalloc page.
+    fn present(&self, space: Option<usize>) -> Vec<u32> {
+        let mut pages: Vec<u32> = space
+            .and_then(|i| self.ids.get(i))
+            .map(|m| {
+                self.model.spaces[m]
+                    .ptes
+                    .keys()
+                    .map(|&a| a as u32)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (&start, frames) in &self.model.vmalloc {
+            pages.extend((0..frames.len() as u32).map(|i| start as u32 + i * 0x1000));
+        }
+        pages
+    }
+
     /// Whether the guest runs `op` (after [`resolve`]): every op but an instruction fetch it
     /// cannot place (see `op_driver::guest::fetchable_frame`): one in the kernel's linear map
     /// or on a device page outside RAM.
@@ -235,10 +283,16 @@ fn frame_fetchable(frame: FrameName) -> bool {
     }
 }
 
-/// Plans `sequence` (instruction fetches the guest cannot run are removed, see
-/// [`ModelSide::runs_in_guest`]).
+/// Plans `sequence` probing a sample (see [`plan_with`]).
 #[must_use]
 pub fn plan(sequence: &Sequence) -> Plan {
+    plan_with(sequence, Probing::Sample)
+}
+
+/// Plans `sequence` with `probing` (instruction fetches the guest cannot run are removed, see
+/// [`ModelSide::runs_in_guest`]).
+#[must_use]
+pub fn plan_with(sequence: &Sequence, probing: Probing) -> Plan {
     let mut steps = Vec::new();
     let mut fetches_removed = 0;
     let config = sequence.config;
@@ -264,31 +318,71 @@ pub fn plan(sequence: &Sequence) -> Plan {
                 .map(|s| s as usize)
                 .or((!side.ids.is_empty()).then_some(0)),
         };
-        let mut pages: Vec<u32> = Vec::new();
-        if let Some(m) = space.and_then(|i| side.ids.get(i)) {
-            pages.extend(side.model.spaces[m].ptes.keys().map(|&a| a as u32));
-            pages.extend(op_pages(&op));
-        }
-        for (&start, frames) in &side.model.vmalloc {
-            pages.extend((0..frames.len() as u32).map(|i| start as u32 + i * 0x1000));
-        }
-        pages.sort_unstable();
-        pages.dedup();
-        let unprobed = pages.len().saturating_sub(MAX_PROBES);
-        pages.truncate(MAX_PROBES);
+        let own = space.is_some_and(|i| i < side.ids.len());
+        let range: Vec<u32> = if own { op_pages(&op) } else { Vec::new() };
+        let mut pages = side.present(space);
+        pages.extend(&range);
         side.model.refuse_allocation = step.refuse.map(u64::from);
         let outcome = apply_model(&mut side.model, &mut side.ids, &op);
         side.model.refuse_allocation = None;
+        pages.extend(side.present(space));
+        pages.sort_unstable();
+        pages.dedup();
+        let unprobed = match probing {
+            Probing::Sample => pages.len().saturating_sub(MAX_PROBES),
+            Probing::Everything => 0,
+        };
+        pages.truncate(pages.len() - unprobed);
+        // The op's own pages are primed first: those are the TLB entries it must invalidate.
+        let mut primed: Vec<u32> = range
+            .iter()
+            .copied()
+            .filter(|va| pages.binary_search(va).is_ok())
+            .collect();
+        primed.sort_unstable();
+        primed.dedup();
+        primed.extend(pages.iter().filter(|va| !range.contains(va)));
+        primed.truncate(MAX_PROBES);
+        let mut view: Vec<ExpectedPage> = pages
+            .iter()
+            .map(|&va| ExpectedPage {
+                other_space: None,
+                va,
+                view: side.view(space, va),
+            })
+            .collect();
+        let mut groups = vec![ProbeGroup {
+            space: space.map(|s| s as u32),
+            primed,
+            ranges: ProbeGroup::ranges_of(&pages),
+        }];
+        if probing == Probing::Everything {
+            for other in (0..side.ids.len()).filter(|&i| Some(i) != space) {
+                let mut pages = side.present(Some(other));
+                // Kernel pages were probed in the step's own group.
+                pages.retain(|&va| va < 0x4000_0000);
+                pages.sort_unstable();
+                view.extend(pages.iter().map(|&va| ExpectedPage {
+                    other_space: Some(other as u32),
+                    va,
+                    view: side.view(Some(other), va),
+                }));
+                groups.push(ProbeGroup {
+                    space: Some(other as u32),
+                    primed: Vec::new(),
+                    ranges: ProbeGroup::ranges_of(&pages),
+                });
+            }
+        }
         expected.push(Expected {
             outcome,
             free: side.model.free,
-            pages: pages.iter().map(|&va| (va, side.view(space, va))).collect(),
+            pages: view,
             live_frames: side.model.frames.keys().copied().collect(),
             unprobed,
         });
         probed.push(ProbedStep {
-            probe_space: space.map(|s| s as u32),
-            probes: pages,
+            groups,
             step: op_driver::Step {
                 op,
                 refuse: step.refuse.map(u16::from),
@@ -323,5 +417,50 @@ impl Plan {
             asids: self.config.asids,
             steps: self.probed.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FORKED: &str = "spawn\nmapdev s=0 addr=0x3000000 page=0 len=0x200000 prot=0x3\nfork s=0\nread s=0 addr=0x3000000 mode=user\n";
+
+    #[test]
+    fn a_sample_is_the_lowest_pages_of_the_steps_own_space() {
+        let p = plan(&checker::parse_sequence(FORKED).unwrap());
+        let read = &p.probed[3];
+        assert_eq!(read.groups.len(), 1);
+        assert_eq!(read.groups[0].space, Some(0));
+        assert_eq!(read.groups[0].count() as usize, MAX_PROBES);
+        assert_eq!(read.groups[0].ranges, [(0x300_0000, MAX_PROBES as u32)]);
+        assert_eq!(p.expected[3].unprobed, 512 - MAX_PROBES);
+        // The read's own page is primed, with the lowest others up to the limit.
+        assert_eq!(read.groups[0].primed.first(), Some(&0x300_0000));
+        assert_eq!(read.groups[0].primed.len(), MAX_PROBES);
+    }
+
+    #[test]
+    fn everything_is_every_page_of_every_live_space() {
+        let p = plan_with(
+            &checker::parse_sequence(FORKED).unwrap(),
+            Probing::Everything,
+        );
+        let read = &p.probed[3];
+        let spaces: Vec<Option<u32>> = read.groups.iter().map(|g| g.space).collect();
+        assert_eq!(spaces, [Some(0), Some(1)]);
+        assert!(read.groups.iter().all(|g| g.count() == 512));
+        assert_eq!(read.groups[0].ranges, [(0x300_0000, 512)]);
+        assert_eq!(p.expected[3].unprobed, 0);
+        let e = &p.expected[3].pages;
+        assert_eq!(e.len(), 1024);
+        assert_eq!((e[0].other_space, e[512].other_space), (None, Some(1)));
+        assert!(
+            e[512].to_string().starts_with("s=1 0x03000000  pl0 rw-"),
+            "{}",
+            e[512]
+        );
+        // The fork's own step probes the parent's pages and, after it, the child's.
+        assert_eq!(p.probed[2].groups.len(), 2);
     }
 }

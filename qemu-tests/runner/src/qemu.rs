@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use op_driver::guest::{Record, decode_report};
+use op_driver::guest::{Record, decode_report_prefix};
 
 use crate::compare::SequenceReport;
 
@@ -117,10 +117,8 @@ pub fn run_guest(
     batch: usize,
 ) -> io::Result<GuestRun> {
     let raw = boot(guest, blob, timeout, batch)?;
-    let (records, report_error) = match decode_report(&raw.words) {
-        Ok(r) => (r, None),
-        Err(e) => (Vec::new(), Some(format!("report.bin: {e:?}"))),
-    };
+    let (records, error) = decode_report_prefix(&raw.words);
+    let report_error = error.map(|e| format!("report.bin: {e:?}"));
     let (sequences, record_error) = split(records);
     Ok(GuestRun {
         sequences,

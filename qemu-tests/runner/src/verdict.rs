@@ -56,12 +56,13 @@ pub fn judge(plans: &[&Plan], run: &GuestRun, timeout: Duration) -> Vec<Verdict>
             (_, Some(0)) => "the guest ended without finishing it".to_string(),
             (_, Some(code)) => format!("the guest crashed (exit status {code})"),
         };
-        verdicts.push(Verdict::Crashed(format!(
-            "at step {} of {}: {why}{}",
-            step + 1,
-            plans[finished].steps.len(),
-            guest_said()
-        )));
+        let steps = plans[finished].steps.len();
+        let at = if step < steps {
+            format!("at step {} of {steps}", step + 1)
+        } else {
+            format!("after step {steps} of {steps}")
+        };
+        verdicts.push(Verdict::Crashed(format!("{at}: {why}{}", guest_said())));
         return verdicts;
     }
     // Every sequence finished: nothing may follow, and the guest must say it succeeded.
@@ -71,6 +72,9 @@ pub fn judge(plans: &[&Plan], run: &GuestRun, timeout: Duration) -> Vec<Verdict>
         run.sequences.len() > plans.len(),
     ) {
         (Some(e), _, _) => Some(format!("a record after its end: {}", e.why)),
+        (None, _, _) if run.report_error.is_some() => {
+            Some("an unreadable record after its end".to_string())
+        }
         (None, _, true) => Some(format!(
             "the guest reported {} sequences for a batch of {}",
             run.sequences.len(),
@@ -187,7 +191,7 @@ mod tests {
         r.insert(3, again); // step 1 of sequence 0 twice
         assert_eq!(
             judged(r, Some(0)),
-            ["at step 3 of 2: the record of step 2 again or out of order (step 3 was due)"]
+            ["after step 2 of 2: the record of step 2 again or out of order (step 3 was due)"]
         );
         let mut r = batch();
         r.push(Record::Step {
@@ -268,5 +272,49 @@ mod tests {
             judged(r, None),
             ["pass", "at step 2 of 2: the guest timed out after 9 s"]
         );
+    }
+
+    /// A report as words, read back as the runner reads one.
+    fn run_of_words(words: &[u32], status: Option<i32>) -> Vec<String> {
+        let (records, error) = op_driver::guest::decode_report_prefix(words);
+        let mut run = run_of(records, status);
+        run.report_error = error.map(|e| format!("{e:?}"));
+        let p = two_steps();
+        judge(&[&p, &p], &run, Duration::from_secs(9))
+            .into_iter()
+            .map(|v| match v {
+                Verdict::Pass => "pass".to_string(),
+                Verdict::Diverged(d) => format!("diverged {:?} at {}", d.kind, d.at + 1),
+                Verdict::Crashed(why) => why.lines().next().unwrap_or("").to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_torn_report_keeps_what_came_before_and_fails_what_follows() {
+        let mut words = Vec::new();
+        for r in batch() {
+            r.encode(&mut words);
+        }
+        // Cut inside the last record (the guest died while writing it): sequence 0 stands.
+        let torn = &words[..words.len() - 2];
+        assert_eq!(
+            run_of_words(torn, Some(3)),
+            [
+                "pass",
+                "after step 2 of 2: the guest crashed (exit status 3); Truncated(34)"
+            ]
+        );
+        // Words that are no record after a whole batch fail its last sequence.
+        let mut garbage = words.clone();
+        garbage.extend([99, 1, 2]);
+        assert_eq!(
+            run_of_words(&garbage, Some(0)),
+            [
+                "pass",
+                "after step 2 of 2: an unreadable record after its end; UnknownTag(38)"
+            ]
+        );
+        assert_eq!(run_of_words(&words, Some(0)), ["pass", "pass"]);
     }
 }
