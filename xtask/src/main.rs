@@ -32,6 +32,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 
 mod coverage;
+mod detect;
 mod fuzz_proof;
 mod fuzz_speed;
 mod fuzzing;
@@ -96,6 +97,31 @@ enum Task {
         /// The fuzzing budget in seconds.
         #[arg(long, default_value_t = 120)]
         seconds: u64,
+    },
+    /// Time to detection: every defect of the catalogue (broken machines and patches to a
+    /// scratch copy of the vmm) fuzzed with the `ops` target from the committed seeds, once
+    /// per seed; a table (target/detect/report.md) and a SUMMARY. Exit 1 when a defect was
+    /// missed with some seed.
+    Detect {
+        /// The CI subset: a fixed number of executions and one fixed seed (deterministic),
+        /// no minimizing.
+        #[arg(long)]
+        quick: bool,
+        /// libFuzzer seeds, one fuzzing run per defect each (default: 1,2,3; 1 with --quick).
+        #[arg(long, value_delimiter = ',')]
+        seeds: Vec<u64>,
+        /// Budget of one fuzzing run in seconds (full runs).
+        #[arg(long, default_value_t = 120)]
+        seconds: u64,
+        /// Executions of one fuzzing run (--quick).
+        #[arg(long, default_value_t = 20000)]
+        runs: u64,
+        /// Only these defects (comma-separated names).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Skip minimizing the finds (it rebuilds the checker for every patch).
+        #[arg(long)]
+        no_minimize: bool,
     },
     /// An HTML coverage report of the vmm crate from the fuzz corpora and the regression
     /// scenarios (cargo-llvm-cov, installed when missing), in target/coverage/html/.
@@ -202,6 +228,31 @@ fn main() -> ExitCode {
         }
         Task::FuzzProof { defect, seconds } => {
             ExitCode::from(fuzz_proof::fuzz_proof(&root, &defect, seconds))
+        }
+        Task::Detect {
+            quick,
+            seeds,
+            seconds,
+            runs,
+            only,
+            no_minimize,
+        } => {
+            let seeds = match (seeds.is_empty(), quick) {
+                (false, _) => seeds,
+                (true, true) => vec![1],
+                (true, false) => vec![1, 2, 3],
+            };
+            ExitCode::from(detect::detect(
+                &root,
+                &detect::Options {
+                    quick,
+                    seeds,
+                    seconds,
+                    runs,
+                    only,
+                    no_minimize,
+                },
+            ))
         }
         Task::Coverage => coverage::coverage(&root),
         Task::FuzzSpeed { inputs, rounds } => {

@@ -1,0 +1,282 @@
+//! The defect catalogue: the bugs `cargo xtask detect` times the fuzzer against. Broken
+//! machines are the checker's own (`checker::Defect::NAMED`, selected at run time with
+//! `VMM_FUZZ_DEFECT`); every other defect is a small patch to a scratch copy of the vmm, so the
+//! production code carries no defect switches. The catalogue grows with every real finding.
+
+use super::scratch::Patch;
+
+/// How a defect is injected.
+#[derive(Clone, Copy, Debug)]
+pub enum How {
+    /// A broken machine of the checker, by its `--defect` name.
+    Machine(&'static str),
+    /// A patch to the scratch copy.
+    Patch(Patch),
+}
+
+/// One defect.
+#[derive(Debug)]
+pub struct Defect {
+    /// A short name (`--only NAME`).
+    pub name: &'static str,
+    /// The layer it lives in.
+    pub layer: &'static str,
+    /// What is wrong, as the table says it.
+    pub what: &'static str,
+    /// How it is injected.
+    pub how: How,
+    /// Part of the `--quick` subset CI runs.
+    pub quick: bool,
+}
+
+const fn machine(
+    name: &'static str,
+    layer: &'static str,
+    what: &'static str,
+    quick: bool,
+) -> Defect {
+    Defect {
+        name,
+        layer,
+        what,
+        how: How::Machine(name),
+        quick,
+    }
+}
+
+const fn patch(
+    name: &'static str,
+    layer: &'static str,
+    what: &'static str,
+    file: &'static str,
+    find: &'static str,
+    replace: &'static str,
+    quick: bool,
+) -> Defect {
+    Defect {
+        name,
+        layer,
+        what,
+        how: How::Patch(Patch {
+            file,
+            find,
+            replace,
+        }),
+        quick,
+    }
+}
+
+/// Every defect, machines first.
+pub const CATALOGUE: &[Defect] = &[
+    machine(
+        "drop-every-invalidate",
+        "tlb",
+        "the hardware loses every TLB invalidate",
+        true,
+    ),
+    machine(
+        "drop-first-invalidate",
+        "tlb",
+        "the hardware loses the first page invalidate",
+        false,
+    ),
+    machine(
+        "ro-user-pages-writable",
+        "descriptors",
+        "read-only user small pages are written read/write",
+        false,
+    ),
+    machine(
+        "user-pages-executable",
+        "descriptors",
+        "user small pages are written without XN",
+        false,
+    ),
+    machine(
+        "clear-not-global",
+        "descriptors",
+        "user small pages are written global",
+        false,
+    ),
+    machine(
+        "corrupt-frame-copy",
+        "faults-cow",
+        "frame copies lose their first word",
+        false,
+    ),
+    machine(
+        "skip-frame-zeroing",
+        "buddy",
+        "frames are handed out unzeroed",
+        true,
+    ),
+    machine("drop-barriers", "tlb", "DSB and ISB do nothing", false),
+    machine(
+        "disguised-cacheable-device",
+        "descriptors",
+        "device pages land in RAM as Normal cacheable memory, the vmm reads back what it wrote",
+        false,
+    ),
+    machine(
+        "disguised-global-user-pages",
+        "descriptors",
+        "user pages land global, the vmm reads back nG = 1",
+        false,
+    ),
+    machine(
+        "skip-third-page-invalidate",
+        "tlb",
+        "the vmm forgets its third page invalidate",
+        false,
+    ),
+    machine(
+        "skip-asid-invalidates",
+        "asids",
+        "the vmm never invalidates by ASID",
+        false,
+    ),
+    machine(
+        "skip-asid-reinvalidate",
+        "asids",
+        "the vmm invalidates an ASID at exit but not when handing it out again",
+        false,
+    ),
+    machine(
+        "clear-after-invalidate",
+        "tlb",
+        "the vmm invalidates, then clears the descriptor, then barriers",
+        false,
+    ),
+    machine(
+        "invalidate-after-free",
+        "tlb",
+        "the vmm frees a frame before invalidating the page that mapped it",
+        false,
+    ),
+    patch(
+        "buddy-merge-keeps-buddy-listed",
+        "buddy",
+        "When a freed block merges with its free buddy, the buddy is not taken off its free list, so it can later be handed out while it is also part of the merged block (one frame given to two owners).",
+        "vmm/src/phys/buddy.rs",
+        "            self.unlink(order, b);\n",
+        "            let _ = b;\n",
+        false,
+    ),
+    patch(
+        "section-ap2-at-small-page-bit",
+        "descriptors",
+        "Section descriptors put AP[2] at bit 9 (the small-page position) instead of bit 15, so a read-only user device section is encoded AP=011 and is writable from user mode.",
+        "vmm/src/arch/armv7/descriptor.rs",
+        "                    | set(attrs.ap.ap2(), 15)\n",
+        "                    | set(attrs.ap.ap2(), 9)\n",
+        false,
+    ),
+    patch(
+        "prot-none-pages-global",
+        "descriptors",
+        "PROT_NONE user pages are encoded with nG=0 (global, as LiteOS-A does) instead of keeping nG=1.",
+        "vmm/src/arch/armv7/attributes.rs",
+        "            ng: user,\n",
+        "            ng: user && f.contains(MappingFlags::READ),\n",
+        false,
+    ),
+    patch(
+        "section-split-maps-first-frame",
+        "arch-mmu",
+        "Splitting a 1 MiB section into small pages maps all 256 small pages to the section's first frame instead of consecutive frames.",
+        "vmm/src/arch/armv7/mmu/commit.rs",
+        "                        base: frame_plus(first, i)?.start(),\n",
+        "                        base: first.start(),\n",
+        false,
+    ),
+    patch(
+        "first-fit-skips-exact-gap",
+        "regions",
+        "First fit skips a free gap that is exactly the requested size, so mmap/shmat/mremap place the mapping at a later address (or fail with ENOMEM).",
+        "vmm/src/space/regions.rs",
+        "            if u64::from(s) >= u64::from(candidate) + u64::from(pages) {\n",
+        "            if u64::from(s) > u64::from(candidate) + u64::from(pages) {\n",
+        false,
+    ),
+    patch(
+        "mremap-efault-at-region-end",
+        "syscalls",
+        "mremap returns EFAULT for an old range that ends exactly at its region's end (e.g. a whole mapping), an off-by-one in the 'inside one region' check.",
+        "vmm/src/syscalls/mremap.rs",
+        "            .filter(|r| src.end_number() <= r.range.end_number())\n",
+        "            .filter(|r| src.end_number() < r.range.end_number())\n",
+        true,
+    ),
+    patch(
+        "cow-reuses-frame-shared-twice",
+        "faults-cow",
+        "A write fault on a copy-on-write page whose frame is mapped twice makes the shared frame writable in place instead of copying it, so the other space sees the write.",
+        "vmm/src/fault.rs",
+        "        if count <= 1 {\n",
+        "        if count <= 2 {\n",
+        false,
+    ),
+    patch(
+        "mprotect-unprotects-cow-pair",
+        "faults-cow",
+        "mprotect(PROT_WRITE) makes a private anon page writable in hardware when its frame is shared by exactly two mappings (after a fork), so a later write skips copy-on-write.",
+        "vmm/src/syscalls/mod.rs",
+        "self.frames.ref_count(t.frame).is_ok_and(|c| c > 1)",
+        "self.frames.ref_count(t.frame).is_ok_and(|c| c > 2)",
+        false,
+    ),
+    patch(
+        "exit-skips-last-region",
+        "fork-exit",
+        "exit unmaps only up to the start of the last region, so the last region's frames keep their references and leak (and an shm attachment there is never detached); a one-region space unmaps nothing.",
+        "vmm/src/vm.rs",
+        "                last.range.end_number() - first.range.start().number(),\n",
+        "                last.range.start().number() - first.range.start().number(),\n",
+        false,
+    ),
+    patch(
+        "shm-destroyed-with-one-attach-left",
+        "shm",
+        "A segment marked IPC_RMID is destroyed (its frames freed) when its second-to-last attachment detaches, while one attachment still maps it.",
+        "vmm/src/shm.rs",
+        "        if s.removed && s.attached == 0 {\n",
+        "        if s.removed && s.attached <= 1 {\n",
+        false,
+    ),
+    patch(
+        "asid-limit-never-handed-out",
+        "asids",
+        "The highest ASID (the configured limit, 255 by default) is never handed out, so spawn/fork fail with ENOMEM one space early (and leak the new L1 table frame).",
+        "vmm/src/arch/armv7/asid.rs",
+        "        let value = (1..=self.limit)\n",
+        "        let value = (1..self.limit)\n",
+        false,
+    ),
+    patch(
+        "fault-leaks-frame-on-table-enomem",
+        "atomicity",
+        "When demand paging cannot get an L2 table page, the fault is reported unresolved but the zeroed data frame it already allocated is not given back.",
+        "vmm/src/fault.rs",
+        "                    let _ = self.frames.free(&mut self.machine, frame);\n",
+        "                    let _ = frame;\n",
+        false,
+    ),
+    patch(
+        "cow-remap-skips-invalidate",
+        "tlb",
+        "The copy-on-write re-point (remap_page) clears and rewrites the PTE with barriers but never issues TLBIMVA for the page, so the old read-only translation of the old frame stays in the TLB.",
+        "vmm/src/arch/armv7/mmu/mod.rs",
+        "            batch.push(page_to_remap);\n",
+        "            let _ = &mut batch;\n",
+        false,
+    ),
+    patch(
+        "unmap-invalidates-first-page-only",
+        "tlb",
+        "Clearing small pages (munmap, MAP_FIXED, mremap, brk shrink, exit) invalidates the first page of the range inside each L2 table once per cleared page instead of each cleared page, so multi-page unmaps leave stale TLB entries.",
+        "vmm/src/arch/armv7/mmu/commit.rs",
+        "                        m.replace_word(pa, raw, 0);\n                        batch.push(page(p)?);\n",
+        "                        m.replace_word(pa, raw, 0);\n                        batch.push(page(lo)?);\n",
+        false,
+    ),
+];
