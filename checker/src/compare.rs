@@ -19,6 +19,45 @@ use op_lang::Sequence;
 /// What the state comparison reports when the fast mode's shadow lacks a live space.
 const NOT_SHADOWED: &str = "a live space has no table in the fast mode's shadow";
 
+/// Memory contents: a frame the comparison pairs for the first time holds what the model's frame holds,
+/// word for word (read from RAM, not through the vmm): a fresh frame is zeroed, a copy is the
+/// whole copy. Later changes go through accesses, which the comparison sees on their own.
+fn first_content(
+    host: &vmm::machine::HostMachine,
+    model: &model::Model,
+    pa: u32,
+    id: u64,
+) -> Result<(), String> {
+    let frame = vmm::addr::PhysFrame::containing(PhysAddr::new(pa));
+    let Some(bytes) = host.peek_frame(frame) else {
+        return Ok(());
+    };
+    let words = model.frames.get(&id).map(|f| &f.words);
+    let want = |offset: u32| words.and_then(|w| w.get(&offset)).copied().unwrap_or(0);
+    let wrong = match bytes {
+        // Never written: all zero.
+        None => words.and_then(|w| w.iter().find(|&(_, &v)| v != 0).map(|(&o, _)| o)),
+        Some(bytes) => (0..4096u32).step_by(4).find(|&o| {
+            let i = o as usize;
+            u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]) != want(o)
+        }),
+    };
+    match wrong {
+        None => Ok(()),
+        Some(o) => {
+            let got = bytes.map_or(0, |b| {
+                let i = o as usize;
+                u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+            });
+            Err(format!(
+                "memory contents: frame {id} (physical {:#010x}), first mapped now: word {o:#05x} is {got:#x} in RAM, {:#x} in the model\n",
+                pa & !0xFFF,
+                want(o)
+            ))
+        }
+    }
+}
+
 impl Pair {
     /// Reads every live space's bookkeeping from the vmm in one walk of its spaces, unless
     /// done since its last op: the L1 table (the shadow's roster), the ASID and registers
@@ -277,9 +316,13 @@ impl Pair {
                             if id == UNPAIRED || model::is_device(id) {
                                 UNPAIRED
                             } else {
-                                self.frames
+                                let id = self
+                                    .frames
                                     .learn(pa, id)
-                                    .map_err(|why| (DivergenceKind::FrameBijection, why))?
+                                    .map_err(|why| (DivergenceKind::FrameBijection, why))?;
+                                first_content(&self.vm.machine().host, &self.model, pa, id)
+                                    .map_err(|why| (DivergenceKind::State, why))?;
+                                id
                             }
                         }
                     }
