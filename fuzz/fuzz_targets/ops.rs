@@ -1,9 +1,16 @@
 //! The whole VM: op sequences (several spaces) through `checker::run`, model vs vmm on the
 //! simulated MMU. Any divergence panics from its kind's own site, so crashes group by kind.
+//!
+//! Mutation is structure-aware half of the time: the input is decoded into its steps, one
+//! step-level edit is made (insert a fresh step, delete, duplicate or move one, swap two), and
+//! the steps are encoded back; the other half is libFuzzer's byte-level mutation. A bug that
+//! needs a certain order of ops (write, fork, write, read) is then a few edits away instead of
+//! a lucky byte pattern. `VMM_FUZZ_MUTATOR=bytes` turns the step edits off (to measure them).
 #![no_main]
 
-use checker::StepHooks;
-use libfuzzer_sys::fuzz_target;
+use arbitrary::{Arbitrary, Unstructured};
+use checker::{Sequence, Step, StepHooks};
+use libfuzzer_sys::{fuzz_mutator, fuzz_target, fuzzer_mutate};
 
 /// The step's calls into the code under test, compiled here: this crate carries coverage
 /// counters and the checker does not, so resolving each op and the vmm code it reaches are
@@ -20,4 +27,85 @@ fuzz_target!(|data: &[u8]| {
         checker::fuzz::defect_from_env(),
         HOOKS,
     );
+});
+
+/// xorshift64*, seeded by libFuzzer (so `-seed=N` runs repeat exactly).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// A number below `n` (n > 0).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Whether the step edits are on (`VMM_FUZZ_MUTATOR=bytes` turns them off).
+fn step_edits() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("VMM_FUZZ_MUTATOR").as_deref() != Ok("bytes"))
+}
+
+/// A fresh step decoded from pseudo-random bytes.
+fn fresh_step(rng: &mut Rng) -> Option<Step> {
+    let bytes: Vec<u8> = (0..32).map(|_| rng.next() as u8).collect();
+    Step::arbitrary(&mut Unstructured::new(&bytes)).ok()
+}
+
+/// One step-level edit of `sequence` (its first step, the implicit `spawn`, stays).
+fn edit(sequence: &mut Sequence, rng: &mut Rng) {
+    let steps = &mut sequence.steps;
+    let n = steps.len();
+    let at = |rng: &mut Rng, n: usize| 1 + rng.below(n.max(2) - 1);
+    match rng.below(5) {
+        0 if n < checker::fuzz::MAX_STEPS => {
+            if let Some(step) = fresh_step(rng) {
+                let i = at(rng, n + 1);
+                steps.insert(i.min(n), step);
+            }
+        }
+        1 if n > 1 => {
+            steps.remove(at(rng, n));
+        }
+        2 if n > 1 && n < checker::fuzz::MAX_STEPS => {
+            let step = steps[at(rng, n)].clone();
+            let i = at(rng, n + 1);
+            steps.insert(i.min(n), step);
+        }
+        3 if n > 2 => {
+            let (i, j) = (at(rng, n), at(rng, n));
+            steps.swap(i, j);
+        }
+        4 if n > 2 => {
+            let step = steps.remove(at(rng, n));
+            let i = at(rng, n - 1);
+            steps.insert(i.min(n - 1), step);
+        }
+        _ => {
+            if let Some(step) = fresh_step(rng) {
+                steps.push(step);
+                steps.truncate(checker::fuzz::MAX_STEPS);
+            }
+        }
+    }
+}
+
+fuzz_mutator!(|data: &mut [u8], size: usize, max_size: usize, seed: u32| {
+    let mut rng = Rng(u64::from(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    if !step_edits() || rng.below(2) == 0 {
+        return fuzzer_mutate(data, size, max_size);
+    }
+    let mut sequence = checker::fuzz::decode(&data[..size]);
+    edit(&mut sequence, &mut rng);
+    let bytes = checker::fuzz::encode(&sequence);
+    if bytes.len() > max_size {
+        return fuzzer_mutate(data, size, max_size);
+    }
+    data[..bytes.len()].copy_from_slice(&bytes);
+    bytes.len()
 });

@@ -8,6 +8,8 @@
 //!   corpora merged, new crashes minimized and grouped by kind, a Markdown summary;
 //! - `cargo xtask fuzz-proof [--defect D]`: an injected defect found by fuzzing, minimized to at
 //!   most 10 steps and replayed (the workflow proven end to end);
+//! - `cargo xtask detect [--quick] [--seeds S,..] [--only D,..]`: time to detection over the
+//!   defect catalogue (broken machines and patches to a scratch copy of the vmm);
 //! - `cargo xtask coverage`: an HTML coverage report of `vmm` from the fuzz corpora;
 //! - `cargo xtask fuzz-speed [--inputs N] [--rounds R]`: the `ops` target's exec/s on 64-step
 //!   inputs (one core, no sanitizer, best of R rounds);
@@ -122,6 +124,9 @@ enum Task {
         /// Skip minimizing the finds (it rebuilds the checker for every patch).
         #[arg(long)]
         no_minimize: bool,
+        /// Fuzz from an empty corpus instead of the committed seeds (the generator alone).
+        #[arg(long)]
+        from_empty: bool,
     },
     /// An HTML coverage report of the vmm crate from the fuzz corpora and the regression
     /// scenarios (cargo-llvm-cov, installed when missing), in target/coverage/html/.
@@ -236,6 +241,7 @@ fn main() -> ExitCode {
             runs,
             only,
             no_minimize,
+            from_empty,
         } => {
             let seeds = match (seeds.is_empty(), quick) {
                 (false, _) => seeds,
@@ -251,6 +257,7 @@ fn main() -> ExitCode {
                     runs,
                     only,
                     no_minimize,
+                    from_empty,
                 },
             ))
         }
@@ -493,9 +500,11 @@ enum Action {
     FuzzSmoke(u64),
     /// `cargo xtask fuzz-proof` with the default defect and budget.
     FuzzProof,
+    /// `cargo xtask detect --quick`.
+    DetectQuick,
 }
 
-const STEPS: [Step; 11] = [
+const STEPS: [Step; 12] = [
     Step {
         name: "rustup target",
         action: Action::EnsureTarget,
@@ -566,6 +575,11 @@ const STEPS: [Step; 11] = [
         action: Action::FuzzProof,
         hint: "the fuzzing workflow missed an injected defect (see the FAIL line above)",
     },
+    Step {
+        name: "detect quick",
+        action: Action::DetectQuick,
+        hint: "a defect of the quick catalogue subset went unfound, or its patch no longer applies (see the MISSED or ERROR line above)",
+    },
 ];
 
 fn test(root: &Path) -> ExitCode {
@@ -598,6 +612,23 @@ fn test(root: &Path) -> ExitCode {
                 match nightly::nightly(root, seconds, 1, &targets, &qemu) {
                     0 => fuzz_speed::check_instrumentation(root),
                     code => Err(Failure(format!("cargo xtask nightly exited with {code}"))),
+                }
+            }
+            Action::DetectQuick => {
+                let options = detect::Options {
+                    quick: true,
+                    seeds: vec![1],
+                    seconds: 120,
+                    runs: 20_000,
+                    only: Vec::new(),
+                    no_minimize: true,
+                    from_empty: false,
+                };
+                match detect::detect(root, &options) {
+                    0 => Ok(()),
+                    code => Err(Failure(format!(
+                        "cargo xtask detect --quick exited with {code}"
+                    ))),
                 }
             }
             Action::FuzzProof => match fuzz_proof::fuzz_proof(root, "drop-every-invalidate", 120) {

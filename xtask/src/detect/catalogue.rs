@@ -156,7 +156,7 @@ pub const CATALOGUE: &[Defect] = &[
     patch(
         "buddy-merge-keeps-buddy-listed",
         "buddy",
-        "When a freed block merges with its free buddy, the buddy is not taken off its free list, so it can later be handed out while it is also part of the merged block (one frame given to two owners).",
+        "a merge leaves the buddy on its free list: one frame handed out twice",
         "vmm/src/phys/buddy.rs",
         "            self.unlink(order, b);\n",
         "            let _ = b;\n",
@@ -165,7 +165,7 @@ pub const CATALOGUE: &[Defect] = &[
     patch(
         "section-ap2-at-small-page-bit",
         "descriptors",
-        "Section descriptors put AP[2] at bit 9 (the small-page position) instead of bit 15, so a read-only user device section is encoded AP=011 and is writable from user mode.",
+        "section descriptors put AP[2] at bit 9, the small-page position: read-only sections come out writable",
         "vmm/src/arch/armv7/descriptor.rs",
         "                    | set(attrs.ap.ap2(), 15)\n",
         "                    | set(attrs.ap.ap2(), 9)\n",
@@ -174,7 +174,7 @@ pub const CATALOGUE: &[Defect] = &[
     patch(
         "prot-none-pages-global",
         "descriptors",
-        "PROT_NONE user pages are encoded with nG=0 (global, as LiteOS-A does) instead of keeping nG=1.",
+        "PROT_NONE user pages are encoded global (nG = 0), as LiteOS-A does",
         "vmm/src/arch/armv7/attributes.rs",
         "            ng: user,\n",
         "            ng: user && f.contains(MappingFlags::READ),\n",
@@ -183,7 +183,7 @@ pub const CATALOGUE: &[Defect] = &[
     patch(
         "section-split-maps-first-frame",
         "arch-mmu",
-        "Splitting a 1 MiB section into small pages maps all 256 small pages to the section's first frame instead of consecutive frames.",
+        "splitting a section maps all 256 small pages to its first frame",
         "vmm/src/arch/armv7/mmu/commit.rs",
         "                        base: frame_plus(first, i)?.start(),\n",
         "                        base: first.start(),\n",
@@ -192,7 +192,7 @@ pub const CATALOGUE: &[Defect] = &[
     patch(
         "first-fit-skips-exact-gap",
         "regions",
-        "First fit skips a free gap that is exactly the requested size, so mmap/shmat/mremap place the mapping at a later address (or fail with ENOMEM).",
+        "first fit skips a gap of exactly the size asked for",
         "vmm/src/space/regions.rs",
         "            if u64::from(s) >= u64::from(candidate) + u64::from(pages) {\n",
         "            if u64::from(s) > u64::from(candidate) + u64::from(pages) {\n",
@@ -201,7 +201,7 @@ pub const CATALOGUE: &[Defect] = &[
     patch(
         "mremap-efault-at-region-end",
         "syscalls",
-        "mremap returns EFAULT for an old range that ends exactly at its region's end (e.g. a whole mapping), an off-by-one in the 'inside one region' check.",
+        "mremap says EFAULT for a range ending at its region's end (off by one)",
         "vmm/src/syscalls/mremap.rs",
         "            .filter(|r| src.end_number() <= r.range.end_number())\n",
         "            .filter(|r| src.end_number() < r.range.end_number())\n",
@@ -210,7 +210,7 @@ pub const CATALOGUE: &[Defect] = &[
     patch(
         "cow-reuses-frame-shared-twice",
         "faults-cow",
-        "A write fault on a copy-on-write page whose frame is mapped twice makes the shared frame writable in place instead of copying it, so the other space sees the write.",
+        "a copy-on-write fault reuses a frame still mapped twice instead of copying it",
         "vmm/src/fault.rs",
         "        if count <= 1 {\n",
         "        if count <= 2 {\n",
@@ -219,7 +219,7 @@ pub const CATALOGUE: &[Defect] = &[
     patch(
         "mprotect-unprotects-cow-pair",
         "faults-cow",
-        "mprotect(PROT_WRITE) makes a private anon page writable in hardware when its frame is shared by exactly two mappings (after a fork), so a later write skips copy-on-write.",
+        "mprotect makes a page shared by two spaces writable, skipping copy-on-write",
         "vmm/src/syscalls/mod.rs",
         "self.frames.ref_count(t.frame).is_ok_and(|c| c > 1)",
         "self.frames.ref_count(t.frame).is_ok_and(|c| c > 2)",
@@ -228,7 +228,7 @@ pub const CATALOGUE: &[Defect] = &[
     patch(
         "exit-skips-last-region",
         "fork-exit",
-        "exit unmaps only up to the start of the last region, so the last region's frames keep their references and leak (and an shm attachment there is never detached); a one-region space unmaps nothing.",
+        "exit unmaps up to the start of its last region only: that region leaks",
         "vmm/src/vm.rs",
         "                last.range.end_number() - first.range.start().number(),\n",
         "                last.range.start().number() - first.range.start().number(),\n",
@@ -237,7 +237,7 @@ pub const CATALOGUE: &[Defect] = &[
     patch(
         "shm-destroyed-with-one-attach-left",
         "shm",
-        "A segment marked IPC_RMID is destroyed (its frames freed) when its second-to-last attachment detaches, while one attachment still maps it.",
+        "a removed shm segment is destroyed while one attachment still maps it",
         "vmm/src/shm.rs",
         "        if s.removed && s.attached == 0 {\n",
         "        if s.removed && s.attached <= 1 {\n",
@@ -246,7 +246,7 @@ pub const CATALOGUE: &[Defect] = &[
     patch(
         "asid-limit-never-handed-out",
         "asids",
-        "The highest ASID (the configured limit, 255 by default) is never handed out, so spawn/fork fail with ENOMEM one space early (and leak the new L1 table frame).",
+        "the highest ASID is never handed out: spawn and fork fail one space early",
         "vmm/src/arch/armv7/asid.rs",
         "        let value = (1..=self.limit)\n",
         "        let value = (1..self.limit)\n",
@@ -255,7 +255,7 @@ pub const CATALOGUE: &[Defect] = &[
     patch(
         "fault-leaks-frame-on-table-enomem",
         "atomicity",
-        "When demand paging cannot get an L2 table page, the fault is reported unresolved but the zeroed data frame it already allocated is not given back.",
+        "a demand fault that cannot get an L2 page leaks the data frame it took",
         "vmm/src/fault.rs",
         "                    let _ = self.frames.free(&mut self.machine, frame);\n",
         "                    let _ = frame;\n",
@@ -264,7 +264,7 @@ pub const CATALOGUE: &[Defect] = &[
     patch(
         "cow-remap-skips-invalidate",
         "tlb",
-        "The copy-on-write re-point (remap_page) clears and rewrites the PTE with barriers but never issues TLBIMVA for the page, so the old read-only translation of the old frame stays in the TLB.",
+        "the copy-on-write re-point never invalidates the page",
         "vmm/src/arch/armv7/mmu/mod.rs",
         "            batch.push(page_to_remap);\n",
         "            let _ = &mut batch;\n",
@@ -273,7 +273,7 @@ pub const CATALOGUE: &[Defect] = &[
     patch(
         "unmap-invalidates-first-page-only",
         "tlb",
-        "Clearing small pages (munmap, MAP_FIXED, mremap, brk shrink, exit) invalidates the first page of the range inside each L2 table once per cleared page instead of each cleared page, so multi-page unmaps leave stale TLB entries.",
+        "clearing small pages invalidates the first page of each table's range, not each page",
         "vmm/src/arch/armv7/mmu/commit.rs",
         "                        m.replace_word(pa, raw, 0);\n                        batch.push(page(p)?);\n",
         "                        m.replace_word(pa, raw, 0);\n                        batch.push(page(lo)?);\n",

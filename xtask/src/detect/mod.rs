@@ -34,6 +34,8 @@ pub struct Options {
     pub only: Vec<String>,
     /// Skip minimizing (always skipped with `quick`).
     pub no_minimize: bool,
+    /// Start from an empty corpus instead of the committed seeds: the generator alone.
+    pub from_empty: bool,
 }
 
 /// One fuzzing run against one defect.
@@ -133,7 +135,7 @@ fn run(root: &Path, options: &Options) -> Result<bool, Failure> {
         format!("up to {} s", options.seconds)
     };
     println!(
-        "==> detect: {} defects x {} seeds ({}), `ops` from the committed seeds, {budget} each",
+        "==> detect: {} defects x {} seeds ({}), `ops` from {}, {budget} each",
         defects.len(),
         options.seeds.len(),
         options
@@ -141,7 +143,12 @@ fn run(root: &Path, options: &Options) -> Result<bool, Failure> {
             .iter()
             .map(u64::to_string)
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        if options.from_empty {
+            "an empty corpus"
+        } else {
+            "the committed seeds"
+        },
     );
     let scratch = Scratch::create(root)?;
     println!("==> detect: building the sound `ops` target in the scratch copy");
@@ -254,9 +261,11 @@ fn fuzz_once(
     }
     let mut cmd = Command::new(binary);
     // New inputs go to the first directory; the committed seeds are only read.
-    cmd.arg(&corpus)
-        .arg(root.join("corpus/ops"))
-        .arg(format!("-seed={seed}"))
+    cmd.arg(&corpus);
+    if !options.from_empty {
+        cmd.arg(root.join("corpus/ops"));
+    }
+    cmd.arg(format!("-seed={seed}"))
         .arg(format!("-artifact_prefix={}/", artifacts.display()))
         .arg("-print_final_stats=1")
         .stdout(Stdio::null())
@@ -278,8 +287,8 @@ fn fuzz_once(
     let seconds = start.elapsed().as_secs_f64();
     let crash = crate::fuzzing::files_in(&artifacts).into_iter().next();
     let kind = crash.as_ref().map(|_| divergence_kind(&out));
-    // libFuzzer prints INITED once every seed has run: a crash before it is a seed's.
-    let in_seeds = crash.is_some() && !out.contains(" INITED ");
+    // libFuzzer prints `#N\tINITED` once every seed has run: a crash before it is a seed's.
+    let in_seeds = crash.is_some() && !options.from_empty && !out.contains("\tINITED");
     Ok(Attempt {
         seconds,
         crash,
