@@ -285,6 +285,13 @@ fn fuzz_once(
         .map_err(|e| Failure(format!("starting {}: {e}", crate::shown(binary))))?;
     let out = wait_at_most(child, Duration::from_secs(options.seconds.max(60) + 60))?;
     let seconds = start.elapsed().as_secs_f64();
+    if out.contains("VMM_FUZZ_DEFECT: unknown defect") {
+        // The target refuses a name it does not know by panicking: not a find.
+        return Err(Failure(format!(
+            "the checker knows no broken machine `{}`",
+            machine.unwrap_or_default()
+        )));
+    }
     let crash = crate::fuzzing::files_in(&artifacts).into_iter().next();
     let kind = crash.as_ref().map(|_| divergence_kind(&out));
     // libFuzzer prints `#N\tINITED` once every seed has run: a crash before it is a seed's.
