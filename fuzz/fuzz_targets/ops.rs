@@ -2,8 +2,8 @@
 //! simulated MMU. Any divergence panics from its kind's own site, so crashes group by kind.
 //!
 //! Mutation is structure-aware half of the time: the input is decoded into its steps, one
-//! step-level edit is made (insert a fresh step, delete, duplicate or move one, swap two), and
-//! the steps are encoded back; the other half is libFuzzer's byte-level mutation. A bug that
+//! step-level edit is made (insert a fresh step, delete, duplicate or move one, swap two; as
+//! likely to shorten as to lengthen), and the steps are encoded back; the other half is libFuzzer's byte-level mutation. A bug that
 //! needs a certain order of ops (write, fork, write, read) is then a few edits away instead of
 //! a lucky byte pattern. `VMM_FUZZ_MUTATOR=bytes` turns the step edits off (to measure them).
 #![no_main]
@@ -57,42 +57,38 @@ fn fresh_step(rng: &mut Rng) -> Option<Step> {
     Step::arbitrary(&mut Unstructured::new(&bytes)).ok()
 }
 
-/// One step-level edit of `sequence` (its first step, the implicit `spawn`, stays).
-fn edit(sequence: &mut Sequence, rng: &mut Rng) {
+/// One step-level edit of `sequence` (its first step, the implicit `spawn`, stays): as likely
+/// to shorten it as to lengthen it, so the corpus does not drift to ever longer inputs.
+/// `false` when the edit does not fit the sequence.
+fn edit(sequence: &mut Sequence, rng: &mut Rng) -> bool {
     let steps = &mut sequence.steps;
     let n = steps.len();
-    let at = |rng: &mut Rng, n: usize| 1 + rng.below(n.max(2) - 1);
-    match rng.below(5) {
-        0 if n < checker::fuzz::MAX_STEPS => {
-            if let Some(step) = fresh_step(rng) {
-                let i = at(rng, n + 1);
-                steps.insert(i.min(n), step);
-            }
+    let full = n >= checker::fuzz::MAX_STEPS;
+    // A position after the leading spawn, below `n`.
+    let at = |rng: &mut Rng, n: usize| 1 + rng.below(n - 1);
+    match rng.below(6) {
+        0 if !full => match fresh_step(rng) {
+            Some(step) => steps.insert(1 + rng.below(n), step),
+            None => return false,
+        },
+        1 if n > 2 && !full => {
+            let step = steps[at(rng, n)].clone();
+            steps.insert(1 + rng.below(n), step);
         }
-        1 if n > 1 => {
+        2 | 3 if n > 1 => {
             steps.remove(at(rng, n));
         }
-        2 if n > 1 && n < checker::fuzz::MAX_STEPS => {
-            let step = steps[at(rng, n)].clone();
-            let i = at(rng, n + 1);
-            steps.insert(i.min(n), step);
-        }
-        3 if n > 2 => {
+        4 if n > 2 => {
             let (i, j) = (at(rng, n), at(rng, n));
             steps.swap(i, j);
         }
-        4 if n > 2 => {
+        5 if n > 2 => {
             let step = steps.remove(at(rng, n));
-            let i = at(rng, n - 1);
-            steps.insert(i.min(n - 1), step);
+            steps.insert(at(rng, n), step);
         }
-        _ => {
-            if let Some(step) = fresh_step(rng) {
-                steps.push(step);
-                steps.truncate(checker::fuzz::MAX_STEPS);
-            }
-        }
+        _ => return false,
     }
+    true
 }
 
 fuzz_mutator!(|data: &mut [u8], size: usize, max_size: usize, seed: u32| {
@@ -101,7 +97,9 @@ fuzz_mutator!(|data: &mut [u8], size: usize, max_size: usize, seed: u32| {
         return fuzzer_mutate(data, size, max_size);
     }
     let mut sequence = checker::fuzz::decode(&data[..size]);
-    edit(&mut sequence, &mut rng);
+    if !edit(&mut sequence, &mut rng) {
+        return fuzzer_mutate(data, size, max_size);
+    }
     let bytes = checker::fuzz::encode(&sequence);
     if bytes.len() > max_size {
         return fuzzer_mutate(data, size, max_size);
