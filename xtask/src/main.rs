@@ -104,30 +104,7 @@ enum Task {
     /// scratch copy of the vmm) fuzzed with the `ops` target from the committed seeds, once
     /// per seed; a table (target/detect/report.md) and a SUMMARY. Exit 1 when a defect was
     /// missed with some seed.
-    Detect {
-        /// The CI subset: a fixed number of executions and one fixed seed (deterministic),
-        /// no minimizing.
-        #[arg(long)]
-        quick: bool,
-        /// libFuzzer seeds, one fuzzing run per defect each (default: 1,2,3; 1 with --quick).
-        #[arg(long, value_delimiter = ',')]
-        seeds: Vec<u64>,
-        /// Budget of one fuzzing run in seconds (full runs).
-        #[arg(long, default_value_t = 120)]
-        seconds: u64,
-        /// Executions of one fuzzing run (--quick).
-        #[arg(long, default_value_t = 20000)]
-        runs: u64,
-        /// Only these defects (comma-separated names).
-        #[arg(long, value_delimiter = ',')]
-        only: Vec<String>,
-        /// Skip minimizing the finds (it rebuilds the checker for every patch).
-        #[arg(long)]
-        no_minimize: bool,
-        /// Fuzz from an empty corpus instead of the committed seeds (the generator alone).
-        #[arg(long)]
-        from_empty: bool,
-    },
+    Detect(detect::Options),
     /// An HTML coverage report of the vmm crate from the fuzz corpora and the regression
     /// scenarios (cargo-llvm-cov, installed when missing), in target/coverage/html/.
     Coverage,
@@ -234,33 +211,7 @@ fn main() -> ExitCode {
         Task::FuzzProof { defect, seconds } => {
             ExitCode::from(fuzz_proof::fuzz_proof(&root, &defect, seconds))
         }
-        Task::Detect {
-            quick,
-            seeds,
-            seconds,
-            runs,
-            only,
-            no_minimize,
-            from_empty,
-        } => {
-            let seeds = match (seeds.is_empty(), quick) {
-                (false, _) => seeds,
-                (true, true) => vec![1],
-                (true, false) => vec![1, 2, 3],
-            };
-            ExitCode::from(detect::detect(
-                &root,
-                &detect::Options {
-                    quick,
-                    seeds,
-                    seconds,
-                    runs,
-                    only,
-                    no_minimize,
-                    from_empty,
-                },
-            ))
-        }
+        Task::Detect(options) => ExitCode::from(detect::detect(&root, &options)),
         Task::Coverage => coverage::coverage(&root),
         Task::FuzzSpeed { inputs, rounds } => {
             ExitCode::from(fuzz_speed::fuzz_speed(&root, inputs, rounds))
@@ -615,15 +566,7 @@ fn test(root: &Path) -> ExitCode {
                 }
             }
             Action::DetectQuick => {
-                let options = detect::Options {
-                    quick: true,
-                    seeds: vec![1],
-                    seconds: 120,
-                    runs: 20_000,
-                    only: Vec::new(),
-                    no_minimize: true,
-                    from_empty: false,
-                };
+                let options = detect::Options::quick();
                 match detect::detect(root, &options) {
                     0 => Ok(()),
                     code => Err(Failure(format!(

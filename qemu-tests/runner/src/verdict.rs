@@ -146,8 +146,13 @@ mod tests {
     }
 
     fn judged(records: Vec<Record>, status: Option<i32>) -> Vec<String> {
+        judged_run(&run_of(records, status))
+    }
+
+    /// The verdicts of a batch of two `two_steps` sequences, each as its first line.
+    fn judged_run(run: &GuestRun) -> Vec<String> {
         let p = two_steps();
-        judge(&[&p, &p], &run_of(records, status), Duration::from_secs(9))
+        judge(&[&p, &p], run, Duration::from_secs(9))
             .into_iter()
             .map(|v| match v {
                 Verdict::Pass => "pass".to_string(),
@@ -279,15 +284,7 @@ mod tests {
         let (records, error) = op_driver::guest::decode_report_prefix(words);
         let mut run = run_of(records, status);
         run.report_error = error.map(|e| format!("{e:?}"));
-        let p = two_steps();
-        judge(&[&p, &p], &run, Duration::from_secs(9))
-            .into_iter()
-            .map(|v| match v {
-                Verdict::Pass => "pass".to_string(),
-                Verdict::Diverged(d) => format!("diverged {:?} at {}", d.kind, d.at + 1),
-                Verdict::Crashed(why) => why.lines().next().unwrap_or("").to_string(),
-            })
-            .collect()
+        judged_run(&run)
     }
 
     #[test]

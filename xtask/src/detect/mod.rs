@@ -20,22 +20,47 @@ use crate::Failure;
 use catalogue::{CATALOGUE, Defect, How};
 use scratch::Scratch;
 
-/// What a run of `cargo xtask detect` does.
+/// What a run of `cargo xtask detect` does (its command line).
+#[derive(clap::Args)]
 pub struct Options {
-    /// The quick subset with `runs` executions per fuzzing run, no minimizing.
+    /// The CI subset: a fixed number of executions and one fixed seed (deterministic), no
+    /// minimizing.
+    #[arg(long)]
     pub quick: bool,
-    /// libFuzzer seeds, one fuzzing run each.
+    /// libFuzzer seeds, one fuzzing run per defect each (default: 1,2,3; 1 with --quick).
+    #[arg(long, value_delimiter = ',')]
     pub seeds: Vec<u64>,
-    /// Budget of one fuzzing run, seconds (full runs).
+    /// Budget of one fuzzing run in seconds (full runs).
+    #[arg(long, default_value_t = 120)]
     pub seconds: u64,
-    /// Executions of one fuzzing run (quick runs).
+    /// Executions of one fuzzing run (--quick).
+    #[arg(long, default_value_t = 20000)]
     pub runs: u64,
-    /// Only these defects (all when empty).
+    /// Only these defects (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
-    /// Skip minimizing (always skipped with `quick`).
+    /// Skip minimizing the finds (it rebuilds the checker for every patch).
+    #[arg(long)]
     pub no_minimize: bool,
-    /// Start from an empty corpus instead of the committed seeds: the generator alone.
+    /// Fuzz from an empty corpus instead of the committed seeds (the generator alone).
+    #[arg(long)]
     pub from_empty: bool,
+}
+
+impl Options {
+    /// The CI subset (`--quick` with its defaults).
+    #[must_use]
+    pub fn quick() -> Self {
+        Self {
+            quick: true,
+            seeds: Vec::new(),
+            seconds: 120,
+            runs: 20_000,
+            only: Vec::new(),
+            no_minimize: true,
+            from_empty: false,
+        }
+    }
 }
 
 /// One fuzzing run against one defect.
@@ -115,6 +140,20 @@ pub fn detect(root: &Path, options: &Options) -> u8 {
 }
 
 fn run(root: &Path, options: &Options) -> Result<bool, Failure> {
+    let default_seeds = if options.quick {
+        vec![1]
+    } else {
+        vec![1, 2, 3]
+    };
+    let options = &Options {
+        seeds: if options.seeds.is_empty() {
+            default_seeds
+        } else {
+            options.seeds.clone()
+        },
+        only: options.only.clone(),
+        ..*options
+    };
     let defects: Vec<&'static Defect> = CATALOGUE
         .iter()
         .filter(|d| !options.quick || d.quick)
