@@ -159,6 +159,15 @@ fn run(root: &Path, options: &Options) -> Result<bool, Failure> {
         .filter(|d| !options.quick || d.quick)
         .filter(|d| options.only.is_empty() || options.only.iter().any(|n| n == d.name))
         .collect();
+    if let Some(unknown) = options
+        .only
+        .iter()
+        .find(|n| !CATALOGUE.iter().any(|d| d.name == n.as_str()))
+    {
+        return Err(Failure(format!(
+            "`{unknown}` is no defect of the catalogue"
+        )));
+    }
     if defects.is_empty() {
         let names: Vec<&str> = CATALOGUE.iter().map(|d| d.name).collect();
         return Err(Failure(format!(
@@ -191,8 +200,12 @@ fn run(root: &Path, options: &Options) -> Result<bool, Failure> {
     );
     let scratch = Scratch::create(root)?;
     println!("==> detect: building the sound `ops` target in the scratch copy");
-    let sound = scratch.build_fuzz_target()?;
+    // Kept apart: every patched build overwrites the binary cargo leaves in the target dir.
+    let sound = root.join("target/detect/ops-sound");
+    std::fs::copy(scratch.build_fuzz_target()?, &sound)
+        .map_err(|e| Failure(format!("{}: {e}", crate::shown(&sound))))?;
     let work = root.join("target/detect/runs");
+    sound_baseline(root, &sound)?;
     let mut outcomes = Vec::new();
     for defect in defects {
         let outcome = measure(root, &scratch, &sound, &work, defect, options);
@@ -228,6 +241,35 @@ fn run(root: &Path, options: &Options) -> Result<bool, Failure> {
     Ok(all)
 }
 
+/// The sound build must pass every committed seed: otherwise every defect would be "found" by
+/// the seed the sound vmm already fails.
+fn sound_baseline(root: &Path, sound: &Path) -> Result<(), Failure> {
+    let out = Command::new(sound)
+        .arg(root.join("corpus/ops"))
+        .arg("-runs=0")
+        .env_remove("VMM_FUZZ_DEFECT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| Failure(format!("starting {}: {e}", crate::shown(sound))))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Failure(format!(
+            "the sound vmm fails a committed seed (fix that first):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        )))
+    }
+}
+
 /// Builds what `defect` needs and fuzzes it once per seed.
 fn measure(
     root: &Path,
@@ -244,37 +286,39 @@ fn measure(
         error: None,
     };
     let result = (|| -> Result<(), Failure> {
-        let (binary, machine, original) = match defect.how {
+        let (binary, machine, patch) = match defect.how {
             How::Machine(name) => (sound.to_path_buf(), Some(name), None),
-            How::Patch(patch) => {
-                let original = scratch.apply(&patch)?;
-                let built = scratch.build_fuzz_target();
-                if built.is_err() {
-                    scratch.restore(&patch, &original)?;
-                }
-                (built?, None, Some((patch, original)))
-            }
+            How::Patch(patch) => (PathBuf::new(), None, Some(patch)),
         };
-        for &seed in &options.seeds {
-            outcome.attempts.push(fuzz_once(
-                root,
-                &binary,
-                machine,
-                work,
-                defect.name,
-                seed,
-                options,
-            )?);
-        }
-        if !options.quick && !options.no_minimize {
-            if let Some(crash) = outcome.attempts.iter().find_map(|a| a.crash.clone()) {
-                outcome.minimized = minimize(scratch, machine, &crash, work);
+        let original = patch.map(|p| scratch.apply(&p)).transpose()?;
+        // Whatever happens below, the copy is sound again before the next defect.
+        let measured = (|| -> Result<(), Failure> {
+            let binary = match patch {
+                Some(_) => scratch.build_fuzz_target()?,
+                None => binary,
+            };
+            for &seed in &options.seeds {
+                outcome.attempts.push(fuzz_once(
+                    root,
+                    &binary,
+                    machine,
+                    work,
+                    defect.name,
+                    seed,
+                    options,
+                )?);
             }
+            if !options.quick && !options.no_minimize {
+                if let Some(crash) = outcome.attempts.iter().find_map(|a| a.crash.clone()) {
+                    outcome.minimized = minimize(scratch, machine, &crash, work);
+                }
+            }
+            Ok(())
+        })();
+        if let (Some(p), Some(text)) = (patch, original) {
+            scratch.restore(&p, &text)?;
         }
-        if let Some((patch, original)) = original {
-            scratch.restore(&patch, &original)?;
-        }
-        Ok(())
+        measured
     })();
     if let Err(Failure(why)) = result {
         outcome.error = Some(why);
@@ -331,7 +375,11 @@ fn fuzz_once(
             machine.unwrap_or_default()
         )));
     }
-    let crash = crate::fuzzing::files_in(&artifacts).into_iter().next();
+    // Only a crash is a find (libFuzzer also writes slow-unit-, timeout- and oom- files).
+    let crash = crate::fuzzing::files_in(&artifacts).into_iter().find(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("crash-"))
+    });
     let kind = crash.as_ref().map(|_| divergence_kind(&out));
     // libFuzzer prints `#N\tINITED` once every seed has run: a crash before it is a seed's.
     let in_seeds = crash.is_some() && !options.from_empty && !out.contains("\tINITED");
