@@ -128,7 +128,6 @@ fn run_items(
     batch: usize,
     timeout: Duration,
     stats: &mut Stats,
-    progress: bool,
 ) -> Result<Vec<Verdict>, String> {
     let mut verdicts = Vec::new();
     let mut next = 0;
@@ -168,30 +167,19 @@ fn run_items(
         }
         next += settled.len();
         verdicts.extend(settled);
-        if progress {
-            eprintln!(
-                "qemu: {}/{} sequences ({:.1} s in QEMU)",
-                next,
-                items.len(),
-                stats.qemu_time.as_secs_f64()
-            );
-        }
     }
     Ok(verdicts)
 }
 
 /// The sequences of `files` (directories stand for their files), read as `checker replay`
-/// reads them: `.ops` text held to the strict rules, fuzzer bytes decoded as the target does.
-fn load_files(files: &[PathBuf], flags: KindFlags, probing: Probing) -> Result<Vec<Item>, String> {
-    let mut items = Vec::new();
+/// reads them: `.ops` text held to the strict rules, fuzzer bytes decoded as the target does;
+/// each named for the report.
+fn load_files(files: &[PathBuf], flags: KindFlags) -> Result<Vec<(String, Sequence)>, String> {
+    let mut out = Vec::new();
     for input in expand_dirs(files, flags) {
-        let steps = input.read_strict()?;
-        items.push(Item {
-            name: shown(&input.path),
-            plan: plan_with(&steps, probing),
-        });
+        out.push((shown(&input.path), input.read_strict()?));
     }
-    Ok(items)
+    Ok(out)
 }
 
 /// The workspace root.
@@ -229,16 +217,13 @@ fn suite(args: &Args) -> Result<bool, String> {
     } else {
         Probing::Sample
     };
-    let mut items = load_files(&files, flags, probing)?;
-    let file_count = items.len();
+    let mut sequences = load_files(&files, flags)?;
+    let file_count = sequences.len();
     for (i, steps) in random_sequences(args.random, args.seed, args.length)
         .into_iter()
         .enumerate()
     {
-        items.push(Item {
-            name: format!("random #{i} (seed {})", args.seed),
-            plan: plan_with(&steps, probing),
-        });
+        sequences.push((format!("random #{i} (seed {})", args.seed), steps));
     }
     println!(
         "qemu: {} files + {} random sequences of {} ops (seed {}), {} per boot, guest {}",
@@ -251,51 +236,73 @@ fn suite(args: &Args) -> Result<bool, String> {
     );
     let start = Instant::now();
     let mut stats = Stats::default();
-    let verdicts = run_items(
-        &args.guest,
-        &items,
-        GuestDefect::None,
-        args.batch,
-        Duration::from_secs(args.timeout),
-        &mut stats,
-        items.len() > args.batch,
-    )?;
-    let (mut failed, mut crashed) = (0, 0);
+    let (mut failed, mut crashed, mut random_failed) = (0, 0, 0);
     let failures = root().join("target/qemu-failures");
-    for (i, (item, verdict)) in items.iter().zip(&verdicts).enumerate() {
-        let is_file = i < file_count;
-        match verdict {
-            Verdict::Pass if is_file => println!("PASS {}", item.name),
-            Verdict::Pass => {}
-            Verdict::Diverged(d) => {
-                failed += 1;
-                println!("FAIL {}\n{d}", item.name);
+    // A batch is planned just before its boot and dropped once judged: with --probe-all a
+    // plan holds every probed page of every step, and the inputs may be a grown corpus.
+    let batch = args.batch.max(1);
+    for (first, chunk) in sequences
+        .chunks(batch)
+        .enumerate()
+        .map(|(k, c)| (k * batch, c))
+    {
+        let items: Vec<Item> = chunk
+            .iter()
+            .map(|(name, steps)| Item {
+                name: name.clone(),
+                plan: plan_with(steps, probing),
+            })
+            .collect();
+        let verdicts = run_items(
+            &args.guest,
+            &items,
+            GuestDefect::None,
+            batch,
+            Duration::from_secs(args.timeout),
+            &mut stats,
+        )?;
+        for (k, (item, verdict)) in items.iter().zip(&verdicts).enumerate() {
+            let i = first + k;
+            let is_file = i < file_count;
+            match verdict {
+                Verdict::Pass if is_file => println!("PASS {}", item.name),
+                Verdict::Pass => {}
+                Verdict::Diverged(d) => {
+                    failed += 1;
+                    println!("FAIL {}\n{d}", item.name);
+                }
+                Verdict::Crashed(why) => {
+                    crashed += 1;
+                    println!(
+                        "FAIL {}: {why}\n{}",
+                        item.name,
+                        print_sequence(&item.plan.sequence())
+                    );
+                }
             }
-            Verdict::Crashed(why) => {
-                crashed += 1;
-                println!(
-                    "FAIL {}: {why}\n{}",
-                    item.name,
-                    print_sequence(&item.plan.sequence())
-                );
+            if !is_file && !matches!(verdict, Verdict::Pass) {
+                random_failed += 1;
+                let _ = std::fs::create_dir_all(&failures);
+                let path =
+                    failures.join(format!("random-seed{}-{}.ops", args.seed, i - file_count));
+                if std::fs::write(&path, print_sequence(&item.plan.sequence())).is_ok() {
+                    println!(
+                        "  saved as {} (cargo xtask qemu {0}; cargo xtask replay {0})",
+                        path.display()
+                    );
+                }
             }
         }
-        if !is_file && !matches!(verdict, Verdict::Pass) {
-            let _ = std::fs::create_dir_all(&failures);
-            let path = failures.join(format!("random-seed{}-{}.ops", args.seed, i - file_count));
-            if std::fs::write(&path, print_sequence(&item.plan.sequence())).is_ok() {
-                println!(
-                    "  saved as {} (cargo xtask qemu {0}; cargo xtask replay {0})",
-                    path.display()
-                );
-            }
+        if sequences.len() > batch {
+            eprintln!(
+                "qemu: {}/{} sequences ({:.1} s in QEMU)",
+                first + chunk.len(),
+                sequences.len(),
+                stats.qemu_time.as_secs_f64()
+            );
         }
     }
     if args.random > 0 {
-        let random_failed = verdicts[file_count..]
-            .iter()
-            .filter(|v| !matches!(v, Verdict::Pass))
-            .count();
         println!(
             "{} random sequences: {} passed, {} failed",
             args.random,
@@ -306,7 +313,7 @@ fn suite(args: &Args) -> Result<bool, String> {
     let secs = stats.qemu_time.as_secs_f64().max(1e-9);
     println!(
         "SUMMARY: {} sequences ({file_count} from files, {} random of seed {}), {} failed, {} guest crashes; {} ops{}, {} probes ({} with instruction fetches){}; {} boots, {:.1} s in QEMU ({:.0} sequences/min, {:.0} probes/s), {:.1} s wall",
-        items.len(),
+        sequences.len(),
         args.random,
         args.seed,
         failed,
@@ -334,7 +341,7 @@ fn suite(args: &Args) -> Result<bool, String> {
         },
         stats.boots,
         secs,
-        items.len() as f64 * 60.0 / secs,
+        sequences.len() as f64 * 60.0 / secs,
         stats.probes as f64 / secs,
         start.elapsed().as_secs_f64()
     );
@@ -357,7 +364,7 @@ fn sound_and_broken(
     }];
     let timeout = Duration::from_secs(args.timeout);
     let mut stats = Stats::default();
-    let mut run = |defect| run_items(&args.guest, &item, defect, 1, timeout, &mut stats, false);
+    let mut run = |defect| run_items(&args.guest, &item, defect, 1, timeout, &mut stats);
     let sound = run(GuestDefect::None)?.remove(0);
     let broken = run(defect)?.remove(0);
     Ok((steps, sound, broken))
