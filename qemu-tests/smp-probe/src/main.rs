@@ -197,63 +197,31 @@ fn dsb() {
 fn isb() {
     unsafe { asm!("isb") }
 }
-#[inline(always)]
-fn read_sctlr() -> u32 {
-    let v;
-    unsafe { asm!("mrc p15, 0, {0}, c1, c0, 0", out(reg) v) };
-    v
+/// A CP15 register read: one `mrc`.
+macro_rules! read_cp15 {
+    ($($name:ident: $op1:literal, $crn:literal, $crm:literal, $op2:literal;)*) => {$(
+        #[inline(always)]
+        fn $name() -> u32 {
+            let v;
+            unsafe { asm!(concat!("mrc p15, ", $op1, ", {0}, ", $crn, ", ", $crm, ", ", $op2), out(reg) v) };
+            v
+        }
+    )*};
 }
-#[inline(always)]
-fn read_actlr() -> u32 {
-    let v;
-    unsafe { asm!("mrc p15, 0, {0}, c1, c0, 1", out(reg) v) };
-    v
+read_cp15! {
+    read_sctlr: "0", "c1", "c0", "0";
+    read_actlr: "0", "c1", "c0", "1";
+    read_ttbr0: "0", "c2", "c0", "0";
+    read_ttbcr: "0", "c2", "c0", "2";
+    read_dacr: "0", "c3", "c0", "0";
+    read_contextidr: "0", "c13", "c0", "1";
+    mpidr: "0", "c0", "c0", "5";
+    midr: "0", "c0", "c0", "0";
+    cntfrq: "0", "c14", "c0", "0";
 }
 #[inline(always)]
 fn write_actlr(v: u32) {
     unsafe { asm!("mcr p15, 0, {0}, c1, c0, 1", "isb", in(reg) v) }
-}
-#[inline(always)]
-fn read_ttbr0() -> u32 {
-    let v;
-    unsafe { asm!("mrc p15, 0, {0}, c2, c0, 0", out(reg) v) };
-    v
-}
-#[inline(always)]
-fn read_ttbcr() -> u32 {
-    let v;
-    unsafe { asm!("mrc p15, 0, {0}, c2, c0, 2", out(reg) v) };
-    v
-}
-#[inline(always)]
-fn read_dacr() -> u32 {
-    let v;
-    unsafe { asm!("mrc p15, 0, {0}, c3, c0, 0", out(reg) v) };
-    v
-}
-#[inline(always)]
-fn read_contextidr() -> u32 {
-    let v;
-    unsafe { asm!("mrc p15, 0, {0}, c13, c0, 1", out(reg) v) };
-    v
-}
-#[inline(always)]
-fn mpidr() -> u32 {
-    let v;
-    unsafe { asm!("mrc p15, 0, {0}, c0, c0, 5", out(reg) v) };
-    v
-}
-#[inline(always)]
-fn midr() -> u32 {
-    let v;
-    unsafe { asm!("mrc p15, 0, {0}, c0, c0, 0", out(reg) v) };
-    v
-}
-#[inline(always)]
-fn cntfrq() -> u32 {
-    let v;
-    unsafe { asm!("mrc p15, 0, {0}, c14, c0, 0", out(reg) v) };
-    v
 }
 #[inline(always)]
 fn cntvct() -> u64 {
@@ -261,30 +229,28 @@ fn cntvct() -> u64 {
     unsafe { asm!("isb", "mrrc p15, 1, {0}, {1}, c14", out(reg) lo, out(reg) hi) };
     ((hi as u64) << 32) | lo as u64
 }
-// TLB maintenance (value = MVA[31:12] | ASID[7:0] for the by-MVA forms)
-fn tlbimva(v: u32) {
-    unsafe { asm!("mcr p15, 0, {0}, c8, c7, 1", "dsb", "isb", in(reg) v) }
+/// A TLB maintenance operation with its operand (MVA[31:12] | ASID[7:0] for the by-MVA forms,
+/// the ASID for the by-ASID ones), then DSB and ISB.
+macro_rules! tlb_op {
+    ($($name:ident: $crm:literal, $op2:literal;)*) => {$(
+        fn $name(v: u32) {
+            unsafe { asm!(concat!("mcr p15, 0, {0}, c8, ", $crm, ", ", $op2), "dsb", "isb", in(reg) v) }
+        }
+    )*};
 }
-fn tlbimvais(v: u32) {
-    unsafe { asm!("mcr p15, 0, {0}, c8, c3, 1", "dsb", "isb", in(reg) v) }
-}
-fn tlbimvaa(v: u32) {
-    unsafe { asm!("mcr p15, 0, {0}, c8, c7, 3", "dsb", "isb", in(reg) v) }
-}
-fn tlbimvaais(v: u32) {
-    unsafe { asm!("mcr p15, 0, {0}, c8, c3, 3", "dsb", "isb", in(reg) v) }
+tlb_op! {
+    tlbimva: "c7", "1";
+    tlbimvais: "c3", "1";
+    tlbimvaa: "c7", "3";
+    tlbimvaais: "c3", "3";
+    tlbiasid: "c7", "2";
+    tlbiasidis: "c3", "2";
 }
 fn tlbiall() {
     unsafe { asm!("mcr p15, 0, {0}, c8, c7, 0", "dsb", "isb", in(reg) 0u32) }
 }
 fn tlbiallis() {
     unsafe { asm!("mcr p15, 0, {0}, c8, c3, 0", "dsb", "isb", in(reg) 0u32) }
-}
-fn tlbiasid(a: u32) {
-    unsafe { asm!("mcr p15, 0, {0}, c8, c7, 2", "dsb", "isb", in(reg) a) }
-}
-fn tlbiasidis(a: u32) {
-    unsafe { asm!("mcr p15, 0, {0}, c8, c3, 2", "dsb", "isb", in(reg) a) }
 }
 
 fn ats1cpr(va: u32) -> u32 {
