@@ -180,6 +180,13 @@ pub fn or_unknown(v: Option<u64>) -> String {
     v.map_or_else(|| "?".into(), |v| v.to_string())
 }
 
+/// The last `n` lines of a tool's output, in their order, joined by `separator` (what a
+/// failure shows of a long log).
+pub fn last_lines(text: &str, n: usize, separator: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join(separator)
+}
+
 /// The files in `dir`, sorted (none when it does not exist).
 pub fn files_in(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
@@ -236,11 +243,10 @@ pub fn minimize(root: &Path, file: &Path) -> ExitCode {
             Ok(o) if o.status.success() && out.is_file() => tmin_out = Some(out),
             Ok(o) => {
                 let log = String::from_utf8_lossy(&o.stderr);
-                let tail: Vec<&str> = log.lines().rev().take(5).collect();
                 println!(
                     "cargo fuzz tmin did not minimize ({}); going on with the input as it is:\n  {}",
                     o.status,
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n  ")
+                    last_lines(&log, 5, "\n  ")
                 );
             }
             Err(e) => println!("cannot run cargo fuzz tmin ({e}); going on without it"),
@@ -267,5 +273,17 @@ pub fn minimize(root: &Path, file: &Path) -> ExitCode {
             eprintln!("xtask minimize: cannot run cargo: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_lines;
+
+    #[test]
+    fn last_lines_keep_their_order() {
+        assert_eq!(last_lines("a\nb\nc\nd", 2, "\n"), "c\nd");
+        assert_eq!(last_lines("a\nb", 5, " | "), "a | b");
+        assert_eq!(last_lines("", 3, "\n"), "");
     }
 }

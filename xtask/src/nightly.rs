@@ -174,10 +174,8 @@ fn fuzz_and_read(
     match fuzzing::run_with_progress(cmd, watch) {
         Ok(run) => {
             let stats = FuzzStats::parse(&run.log);
-            let failed = (stats.executions.is_none() && !run.status.success()).then(|| {
-                let tail: Vec<&str> = run.log.lines().rev().take(15).collect();
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            });
+            let failed = (stats.executions.is_none() && !run.status.success())
+                .then(|| fuzzing::last_lines(&run.log, 15, "\n"));
             (stats, run.samples, failed)
         }
         Err(e) => (

@@ -257,15 +257,7 @@ fn sound_baseline(root: &Path, sound: &Path) -> Result<(), Failure> {
     } else {
         Err(Failure(format!(
             "the sound vmm fails a committed seed (fix that first):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .rev()
-                .take(20)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n")
+            crate::fuzzing::last_lines(&String::from_utf8_lossy(&out.stderr), 20, "\n")
         )))
     }
 }

@@ -148,9 +148,8 @@ fn built(mut cmd: Command, what: &str) -> Result<(), Failure> {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let tail: Vec<&str> = stderr.lines().rev().take(25).collect();
     Err(Failure(format!(
         "{what} failed:\n{}",
-        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        crate::fuzzing::last_lines(&stderr, 25, "\n")
     )))
 }
