@@ -78,8 +78,9 @@ extern "C" fn guest_main() -> ! {
             Ok(m) => m,
             Err(e) => fail(2, format_args!("ops.bin (matrix): {e:?}")),
         };
-        let out = matrix::run(defect, &cases);
-        write_report(&out);
+        let mut report = Report::create();
+        report.write(&matrix::run(defect, &cases));
+        report.flush();
         println!("guest: {} matrix cases run", cases.len());
         process::exit(0)
     }
@@ -167,18 +168,5 @@ impl Report {
             fail(2, format_args!("writing report.bin: {e:?}"))
         }
         self.buffer.clear();
-    }
-}
-
-/// Writes `words` as `report.bin`.
-fn write_report(words: &[u32]) {
-    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-    match fs::File::create(c!("report.bin")) {
-        Ok(mut f) => {
-            if let Err(e) = f.write_all(&bytes) {
-                fail(2, format_args!("writing report.bin: {e:?}"))
-            }
-        }
-        Err(e) => fail(2, format_args!("creating report.bin: {e:?}")),
     }
 }

@@ -13,6 +13,7 @@ use std::fmt;
 
 use op_driver::guest::{
     EXEC_PL0, EXEC_PL1, GUEST_DOMAIN, MATRIX_L1, MATRIX_L2, MatrixCase, MatrixResult, Probe,
+    matrix_table_word,
 };
 use reference_model::armv7::{AccessKind, FaultKind, Privilege, Registers, walk};
 
@@ -285,9 +286,7 @@ pub fn answer_of_par(par: u32) -> Answer {
 /// What the reference walker says for an access to `case` (over the case's table words).
 fn walker_answer(case: &MatrixCase, access: AccessKind, privilege: Privilege) -> Answer {
     let read = |pa: u32| {
-        let in_tables = (MATRIX_L1..MATRIX_L1 + 4096).contains(&pa)
-            || (MATRIX_L2..MATRIX_L2 + 1024).contains(&pa);
-        in_tables.then(|| {
+        matrix_table_word(pa).then(|| {
             case.writes
                 .iter()
                 .find(|(at, _)| *at == pa)
