@@ -278,16 +278,16 @@ fn measure(
         error: None,
     };
     let result = (|| -> Result<(), Failure> {
-        let (binary, machine, patch) = match defect.how {
-            How::Machine(name) => (sound.to_path_buf(), Some(name), None),
-            How::Patch(patch) => (PathBuf::new(), None, Some(patch)),
+        let (machine, patch) = match defect.how {
+            How::Machine(name) => (Some(name), None),
+            How::Patch(patch) => (None, Some(patch)),
         };
         let original = patch.map(|p| scratch.apply(&p)).transpose()?;
         // Whatever happens below, the copy is sound again before the next defect.
         let measured = (|| -> Result<(), Failure> {
             let binary = match patch {
                 Some(_) => scratch.build_fuzz_target()?,
-                None => binary,
+                None => sound.to_path_buf(),
             };
             for &seed in &options.seeds {
                 outcome.attempts.push(fuzz_once(
