@@ -367,7 +367,10 @@ impl Pair {
     /// INV-10 after a step's comparison: what the comparison found (rules (d) and (e) for the
     /// spaces still live), the same for the spaces that exited in the step, and the ASID
     /// lifecycle (rule (f)); `current_before` is the ASID current when the step began.
-    pub(crate) fn check_maintenance(&mut self, current_before: Option<u8>) -> Result<(), String> {
+    pub(crate) fn check_maintenance(
+        &mut self,
+        current_before: &[Option<u8>],
+    ) -> Result<(), String> {
         let handed_out = std::mem::take(&mut self.handed_out);
         if let Some(why) = self.protocol_error.take() {
             return Err(why);

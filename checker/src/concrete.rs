@@ -150,21 +150,40 @@ pub fn resolve(model: &Model, ids: &[u32], op: &Op) -> ConcreteOp {
         Op::Vmalloc { len } => C::Vmalloc { len: *len },
         // Relative addresses need a space to resolve against: the first one.
         Op::Vfree { addr } => with_space(0, &|_, m| C::Vfree { addr: r(m, addr) }),
-        Op::Read { s, addr, kernel } => access(ids, model, *s, addr, AccessOp::Read, *kernel),
+        Op::Read {
+            s,
+            addr,
+            kernel,
+            cpu,
+        } => access(ids, model, (*s, *cpu), addr, AccessOp::Read, *kernel),
         Op::Write {
             s,
             addr,
             value,
             kernel,
-        } => access(ids, model, *s, addr, AccessOp::Write(*value), *kernel),
-        Op::Exec { s, addr, kernel } => access(ids, model, *s, addr, AccessOp::Exec, *kernel),
+            cpu,
+        } => access(
+            ids,
+            model,
+            (*s, *cpu),
+            addr,
+            AccessOp::Write(*value),
+            *kernel,
+        ),
+        Op::Exec {
+            s,
+            addr,
+            kernel,
+            cpu,
+        } => access(ids, model, (*s, *cpu), addr, AccessOp::Exec, *kernel),
     }
 }
 
+/// An access by space `s` on CPU `cpu`; one on a CPU the world does not have is skipped.
 fn access(
     ids: &[u32],
     model: &Model,
-    s: u8,
+    (s, cpu): (u8, u8),
     a: &Addr,
     access: AccessOp,
     kernel: bool,
@@ -172,6 +191,9 @@ fn access(
     let Some(i) = pick(ids, s) else {
         return ConcreteOp::Skip;
     };
+    if cpu >= model.layout.cpus {
+        return ConcreteOp::Skip;
+    }
     let addr = resolve_addr(model, ids[i], a);
     if kernel && addr >= 0x4000_0000 && !(0xC000_0000..0xC800_0000).contains(&addr) {
         // Of the kernel half only the vmalloc window is modelled for kernel-mode accesses (a
@@ -184,6 +206,7 @@ fn access(
         addr: addr & !3,
         access,
         kernel,
+        cpu,
     }
 }
 

@@ -163,61 +163,70 @@ impl Pair {
         Ok(())
     }
 
-    /// INV-8: every TLB entry is what a walk of the current tables gives, for a live ASID.
+    /// INV-8: every TLB entry of every CPU is what a walk of the current tables gives, for a
+    /// live ASID.
     pub(crate) fn check_tlb(&mut self) -> Result<(), String> {
         self.read_vmm_spaces();
         let kernel = kernel_registers(&self.vm);
         let live = &self.live_asids;
-        let m = self.vm.machine_mut();
-        for e in m.tlb.entries() {
-            let regs = match e.asid {
-                Some(a) => live.iter().find(|(x, _)| *x == a).map(|(_, r)| *r),
-                // Global (kernel) entries: the kernel's TTBR1 table translates them.
-                None => Some(kernel),
+        let m = self.vm.machine();
+        let several = m.cpus() > 1;
+        for (cpu, tlb) in m.tlbs.iter().enumerate() {
+            let on = if several {
+                format!(" on CPU {cpu}")
+            } else {
+                String::new()
             };
-            let Some(regs) = regs else {
-                let t = &e.translation;
-                return Err(format!(
-                    "TLB entry {:#010x} -> {:#010x} ({} KiB block, ASID {}, AP {:#05b}{}) belongs \
-                     to no live space\n",
-                    t.block_va,
-                    t.block_pa,
-                    t.block_size / 1024,
-                    e.asid.unwrap_or(0),
-                    t.ap,
-                    if t.xn { ", XN" } else { "" }
-                ));
-            };
-            let now = translate(
-                &mut |a| m.host.peek_word(PhysAddr::new(a)),
-                regs,
-                e.translation.block_va,
-            );
-            if now.as_ref().map(block) != Ok(block(&e.translation)) {
-                let t = &e.translation;
-                let asid = e
-                    .asid
-                    .map_or_else(|| "global".to_string(), |a| format!("ASID {a}"));
-                let entry = format!(
-                    "{:#010x} -> {:#010x} ({} KiB block, {asid}) {:?}",
-                    t.block_va,
-                    t.block_pa,
-                    t.block_size / 1024,
-                    reference_model::armv7::PageAttributes::of(regs, t)
-                );
-                let tables = match &now {
-                    Ok(n) => format!(
-                        "{:#010x} -> {:#010x} ({} KiB block) {:?}",
-                        n.block_va,
-                        n.block_pa,
-                        n.block_size / 1024,
-                        reference_model::armv7::PageAttributes::of(regs, n)
-                    ),
-                    Err(fault) => format!("{fault:?}"),
+            for e in tlb.entries() {
+                let regs = match e.asid {
+                    Some(a) => live.iter().find(|(x, _)| *x == a).map(|(_, r)| *r),
+                    // Global (kernel) entries: the kernel's TTBR1 table translates them.
+                    None => Some(kernel),
                 };
-                return Err(format!(
-                    "stale TLB entry: {entry}\nthe tables now give: {tables}\n"
-                ));
+                let Some(regs) = regs else {
+                    let t = &e.translation;
+                    return Err(format!(
+                        "TLB entry{on} {:#010x} -> {:#010x} ({} KiB block, ASID {}, AP {:#05b}{}) \
+                     belongs to no live space\n",
+                        t.block_va,
+                        t.block_pa,
+                        t.block_size / 1024,
+                        e.asid.unwrap_or(0),
+                        t.ap,
+                        if t.xn { ", XN" } else { "" }
+                    ));
+                };
+                let now = translate(
+                    &mut |a| m.host.peek_word(PhysAddr::new(a)),
+                    regs,
+                    e.translation.block_va,
+                );
+                if now.as_ref().map(block) != Ok(block(&e.translation)) {
+                    let t = &e.translation;
+                    let asid = e
+                        .asid
+                        .map_or_else(|| "global".to_string(), |a| format!("ASID {a}"));
+                    let entry = format!(
+                        "{:#010x} -> {:#010x} ({} KiB block, {asid}) {:?}",
+                        t.block_va,
+                        t.block_pa,
+                        t.block_size / 1024,
+                        reference_model::armv7::PageAttributes::of(regs, t)
+                    );
+                    let tables = match &now {
+                        Ok(n) => format!(
+                            "{:#010x} -> {:#010x} ({} KiB block) {:?}",
+                            n.block_va,
+                            n.block_pa,
+                            n.block_size / 1024,
+                            reference_model::armv7::PageAttributes::of(regs, n)
+                        ),
+                        Err(fault) => format!("{fault:?}"),
+                    };
+                    return Err(format!(
+                        "stale TLB entry{on}: {entry}\nthe tables now give: {tables}\n"
+                    ));
+                }
             }
         }
         Ok(())

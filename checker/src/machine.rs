@@ -1,13 +1,16 @@
-//! The simulated machine `run` gives the vmm: the host machine's RAM and call log, plus the
-//! reference model's TLB, which fills on accesses and forgets only what the vmm invalidates.
+//! The simulated machine `run` gives the vmm: the host machine's RAM and call log, plus one
+//! reference-model TLB and one current space per CPU (semantics.md section 14). A TLB fills on
+//! accesses and forgets only what the vmm invalidates: a local invalidate reaches the CPU that
+//! issues it, a broadcast (IS) one every CPU.
 //!
-//! The TLB also fills speculatively, as hardware may: right after an invalidate of a page of
-//! the current space, the walker walks that page again over the memory a table walk sees and
-//! caches what it finds. A walk sees a descriptor write only once a DSB has completed it, so
+//! The TLBs also fill speculatively, as hardware may: right after an invalidate of a page, on
+//! every CPU where that page's space is current, the walker walks that page again over the
+//! memory a table walk sees and caches what it finds. A walk sees a descriptor write only once a DSB has completed it, so
 //! an invalidate issued before the write that clears the page, or without a DSB between the
 //! two, leaves the old translation cached, and INV-8 reports it when the op returns.
 
 use reference_model::armv7::{Registers, Tlb, translate};
+use vmm::Cpu;
 use vmm::addr::{PhysAddr, PhysFrame, VirtPage};
 use vmm::arch::armv7::Asid;
 use vmm::machine::{HostMachine, Machine};
@@ -57,11 +60,18 @@ pub enum Defect {
     /// Page invalidates are held back until the next frame is freed, then issued with DSB;
     /// ISB: a vmm that frees a frame before invalidating the page that mapped it.
     InvalidateAfterFree,
+    /// Every broadcast invalidate (`TLBIMVAIS`, `TLBIMVAAIS`, `TLBIASIDIS`, `TLBIALLIS`) is
+    /// issued in its local form: a vmm that forgets the other CPUs (a missing shootdown).
+    LocalInvalidates,
+    /// Broadcast invalidates are issued (and logged) as such but reach only the issuing CPU's
+    /// TLB: hardware whose CPUs are not in one inner-shareable domain. Only the per-CPU TLB
+    /// models see it.
+    BroadcastStaysLocal,
 }
 
 impl Defect {
     /// Every defect with its command-line name (`--defect NAME`, `VMM_FUZZ_DEFECT=NAME`).
-    pub const NAMED: [(&'static str, Defect); 15] = [
+    pub const NAMED: [(&'static str, Defect); 17] = [
         ("drop-every-invalidate", Defect::DropEveryInvalidate),
         ("drop-first-invalidate", Defect::DropNthInvalidate(0)),
         (
@@ -89,6 +99,8 @@ impl Defect {
         ("skip-asid-reinvalidate", Defect::SkipAsidReinvalidate),
         ("clear-after-invalidate", Defect::ClearAfterInvalidate),
         ("invalidate-after-free", Defect::InvalidateAfterFree),
+        ("local-invalidates", Defect::LocalInvalidates),
+        ("broadcast-stays-local", Defect::BroadcastStaysLocal),
     ];
 
     /// The defect named `name` (see [`Defect::NAMED`]).
@@ -104,13 +116,13 @@ impl Defect {
     }
 }
 
-/// RAM and the TLB model, optionally with a defect.
-#[derive(Clone, Debug, Default)]
+/// RAM and the TLB models, optionally with a defect.
+#[derive(Clone, Debug)]
 pub struct SimMachine {
     /// RAM, the call log and failure injection.
     pub host: HostMachine,
-    /// The TLB as the hardware would have it.
-    pub tlb: Tlb,
+    /// Each CPU's TLB as the hardware would have it.
+    pub tlbs: Vec<Tlb>,
     /// The defect, if any.
     pub defect: Option<Defect>,
     /// Words written by accesses (data writes bypass the log, which holds the vmm's own
@@ -121,9 +133,12 @@ pub struct SimMachine {
     /// still break INV-8, e.g. a global entry for a user page).
     pub tlb_fills: u32,
     invalidates: u64,
-    /// The space current on the CPU as the vmm last set it (TTBR0's table, ASID); `None`: the
+    /// The space current on each CPU as the vmm last set it (TTBR0's table, ASID); `None`: the
     /// kernel-only state. Accesses walk with these registers, as the hardware would.
-    pub current: Option<(u32, u8)>,
+    pub current: Vec<Option<(u32, u8)>>,
+    /// The CPU running the vmm's code now: local invalidates reach its TLB only. The checker
+    /// sets it for an access (whose faults the vmm handles there) and puts it back to 0.
+    pub executing: usize,
     /// The kernel's L1 table (TTBR1), for walks of kernel addresses; set once booted.
     pub ttbr1: u32,
     /// Descriptor writes since the last DSB, (address, value before it), in order: table walks
@@ -136,8 +151,9 @@ pub struct SimMachine {
     page_invalidates_asked: u64,
     /// ASIDs invalidated so far, one bit each (`SkipAsidReinvalidate`).
     asids_invalidated: [u64; 4],
-    /// Page invalidates held back (`InvalidateAfterFree`): (ASID or `None` for all, page).
-    held: Vec<(Option<Asid>, VirtPage)>,
+    /// Page invalidates held back (`InvalidateAfterFree`): (ASID or `None` for all, page,
+    /// broadcast).
+    held: Vec<(Option<Asid>, VirtPage, bool)>,
     /// Clearing writes held back (`ClearAfterInvalidate`), and whether an invalidate has been
     /// issued since (they land at the next DSB then).
     delayed_clears: Vec<(PhysAddr, u32)>,
@@ -147,21 +163,83 @@ pub struct SimMachine {
     shown: std::collections::BTreeMap<u32, u32>,
 }
 
+impl Default for SimMachine {
+    fn default() -> Self {
+        Self::new(1, None)
+    }
+}
+
 impl SimMachine {
-    /// A machine with RAM at the default place and the given defect.
+    /// A machine of `cpus` CPUs (at least one) with RAM at the default place and the given
+    /// defect.
     #[must_use]
-    pub fn with_defect(defect: Option<Defect>) -> Self {
+    pub fn new(cpus: u8, defect: Option<Defect>) -> Self {
+        let cpus = usize::from(cpus.max(1));
         Self {
+            host: HostMachine::default(),
+            tlbs: vec![Tlb::default(); cpus],
             defect,
-            ..Self::default()
+            data_writes: Vec::new(),
+            tlb_fills: 0,
+            invalidates: 0,
+            current: vec![None; cpus],
+            executing: 0,
+            ttbr1: 0,
+            pending: Vec::new(),
+            violations: Vec::new(),
+            page_invalidates_asked: 0,
+            asids_invalidated: [0; 4],
+            held: Vec::new(),
+            delayed_clears: Vec::new(),
+            invalidated_since_delay: false,
+            shown: std::collections::BTreeMap::new(),
         }
     }
 
-    /// A speculative walk of `va` in the current space, as hardware may make at any time: over
-    /// the memory a walk sees (descriptor writes not yet completed by a DSB read as their old
-    /// value), and what it finds is cached.
-    fn speculate(&mut self, va: u32) {
-        let (ttbr0, asid) = self.current.unwrap_or((0, 0));
+    /// A one-CPU machine with RAM at the default place and the given defect.
+    #[must_use]
+    pub fn with_defect(defect: Option<Defect>) -> Self {
+        Self::new(1, defect)
+    }
+
+    /// The CPUs.
+    #[must_use]
+    pub fn cpus(&self) -> usize {
+        self.tlbs.len()
+    }
+
+    /// The TLBs an invalidate reaches: every CPU's when `broadcast` (unless a defect keeps it
+    /// local), else the executing CPU's.
+    fn reached(&mut self, broadcast: bool) -> &mut [Tlb] {
+        if broadcast && self.defect != Some(Defect::BroadcastStaysLocal) {
+            &mut self.tlbs
+        } else {
+            let at = self.executing.min(self.tlbs.len() - 1);
+            &mut self.tlbs[at..=at]
+        }
+    }
+
+    /// Whether the defect makes this broadcast invalidate a local one (then logged as such).
+    fn broadcast_kept(&self) -> bool {
+        self.defect != Some(Defect::LocalInvalidates)
+    }
+
+    /// A speculative walk of `va` on every CPU where the space with `asid` is current (every
+    /// CPU for `None`: kernel addresses), as hardware may make at any time: over the memory a
+    /// walk sees (descriptor writes not yet completed by a DSB read as their old value), and
+    /// what it finds is cached in that CPU's TLB.
+    fn speculate_everywhere(&mut self, asid: Option<u8>, va: u32) {
+        for cpu in 0..self.cpus() {
+            let here = self.current[cpu].map(|(_, a)| a);
+            if asid.is_none_or(|a| here == Some(a)) {
+                self.speculate(cpu, va);
+            }
+        }
+    }
+
+    /// A speculative walk of `va` in the space current on `cpu`.
+    fn speculate(&mut self, cpu: usize, va: u32) {
+        let (ttbr0, asid) = self.current[cpu].unwrap_or((0, 0));
         if ttbr0 == 0 && va < 0x4000_0000 {
             return;
         }
@@ -175,7 +253,7 @@ impl SimMachine {
             None => host.peek_word(PhysAddr::new(a)),
         };
         if let Ok(t) = translate(&mut visible, regs, va) {
-            self.tlb.fill(t, asid);
+            self.tlbs[cpu].fill(t, asid);
             self.tlb_fills += 1;
         }
     }
@@ -208,24 +286,76 @@ impl SimMachine {
         }
     }
 
-    /// `TLBIMVA` (with an ASID) or `TLBIMVAA` (without) as the hardware carries it out: logged,
-    /// applied to the TLB model unless a hardware defect loses it, then a speculative walk.
-    fn issue_page_invalidate(&mut self, asid: Option<Asid>, page: VirtPage) {
+    /// `TLBIMVA` (with an ASID) or `TLBIMVAA` (without), or their IS forms when `broadcast`,
+    /// as the hardware carries it out: logged, applied to the TLBs it reaches unless a hardware
+    /// defect loses it, then a speculative walk on every CPU where the page's space is current.
+    fn issue_page_invalidate(&mut self, asid: Option<Asid>, page: VirtPage, broadcast: bool) {
         let va = page.start().as_u32();
-        match asid {
-            Some(asid) => self.host.tlb_invalidate_page(asid, page),
-            None => self.host.tlb_invalidate_page_all_asids(page),
+        match (asid, broadcast) {
+            (Some(asid), false) => self.host.tlb_invalidate_page(asid, page),
+            (None, false) => self.host.tlb_invalidate_page_all_asids(page),
+            (Some(asid), true) => self.host.tlb_invalidate_page_is(asid, page),
+            (None, true) => self.host.tlb_invalidate_page_all_asids_is(page),
         }
         if !self.lose_invalidate() {
-            match asid {
-                Some(asid) => self.tlb.invalidate_mva(va, asid.value()),
-                None => self.tlb.invalidate_mva_all_asids(va),
+            for tlb in self.reached(broadcast) {
+                match asid {
+                    Some(asid) => tlb.invalidate_mva(va, asid.value()),
+                    None => tlb.invalidate_mva_all_asids(va),
+                }
             }
         }
-        if asid.is_none_or(|a| self.current.is_some_and(|(_, c)| c == a.value())) {
-            self.speculate(va);
+        self.speculate_everywhere(asid.map(Asid::value), va);
+        self.invalidated_since_delay = !self.delayed_clears.is_empty();
+    }
+
+    /// A page invalidate the vmm asks for, `broadcast` or not: issued now, or held back or
+    /// skipped by a defect.
+    fn ask_page_invalidate(&mut self, asid: Option<Asid>, page: VirtPage, broadcast: bool) {
+        let broadcast = broadcast && self.broadcast_kept();
+        if self.asked_page_invalidate() {
+            self.issue_page_invalidate(asid, page, broadcast);
+        } else if self.defect == Some(Defect::InvalidateAfterFree) {
+            self.held.push((asid, page, broadcast));
+        }
+    }
+
+    /// `TLBIASID` or `TLBIASIDIS` as the vmm asks for it.
+    fn ask_asid_invalidate(&mut self, asid: Asid, broadcast: bool) {
+        let broadcast = broadcast && self.broadcast_kept();
+        let (word, bit) = (usize::from(asid.value() / 64), 1u64 << (asid.value() % 64));
+        let seen = self.asids_invalidated[word] & bit != 0;
+        self.asids_invalidated[word] |= bit;
+        match self.defect {
+            Some(Defect::SkipAsidInvalidates) => return,
+            Some(Defect::SkipAsidReinvalidate) if seen => return,
+            _ => {}
+        }
+        if broadcast {
+            self.host.tlb_invalidate_asid_is(asid);
+        } else {
+            self.host.tlb_invalidate_asid(asid);
+        }
+        // Only page invalidates are counted for `DropNthInvalidate`.
+        if self.defect != Some(Defect::DropEveryInvalidate) {
+            for tlb in self.reached(broadcast) {
+                tlb.invalidate_asid(asid.value());
+            }
         }
         self.invalidated_since_delay = !self.delayed_clears.is_empty();
+    }
+
+    /// `TLBIALL` or `TLBIALLIS` as the vmm asks for it.
+    fn ask_invalidate_all(&mut self, broadcast: bool) {
+        let broadcast = broadcast && self.broadcast_kept();
+        if broadcast {
+            self.host.tlb_invalidate_all_is();
+        } else {
+            self.host.tlb_invalidate_all();
+        }
+        for tlb in self.reached(broadcast) {
+            tlb.invalidate_all();
+        }
     }
 
     /// The clearing writes `ClearAfterInvalidate` held back land, once an invalidate has been
@@ -342,38 +472,28 @@ impl Machine for SimMachine {
         }
     }
     fn tlb_invalidate_page(&mut self, asid: Asid, page: VirtPage) {
-        if self.asked_page_invalidate() {
-            self.issue_page_invalidate(Some(asid), page);
-        } else if self.defect == Some(Defect::InvalidateAfterFree) {
-            self.held.push((Some(asid), page));
-        }
+        self.ask_page_invalidate(Some(asid), page, false);
     }
     fn tlb_invalidate_page_all_asids(&mut self, page: VirtPage) {
-        if self.asked_page_invalidate() {
-            self.issue_page_invalidate(None, page);
-        } else if self.defect == Some(Defect::InvalidateAfterFree) {
-            self.held.push((None, page));
-        }
+        self.ask_page_invalidate(None, page, false);
     }
     fn tlb_invalidate_asid(&mut self, asid: Asid) {
-        let (word, bit) = (usize::from(asid.value() / 64), 1u64 << (asid.value() % 64));
-        let seen = self.asids_invalidated[word] & bit != 0;
-        self.asids_invalidated[word] |= bit;
-        match self.defect {
-            Some(Defect::SkipAsidInvalidates) => return,
-            Some(Defect::SkipAsidReinvalidate) if seen => return,
-            _ => {}
-        }
-        self.host.tlb_invalidate_asid(asid);
-        // Only page invalidates are counted for `DropNthInvalidate`.
-        if self.defect != Some(Defect::DropEveryInvalidate) {
-            self.tlb.invalidate_asid(asid.value());
-        }
-        self.invalidated_since_delay = !self.delayed_clears.is_empty();
+        self.ask_asid_invalidate(asid, false);
     }
     fn tlb_invalidate_all(&mut self) {
-        self.host.tlb_invalidate_all();
-        self.tlb.invalidate_all();
+        self.ask_invalidate_all(false);
+    }
+    fn tlb_invalidate_page_is(&mut self, asid: Asid, page: VirtPage) {
+        self.ask_page_invalidate(Some(asid), page, true);
+    }
+    fn tlb_invalidate_page_all_asids_is(&mut self, page: VirtPage) {
+        self.ask_page_invalidate(None, page, true);
+    }
+    fn tlb_invalidate_asid_is(&mut self, asid: Asid) {
+        self.ask_asid_invalidate(asid, true);
+    }
+    fn tlb_invalidate_all_is(&mut self) {
+        self.ask_invalidate_all(true);
     }
     fn dsb(&mut self) {
         self.land_delayed_clears();
@@ -387,25 +507,36 @@ impl Machine for SimMachine {
             self.host.isb();
         }
     }
-    fn switch_space(&mut self, space: Option<(PhysFrame, Asid)>) {
-        self.host.switch_space(space);
-        self.current = space.map(|(l1, asid)| (l1.start().as_u32(), asid.value()));
+    fn switch_space(&mut self, cpu: Cpu, space: Option<(PhysFrame, Asid)>) {
+        self.host.switch_space(cpu, space);
+        match self.current.get_mut(usize::from(cpu.index())) {
+            Some(current) => {
+                *current = space.map(|(l1, asid)| (l1.start().as_u32(), asid.value()));
+            }
+            None => self.violations.push(format!(
+                "(g) the vmm switched CPU {} of a {}-CPU machine\n",
+                cpu.index(),
+                self.cpus()
+            )),
+        }
     }
     fn frames_freed(&mut self, first: PhysFrame, count: u32) {
         self.host.frames_freed(first, count);
         if !self.held.is_empty() {
-            for (asid, page) in std::mem::take(&mut self.held) {
-                self.issue_page_invalidate(asid, page);
+            for (asid, page, broadcast) in std::mem::take(&mut self.held) {
+                self.issue_page_invalidate(asid, page, broadcast);
             }
             self.dsb();
             self.isb();
         }
-        if let Some((l1, asid)) = self.current
-            && l1.wrapping_sub(first.start().as_u32()) < count.saturating_mul(4096)
-        {
-            self.violations.push(format!(
-                "(g) the L1 table at {l1:#010x} (ASID {asid}) was freed while in TTBR0\n"
-            ));
+        for (cpu, current) in self.current.iter().enumerate() {
+            if let Some((l1, asid)) = *current
+                && l1.wrapping_sub(first.start().as_u32()) < count.saturating_mul(4096)
+            {
+                self.violations.push(format!(
+                    "(g) the L1 table at {l1:#010x} (ASID {asid}) was freed while in TTBR0 of CPU {cpu}\n"
+                ));
+            }
         }
     }
     fn frame_allocation_permitted(&mut self) -> bool {

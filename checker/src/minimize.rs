@@ -433,67 +433,86 @@ fn simpler_ops(op: &Op) -> Vec<Op> {
         }
         Op::Vmalloc { len } => vary!(smaller_u32(len), |len| Op::Vmalloc { len }),
         Op::Vfree { addr } => vary!(simpler_addrs(&addr), |addr| Op::Vfree { addr }),
-        Op::Read { s, addr, kernel } => {
+        Op::Read {
+            s,
+            addr,
+            kernel,
+            cpu,
+        } => {
+            let m = |s, addr, kernel, cpu| Op::Read {
+                s,
+                addr,
+                kernel,
+                cpu,
+            };
             if kernel {
-                out.push(Op::Read {
-                    s,
-                    addr: addr.clone(),
-                    kernel: false,
-                });
+                out.push(m(s, addr.clone(), false, cpu));
             }
-            vary!(smaller_u8(s), |x| Op::Read {
-                s: x,
-                addr: addr.clone(),
-                kernel
-            });
-            vary!(simpler_addrs(&addr), |x| Op::Read { s, addr: x, kernel });
+            if cpu > 0 {
+                out.push(m(s, addr.clone(), kernel, 0));
+            }
+            vary!(smaller_u8(s), |x| m(x, addr.clone(), kernel, cpu));
+            vary!(simpler_addrs(&addr), |x| m(s, x, kernel, cpu));
         }
         Op::Write {
             s,
             addr,
             value,
             kernel,
+            cpu,
         } => {
             out.push(Op::Read {
                 s,
                 addr: addr.clone(),
                 kernel,
+                cpu,
             });
-            let m = |s, addr, value, kernel| Op::Write {
+            let m = |s, addr, value, kernel, cpu| Op::Write {
                 s,
                 addr,
                 value,
                 kernel,
+                cpu,
             };
             if kernel {
-                out.push(m(s, addr.clone(), value, false));
+                out.push(m(s, addr.clone(), value, false, cpu));
             }
-            vary!(smaller_u8(s), |x| m(x, addr.clone(), value, kernel));
-            vary!(simpler_addrs(&addr), |x| m(s, x, value, kernel));
+            if cpu > 0 {
+                out.push(m(s, addr.clone(), value, kernel, 0));
+            }
+            vary!(smaller_u8(s), |x| m(x, addr.clone(), value, kernel, cpu));
+            vary!(simpler_addrs(&addr), |x| m(s, x, value, kernel, cpu));
             // A written value stays non-zero (zero is what a fresh page reads): 1 is simplest.
             if value > 1 {
-                out.push(m(s, addr.clone(), 1, kernel));
+                out.push(m(s, addr.clone(), 1, kernel, cpu));
             }
         }
-        Op::Exec { s, addr, kernel } => {
+        Op::Exec {
+            s,
+            addr,
+            kernel,
+            cpu,
+        } => {
             out.push(Op::Read {
                 s,
                 addr: addr.clone(),
                 kernel,
+                cpu,
             });
+            let m = |s, addr, kernel, cpu| Op::Exec {
+                s,
+                addr,
+                kernel,
+                cpu,
+            };
             if kernel {
-                out.push(Op::Exec {
-                    s,
-                    addr: addr.clone(),
-                    kernel: false,
-                });
+                out.push(m(s, addr.clone(), false, cpu));
             }
-            vary!(smaller_u8(s), |x| Op::Exec {
-                s: x,
-                addr: addr.clone(),
-                kernel
-            });
-            vary!(simpler_addrs(&addr), |x| Op::Exec { s, addr: x, kernel });
+            if cpu > 0 {
+                out.push(m(s, addr.clone(), kernel, 0));
+            }
+            vary!(smaller_u8(s), |x| m(x, addr.clone(), kernel, cpu));
+            vary!(simpler_addrs(&addr), |x| m(s, x, kernel, cpu));
         }
     }
     out

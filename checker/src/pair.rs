@@ -8,7 +8,7 @@ use vmm::addr::PhysAddr;
 use vmm::fault::Mode;
 use vmm::machine::Machine;
 use vmm::space::{SpaceId, VmSpace};
-use vmm::{Layout, Vm};
+use vmm::{Cpu, Layout, Vm};
 
 use crate::concrete;
 use crate::invariants::check_kernel_window;
@@ -88,6 +88,7 @@ pub(crate) struct Pair {
 pub(crate) fn layout(config: Config) -> Layout {
     Layout {
         asids: config.asids,
+        cpus: config.cpus,
         ..Layout::with_pool_frames(config.pool_frames)
     }
 }
@@ -111,14 +112,14 @@ pub(crate) fn boot(machine: SimMachine, config: Config) -> Vm<SimMachine> {
 /// it), and the words of its INV-6 walks let the first step skip walks of unchanged words.
 pub(crate) fn boot_recording(defect: Option<Defect>, config: Config) -> (Vm<SimMachine>, Vec<u32>) {
     fn fresh(defect: Option<Defect>, config: Config) -> Vm<SimMachine> {
-        let mut machine = SimMachine::with_defect(defect);
+        let mut machine = SimMachine::new(config.cpus, defect);
         machine.host.set_recording(true);
         machine.host.set_skip_reads(true);
         boot(machine, config)
     }
     fn sound() -> (Vm<SimMachine>, Vec<u32>) {
         let mut vm = fresh(None, Config::DEFAULT);
-        if check_log(vm.machine().host.log()).is_ok() {
+        if check_log(vm.machine().host.log(), 1).is_ok() {
             vm.machine_mut().host.clear_log();
         }
         let mut reads = Vec::new();
@@ -140,6 +141,7 @@ pub fn new_model(config: Config) -> Model {
     Model::booted(model::Layout {
         pool_size: config.pool_frames * 0x1000,
         asids: config.asids,
+        cpus: config.cpus,
         ..model::Layout::default()
     })
 }
@@ -163,22 +165,29 @@ pub(crate) fn space_registers(space: &VmSpace, kernel: Registers) -> (Registers,
     (regs, space.asid().value())
 }
 
-/// Accesses on the simulated machine: the TLB model, else a walk of the real table bytes
-/// (filling the TLB); `op_driver::apply` hands faults to the vmm's handler and retries. The
-/// walk uses the registers the vmm last set on the machine (TTBR0 and the ASID of the space
-/// it made current), not its bookkeeping: a vmm that forgot to switch walks the wrong table.
+/// Accesses on the simulated machine: the access's CPU's TLB model, else a walk of the real
+/// table bytes (filling that TLB); `op_driver::apply` hands faults to the vmm's handler, which
+/// runs on that CPU, and retries. The walk uses the registers the vmm last set on that CPU
+/// (TTBR0 and the ASID of the space it made current), not its bookkeeping: a vmm that forgot
+/// to switch walks the wrong table.
 pub(crate) struct HostAccessor;
 
 impl Accessor<SimMachine> for HostAccessor {
     fn attempt(
         &mut self,
         vm: &mut Vm<SimMachine>,
+        cpu: Cpu,
         _space: SpaceId,
         va: u32,
         access: AccessOp,
         mode: Mode,
     ) -> Result<u32, Miss> {
-        let (ttbr0, asid) = vm.machine().current.unwrap_or((0, 0));
+        let cpu = usize::from(cpu.index());
+        let Some(&current) = vm.machine().current.get(cpu) else {
+            return Err(Miss::Unsupported);
+        };
+        vm.machine_mut().executing = cpu;
+        let (ttbr0, asid) = current.unwrap_or((0, 0));
         let regs = Registers {
             ttbr0,
             ..kernel_registers(vm)
@@ -194,7 +203,7 @@ impl Accessor<SimMachine> for HostAccessor {
             AccessOp::Exec => AccessKind::Execute,
         };
         let m = vm.machine_mut();
-        let result = match m.tlb.access(regs, va, asid, kind, privilege) {
+        let result = match m.tlbs[cpu].access(regs, va, asid, kind, privilege) {
             Some(hit) => hit,
             None => {
                 let walked = walk(
@@ -205,7 +214,7 @@ impl Accessor<SimMachine> for HostAccessor {
                     privilege,
                 );
                 if let Ok(t) = walked {
-                    m.tlb.fill(t, asid);
+                    m.tlbs[cpu].fill(t, asid);
                     m.tlb_fills += 1;
                 }
                 walked.map(|t| t.pa)
@@ -280,6 +289,8 @@ impl Pair {
         let op = (hooks.resolve)(&self.model, &self.model_ids, op);
         let m = concrete::apply_model(&mut self.model, &mut self.model_ids, &op);
         let v = (hooks.apply)(&mut self.vm, &mut self.vmm_ids, &op);
+        // The next op runs on the boot CPU unless it is an access on another.
+        self.vm.machine_mut().executing = 0;
         self.vmm_spaces_read = false;
         (m, v)
     }

@@ -14,7 +14,9 @@
 //!   invalidate and a DSB;
 //! - (f) a space that exits is invalidated by ASID, after the CPU left it; an ASID released
 //!   before is invalidated by ASID again in the op that hands it out;
-//! - (g) no L1 table goes back to the allocator while it is in TTBR0.
+//! - (g) no L1 table goes back to the allocator while it is in TTBR0 of any CPU;
+//! - (h) with more than one CPU every TLB invalidate is the broadcast (IS) form: a local one
+//!   leaves the other CPUs' entries stale (semantics.md section 14).
 
 use reference_model::armv7::{Registers, Translation, permissions};
 use vmm::machine::MachineEvent;
@@ -30,10 +32,16 @@ pub struct SpaceTables {
     pub pages: Vec<(u32, Translation)>,
 }
 
-/// Rules (a) to (c) on an op's log.
-pub fn check_log(log: &[MachineEvent]) -> Result<(), String> {
+/// Rules (a) to (c), and (h) on a machine of `cpus` CPUs, on an op's log.
+pub fn check_log(log: &[MachineEvent], cpus: usize) -> Result<(), String> {
     let mut since_dsb = false;
     for e in log {
+        if cpus > 1 && e.is_local_tlb_invalidate() {
+            return Err(format!(
+                "(h) {e:?} is a local invalidate on a {cpus}-CPU machine: the other CPUs keep \
+                 their entries (the IS form reaches them)\n"
+            ));
+        }
         match *e {
             MachineEvent::Write { pa, old, new } => {
                 if old & 3 != 0 && new & 3 != 0 && old != new {
@@ -44,12 +52,7 @@ pub fn check_log(log: &[MachineEvent]) -> Result<(), String> {
                 since_dsb = true;
             }
             MachineEvent::Dsb => since_dsb = false,
-            MachineEvent::TlbInvalidatePage { .. }
-            | MachineEvent::TlbInvalidatePageAllAsids(_)
-            | MachineEvent::TlbInvalidateAsid(_)
-            | MachineEvent::TlbInvalidateAll
-                if since_dsb =>
-            {
+            _ if since_dsb && e.is_tlb_invalidate() => {
                 return Err(format!(
                     "(b) {e:?} issued after a descriptor write with no DSB between them\n"
                 ));
@@ -57,16 +60,9 @@ pub fn check_log(log: &[MachineEvent]) -> Result<(), String> {
             _ => {}
         }
     }
-    let maintained = log.iter().any(|e| {
-        matches!(
-            e,
-            MachineEvent::Write { .. }
-                | MachineEvent::TlbInvalidatePage { .. }
-                | MachineEvent::TlbInvalidatePageAllAsids(_)
-                | MachineEvent::TlbInvalidateAsid(_)
-                | MachineEvent::TlbInvalidateAll
-        )
-    });
+    let maintained = log
+        .iter()
+        .any(|e| matches!(e, MachineEvent::Write { .. }) || e.is_tlb_invalidate());
     let mut last = log.iter().rev().filter(|e| {
         !matches!(
             e,
@@ -75,7 +71,7 @@ pub fn check_log(log: &[MachineEvent]) -> Result<(), String> {
                 | MachineEvent::FrameAllocation { .. }
                 | MachineEvent::ZeroFrame(_)
                 | MachineEvent::CopyFrame { .. }
-                | MachineEvent::SwitchSpace(_)
+                | MachineEvent::SwitchSpace(..)
         )
     });
     let tail = [last.next(), last.next()];
@@ -125,7 +121,7 @@ fn covers(regs: Registers, old: &Translation, new: Option<&Translation>) -> bool
 /// The op's invalidates and frees, indexed for rules (d) and (e).
 pub struct Maintenance<'a> {
     log: &'a [MachineEvent],
-    /// (ASID, page number, log index) of every `TLBIMVA`, sorted.
+    /// (ASID, page number, log index) of every `TLBIMVA` and `TLBIMVAIS`, sorted.
     pages: Vec<(u8, u32, usize)>,
     /// (frame address, log index) of every frame freed, sorted.
     freed: Vec<(u32, usize)>,
@@ -137,15 +133,12 @@ impl<'a> Maintenance<'a> {
         let mut pages = Vec::new();
         let mut freed = Vec::new();
         for (i, e) in log.iter().enumerate() {
-            match *e {
-                MachineEvent::TlbInvalidatePage { asid, page } => {
-                    pages.push((asid.value(), page.number(), i));
-                }
-                MachineEvent::FramesFreed { first, count } => {
-                    let base = first.start().as_u32();
-                    freed.extend((0..count).map(|k| (base.wrapping_add(k * 4096), i)));
-                }
-                _ => {}
+            if let Some((asid, page)) = e.page_invalidate() {
+                pages.push((asid.value(), page.number(), i));
+            }
+            if let MachineEvent::FramesFreed { first, count } = *e {
+                let base = first.start().as_u32();
+                freed.extend((0..count).map(|k| (base.wrapping_add(k * 4096), i)));
             }
         }
         pages.sort_unstable();
@@ -167,11 +160,11 @@ impl<'a> Maintenance<'a> {
             .min()
     }
 
-    /// The first `TLBIASID` of `asid`.
+    /// The first `TLBIASID` (or `TLBIASIDIS`) of `asid`.
     fn first_asid_invalidate(&self, asid: u8) -> Option<usize> {
         self.log
             .iter()
-            .position(|e| matches!(*e, MachineEvent::TlbInvalidateAsid(a) if a.value() == asid))
+            .position(|e| e.asid_invalidate().is_some_and(|a| a.value() == asid))
     }
 
     /// Rules (d) and (e) for one space: its translations `before` the op and `after` it
@@ -234,16 +227,16 @@ impl<'a> Maintenance<'a> {
 
 /// Rule (f) for an op: `exited` are the ASIDs of the spaces that exited in it, `handed_out`
 /// those of the spaces it created that were released before; `current_before` the ASID current
-/// when the op began (`None`: the kernel-only state).
+/// on each CPU when the op began (`None`: the kernel-only state).
 pub fn check_asids(
     log: &[MachineEvent],
     exited: &[u8],
     handed_out: &[u8],
-    current_before: Option<u8>,
+    current_before: &[Option<u8>],
 ) -> Result<(), String> {
     let invalidated_at = |asid: u8| {
         log.iter()
-            .rposition(|e| matches!(*e, MachineEvent::TlbInvalidateAsid(a) if a.value() == asid))
+            .rposition(|e| e.asid_invalidate().is_some_and(|a| a.value() == asid))
     };
     for &asid in exited {
         let Some(at) = invalidated_at(asid) else {
@@ -251,18 +244,22 @@ pub fn check_asids(
                 "(f) ASID {asid} was released at exit without a TLBIASID\n"
             ));
         };
-        let current_then = log[..at]
-            .iter()
-            .rev()
-            .find_map(|e| match *e {
-                MachineEvent::SwitchSpace(s) => Some(s.map(|(_, a)| a.value())),
-                _ => None,
-            })
-            .unwrap_or(current_before);
-        if current_then == Some(asid) {
-            return Err(format!(
-                "(f) ASID {asid} was invalidated at exit while still current (walks could refill it)\n"
-            ));
+        for (cpu, &before) in current_before.iter().enumerate() {
+            let current_then = log[..at]
+                .iter()
+                .rev()
+                .find_map(|e| match *e {
+                    MachineEvent::SwitchSpace(c, s) if usize::from(c.index()) == cpu => {
+                        Some(s.map(|(_, a)| a.value()))
+                    }
+                    _ => None,
+                })
+                .unwrap_or(before);
+            if current_then == Some(asid) {
+                return Err(format!(
+                    "(f) ASID {asid} was invalidated at exit while still current on CPU {cpu} (walks could refill it)\n"
+                ));
+            }
         }
     }
     for &asid in handed_out {

@@ -224,6 +224,7 @@ mod tests {
             s: 0,
             addr: Addr::Raw(0x4000_0000),
             kernel: false,
+            cpu: 0,
         };
         let spawn = Op::Spawn;
         assert_eq!(describe(&read, Outcome::Err(1), 1), "Segv");

@@ -354,6 +354,7 @@ fn run_observed(
     let diverge = |kind, at, model, vmm| Divergence::boxed(kind, sequence, at, model, vmm);
     let mut changes = Changes::default();
     let mut spaces_before: Vec<SpaceId> = Vec::new();
+    let mut current_before: Vec<Option<u8>> = Vec::new();
     for (at, step) in steps.iter().enumerate() {
         p.model.refuse_allocation = step.refuse.map(u64::from);
         p.vm.machine_mut()
@@ -361,7 +362,13 @@ fn run_observed(
             .set_allocation_failure(refusal(step.refuse.map(u64::from)));
         spaces_before.clear();
         spaces_before.extend_from_slice(&p.vmm_ids);
-        let current_before = p.vm.machine().current.map(|(_, asid)| asid);
+        current_before.clear();
+        current_before.extend(
+            p.vm.machine()
+                .current
+                .iter()
+                .map(|c| c.map(|(_, asid)| asid)),
+        );
         let (model_out, vmm_out) = p.apply(&step.op, hooks);
         on_step(
             at,
@@ -378,7 +385,8 @@ fn run_observed(
         m.host.set_allocation_failure(AllocationFailure::Never);
         let tlb_filled = std::mem::take(&mut m.tlb_fills) > 0;
         let machine_saw = m.violations.drain(..).next();
-        if let Some(why) = machine_saw.map_or_else(|| check_log(m.host.log()).err(), Some) {
+        let cpus = m.cpus();
+        if let Some(why) = machine_saw.map_or_else(|| check_log(m.host.log(), cpus).err(), Some) {
             return Err(diverge(
                 DivergenceKind::HardwareProtocol,
                 at,
@@ -431,7 +439,7 @@ fn run_observed(
             ));
         }
         p.compare_state(at, sequence)?;
-        if let Err(why) = p.check_maintenance(current_before) {
+        if let Err(why) = p.check_maintenance(&current_before) {
             return Err(diverge(
                 DivergenceKind::HardwareProtocol,
                 at,

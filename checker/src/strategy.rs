@@ -76,10 +76,15 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => prop_oneof![4 => (1..5u32).prop_map(|p| p * 0x1000), 1 => len()].prop_map(|len| Op::Vmalloc { len }),
         1 => prop_oneof![3 => (any::<u8>(), Just(0u8)).prop_map(|(alloc, page)| Addr::Vmalloc { alloc, page }), 1 => addr()]
             .prop_map(|addr| Op::Vfree { addr }),
-        3 => (s.clone(), addr(), any::<bool>()).prop_map(|(s, addr, kernel)| Op::Read { s, addr, kernel }),
-        4 => (s.clone(), addr(), any::<u32>(), any::<bool>()).prop_map(|(s, addr, value, kernel)| Op::Write { s, addr, value, kernel }),
-        1 => (s, addr(), any::<bool>()).prop_map(|(s, addr, kernel)| Op::Exec { s, addr, kernel }),
+        3 => (s.clone(), addr(), any::<bool>(), cpu()).prop_map(|(s, addr, kernel, cpu)| Op::Read { s, addr, kernel, cpu }),
+        4 => (s.clone(), addr(), any::<u32>(), any::<bool>(), cpu()).prop_map(|(s, addr, value, kernel, cpu)| Op::Write { s, addr, value, kernel, cpu }),
+        1 => (s, addr(), any::<bool>(), cpu()).prop_map(|(s, addr, kernel, cpu)| Op::Exec { s, addr, kernel, cpu }),
     ]
+}
+
+/// The CPU of an access: 0 or 1 ([`sequences`] keeps it below its world's CPU count).
+fn cpu() -> impl Strategy<Value = u8> {
+    0..2u8
 }
 
 /// A sequence starting with `spawn`, some steps refusing one of their frame allocations.
@@ -101,15 +106,24 @@ pub fn sequence(len: impl Into<prop::collection::SizeRange>) -> impl Strategy<Va
 }
 
 /// The world of a generated sequence: mostly the default one, sometimes a small pool or few
-/// ASIDs, so that exhaustion of either is reached.
+/// ASIDs, so that exhaustion of either is reached, sometimes two CPUs.
 pub fn config() -> impl Strategy<Value = Config> {
     prop_oneof![
         3 => Just(Config::DEFAULT),
-        1 => (16..200u32, 1..5u8).prop_map(|(pool_frames, asids)| Config { pool_frames, asids }),
+        1 => (16..200u32, 1..5u8).prop_map(|(pool_frames, asids)| Config { pool_frames, asids, cpus: 1 }),
+        1 => (16..200u32, 1..5u8).prop_map(|(pool_frames, asids)| Config { pool_frames, asids, cpus: 2 }),
     ]
 }
 
-/// A sequence of at most `max` steps (starting with `spawn`) in a generated world.
+/// A sequence of at most `max` steps (starting with `spawn`) in a generated world; accesses
+/// run on CPUs the world has.
 pub fn sequences(max: usize) -> impl Strategy<Value = Sequence> {
-    (config(), steps(max)).prop_map(|(config, steps)| Sequence { config, steps })
+    (config(), steps(max)).prop_map(|(config, mut steps)| {
+        for step in &mut steps {
+            if let Some(cpu) = step.op.cpu_mut() {
+                *cpu %= config.cpus;
+            }
+        }
+        Sequence { config, steps }
+    })
 }

@@ -111,6 +111,20 @@ fn cases() -> Vec<(Defect, &'static str, DivergenceKind)> {
             DivergenceKind::ReturnValue,
         ),
         (
+            // Two CPUs: CPU 1 reads the page (its TLB caches it), CPU 0 unmaps it with the
+            // local invalidate, which CPU 1 never sees (INV-10 (h)).
+            Defect::LocalInvalidates,
+            "pool cpus=2\nspawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nread s=0 addr=r0+0p+0w mode=user cpu=1\nmunmap s=0 addr=mmap+0p len=0x1000\n",
+            DivergenceKind::HardwareProtocol,
+        ),
+        (
+            // The same with the broadcast form issued but lost on the way to CPU 1: the log is
+            // sound, and CPU 1's TLB model still holds the unmapped page (INV-8).
+            Defect::BroadcastStaysLocal,
+            "pool cpus=2\nspawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nread s=0 addr=r0+0p+0w mode=user cpu=1\nmunmap s=0 addr=mmap+0p len=0x1000\n",
+            DivergenceKind::StaleTlb,
+        ),
+        (
             // Barriers lost: descriptor writes are not followed by DSB; ISB.
             Defect::DropBarriers,
             "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nread s=0 addr=r0+0p+0w mode=user\n",

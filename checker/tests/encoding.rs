@@ -54,6 +54,7 @@ fn an_invalid_world_encodes_as_the_default() {
         config: Config {
             pool_frames: 1,
             asids: 0,
+            cpus: 1,
         },
         steps: Vec::new(),
     };

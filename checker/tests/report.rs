@@ -46,6 +46,7 @@ fn a_clean_sequence_runs_to_the_end() {
                 addr: checker::Addr::Heap(0),
                 value: 1,
                 kernel: false,
+                cpu: 0,
             },
             refuse: None,
         },
@@ -62,6 +63,7 @@ fn a_report_names_the_world_when_it_is_not_the_default() {
         config: Config {
             pool_frames: 32,
             asids: 2,
+            cpus: 1,
         },
         steps: parse_ops("spawn\n").unwrap(),
         at: 0,

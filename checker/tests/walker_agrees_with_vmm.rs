@@ -85,7 +85,7 @@ proptest! {
         let mut m = HostMachine::default();
         let mut frames = FrameAllocator::new(PhysFrame::from_start(PhysAddr::new(0x4000_0000)).unwrap(), 256);
         let mut asids = AsidAllocator::new();
-        let mut kernel = ArchMmu::new_kernel(&mut m, &mut frames).unwrap();
+        let mut kernel = ArchMmu::new_kernel(&mut m, &mut frames, vmm::arch::armv7::TlbReach::Local).unwrap();
         let mut user = ArchMmu::new_user(&mut m, &mut frames, &mut asids).unwrap();
         let mut touched: Vec<(bool, u32)> = Vec::new();
         for op in &ops {

@@ -8,7 +8,7 @@ use vmm::addr::VirtAddr;
 use vmm::fault::{Access, FaultError, Mode};
 use vmm::machine::Machine;
 use vmm::space::{ShmId, SpaceId};
-use vmm::{Errno, Vm};
+use vmm::{Cpu, Errno, Vm};
 
 use crate::{AccessOp, ConcreteOp, EFAULT, Outcome, SEGV};
 
@@ -25,11 +25,12 @@ pub enum Miss {
 /// MMU and TLB over the real table bytes, the guest issues real loads and stores. [`apply`]
 /// hands each fault to [`Vm::handle_fault`] and retries, as a kernel does.
 pub trait Accessor<M: Machine> {
-    /// Tries `access` at `va` (word-aligned) in `space` and `mode` once; returns the word read
-    /// (0 for a write).
+    /// Tries `access` at `va` (word-aligned) in `space` and `mode` once, on `cpu`; returns the
+    /// word read (0 for a write).
     fn attempt(
         &mut self,
         vm: &mut Vm<M>,
+        cpu: Cpu,
         space: SpaceId,
         va: u32,
         access: AccessOp,
@@ -44,6 +45,7 @@ const ATTEMPTS: usize = 3;
 /// vmm's handler and another attempt.
 fn access<M: Machine>(
     vm: &mut Vm<M>,
+    cpu: Cpu,
     space: SpaceId,
     va: u32,
     access: AccessOp,
@@ -56,7 +58,7 @@ fn access<M: Machine>(
         AccessOp::Exec => Access::Execute,
     };
     for _ in 0..ATTEMPTS {
-        match accessor.attempt(vm, space, va, access, mode) {
+        match accessor.attempt(vm, cpu, space, va, access, mode) {
             Ok(value) => return Ok(value),
             Err(Miss::Fault(at)) => {
                 vm.handle_fault(space, VirtAddr::new(at), kind, mode)?;
@@ -152,15 +154,17 @@ pub fn apply<M: Machine>(
             addr: a,
             access,
             kernel,
+            cpu,
             ..
         } => {
             let mode = if kernel { Mode::Kernel } else { Mode::User };
-            // The access runs in its space: the CPU switches to it first (semantics.md
-            // section 14), and the hardware walks with what the vmm put in TTBR0.
-            if vm.switch_to(Some(v)).is_err() {
+            // The access runs in its space: its CPU switches to it first (semantics.md
+            // section 14), and the hardware walks with what the vmm put in that TTBR0.
+            let cpu = Cpu::new(cpu);
+            if vm.switch_to(cpu, Some(v)).is_err() {
                 return Outcome::Skipped;
             }
-            match self::access(vm, v, a, access, mode, accessor) {
+            match self::access(vm, cpu, v, a, access, mode, accessor) {
                 Ok(x) => Outcome::Ok(x),
                 Err(FaultError::Segv) => Outcome::Err(SEGV),
                 Err(FaultError::Efault) => Outcome::Err(EFAULT),

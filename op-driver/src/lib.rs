@@ -99,12 +99,14 @@ pub enum ConcreteOp {
     Vmalloc { len: u32 },
     /// `vfree`.
     Vfree { addr: u32 },
-    /// A word access at `addr` (word-aligned by the checker) in user or kernel mode.
+    /// A word access at `addr` (word-aligned by the checker) in user or kernel mode, on CPU
+    /// `cpu` (which makes the space current there first).
     Access {
         s: u32,
         addr: u32,
         access: AccessOp,
         kernel: bool,
+        cpu: u8,
     },
 }
 

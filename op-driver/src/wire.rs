@@ -63,6 +63,7 @@ fn fields(op: &ConcreteOp) -> (u32, Vec<u32>) {
             addr,
             access,
             kernel,
+            cpu,
         } => {
             let (kind, value) = match access {
                 AccessOp::Read => (0, 0),
@@ -71,7 +72,12 @@ fn fields(op: &ConcreteOp) -> (u32, Vec<u32>) {
             };
             (
                 16,
-                alloc::vec![s, addr, kind | (u32::from(kernel) << 8), value],
+                alloc::vec![
+                    s,
+                    addr,
+                    kind | (u32::from(kernel) << 8) | (u32::from(cpu) << 16),
+                    value
+                ],
             )
         }
     }
@@ -201,6 +207,7 @@ pub fn decode_step_words(words: &[u32]) -> Result<(Step, usize), DecodeError> {
                 _ => return Err(DecodeError::UnknownTag(i)),
             },
             kernel: f[2] & 0x100 != 0,
+            cpu: (f[2] >> 16) as u8,
         },
     };
     let refuse = (header & HAS_REFUSE != 0).then_some((header >> 16) as u16);

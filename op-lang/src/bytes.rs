@@ -8,6 +8,11 @@
 //! steps in the default world: inputs written before version 1 keep their meaning, except the
 //! one in 256 that happens to start with the tag.
 //!
+//! Format version 2 (first byte [`SMP_CONFIG_TAG`]) adds a fourth byte, the CPU count (1 +
+//! the byte modulo [`Config::MAX_CPUS`]), and every access step is followed by one byte more,
+//! its CPU (modulo the count). A one-CPU sequence is written in version 1 or without a
+//! header, as before, so every earlier input keeps its meaning.
+//!
 //! How `arbitrary` 1.5.0 reads bytes (the derive and `Unstructured`), which [`encode`] mirrors:
 //!
 //! - a struct reads its fields in declaration order;
@@ -25,6 +30,9 @@ use crate::sequence::{Config, Sequence};
 
 /// The first byte of an input that carries a [`Config`] (format version 1).
 pub const CONFIG_TAG: u8 = 0xC1;
+/// The first byte of an input that carries a [`Config`] with a CPU count, and a CPU after
+/// every access (format version 2).
+pub const SMP_CONFIG_TAG: u8 = 0xC2;
 
 /// The configuration in the three bytes after [`CONFIG_TAG`] (missing bytes read as zero).
 fn decode_config(bytes: &[u8]) -> Config {
@@ -34,6 +42,16 @@ fn decode_config(bytes: &[u8]) -> Config {
     Config {
         pool_frames: lo + raw_frames % (hi - lo + 1),
         asids: 1 + byte(2) % 255,
+        cpus: 1,
+    }
+}
+
+/// The configuration in the four bytes after [`SMP_CONFIG_TAG`].
+fn decode_smp_config(bytes: &[u8]) -> Config {
+    let cpus = bytes.get(3).copied().unwrap_or(0);
+    Config {
+        cpus: 1 + cpus % Config::MAX_CPUS,
+        ..decode_config(bytes)
     }
 }
 
@@ -54,14 +72,22 @@ pub fn decode(data: &[u8]) -> Sequence {
     match data.split_first() {
         Some((&CONFIG_TAG, rest)) => Sequence {
             config: decode_config(rest),
-            steps: decode_steps(rest.get(3..).unwrap_or(&[])),
+            steps: decode_steps(rest.get(3..).unwrap_or(&[]), 1),
         },
-        _ => Sequence::new(decode_steps(data)),
+        Some((&SMP_CONFIG_TAG, rest)) => {
+            let config = decode_smp_config(rest);
+            Sequence {
+                config,
+                steps: decode_steps(rest.get(4..).unwrap_or(&[]), config.cpus),
+            }
+        }
+        _ => Sequence::new(decode_steps(data, 1)),
     }
 }
 
-/// The steps of an input's body (after the configuration, if any).
-fn decode_steps(data: &[u8]) -> Vec<Step> {
+/// The steps of an input's body (after the configuration, if any); with more than one CPU,
+/// each access is followed by its CPU's byte.
+fn decode_steps(data: &[u8], cpus: u8) -> Vec<Step> {
     let mut u = Unstructured::new(data);
     let mut steps = Vec::with_capacity(MAX_STEPS);
     steps.push(Step {
@@ -70,7 +96,14 @@ fn decode_steps(data: &[u8]) -> Vec<Step> {
     });
     while steps.len() < MAX_STEPS && !u.is_empty() {
         match Step::arbitrary(&mut u) {
-            Ok(s) => steps.push(s),
+            Ok(mut s) => {
+                if cpus > 1
+                    && let Some(cpu) = s.op.cpu_mut()
+                {
+                    *cpu = u.arbitrary::<u8>().unwrap_or(0) % cpus;
+                }
+                steps.push(s);
+            }
             Err(_) => break,
         }
     }
@@ -87,13 +120,21 @@ fn decode_steps(data: &[u8]) -> Vec<Step> {
 /// [`CONFIG_TAG`]; an invalid one is written as the default.
 #[must_use]
 pub fn encode(sequence: &Sequence) -> Vec<u8> {
-    let body = encode_steps(&sequence.steps);
     let config = if sequence.config.is_valid() {
         sequence.config
     } else {
         Config::DEFAULT
     };
-    if config == Config::DEFAULT && body.first() != Some(&CONFIG_TAG) {
+    let body = encode_steps(&sequence.steps, config.cpus);
+    if config.cpus > 1 {
+        let mut out = Vec::with_capacity(5 + body.len());
+        out.push(SMP_CONFIG_TAG);
+        out.extend_from_slice(&encode_config(&config));
+        out.push(config.cpus - 1);
+        out.extend_from_slice(&body);
+        return out;
+    }
+    if config == Config::DEFAULT && !matches!(body.first(), Some(&(CONFIG_TAG | SMP_CONFIG_TAG))) {
         return body;
     }
     let mut out = Vec::with_capacity(4 + body.len());
@@ -103,8 +144,8 @@ pub fn encode(sequence: &Sequence) -> Vec<u8> {
     out
 }
 
-/// The bytes of steps alone.
-fn encode_steps(steps: &[Step]) -> Vec<u8> {
+/// The bytes of steps alone; with more than one CPU, each access's CPU follows it.
+fn encode_steps(steps: &[Step], cpus: u8) -> Vec<u8> {
     let body = match steps.first() {
         Some(Step {
             op: Op::Spawn,
@@ -115,6 +156,11 @@ fn encode_steps(steps: &[Step]) -> Vec<u8> {
     let mut e = Encoder(Vec::with_capacity(body.len() * 16));
     for step in body {
         e.step(step);
+        if cpus > 1
+            && let Some(cpu) = step.op.cpu()
+        {
+            e.u8(cpu);
+        }
     }
     e.0
 }
@@ -126,6 +172,9 @@ pub fn round_trips(sequence: &Sequence) -> bool {
     let steps = &sequence.steps;
     sequence.config.is_valid()
         && steps.len() <= MAX_STEPS
+        && steps
+            .iter()
+            .all(|s| s.op.cpu().is_none_or(|c| c < sequence.config.cpus))
         && steps.first()
             == Some(&Step {
                 op: Op::Spawn,
@@ -136,7 +185,7 @@ pub fn round_trips(sequence: &Sequence) -> bool {
 /// The inputs `cargo xtask fuzz-speed` times the `ops` target on: `count` sequences of
 /// [`MAX_STEPS`] steps in the default world, each decoded from 4096 pseudo-random bytes
 /// (xorshift32 from a fixed seed, so every run measures the same work; a configuration those
-/// bytes would carry is dropped) and written back as its canonical encoding,
+/// bytes would carry is dropped, and with it the CPUs of accesses) and written back as its canonical encoding,
 /// the shortest bytes that decode to those steps. The error names the first input that does not
 /// decode to [`MAX_STEPS`] steps or does not round-trip (never seen; checked so the figure is
 /// always about 64-step inputs).
@@ -151,7 +200,13 @@ pub fn speed_inputs(count: usize) -> Result<Vec<Vec<u8>>, usize> {
             x ^= x << 5;
             *b = x as u8;
         }
-        let sequence = Sequence::new(decode(&random).steps);
+        let mut steps = decode(&random).steps;
+        for step in &mut steps {
+            if let Some(cpu) = step.op.cpu_mut() {
+                *cpu = 0;
+            }
+        }
+        let sequence = Sequence::new(steps);
         let bytes = encode(&sequence);
         if sequence.steps.len() != MAX_STEPS || decode(&bytes) != sequence {
             return Err(i);
@@ -335,7 +390,9 @@ impl Encoder {
                 v(self, 14);
                 self.addr(addr);
             }
-            Op::Read { s, addr, kernel } => {
+            Op::Read {
+                s, addr, kernel, ..
+            } => {
                 v(self, 15);
                 self.u8(*s);
                 self.addr(addr);
@@ -346,6 +403,7 @@ impl Encoder {
                 addr,
                 value,
                 kernel,
+                ..
             } => {
                 v(self, 16);
                 self.u8(*s);
@@ -353,7 +411,9 @@ impl Encoder {
                 self.u32(*value);
                 self.bool(*kernel);
             }
-            Op::Exec { s, addr, kernel } => {
+            Op::Exec {
+                s, addr, kernel, ..
+            } => {
                 v(self, 17);
                 self.u8(*s);
                 self.addr(addr);
@@ -383,8 +443,8 @@ pub fn text_round_trip(data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    use super::{CONFIG_TAG, decode, encode};
-    use crate::op::{Op, Step};
+    use super::{CONFIG_TAG, SMP_CONFIG_TAG, decode, encode, round_trips};
+    use crate::op::{Addr, Op, Step};
     use crate::sequence::{Config, Sequence};
 
     fn spawns(n: usize) -> Vec<Step> {
@@ -405,6 +465,7 @@ mod tests {
             config: Config {
                 pool_frames: 16,
                 asids: 2,
+                cpus: 1,
             },
             steps: spawns(3),
         };
@@ -415,6 +476,7 @@ mod tests {
             config: Config {
                 pool_frames: 16384,
                 asids: 255,
+                cpus: 1,
             },
             ..small.clone()
         };
@@ -425,6 +487,56 @@ mod tests {
         assert_eq!(decode(&encode(&plain)), plain);
         // Any bytes after the tag decode to a valid configuration, however few.
         for raw in [&[CONFIG_TAG][..], &[CONFIG_TAG, 0xFF, 0xFF, 0xFF]] {
+            assert!(decode(raw).config.is_valid(), "{raw:?}");
+        }
+    }
+
+    /// Version 2: the CPU count after the rest of the configuration and each access's CPU
+    /// after the access; both come back, and every byte value decodes to a CPU that exists.
+    #[test]
+    fn several_cpus_and_the_cpu_of_each_access_round_trip() {
+        let read = |cpu| Step {
+            op: Op::Read {
+                s: 0,
+                addr: Addr::Mmap(0),
+                kernel: false,
+                cpu,
+            },
+            refuse: None,
+        };
+        let mut steps = spawns(1);
+        steps.extend([read(1), read(0), read(1)]);
+        let smp = Sequence {
+            config: Config {
+                cpus: 2,
+                ..Config::DEFAULT
+            },
+            steps,
+        };
+        assert!(round_trips(&smp));
+        let bytes = encode(&smp);
+        assert_eq!(bytes[0], SMP_CONFIG_TAG);
+        assert_eq!(bytes[4], 1, "two CPUs");
+        assert_eq!(decode(&bytes), smp);
+        // One CPU: no CPU byte anywhere, and an access on CPU 1 does not round-trip.
+        let one = Sequence {
+            config: Config::DEFAULT,
+            steps: smp.steps.clone(),
+        };
+        assert!(!round_trips(&one));
+        let mut cut = bytes.clone();
+        *cut.last_mut().unwrap() = 0xFF;
+        let cpus = decode(&cut).config.cpus;
+        assert!(
+            decode(&cut)
+                .steps
+                .iter()
+                .all(|s| s.op.cpu().is_none_or(|c| c < cpus))
+        );
+        for raw in [
+            &[SMP_CONFIG_TAG][..],
+            &[SMP_CONFIG_TAG, 0xFF, 0xFF, 0xFF, 0xFF],
+        ] {
             assert!(decode(raw).config.is_valid(), "{raw:?}");
         }
     }

@@ -169,6 +169,10 @@ pub enum Op {
         addr: Addr,
         /// Kernel mode (PL1) instead of user mode.
         kernel: bool,
+        /// The CPU it runs on (semantics.md section 14). Not read by `arbitrary`: the byte
+        /// format reads it after the step, and only when the sequence has several CPUs.
+        #[arbitrary(default)]
+        cpu: u8,
     },
     /// A word write.
     Write {
@@ -180,6 +184,9 @@ pub enum Op {
         value: u32,
         /// Kernel mode.
         kernel: bool,
+        /// The CPU it runs on.
+        #[arbitrary(default)]
+        cpu: u8,
     },
     /// An instruction fetch.
     Exec {
@@ -189,7 +196,29 @@ pub enum Op {
         addr: Addr,
         /// Kernel mode.
         kernel: bool,
+        /// The CPU it runs on.
+        #[arbitrary(default)]
+        cpu: u8,
     },
+}
+
+impl Op {
+    /// The CPU an access runs on; `None` for every other op (they run on CPU 0).
+    #[must_use]
+    pub fn cpu(&self) -> Option<u8> {
+        match *self {
+            Op::Read { cpu, .. } | Op::Write { cpu, .. } | Op::Exec { cpu, .. } => Some(cpu),
+            _ => None,
+        }
+    }
+
+    /// The CPU field of an access, to set it; `None` for every other op.
+    pub fn cpu_mut(&mut self) -> Option<&mut u8> {
+        match self {
+            Op::Read { cpu, .. } | Op::Write { cpu, .. } | Op::Exec { cpu, .. } => Some(cpu),
+            _ => None,
+        }
+    }
 }
 
 /// An op and, optionally, the index of its frame allocation that the machine refuses.
@@ -320,26 +349,48 @@ impl fmt::Display for Op {
                     "mapdev s={s} addr={addr} page={page} len={len:#x} prot={prot:#x}"
                 )
             }
-            Op::Read { s, addr, kernel } => {
-                write!(f, "read s={s} addr={addr} mode={}", mode(*kernel))
+            Op::Read {
+                s,
+                addr,
+                kernel,
+                cpu,
+            } => {
+                write!(f, "read s={s} addr={addr} mode={}", mode(*kernel))?;
+                on_cpu(f, *cpu)
             }
             Op::Write {
                 s,
                 addr,
                 value,
                 kernel,
+                cpu,
             } => {
                 write!(
                     f,
                     "write s={s} addr={addr} value={value:#x} mode={}",
                     mode(*kernel)
-                )
+                )?;
+                on_cpu(f, *cpu)
             }
-            Op::Exec { s, addr, kernel } => {
-                write!(f, "exec s={s} addr={addr} mode={}", mode(*kernel))
+            Op::Exec {
+                s,
+                addr,
+                kernel,
+                cpu,
+            } => {
+                write!(f, "exec s={s} addr={addr} mode={}", mode(*kernel))?;
+                on_cpu(f, *cpu)
             }
         }
     }
+}
+
+/// ` cpu=K` after an access on a CPU other than 0 (CPU 0 is said by saying nothing).
+fn on_cpu(f: &mut fmt::Formatter<'_>, cpu: u8) -> fmt::Result {
+    if cpu != 0 {
+        write!(f, " cpu={cpu}")?;
+    }
+    Ok(())
 }
 
 fn mode(kernel: bool) -> &'static str {
@@ -409,6 +460,15 @@ impl<'a> Fields<'a> {
     }
     fn addr(&self, key: &str) -> Result<Addr, String> {
         self.get(key)?.parse()
+    }
+    /// `cpu=K` (0 when left out); whether the sequence has that CPU is checked with its
+    /// configuration ([`crate::parse_sequence`]).
+    fn cpu(&self) -> Result<u8, String> {
+        if self.has("cpu") {
+            self.small("cpu")
+        } else {
+            Ok(0)
+        }
     }
     fn kernel(&self) -> Result<bool, String> {
         match self.get("mode")? {
@@ -509,17 +569,20 @@ impl FromStr for Step {
                 s: f.small("s")?,
                 addr: f.addr("addr")?,
                 kernel: f.kernel()?,
+                cpu: f.cpu()?,
             },
             "write" => Op::Write {
                 s: f.small("s")?,
                 addr: f.addr("addr")?,
                 value: f.num("value")?,
                 kernel: f.kernel()?,
+                cpu: f.cpu()?,
             },
             "exec" => Op::Exec {
                 s: f.small("s")?,
                 addr: f.addr("addr")?,
                 kernel: f.kernel()?,
+                cpu: f.cpu()?,
             },
             other => return Err(format!("unknown op `{other}`")),
         };

@@ -17,22 +17,30 @@ pub struct Config {
     /// The highest user ASID the vmm hands out (1 to 255): with a small value, ASID exhaustion
     /// is reachable within a short sequence.
     pub asids: u8,
+    /// CPUs (1 to [`Config::MAX_CPUS`]): with more than one, accesses name the CPU they run
+    /// on and every TLB invalidate must reach them all (semantics.md section 14).
+    pub cpus: u8,
 }
 
 impl Config {
+    /// The most CPUs a configuration may name (the vmm's `MAX_CPUS`).
+    pub const MAX_CPUS: u8 = 4;
     /// The pool sizes a configuration may name.
     pub const POOL_FRAMES: std::ops::RangeInclusive<u32> = 16..=16384;
-    /// The defaults: a 160-frame pool (640 KiB: exhaustion within reach of a short sequence)
-    /// and every ASID of semantics.md section 2.
+    /// The defaults: a 160-frame pool (640 KiB: exhaustion within reach of a short sequence),
+    /// every ASID of semantics.md section 2, one CPU.
     pub const DEFAULT: Self = Self {
         pool_frames: 160,
         asids: 255,
+        cpus: 1,
     };
 
     /// Whether every field is within its bounds.
     #[must_use]
     pub fn is_valid(&self) -> bool {
-        Self::POOL_FRAMES.contains(&self.pool_frames) && self.asids >= 1
+        Self::POOL_FRAMES.contains(&self.pool_frames)
+            && self.asids >= 1
+            && (1..=Self::MAX_CPUS).contains(&self.cpus)
     }
 }
 
@@ -42,18 +50,23 @@ impl Default for Config {
     }
 }
 
-/// `pool frames=160 asids=255`: the header line of a `.ops` file.
+/// `pool frames=160 asids=255`: the header line of a `.ops` file, with ` cpus=K` when there is
+/// more than one CPU.
 impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "pool frames={} asids={}", self.pool_frames, self.asids)
+        write!(f, "pool frames={} asids={}", self.pool_frames, self.asids)?;
+        if self.cpus != 1 {
+            write!(f, " cpus={}", self.cpus)?;
+        }
+        Ok(())
     }
 }
 
 impl std::str::FromStr for Config {
     type Err = String;
 
-    /// Parses a header line: `pool`, then `frames=` and `asids=` once each, in any order (a
-    /// field left out keeps its default). Unknown or repeated keys and values out of bounds
+    /// Parses a header line: `pool`, then `frames=`, `asids=` and `cpus=` once each, in any
+    /// order (a field left out keeps its default). Unknown or repeated keys and values out of bounds
     /// are errors.
     fn from_str(line: &str) -> Result<Self, String> {
         let mut words = line.split_whitespace();
@@ -80,7 +93,8 @@ impl std::str::FromStr for Config {
             match key {
                 "frames" => config.pool_frames = number(u64::from(u32::MAX))? as u32,
                 "asids" => config.asids = number(255)? as u8,
-                _ => return Err(format!("unknown key `{key}` (frames, asids)")),
+                "cpus" => config.cpus = number(255)? as u8,
+                _ => return Err(format!("unknown key `{key}` (frames, asids, cpus)")),
             }
         }
         if !Self::POOL_FRAMES.contains(&config.pool_frames) {
@@ -93,6 +107,13 @@ impl std::str::FromStr for Config {
         }
         if config.asids == 0 {
             return Err("asids=0: at least one user ASID".into());
+        }
+        if !(1..=Self::MAX_CPUS).contains(&config.cpus) {
+            return Err(format!(
+                "cpus={} is outside 1..={}",
+                config.cpus,
+                Self::MAX_CPUS
+            ));
         }
         Ok(config)
     }
@@ -145,10 +166,19 @@ pub fn parse_sequence(text: &str) -> Result<Sequence, String> {
     }
     let header_lines = text[..body_from].lines().count();
     let steps = parse_ops(&text[body_from..]).map_err(|e| renumber(&e, header_lines))?;
-    Ok(Sequence {
-        config: config.unwrap_or_default(),
-        steps,
-    })
+    let config = config.unwrap_or_default();
+    if let Some((n, cpu)) = steps
+        .iter()
+        .enumerate()
+        .find_map(|(n, s)| s.op.cpu().filter(|&c| c >= config.cpus).map(|c| (n, c)))
+    {
+        return Err(format!(
+            "step {}: `cpu={cpu}` but the sequence has {} CPU(s) (a `pool ... cpus=K` line sets it)",
+            n + 1,
+            config.cpus
+        ));
+    }
+    Ok(Sequence { config, steps })
 }
 
 /// `line N: ...` from the body's parser, as a line number of the whole file.
@@ -187,7 +217,8 @@ mod tests {
             s.config,
             Config {
                 pool_frames: 64,
-                asids: 3
+                asids: 3,
+                cpus: 1,
             }
         );
         assert_eq!(s.steps.len(), 2);
@@ -199,6 +230,15 @@ mod tests {
             "spawn\n",
             "defaults print no header"
         );
+        let smp = parse_sequence("pool cpus=2\nspawn\nread s=0 addr=mmap+0p mode=user cpu=1\n")
+            .expect("parses");
+        assert_eq!(smp.config.cpus, 2);
+        assert_eq!(smp.steps[1].op.cpu(), Some(1));
+        assert_eq!(
+            print_sequence(&smp),
+            "pool frames=160 asids=255 cpus=2\nspawn\nread s=0 addr=mmap+0p mode=user cpu=1\n"
+        );
+        assert_eq!(parse_sequence(&print_sequence(&smp)), Ok(smp));
         // Fields keep their defaults when left out, in any order.
         assert_eq!(
             "pool asids=7".parse::<Config>().map(|c| c.pool_frames),
@@ -214,6 +254,16 @@ mod tests {
             ("pool asids=0\n", "asids=0"),
             ("pool asids=256\n", "up to 255"),
             ("pool fraymes=64\n", "unknown key `fraymes`"),
+            ("pool cpus=0\n", "cpus=0 is outside"),
+            ("pool cpus=5\n", "cpus=5 is outside"),
+            (
+                "spawn\nread s=0 addr=mmap+0p mode=user cpu=1\n",
+                "step 2: `cpu=1`",
+            ),
+            (
+                "pool cpus=2\nspawn\nread s=0 addr=mmap+0p mode=user cpu=2\n",
+                "2 CPU(s)",
+            ),
             ("spawn\npool frames=64\n", "line 2"),
             ("\n# c\npool frames=64\nspawn\nbogus\n", "line 5"),
         ] {

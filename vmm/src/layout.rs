@@ -35,6 +35,9 @@ pub struct Layout {
     /// The highest user ASID handed out (1 to 255; semantics.md section 2 says 255, tests may
     /// lower it to reach exhaustion).
     pub asids: u8,
+    /// CPUs (1 to [`MAX_CPUS`](crate::cpu::MAX_CPUS)); with more than one, every TLB
+    /// invalidate is the inner-shareable broadcast form (semantics.md section 14).
+    pub cpus: u8,
 }
 
 impl Layout {
@@ -55,6 +58,7 @@ impl Layout {
         device_base: 0x4800_0000,
         device_size: 0x0100_0000,
         asids: 255,
+        cpus: 1,
     };
 
     /// The default layout with a pool of `frames` frames (for tests that reach exhaustion).
@@ -117,6 +121,8 @@ impl Layout {
                 || self.vmalloc_base as u64 >= ram_end)
             && !self.overlaps_pool(self.device_base, self.device_size as u64)
             && self.asids >= 1
+            && self.cpus >= 1
+            && self.cpus <= crate::cpu::MAX_CPUS
     }
 
     /// Whether `[start, start + len)` lies in the user window (`len` may be 0; no wrap).

@@ -53,6 +53,7 @@ extern crate alloc;
 
 pub mod addr;
 pub mod arch;
+pub mod cpu;
 pub mod errno;
 pub mod fault;
 mod fork;
@@ -65,6 +66,7 @@ pub mod space;
 pub mod syscalls;
 mod vm;
 
+pub use cpu::Cpu;
 pub use errno::Errno;
 pub use layout::Layout;
 pub use vm::Vm;

@@ -7,7 +7,8 @@ use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 use crate::addr::{PAGE_SIZE, PageRange, PhysAddr, PhysFrame, VirtAddr, VirtPage};
-use crate::arch::armv7::{ArchMmu, AsidAllocator, MapError, MappingAttrs, MappingFlags};
+use crate::arch::armv7::{ArchMmu, AsidAllocator, MapError, MappingAttrs, MappingFlags, TlbReach};
+use crate::cpu::{Cpu, MAX_CPUS};
 use crate::errno::Errno;
 use crate::layout::Layout;
 use crate::machine::Machine;
@@ -28,8 +29,9 @@ pub struct Vm<M: Machine> {
     pub(crate) shm: ShmTable,
     /// `vmalloc` allocations: first page number -> their frames.
     pub(crate) vmalloc: BTreeMap<u32, Vec<PhysFrame>>,
-    /// The space current on the CPU (in TTBR0 and CONTEXTIDR); `None`: the kernel-only state.
-    pub(crate) current: Option<SpaceId>,
+    /// The space current on each CPU (in its TTBR0 and CONTEXTIDR); `None`: the kernel-only
+    /// state. Entries past the layout's CPU count stay `None`.
+    pub(crate) current: [Option<SpaceId>; MAX_CPUS as usize],
 }
 
 /// A copy of the whole VM, machine included: the copy's RAM holds its own tables and frames,
@@ -70,7 +72,9 @@ impl<M: Machine> Vm<M> {
             return Err(Errno::EINVAL);
         }
         let mut frames = FrameAllocator::new(layout.pool_first_frame(), layout.pool_frames());
-        let mut kernel = ArchMmu::new_kernel(&mut machine, &mut frames).map_err(MapError::errno)?;
+        let reach = TlbReach::for_cpus(layout.cpus);
+        let mut kernel =
+            ArchMmu::new_kernel(&mut machine, &mut frames, reach).map_err(MapError::errno)?;
         let rwx =
             MappingAttrs::new(MappingFlags::READ | MappingFlags::WRITE | MappingFlags::EXECUTE);
         let ram_frame = PhysFrame::containing(PhysAddr::new(layout.ram_base));
@@ -84,28 +88,42 @@ impl<M: Machine> Vm<M> {
             machine,
             layout,
             frames,
-            asids: AsidAllocator::with_limit(layout.asids),
+            asids: AsidAllocator::with_limit(layout.asids).with_reach(reach),
             kernel,
             spaces: BTreeMap::new(),
             next_space: 1,
             shm: ShmTable::default(),
             vmalloc: BTreeMap::new(),
-            current: None,
+            current: [None; MAX_CPUS as usize],
         })
     }
 
-    /// The space current on the CPU, if any (`None`: the kernel-only state, as after boot).
+    /// The CPUs (the layout's count, 1 to [`MAX_CPUS`]).
     #[must_use]
-    pub fn current(&self) -> Option<SpaceId> {
-        self.current
+    pub fn cpus(&self) -> u8 {
+        self.layout.cpus
     }
 
-    /// Makes space `id` current on the CPU (TTBR0 = its L1 table, CONTEXTIDR = its ASID), or
+    /// The space current on `cpu`, if any (`None`: the kernel-only state, as after boot, and
+    /// for a CPU the machine does not have).
+    #[must_use]
+    pub fn current(&self, cpu: Cpu) -> Option<SpaceId> {
+        self.current
+            .get(usize::from(cpu.index()))
+            .copied()
+            .flatten()
+    }
+
+    /// Makes space `id` current on `cpu` (TTBR0 = its L1 table, CONTEXTIDR = its ASID), or
     /// the kernel-only state for `None`, as a context switch does; nothing happens when it
     /// already is. No TLB entry is invalidated: entries carry their ASID. `EINVAL` when the
-    /// space does not exist (nothing changes).
-    pub fn switch_to(&mut self, id: Option<SpaceId>) -> Result<(), Errno> {
-        if id == self.current {
+    /// space does not exist or the machine has no such CPU (nothing changes).
+    pub fn switch_to(&mut self, cpu: Cpu, id: Option<SpaceId>) -> Result<(), Errno> {
+        if cpu.index() >= self.layout.cpus {
+            return Err(Errno::EINVAL);
+        }
+        let slot = usize::from(cpu.index());
+        if id == self.current[slot] {
             return Ok(());
         }
         let target = match id {
@@ -118,8 +136,8 @@ impl<M: Machine> Vm<M> {
             }
             None => None,
         };
-        self.machine.switch_space(target);
-        self.current = id;
+        self.machine.switch_space(cpu, target);
+        self.current[slot] = id;
         Ok(())
     }
 
@@ -227,8 +245,8 @@ impl<M: Machine> Vm<M> {
     }
 
     /// Ends a user space: every region is unmapped in one table operation (frame references
-    /// dropped, shm attach counts decremented; an error changes nothing), the CPU leaves the
-    /// space if it is current (the kernel-only state, so no walk uses its tables again), every
+    /// dropped, shm attach counts decremented; an error changes nothing), every CPU leaves the
+    /// space where it is current (the kernel-only state, so no walk uses its tables again), every
     /// table page is freed and the ASID is released after `TLBIASID`.
     pub fn exit(&mut self, id: SpaceId) -> Result<(), Errno> {
         let space = self.spaces.get(&id).ok_or(Errno::EINVAL)?;
@@ -244,9 +262,12 @@ impl<M: Machine> Vm<M> {
         if let Some(span) = span {
             self.unmap_range(id, span)?;
         }
-        if self.current == Some(id) {
-            self.machine.switch_space(None);
-            self.current = None;
+        // Every CPU leaves it before its tables go: any of them may walk them while current.
+        for (index, current) in (0..MAX_CPUS).zip(self.current.iter_mut()) {
+            if *current == Some(id) {
+                self.machine.switch_space(Cpu::new(index), None);
+                *current = None;
+            }
         }
         let space = self.spaces.remove(&id).ok_or(Errno::EINVAL)?;
         space

@@ -4,7 +4,7 @@
 use vmm::addr::{PageRange, PhysAddr, PhysFrame, VirtAddr, VirtPage};
 use vmm::arch::armv7::{
     ArchMmu, Asid, AsidAllocator, BlockSize, MapError, MappingAttrs, MappingFlags, MemoryType,
-    SpaceKind,
+    SpaceKind, TlbReach,
 };
 use vmm::machine::{AllocationFailure, HostMachine, MachineEvent};
 use vmm::phys::FrameAllocator;
@@ -218,7 +218,7 @@ fn window_and_flags_are_checked() {
             pages: 1
         })
     );
-    let mut kernel = ArchMmu::new_kernel(&mut f.m, &mut f.frames).unwrap();
+    let mut kernel = ArchMmu::new_kernel(&mut f.m, &mut f.frames, TlbReach::Local).unwrap();
     assert_eq!(
         f.map(&mut kernel, 0x4000_0000, 1, 0x4000_0000, rw_user()),
         Err(MapError::InvalidFlags(rw_user().flags))
@@ -447,7 +447,7 @@ fn move_keeps_frames_and_attributes() {
 #[test]
 fn kernel_space_is_global_and_uses_all_asid_invalidates() {
     let mut f = fixture();
-    let mut kernel = ArchMmu::new_kernel(&mut f.m, &mut f.frames).unwrap();
+    let mut kernel = ArchMmu::new_kernel(&mut f.m, &mut f.frames, TlbReach::Local).unwrap();
     assert_eq!(kernel.kind(), SpaceKind::Kernel);
     assert_eq!(kernel.asid(), Asid::KERNEL);
     assert_eq!(

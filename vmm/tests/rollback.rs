@@ -102,9 +102,25 @@ impl Machine for Liar {
         self.other_call();
         self.ram.isb();
     }
-    fn switch_space(&mut self, space: Option<(PhysFrame, Asid)>) {
+    fn tlb_invalidate_page_is(&mut self, asid: Asid, page: VirtPage) {
         self.other_call();
-        self.ram.switch_space(space);
+        self.ram.tlb_invalidate_page_is(asid, page);
+    }
+    fn tlb_invalidate_page_all_asids_is(&mut self, page: VirtPage) {
+        self.other_call();
+        self.ram.tlb_invalidate_page_all_asids_is(page);
+    }
+    fn tlb_invalidate_asid_is(&mut self, asid: Asid) {
+        self.other_call();
+        self.ram.tlb_invalidate_asid_is(asid);
+    }
+    fn tlb_invalidate_all_is(&mut self) {
+        self.other_call();
+        self.ram.tlb_invalidate_all_is();
+    }
+    fn switch_space(&mut self, cpu: vmm::Cpu, space: Option<(PhysFrame, Asid)>) {
+        self.other_call();
+        self.ram.switch_space(cpu, space);
     }
 }
 

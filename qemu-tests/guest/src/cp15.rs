@@ -72,14 +72,14 @@ read_cp15!(/// DFAR.
     read_dfar, "c6", 0, "c0", 0);
 
 macro_rules! tlb_op {
-    ($(#[$doc:meta])* $name:ident, $op2:literal) => {
+    ($(#[$doc:meta])* $name:ident, $crm:literal, $op2:literal) => {
         $(#[$doc])*
         #[inline(always)]
         pub fn $name(operand: u32) {
             // SAFETY: TLB maintenance only drops cached translations.
             unsafe {
                 asm!(
-                    concat!("mcr p15, 0, {0}, c8, c7, ", $op2),
+                    concat!("mcr p15, 0, {0}, c8, ", $crm, ", ", $op2),
                     in(reg) operand,
                     options(nostack)
                 )
@@ -89,13 +89,21 @@ macro_rules! tlb_op {
 }
 
 tlb_op!(/// TLBIALL (operand ignored).
-    tlbiall, 0);
+    tlbiall, "c7", 0);
 tlb_op!(/// TLBIMVA: operand = VA[31:12] | ASID.
-    tlbimva, 1);
+    tlbimva, "c7", 1);
 tlb_op!(/// TLBIASID: operand = ASID.
-    tlbiasid, 2);
+    tlbiasid, "c7", 2);
 tlb_op!(/// TLBIMVAA: operand = VA[31:12].
-    tlbimvaa, 3);
+    tlbimvaa, "c7", 3);
+tlb_op!(/// TLBIALLIS: TLBIALL on every CPU of the inner-shareable domain.
+    tlbiallis, "c3", 0);
+tlb_op!(/// TLBIMVAIS: TLBIMVA on every CPU.
+    tlbimvais, "c3", 1);
+tlb_op!(/// TLBIASIDIS: TLBIASID on every CPU.
+    tlbiasidis, "c3", 2);
+tlb_op!(/// TLBIMVAAIS: TLBIMVAA on every CPU.
+    tlbimvaais, "c3", 3);
 
 /// DSB.
 #[inline(always)]

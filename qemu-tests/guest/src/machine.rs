@@ -5,8 +5,9 @@
 use core::ptr::{read_volatile, write_volatile};
 
 use op_driver::guest::GuestDefect;
+use vmm::Cpu;
 use vmm::addr::{PhysAddr, PhysFrame, VirtPage};
-use vmm::arch::armv7::Asid;
+use vmm::arch::armv7::{Asid, TlbReach, ttbr0_value};
 use vmm::machine::Machine;
 
 use crate::cp15;
@@ -125,6 +126,28 @@ impl Machine for GuestMachine {
         cp15::tlbiall(0);
     }
 
+    fn tlb_invalidate_page_is(&mut self, asid: Asid, page: VirtPage) {
+        if !self.lose_invalidate() {
+            cp15::tlbimvais(page.start().as_u32() | u32::from(asid.value()));
+        }
+    }
+
+    fn tlb_invalidate_page_all_asids_is(&mut self, page: VirtPage) {
+        if !self.lose_invalidate() {
+            cp15::tlbimvaais(page.start().as_u32());
+        }
+    }
+
+    fn tlb_invalidate_asid_is(&mut self, asid: Asid) {
+        if self.defect != GuestDefect::DropEveryInvalidate {
+            cp15::tlbiasidis(u32::from(asid.value()));
+        }
+    }
+
+    fn tlb_invalidate_all_is(&mut self) {
+        cp15::tlbiallis(0);
+    }
+
     fn dsb(&mut self) {
         cp15::dsb();
     }
@@ -136,10 +159,12 @@ impl Machine for GuestMachine {
     /// Through the empty table, so no walk mixes the old ASID with the new table: TTBR0 =
     /// empty, CONTEXTIDR = the new ASID, TTBR0 = the new table (the empty table and ASID 0
     /// for the kernel-only state).
-    fn switch_space(&mut self, space: Option<(PhysFrame, Asid)>) {
+    fn switch_space(&mut self, cpu: Cpu, space: Option<(PhysFrame, Asid)>) {
+        // The worlds this guest boots have one CPU, so the vmm refuses any other (`Vm::switch_to`).
+        debug_assert_eq!(cpu, Cpu::BOOT);
         let empty = crate::boot::empty_user_table();
         let (table, asid) = space.map_or((empty, 0), |(l1, asid)| {
-            (l1.start().as_u32(), u32::from(asid.value()))
+            (ttbr0_value(l1, TlbReach::Local), u32::from(asid.value()))
         });
         // SAFETY: TTBR0 covers only the user half, where the guest has nothing of its own; the
         // tables are the empty one or a live space's L1 table, which the vmm frees only after

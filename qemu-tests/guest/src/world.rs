@@ -10,7 +10,7 @@ use op_driver::guest::{
 use op_driver::{AccessOp, Accessor, ConcreteOp, Miss, POOL_FRAMES};
 use vmm::fault::Mode;
 use vmm::space::{ShmId, SpaceId};
-use vmm::{Errno, Layout, Vm};
+use vmm::{Cpu, Errno, Layout, Vm};
 
 use crate::access::{ldr, ldrt, str, strt};
 use crate::boot;
@@ -81,7 +81,7 @@ impl World {
     /// Makes `space` current through the vmm (`Vm::switch_to`, which the machine carries out
     /// on TTBR0 and CONTEXTIDR; nothing when it already is). `None`: the kernel-only state.
     fn enter(&mut self, space: Option<SpaceId>) {
-        let _ = self.vm.switch_to(space);
+        let _ = self.vm.switch_to(Cpu::BOOT, space);
     }
 
     /// Runs one step: enter the step's space, prime its primed pages, apply the op, then probe
@@ -247,6 +247,7 @@ impl Accessor<GuestMachine> for RealAccesses {
     fn attempt(
         &mut self,
         _vm: &mut Vm<GuestMachine>,
+        _cpu: Cpu,
         _space: SpaceId,
         va: u32,
         access: AccessOp,

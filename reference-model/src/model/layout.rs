@@ -19,6 +19,8 @@ pub struct Layout {
     pub pool_size: u32,
     /// The highest user ASID handed out (semantics.md section 2: 255; tests may lower it).
     pub asids: u8,
+    /// CPUs (semantics.md section 14): an access names one of them.
+    pub cpus: u8,
 }
 
 impl Default for Layout {
@@ -33,6 +35,7 @@ impl Default for Layout {
             pool_base: 0x4100_0000,
             pool_size: 0x0400_0000,
             asids: 255,
+            cpus: 1,
         }
     }
 }

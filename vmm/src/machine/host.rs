@@ -7,6 +7,7 @@ use alloc::vec::Vec;
 use super::Machine;
 use crate::addr::{PAGE_SHIFT, PAGE_SIZE, PhysAddr, PhysFrame, VirtPage};
 use crate::arch::armv7::Asid;
+use crate::cpu::Cpu;
 
 /// One recorded [`Machine`] call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,12 +50,25 @@ pub enum MachineEvent {
     TlbInvalidateAsid(Asid),
     /// `TLBIALL`.
     TlbInvalidateAll,
+    /// `TLBIMVAIS`.
+    TlbInvalidatePageIs {
+        /// ASID the invalidate names.
+        asid: Asid,
+        /// Page invalidated.
+        page: VirtPage,
+    },
+    /// `TLBIMVAAIS`.
+    TlbInvalidatePageAllAsidsIs(VirtPage),
+    /// `TLBIASIDIS`.
+    TlbInvalidateAsidIs(Asid),
+    /// `TLBIALLIS`.
+    TlbInvalidateAllIs,
     /// `DSB`.
     Dsb,
     /// `ISB`.
     Isb,
-    /// A space made current (`None`: the kernel-only state).
-    SwitchSpace(Option<(PhysFrame, Asid)>),
+    /// A space made current on a CPU (`None`: the kernel-only state).
+    SwitchSpace(Cpu, Option<(PhysFrame, Asid)>),
     /// Frames given back to the allocator (one allocation).
     FramesFreed {
         /// The first frame.
@@ -69,6 +83,59 @@ pub enum MachineEvent {
     },
     /// An access outside RAM or misaligned: a vmm bug (the access did nothing, reads gave 0).
     BadAccess(PhysAddr),
+}
+
+impl MachineEvent {
+    /// Whether this is a TLB invalidate, of either reach.
+    #[must_use]
+    pub const fn is_tlb_invalidate(&self) -> bool {
+        self.is_local_tlb_invalidate() || self.is_broadcast_tlb_invalidate()
+    }
+
+    /// Whether this is a local TLB invalidate (`TLBIMVA`, `TLBIMVAA`, `TLBIASID`, `TLBIALL`):
+    /// with more than one CPU, a protocol violation (semantics.md section 14).
+    #[must_use]
+    pub const fn is_local_tlb_invalidate(&self) -> bool {
+        matches!(
+            self,
+            Self::TlbInvalidatePage { .. }
+                | Self::TlbInvalidatePageAllAsids(_)
+                | Self::TlbInvalidateAsid(_)
+                | Self::TlbInvalidateAll
+        )
+    }
+
+    /// Whether this is an inner-shareable (broadcast) TLB invalidate.
+    #[must_use]
+    pub const fn is_broadcast_tlb_invalidate(&self) -> bool {
+        matches!(
+            self,
+            Self::TlbInvalidatePageIs { .. }
+                | Self::TlbInvalidatePageAllAsidsIs(_)
+                | Self::TlbInvalidateAsidIs(_)
+                | Self::TlbInvalidateAllIs
+        )
+    }
+
+    /// The ASID and page of a by-ASID page invalidate (`TLBIMVA` or `TLBIMVAIS`).
+    #[must_use]
+    pub const fn page_invalidate(&self) -> Option<(Asid, VirtPage)> {
+        match *self {
+            Self::TlbInvalidatePage { asid, page } | Self::TlbInvalidatePageIs { asid, page } => {
+                Some((asid, page))
+            }
+            _ => None,
+        }
+    }
+
+    /// The ASID of an invalidate by ASID (`TLBIASID` or `TLBIASIDIS`).
+    #[must_use]
+    pub const fn asid_invalidate(&self) -> Option<Asid> {
+        match *self {
+            Self::TlbInvalidateAsid(asid) | Self::TlbInvalidateAsidIs(asid) => Some(asid),
+            _ => None,
+        }
+    }
 }
 
 /// When the host machine refuses frame allocations.
@@ -485,14 +552,26 @@ impl Machine for HostMachine {
     fn tlb_invalidate_all(&mut self) {
         self.record(MachineEvent::TlbInvalidateAll);
     }
+    fn tlb_invalidate_page_is(&mut self, asid: Asid, page: VirtPage) {
+        self.record(MachineEvent::TlbInvalidatePageIs { asid, page });
+    }
+    fn tlb_invalidate_page_all_asids_is(&mut self, page: VirtPage) {
+        self.record(MachineEvent::TlbInvalidatePageAllAsidsIs(page));
+    }
+    fn tlb_invalidate_asid_is(&mut self, asid: Asid) {
+        self.record(MachineEvent::TlbInvalidateAsidIs(asid));
+    }
+    fn tlb_invalidate_all_is(&mut self) {
+        self.record(MachineEvent::TlbInvalidateAllIs);
+    }
     fn dsb(&mut self) {
         self.record(MachineEvent::Dsb);
     }
     fn isb(&mut self) {
         self.record(MachineEvent::Isb);
     }
-    fn switch_space(&mut self, space: Option<(PhysFrame, Asid)>) {
-        self.record(MachineEvent::SwitchSpace(space));
+    fn switch_space(&mut self, cpu: Cpu, space: Option<(PhysFrame, Asid)>) {
+        self.record(MachineEvent::SwitchSpace(cpu, space));
     }
     fn frames_freed(&mut self, first: PhysFrame, count: u32) {
         if self.recording {

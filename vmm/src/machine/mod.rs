@@ -13,6 +13,7 @@ use alloc::vec::Vec;
 
 use crate::addr::{PhysAddr, PhysFrame, VirtPage};
 use crate::arch::armv7::Asid;
+use crate::cpu::Cpu;
 
 /// `out.len()` words from `pa` by [`Machine::read_word`] in turn: the default
 /// [`Machine::read_words`], and what an override falls back to for addresses it cannot copy.
@@ -97,15 +98,28 @@ pub trait Machine {
     /// `TLBIALL`: invalidates the whole TLB.
     fn tlb_invalidate_all(&mut self);
 
+    /// `TLBIMVAIS`: [`tlb_invalidate_page`](Self::tlb_invalidate_page) on every CPU of the
+    /// inner-shareable domain.
+    fn tlb_invalidate_page_is(&mut self, asid: Asid, page: VirtPage);
+    /// `TLBIMVAAIS`: [`tlb_invalidate_page_all_asids`](Self::tlb_invalidate_page_all_asids) on
+    /// every CPU.
+    fn tlb_invalidate_page_all_asids_is(&mut self, page: VirtPage);
+    /// `TLBIASIDIS`: [`tlb_invalidate_asid`](Self::tlb_invalidate_asid) on every CPU.
+    fn tlb_invalidate_asid_is(&mut self, asid: Asid);
+    /// `TLBIALLIS`: [`tlb_invalidate_all`](Self::tlb_invalidate_all) on every CPU.
+    fn tlb_invalidate_all_is(&mut self);
+
     /// Data synchronization barrier.
     fn dsb(&mut self);
     /// Instruction synchronization barrier.
     fn isb(&mut self);
 
-    /// Makes a user space current on this CPU: TTBR0 = its L1 table, CONTEXTIDR = its ASID.
-    /// `None` is the kernel-only state (no user table, ASID 0). A switch invalidates no TLB
-    /// entry: entries are tagged with their ASID.
-    fn switch_space(&mut self, space: Option<(PhysFrame, Asid)>);
+    /// Makes a user space current on `cpu`: TTBR0 = its L1 table (with the attributes of
+    /// [`ttbr0_value`](crate::arch::armv7::ttbr0_value)), CONTEXTIDR = its ASID. `None` is the
+    /// kernel-only state (no user table, ASID 0). A switch invalidates no TLB entry: entries
+    /// are tagged with their ASID. For a CPU other than the one running the vmm, the machine
+    /// has that CPU make the switch (an IPI on real hardware) and returns once it has.
+    fn switch_space(&mut self, cpu: Cpu, space: Option<(PhysFrame, Asid)>);
 
     /// Told when `count` frames from `first` (one allocation) go back to the allocator, after
     /// the vmm is done with them (and after the TLB invalidates that must come first). Real
@@ -127,6 +141,7 @@ mod tests {
     use super::{HostMachine, Machine};
     use crate::addr::{PhysAddr, PhysFrame, VirtPage};
     use crate::arch::armv7::Asid;
+    use crate::cpu::Cpu;
     use alloc::vec;
     use alloc::vec::Vec;
 
@@ -159,14 +174,26 @@ mod tests {
         fn tlb_invalidate_all(&mut self) {
             self.0.tlb_invalidate_all();
         }
+        fn tlb_invalidate_page_is(&mut self, asid: Asid, page: VirtPage) {
+            self.0.tlb_invalidate_page_is(asid, page);
+        }
+        fn tlb_invalidate_page_all_asids_is(&mut self, page: VirtPage) {
+            self.0.tlb_invalidate_page_all_asids_is(page);
+        }
+        fn tlb_invalidate_asid_is(&mut self, asid: Asid) {
+            self.0.tlb_invalidate_asid_is(asid);
+        }
+        fn tlb_invalidate_all_is(&mut self) {
+            self.0.tlb_invalidate_all_is();
+        }
         fn dsb(&mut self) {
             self.0.dsb();
         }
         fn isb(&mut self) {
             self.0.isb();
         }
-        fn switch_space(&mut self, space: Option<(PhysFrame, Asid)>) {
-            self.0.switch_space(space);
+        fn switch_space(&mut self, cpu: Cpu, space: Option<(PhysFrame, Asid)>) {
+            self.0.switch_space(cpu, space);
         }
     }
 

@@ -2,6 +2,7 @@
 
 use core::fmt;
 
+use super::TlbReach;
 use crate::machine::Machine;
 
 /// An ARMv7 ASID (CONTEXTIDR.ASID, 8 bits).
@@ -47,6 +48,8 @@ pub struct AsidAllocator {
     in_use: [u64; 4],
     /// ASIDs released at least once: only those can have TLB entries when handed out again.
     released: [u64; 4],
+    /// Local invalidates on one CPU, broadcast ones on several.
+    reach: TlbReach,
 }
 
 impl Default for AsidAllocator {
@@ -69,7 +72,21 @@ impl AsidAllocator {
             limit,
             in_use: [0; 4],
             released: [0; 4],
+            reach: TlbReach::Local,
         }
+    }
+
+    /// The same allocator invalidating in `reach` (broadcast with more than one CPU).
+    #[must_use]
+    pub const fn with_reach(mut self, reach: TlbReach) -> Self {
+        self.reach = reach;
+        self
+    }
+
+    /// The reach of its invalidates, which the spaces it serves share.
+    #[must_use]
+    pub const fn reach(&self) -> TlbReach {
+        self.reach
     }
 
     /// The lowest free ASID. One that was released before is invalidated again (TLBIASID, DSB,
@@ -84,7 +101,7 @@ impl AsidAllocator {
         let (word, bit) = (usize::from(value / 64), 1 << (value % 64));
         self.in_use[word] |= bit;
         if self.released[word] & bit != 0 {
-            machine.tlb_invalidate_asid(Asid(value));
+            self.reach.invalidate_asid(machine, Asid(value));
             machine.dsb();
             machine.isb();
         }
@@ -97,7 +114,7 @@ impl AsidAllocator {
         if asid == Asid::KERNEL || !self.is_allocated(asid) {
             return Err(AsidError::NotAllocated(asid));
         }
-        machine.tlb_invalidate_asid(asid);
+        self.reach.invalidate_asid(machine, asid);
         machine.dsb();
         machine.isb();
         self.in_use[usize::from(asid.0 / 64)] &= !(1 << (asid.0 % 64));

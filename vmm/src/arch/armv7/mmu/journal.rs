@@ -9,6 +9,7 @@
 use alloc::collections::BTreeMap;
 
 use super::*;
+use crate::cpu::Cpu;
 
 /// Entries kept on the stack: the writes of a fault, a one-page map or unmap. Larger commits
 /// spill to the heap, once per operation.
@@ -117,8 +118,20 @@ impl<M: Machine> Machine for Journaled<'_, M> {
     fn isb(&mut self) {
         self.inner.isb();
     }
-    fn switch_space(&mut self, space: Option<(PhysFrame, Asid)>) {
-        self.inner.switch_space(space);
+    fn tlb_invalidate_page_is(&mut self, asid: Asid, page: VirtPage) {
+        self.inner.tlb_invalidate_page_is(asid, page);
+    }
+    fn tlb_invalidate_page_all_asids_is(&mut self, page: VirtPage) {
+        self.inner.tlb_invalidate_page_all_asids_is(page);
+    }
+    fn tlb_invalidate_asid_is(&mut self, asid: Asid) {
+        self.inner.tlb_invalidate_asid_is(asid);
+    }
+    fn tlb_invalidate_all_is(&mut self) {
+        self.inner.tlb_invalidate_all_is();
+    }
+    fn switch_space(&mut self, cpu: Cpu, space: Option<(PhysFrame, Asid)>) {
+        self.inner.switch_space(cpu, space);
     }
     fn frames_freed(&mut self, first: PhysFrame, count: u32) {
         self.inner.frames_freed(first, count);
@@ -167,10 +180,7 @@ impl ArchMmu {
             m.write_word(PhysAddr::new(pa), 0);
         }
         m.dsb();
-        match self.scope() {
-            TlbScope::Asid(asid) => m.tlb_invalidate_asid(asid),
-            TlbScope::Global => m.tlb_invalidate_all(),
-        }
+        self.scope().invalidate_space(m);
         m.dsb();
         for (&pa, &value) in first.iter().filter(|(_, v)| **v != 0) {
             m.write_word(PhysAddr::new(pa), value);

@@ -35,7 +35,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::descriptor::{Domain, L1Descriptor, L2Descriptor};
-use super::tlb::{TlbBatch, TlbScope};
+use super::tlb::{TlbBatch, TlbReach, TlbScope};
 use super::{Asid, AsidAllocator, MappingAttrs, MappingFlags, PageAttributes};
 use crate::addr::{PAGE_SIZE, PageRange, PhysAddr, PhysFrame, VirtAddr, VirtPage};
 use crate::machine::Machine;
@@ -78,6 +78,8 @@ pub struct ArchMmu {
     asid: Asid,
     used: UsedCounts,
     l2_pages: u32,
+    /// Local invalidates on one CPU, broadcast ones on several.
+    reach: TlbReach,
 }
 
 impl ArchMmu {
@@ -91,12 +93,14 @@ impl ArchMmu {
             asid: self.asid,
             used: self.used.clone(),
             l2_pages: self.l2_pages,
+            reach: self.reach,
         }
     }
 }
 
 impl ArchMmu {
-    /// A user space: a zeroed 4 KiB L1 table and the lowest free ASID.
+    /// A user space: a zeroed 4 KiB L1 table and the lowest free ASID; its invalidates have the
+    /// allocator's reach.
     pub fn new_user<M: Machine>(
         m: &mut M,
         frames: &mut FrameAllocator,
@@ -114,13 +118,16 @@ impl ArchMmu {
             asid,
             used: UsedCounts::new(USER_L1_ENTRIES),
             l2_pages: 0,
+            reach: asids.reach(),
         })
     }
 
-    /// The kernel space: a zeroed, 16 KiB aligned, 16 KiB L1 table; ASID 0; global mappings.
+    /// The kernel space: a zeroed, 16 KiB aligned, 16 KiB L1 table; ASID 0; global mappings;
+    /// invalidates in `reach`.
     pub fn new_kernel<M: Machine>(
         m: &mut M,
         frames: &mut FrameAllocator,
+        reach: TlbReach,
     ) -> Result<Self, MapError> {
         let l1 = frames
             .alloc_contiguous(m, KERNEL_L1_FRAMES)
@@ -134,6 +141,7 @@ impl ArchMmu {
             asid: Asid::KERNEL,
             used: UsedCounts::new(KERNEL_L1_ENTRIES),
             l2_pages: 0,
+            reach,
         })
     }
 
@@ -756,7 +764,7 @@ impl ArchMmu {
                 let _ = asids.release(m, self.asid);
             }
             SpaceKind::Kernel => {
-                m.tlb_invalidate_all();
+                self.scope().invalidate_space(m);
                 m.dsb();
                 m.isb();
             }

@@ -116,9 +116,13 @@ impl ArchMmu {
     }
 
     pub(super) fn scope(&self) -> TlbScope {
-        match self.kind {
-            SpaceKind::User => TlbScope::Asid(self.asid),
-            SpaceKind::Kernel => TlbScope::Global,
+        let asid = match self.kind {
+            SpaceKind::User => Some(self.asid),
+            SpaceKind::Kernel => None,
+        };
+        TlbScope {
+            asid,
+            reach: self.reach,
         }
     }
 
