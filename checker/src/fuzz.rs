@@ -3,8 +3,40 @@
 //! injects.
 
 pub use op_lang::bytes::{
-    CONFIG_TAG, MAX_STEPS, decode, encode, round_trips, speed_inputs, text_round_trip,
+    CONFIG_TAG, MAX_STEPS, SMP_CONFIG_TAG, decode, encode, round_trips, speed_inputs,
+    text_round_trip,
 };
+
+use op_lang::{Config, Sequence};
+
+/// The CPU count `VMM_FUZZ_SMP` asks generated sequences to have (`cargo xtask fuzz --smp N`;
+/// read once; unset means the inputs' own). A value outside 1..=4 panics at the first input,
+/// so a typo cannot pass as a run of the wrong world.
+pub fn smp_from_env() -> Option<u8> {
+    static SMP: std::sync::OnceLock<Option<u8>> = std::sync::OnceLock::new();
+    *SMP.get_or_init(|| {
+        let value = std::env::var("VMM_FUZZ_SMP").ok()?;
+        match value.parse::<u8>() {
+            Ok(n) if (1..=Config::MAX_CPUS).contains(&n) => Some(n),
+            _ => panic!(
+                "VMM_FUZZ_SMP={value}: a CPU count from 1 to {}",
+                Config::MAX_CPUS
+            ),
+        }
+    })
+}
+
+/// `sequence` moved to a world of `cpus` CPUs: each access keeps its CPU modulo the count.
+/// The fuzz target's mutator applies it to every mutant under `VMM_FUZZ_SMP`, so the inputs
+/// it writes carry the count in their header and replay in that world.
+pub fn set_cpus(sequence: &mut Sequence, cpus: u8) {
+    sequence.config.cpus = cpus;
+    for step in &mut sequence.steps {
+        if let Some(cpu) = step.op.cpu_mut() {
+            *cpu %= cpus;
+        }
+    }
+}
 
 /// The defect the `ops` fuzz target injects, named by the `VMM_FUZZ_DEFECT` environment
 /// variable (read once; unset means a sound machine). Only the end-to-end proof that fuzzing

@@ -111,6 +111,11 @@ enum Command {
         /// Run on a machine with this deliberate defect (drop-every-invalidate, ...).
         #[arg(long, value_parser = parse_defect)]
         defect: Option<checker::Defect>,
+        /// Run every sequence in a world of N CPUs instead of its own (accesses keep their
+        /// CPU; one on a CPU the world lacks is an error): the one-CPU corpus checked with
+        /// broadcast maintenance.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=4))]
+        smp: Option<u8>,
         #[command(flatten)]
         kind: FileKindArgs,
         /// The files.
@@ -187,9 +192,18 @@ fn main() -> ExitCode {
             trace,
             quiet,
             defect,
+            smp,
             kind,
             files,
-        } => replay(trace, quiet, defect, &expand_dirs(&files, kind.into())),
+        } => replay(
+            Replay {
+                trace,
+                quiet,
+                defect,
+                smp,
+            },
+            &expand_dirs(&files, kind.into()),
+        ),
         Command::Seeds { scenarios, out } => match seeds(&scenarios, &out) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -525,11 +539,26 @@ fn print_trace(
     }
 }
 
-fn replay(trace: bool, quiet: bool, defect: Option<checker::Defect>, files: &[Input]) -> ExitCode {
+/// How `replay` runs its files.
+struct Replay {
+    trace: bool,
+    quiet: bool,
+    defect: Option<checker::Defect>,
+    /// The CPU count every sequence runs with (`--smp N`), instead of its own.
+    smp: Option<u8>,
+}
+
+fn replay(options: Replay, files: &[Input]) -> ExitCode {
+    let Replay {
+        trace,
+        quiet,
+        defect,
+        smp,
+    } = options;
     let (mut diverged, mut unreadable) = (0, 0);
     for input in files {
         let file = shown(&input.path);
-        let steps = match input.read_strict() {
+        let mut steps = match input.read_strict() {
             Ok(s) => s,
             Err(e) => {
                 unreadable += 1;
@@ -537,6 +566,21 @@ fn replay(trace: bool, quiet: bool, defect: Option<checker::Defect>, files: &[In
                 continue;
             }
         };
+        if let Some(cpus) = smp {
+            let beyond = steps
+                .steps
+                .iter()
+                .position(|s| s.op.cpu().is_some_and(|c| c >= cpus));
+            if let Some(at) = beyond {
+                unreadable += 1;
+                say!(
+                    "ERROR {file}: step {} runs on a CPU a world of {cpus} lacks (--smp {cpus})",
+                    at + 1
+                );
+                continue;
+            }
+            steps.config.cpus = cpus;
+        }
         if !quiet && input.kind() == Ok(Kind::Bytes) {
             say!(
                 "{file}: fuzzer bytes, decoded to:\n{}",

@@ -82,7 +82,8 @@ pub fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// The CPU of an access: 0 or 1 ([`sequences`] keeps it below its world's CPU count).
+/// The CPU of an access: 0 or 1 ([`sequence`] and [`sequences`] keep it below their world's
+/// CPU count).
 fn cpu() -> impl Strategy<Value = u8> {
     0..2u8
 }
@@ -93,8 +94,27 @@ pub fn steps(max: usize) -> impl Strategy<Value = Vec<Step>> {
 }
 
 /// A sequence of `spawn` and then `len` more steps, some refusing one of their frame
-/// allocations.
+/// allocations, for a one-CPU world (every access on CPU 0).
 pub fn sequence(len: impl Into<prop::collection::SizeRange>) -> impl Strategy<Value = Vec<Step>> {
+    sequence_on_cpus(len).prop_map(|mut steps| {
+        on_cpus(&mut steps, 1);
+        steps
+    })
+}
+
+/// Keeps every access's CPU below `cpus`.
+fn on_cpus(steps: &mut [Step], cpus: u8) {
+    for step in steps {
+        if let Some(cpu) = step.op.cpu_mut() {
+            *cpu %= cpus;
+        }
+    }
+}
+
+/// [`sequence`] with accesses on CPUs 0 and 1.
+fn sequence_on_cpus(
+    len: impl Into<prop::collection::SizeRange>,
+) -> impl Strategy<Value = Vec<Step>> {
     prop::collection::vec((op(), prop::option::weighted(0.15, 0..3u8)), len).prop_map(|v| {
         let mut steps = vec![Step {
             op: Op::Spawn,
@@ -111,19 +131,15 @@ pub fn config() -> impl Strategy<Value = Config> {
     prop_oneof![
         3 => Just(Config::DEFAULT),
         1 => (16..200u32, 1..5u8).prop_map(|(pool_frames, asids)| Config { pool_frames, asids, cpus: 1 }),
-        1 => (16..200u32, 1..5u8).prop_map(|(pool_frames, asids)| Config { pool_frames, asids, cpus: 2 }),
+        1 => Just(Config { cpus: 2, ..Config::DEFAULT }),
     ]
 }
 
 /// A sequence of at most `max` steps (starting with `spawn`) in a generated world; accesses
 /// run on CPUs the world has.
 pub fn sequences(max: usize) -> impl Strategy<Value = Sequence> {
-    (config(), steps(max)).prop_map(|(config, mut steps)| {
-        for step in &mut steps {
-            if let Some(cpu) = step.op.cpu_mut() {
-                *cpu %= config.cpus;
-            }
-        }
+    (config(), sequence_on_cpus(1..max)).prop_map(|(config, mut steps)| {
+        on_cpus(&mut steps, config.cpus);
         Sequence { config, steps }
     })
 }

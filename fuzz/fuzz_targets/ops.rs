@@ -6,6 +6,10 @@
 //! likely to shorten as to lengthen), and the steps are encoded back; the other half is libFuzzer's byte-level mutation. A bug that
 //! needs a certain order of ops (write, fork, write, read) is then a few edits away instead of
 //! a lucky byte pattern. `VMM_FUZZ_MUTATOR=bytes` turns the step edits off (to measure them).
+//!
+//! `VMM_FUZZ_SMP=N` (`cargo xtask fuzz --smp N`) moves every mutant to a world of N CPUs: its
+//! header says so (format version 2), fresh accesses run on any of the N, and byte mutations
+//! of the CPU bytes move accesses between CPUs.
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
@@ -51,10 +55,14 @@ fn step_edits() -> bool {
     *ON.get_or_init(|| std::env::var("VMM_FUZZ_MUTATOR").as_deref() != Ok("bytes"))
 }
 
-/// A fresh step decoded from pseudo-random bytes.
-fn fresh_step(rng: &mut Rng) -> Option<Step> {
+/// A fresh step decoded from pseudo-random bytes; an access runs on one of the `cpus`.
+fn fresh_step(rng: &mut Rng, cpus: u8) -> Option<Step> {
     let bytes: Vec<u8> = (0..32).map(|_| rng.next() as u8).collect();
-    Step::arbitrary(&mut Unstructured::new(&bytes)).ok()
+    let mut step = Step::arbitrary(&mut Unstructured::new(&bytes)).ok()?;
+    if let Some(cpu) = step.op.cpu_mut() {
+        *cpu = rng.below(usize::from(cpus)) as u8;
+    }
+    Some(step)
 }
 
 /// One step-level edit of `sequence` (its first step, the implicit `spawn`, stays): as likely
@@ -67,7 +75,7 @@ fn edit(sequence: &mut Sequence, rng: &mut Rng) -> bool {
     // A position after the leading spawn, below `n`.
     let at = |rng: &mut Rng, n: usize| 1 + rng.below(n - 1);
     match rng.below(6) {
-        0 if !full => match fresh_step(rng) {
+        0 if !full => match fresh_step(rng, sequence.config.cpus) {
             Some(step) => steps.insert(1 + rng.below(n), step),
             None => return false,
         },
@@ -91,18 +99,45 @@ fn edit(sequence: &mut Sequence, rng: &mut Rng) -> bool {
     true
 }
 
+/// The mutant in `data[..size]` moved to a world of `cpus` CPUs (re-encoded; its size), or
+/// left as it is when it already is there or the encoding would not fit.
+fn in_world_of(data: &mut [u8], size: usize, max_size: usize, cpus: u8) -> usize {
+    let mut sequence = checker::fuzz::decode(&data[..size]);
+    if sequence.config.cpus == cpus {
+        return size;
+    }
+    checker::fuzz::set_cpus(&mut sequence, cpus);
+    let bytes = checker::fuzz::encode(&sequence);
+    if bytes.len() > max_size.min(data.len()) {
+        return size;
+    }
+    data[..bytes.len()].copy_from_slice(&bytes);
+    bytes.len()
+}
+
 fuzz_mutator!(|data: &mut [u8], size: usize, max_size: usize, seed: u32| {
     let mut rng = Rng(u64::from(seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let smp = checker::fuzz::smp_from_env();
+    let in_world = |data: &mut [u8], size: usize| match smp {
+        Some(cpus) => in_world_of(data, size, max_size, cpus),
+        None => size,
+    };
     if !step_edits() || rng.below(2) == 0 {
-        return fuzzer_mutate(data, size, max_size);
+        let size = fuzzer_mutate(data, size, max_size);
+        return in_world(data, size);
     }
     let mut sequence = checker::fuzz::decode(&data[..size]);
+    if let Some(cpus) = smp {
+        checker::fuzz::set_cpus(&mut sequence, cpus);
+    }
     if !edit(&mut sequence, &mut rng) {
-        return fuzzer_mutate(data, size, max_size);
+        let size = fuzzer_mutate(data, size, max_size);
+        return in_world(data, size);
     }
     let bytes = checker::fuzz::encode(&sequence);
     if bytes.len() > max_size {
-        return fuzzer_mutate(data, size, max_size);
+        let size = fuzzer_mutate(data, size, max_size);
+        return in_world(data, size);
     }
     data[..bytes.len()].copy_from_slice(&bytes);
     bytes.len()

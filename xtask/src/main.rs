@@ -72,6 +72,10 @@ enum Task {
         /// Parallel jobs (libFuzzer fork mode when above 1).
         #[arg(long, default_value_t = 1)]
         jobs: u32,
+        /// Fuzz `ops` in a world of N CPUs (every mutant's header says so; its own corpus
+        /// fuzz/corpus/ops-smpN).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=4))]
+        smp: Option<u8>,
     },
     /// Regenerate the committed seed corpora corpus/<target>/ from corpus/regressions/*.ops.
     Seeds,
@@ -88,6 +92,9 @@ enum Task {
         /// The targets (default: all).
         #[arg(long, value_delimiter = ',', default_values_t = fuzzing::TARGETS.map(String::from))]
         targets: Vec<String>,
+        /// Fuzz `ops` in a world of N CPUs (as `cargo xtask fuzz --smp N`).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=4))]
+        smp: Option<u8>,
     },
     /// The fuzzing workflow proven end to end: with a defect injected into the simulated
     /// machine, a fuzz run from an empty corpus must find it, the checker must minimize it to
@@ -186,12 +193,14 @@ fn main() -> ExitCode {
             target,
             seconds,
             jobs,
-        } => fuzz(&root, &target, seconds, jobs),
+            smp,
+        } => fuzz(&root, &target, seconds, jobs, smp),
         Task::Seeds => fuzzing::seeds(&root),
         Task::Nightly {
             seconds,
             jobs,
             targets,
+            smp,
         } => {
             let jobs = jobs.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
@@ -206,6 +215,7 @@ fn main() -> ExitCode {
                     seed: "random",
                     probe_all: true,
                 },
+                smp,
             ))
         }
         Task::FuzzProof { defect, seconds } => {
@@ -323,19 +333,30 @@ fn ensure_cargo_tool(root: &Path, subcommand: &str, krate: &str) -> StepResult {
 }
 
 /// `cargo xtask fuzz`: build and run a cargo-fuzz target, then print a summary.
-fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32) -> ExitCode {
+fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32, smp: Option<u8>) -> ExitCode {
+    if smp.is_some() && target != "ops" {
+        eprintln!("xtask fuzz: --smp is for the `ops` target (the others have no CPUs)");
+        return ExitCode::from(2);
+    }
     if let Err(Failure(why)) = ensure_cargo_tool(root, "fuzz", "cargo-fuzz") {
         eprintln!("xtask fuzz: {why}");
         return ExitCode::FAILURE;
     }
-    // New inputs go to the first directory (fuzz/corpus/T, not committed); the committed
-    // seeds in corpus/T are only read.
-    let corpus = root.join("fuzz/corpus").join(target);
+    // New inputs go to the first directory (fuzz/corpus/T, not committed; an SMP world's own
+    // fuzz/corpus/T-smpN); the committed seeds in corpus/T are only read.
+    let corpus_name = match smp {
+        Some(n) => format!("{target}-smp{n}"),
+        None => target.to_string(),
+    };
+    let corpus = root.join("fuzz/corpus").join(corpus_name);
     let seeds = root.join("corpus").join(target);
     let artifacts = root.join("fuzz/artifacts").join(target);
     let _ = std::fs::create_dir_all(&corpus);
     let before = fuzzing::files_in(&artifacts).len();
     let mut cmd = fuzzing::cargo_fuzz(root, "run", target);
+    if let Some(n) = smp {
+        cmd.env("VMM_FUZZ_SMP", n.to_string());
+    }
     cmd.arg(&corpus);
     if seeds.is_dir() {
         cmd.arg(&seeds);
@@ -364,8 +385,9 @@ fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32) -> ExitCode {
         }
     }
     println!(
-        "==> fuzzing `{target}` for {seconds} s with {jobs} job(s); corpus {} (seeds {}); \
+        "==> fuzzing `{target}` for {seconds} s with {jobs} job(s){}; corpus {} (seeds {}); \
          Ctrl-C stops it with a summary",
+        smp.map_or_else(String::new, |n| format!(" in a world of {n} CPUs")),
         shown(&corpus),
         shown(&seeds)
     );
@@ -560,7 +582,7 @@ fn test(root: &Path) -> ExitCode {
                     seed: "1",
                     probe_all: false,
                 };
-                match nightly::nightly(root, seconds, 1, &targets, &qemu) {
+                match nightly::nightly(root, seconds, 1, &targets, &qemu, None) {
                     0 => fuzz_speed::check_instrumentation(root),
                     code => Err(Failure(format!("cargo xtask nightly exited with {code}"))),
                 }

@@ -60,7 +60,17 @@ pub struct QemuNight {
 /// Returns the exit status: 0 clean, 1 new crashes (or a QEMU failure), 2 a target could not
 /// run. With `ops` among the targets, `qemu.corpus` then runs on QEMU's MMU with random
 /// sequences of `qemu.seed`.
-pub fn nightly(root: &Path, seconds: u64, jobs: u32, targets: &[String], qemu: &QemuNight) -> u8 {
+///
+/// With `smp` = N the `ops` target fuzzes a world of N CPUs (`cargo xtask fuzz --smp N`), in
+/// its own corpus `fuzz/corpus/ops-smpN`.
+pub fn nightly(
+    root: &Path,
+    seconds: u64,
+    jobs: u32,
+    targets: &[String],
+    qemu: &QemuNight,
+    smp: Option<u8>,
+) -> u8 {
     if let Err(crate::Failure(why)) = ensure_cargo_tool(root, "fuzz", "cargo-fuzz") {
         eprintln!("xtask nightly: {why}");
         return 2;
@@ -81,7 +91,7 @@ pub fn nightly(root: &Path, seconds: u64, jobs: u32, targets: &[String], qemu: &
     let mut nights = Vec::new();
     let mut findings: Vec<(String, Finding)> = Vec::new();
     for target in targets {
-        let night = fuzz_one(root, target, seconds, jobs);
+        let night = fuzz_one(root, target, seconds, jobs, smp.filter(|_| target == "ops"));
         for crash in &night.new_crashes {
             findings.push((target.clone(), triage(root, target, crash, &findings_dir)));
         }
@@ -201,15 +211,22 @@ fn panic_site(cmd: &mut std::process::Command) -> String {
         )
 }
 
-/// Fuzzes `target` for `seconds` with `jobs` workers, then merges its corpus down.
-fn fuzz_one(root: &Path, target: &str, seconds: u64, jobs: u32) -> TargetNight {
-    let corpus = root.join("fuzz/corpus").join(target);
+/// Fuzzes `target` for `seconds` with `jobs` workers (in a world of `smp` CPUs when given),
+/// then merges its corpus down.
+fn fuzz_one(root: &Path, target: &str, seconds: u64, jobs: u32, smp: Option<u8>) -> TargetNight {
+    let corpus = match smp {
+        Some(n) => root.join("fuzz/corpus").join(format!("{target}-smp{n}")),
+        None => root.join("fuzz/corpus").join(target),
+    };
     let seeds = root.join("corpus").join(target);
     let artifacts = root.join("fuzz/artifacts").join(target);
     let _ = std::fs::create_dir_all(&corpus);
     let _ = std::fs::create_dir_all(&artifacts);
     let before = files_in(&artifacts);
     let mut cmd = cargo_fuzz(root, "run", target);
+    if let Some(n) = smp {
+        cmd.env("VMM_FUZZ_SMP", n.to_string());
+    }
     cmd.arg(&corpus);
     if seeds.is_dir() {
         cmd.arg(&seeds);
