@@ -96,8 +96,18 @@ pub fn steps(max: usize) -> impl Strategy<Value = Vec<Step>> {
 /// A sequence of `spawn` and then `len` more steps, some refusing one of their frame
 /// allocations, for a one-CPU world (every access on CPU 0).
 pub fn sequence(len: impl Into<prop::collection::SizeRange>) -> impl Strategy<Value = Vec<Step>> {
-    sequence_on_cpus(len).prop_map(|mut steps| {
-        on_cpus(&mut steps, 1);
+    sequence_on(len, 1)
+}
+
+/// [`sequence`] for a world of `cpus` CPUs: accesses on CPU 0 and, with more than one, on
+/// CPU 1.
+pub fn sequence_on(
+    len: impl Into<prop::collection::SizeRange>,
+    cpus: u8,
+) -> impl Strategy<Value = Vec<Step>> {
+    let cpus = cpus.max(1);
+    sequence_on_cpus(len).prop_map(move |mut steps| {
+        on_cpus(&mut steps, cpus);
         steps
     })
 }

@@ -2,12 +2,12 @@
 //! as little-endian 32-bit words.
 //!
 //! **Ops in** (`ops.bin`, read by the guest through semihosting): `[BLOB_MAGIC, defect,
-//! defect_arg, sequences]`, then per sequence `[pool_frames, asids, steps]` (the world it runs
-//! in, [`GuestSequence`]), then per step `[groups]`, each group `[space, primed, va...,
-//! ranges, (first, pages)...]` ([`ProbeGroup`]), followed by the step's words
+//! defect_arg, sequences]`, then per sequence `[pool_frames, asids, cpus, steps]` (the world it
+//! runs in, [`GuestSequence`]), then per step `[groups]`, each group `[space, cpu, primed,
+//! va..., ranges, (first, pages)...]` ([`ProbeGroup`]), followed by the step's words
 //! ([`crate::encode_step_words`]). A group's `space` is a live-space index ([`NO_SPACE`]:
-//! kernel pages only); ranges list pages, not page lists, so that a step may probe millions of
-//! pages in a small blob.
+//! kernel pages only) and `cpu` the core that primes and probes it; ranges list pages, not
+//! page lists, so that a step may probe millions of pages in a small blob.
 //!
 //! **Reports out** (`report.bin`, written by the guest as it goes): records `[REC_SEQUENCE,
 //! seq, start_free]`, `[REC_STEP, step, outcome, value, free, probes]` followed by `probes`
@@ -19,7 +19,7 @@ use alloc::vec::Vec;
 use crate::{DecodeError, Outcome, Step, decode_step_words, encode_step_words};
 
 /// First word of an ops blob.
-pub const BLOB_MAGIC: u32 = u32::from_le_bytes(*b"VMQ3");
+pub const BLOB_MAGIC: u32 = u32::from_le_bytes(*b"VMQ4");
 /// `probe_space` when no user space is probed.
 pub const NO_SPACE: u32 = u32::MAX;
 /// A sequence starts: `[REC_SEQUENCE, seq, start_free]`.
@@ -50,6 +50,9 @@ pub enum GuestDefect {
     DropStepRecord(u32),
     /// A defect of the guest: after its last record it exits with status 3 instead of 0.
     FailAfterLastRecord,
+    /// Every broadcast TLB invalidate is issued in its local form (a missing shootdown: the
+    /// other core keeps its entries).
+    LocalInvalidates,
 }
 
 impl GuestDefect {
@@ -62,6 +65,7 @@ impl GuestDefect {
             Self::DropStepRecord(k) => [4, k],
             Self::FailAfterLastRecord => [5, 0],
             Self::MakeUserPagesExecutable => [6, 0],
+            Self::LocalInvalidates => [7, 0],
         }
     }
     fn from_words(kind: u32, arg: u32) -> Option<Self> {
@@ -73,6 +77,7 @@ impl GuestDefect {
             4 => Self::DropStepRecord(arg),
             5 => Self::FailAfterLastRecord,
             6 => Self::MakeUserPagesExecutable,
+            7 => Self::LocalInvalidates,
             _ => return None,
         })
     }
@@ -102,9 +107,15 @@ pub fn fetchable_address(va: u32) -> bool {
 pub struct ProbeGroup {
     /// Index of the live space the pages are probed in, if any (kernel pages are probed in it
     /// too, or in no space). The first group's space is the step's, entered before the step
-    /// (an index before it); the others' are indices after it.
+    /// (an index before it); the others' are indices after it, but for a group of core 1,
+    /// which is the step's own space too.
     pub space: Option<u32>,
-    /// Pages primed before the step (first group only; each is also in `ranges`).
+    /// The core that primes and probes the pages: 0, or 1 for the step's own space on the
+    /// second core (planned only while that space is current there, so that the core keeps
+    /// what it primed: QEMU flushes a core's TLB when its CONTEXTIDR changes).
+    pub cpu: u32,
+    /// Pages primed before the step (the first group and core 1's only; each is also in
+    /// `ranges`).
     pub primed: Vec<u32>,
     /// `(first page, pages)`: the pages probed after the step, in this order.
     pub ranges: Vec<(u32, u32)>,
@@ -157,6 +168,8 @@ pub struct GuestSequence {
     pub pool_frames: u32,
     /// The highest user ASID the vmm hands out.
     pub asids: u8,
+    /// CPUs (1 or 2: the guest's second core runs CPU 1's accesses and probes).
+    pub cpus: u8,
     /// The steps.
     pub steps: Vec<ProbedStep>,
 }
@@ -169,11 +182,13 @@ pub fn encode_blob(defect: GuestDefect, sequences: &[GuestSequence]) -> Vec<u8> 
     for seq in sequences {
         w.push(seq.pool_frames);
         w.push(u32::from(seq.asids));
+        w.push(u32::from(seq.cpus));
         w.push(seq.steps.len() as u32);
         for p in &seq.steps {
             w.push(p.groups.len() as u32);
             for g in &p.groups {
                 w.push(g.space.unwrap_or(NO_SPACE));
+                w.push(g.cpu);
                 w.push(g.primed.len() as u32);
                 w.extend(&g.primed);
                 w.push(g.ranges.len() as u32);
@@ -244,16 +259,19 @@ impl<'a> BlobReader<'a> {
     fn sequence(&mut self) -> Result<GuestSequence, DecodeError> {
         let pool_frames = self.word()?;
         let asids = u8::try_from(self.word()?).map_err(|_| DecodeError::UnknownTag(self.at))?;
+        let cpus = u8::try_from(self.word()?).map_err(|_| DecodeError::UnknownTag(self.at))?;
         let n = self.word()?;
         let mut steps = Vec::new();
         for _ in 0..n {
             let mut groups = Vec::new();
             for _ in 0..self.word()? {
                 let space = self.word()?;
+                let cpu = self.word()?;
                 let primed = self.words(1)?;
                 let ranges = self.words(2)?;
                 groups.push(ProbeGroup {
                     space: (space != NO_SPACE).then_some(space),
+                    cpu,
                     primed,
                     ranges: ranges.chunks_exact(2).map(|r| (r[0], r[1])).collect(),
                 });
@@ -266,6 +284,7 @@ impl<'a> BlobReader<'a> {
         Ok(GuestSequence {
             pool_frames,
             asids,
+            cpus,
             steps,
         })
     }
@@ -633,6 +652,7 @@ mod tests {
         assert_eq!(ranges, [(0x1000, 3), (0x5000, 1), (0xFFFF_F000, 1)]);
         let g = ProbeGroup {
             space: None,
+            cpu: 0,
             primed: Vec::new(),
             ranges,
         };
@@ -646,11 +666,19 @@ mod tests {
             groups: alloc::vec![
                 ProbeGroup {
                     space: Some(0),
+                    cpu: 0,
                     primed: alloc::vec![0x1000],
                     ranges: alloc::vec![(0x1000, 4)],
                 },
                 ProbeGroup {
+                    space: Some(0),
+                    cpu: 1,
+                    primed: alloc::vec![0x2000],
+                    ranges: alloc::vec![(0x2000, 1)],
+                },
+                ProbeGroup {
                     space: None,
+                    cpu: 0,
                     primed: Vec::new(),
                     ranges: Vec::new(),
                 },
@@ -663,15 +691,16 @@ mod tests {
         let sequences = [GuestSequence {
             pool_frames: 300,
             asids: 7,
+            cpus: 2,
             steps: alloc::vec![step(ConcreteOp::Spawn), step(ConcreteOp::Exit { s: 0 })],
         }];
-        let bytes = encode_blob(GuestDefect::DropStepRecord(3), &sequences);
+        let bytes = encode_blob(GuestDefect::LocalInvalidates, &sequences);
         let words: Vec<u32> = bytes
             .chunks_exact(4)
             .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
         let mut blob = BlobReader::new(&words).unwrap();
-        assert_eq!(blob.defect, GuestDefect::DropStepRecord(3));
+        assert_eq!(blob.defect, GuestDefect::LocalInvalidates);
         assert_eq!(blob.next_sequence(), Some(Ok(sequences[0].clone())));
         assert_eq!(blob.next_sequence(), None);
         // A blob cut short is an error, not a shorter sequence.

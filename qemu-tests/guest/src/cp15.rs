@@ -60,6 +60,8 @@ write_cp15!(/// TTBR0: the current user space's L1 table.
     write_ttbr0, "c2", 0, "c0", 0);
 write_cp15!(/// TTBR1: the kernel's L1 table.
     write_ttbr1, "c2", 0, "c0", 1);
+read_cp15!(/// TTBR1.
+    read_ttbr1, "c2", 0, "c0", 1);
 write_cp15!(/// TTBCR (N = 2: TTBR0 below 1 GiB).
     write_ttbcr, "c2", 0, "c0", 2);
 write_cp15!(/// DACR.

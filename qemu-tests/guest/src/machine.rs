@@ -15,6 +15,9 @@ use crate::cp15;
 /// The guest's machine.
 pub struct GuestMachine {
     defect: GuestDefect,
+    /// Local TLB maintenance with one CPU, broadcast with two (the reach of TTBR0's walks
+    /// follows it).
+    reach: TlbReach,
     /// TLB invalidates asked for since the world booted.
     invalidates: u32,
     /// The allocation (0-based, within the current step) to refuse.
@@ -23,7 +26,7 @@ pub struct GuestMachine {
 }
 
 impl GuestMachine {
-    /// A machine with `defect`.
+    /// A machine of `cpus` CPUs (1 or 2: core 1 is the second) with `defect`.
     ///
     /// # Safety
     ///
@@ -31,9 +34,10 @@ impl GuestMachine {
     /// through the linear map: every such address (the frame pool and the device window of the
     /// layout the vmm boots with) must be RAM mapped at VA = PA for PL1, used by nothing else
     /// while the machine lives.
-    pub const unsafe fn new(defect: GuestDefect) -> Self {
+    pub const unsafe fn new(defect: GuestDefect, cpus: u8) -> Self {
         Self {
             defect,
+            reach: TlbReach::for_cpus(cpus),
             invalidates: 0,
             refuse: None,
             allocations: 0,
@@ -127,24 +131,36 @@ impl Machine for GuestMachine {
     }
 
     fn tlb_invalidate_page_is(&mut self, asid: Asid, page: VirtPage) {
+        if self.defect == GuestDefect::LocalInvalidates {
+            return self.tlb_invalidate_page(asid, page);
+        }
         if !self.lose_invalidate() {
             cp15::tlbimvais(page.start().as_u32() | u32::from(asid.value()));
         }
     }
 
     fn tlb_invalidate_page_all_asids_is(&mut self, page: VirtPage) {
+        if self.defect == GuestDefect::LocalInvalidates {
+            return self.tlb_invalidate_page_all_asids(page);
+        }
         if !self.lose_invalidate() {
             cp15::tlbimvaais(page.start().as_u32());
         }
     }
 
     fn tlb_invalidate_asid_is(&mut self, asid: Asid) {
+        if self.defect == GuestDefect::LocalInvalidates {
+            return self.tlb_invalidate_asid(asid);
+        }
         if self.defect != GuestDefect::DropEveryInvalidate {
             cp15::tlbiasidis(u32::from(asid.value()));
         }
     }
 
     fn tlb_invalidate_all_is(&mut self) {
+        if self.defect == GuestDefect::LocalInvalidates {
+            return self.tlb_invalidate_all();
+        }
         cp15::tlbiallis(0);
     }
 
@@ -158,21 +174,28 @@ impl Machine for GuestMachine {
 
     /// Through the empty table, so no walk mixes the old ASID with the new table: TTBR0 =
     /// empty, CONTEXTIDR = the new ASID, TTBR0 = the new table (the empty table and ASID 0
-    /// for the kernel-only state).
+    /// for the kernel-only state). CPU 1's switch is made by core 1.
     fn switch_space(&mut self, cpu: Cpu, space: Option<(PhysFrame, Asid)>) {
-        // The worlds this guest boots have one CPU, so the vmm refuses any other (`Vm::switch_to`).
-        debug_assert_eq!(cpu, Cpu::BOOT);
         let empty = crate::boot::empty_user_table();
+        let reach = self.reach;
         let (table, asid) = space.map_or((empty, 0), |(l1, asid)| {
-            (ttbr0_value(l1, TlbReach::Local), u32::from(asid.value()))
+            (ttbr0_value(l1, reach), u32::from(asid.value()))
         });
-        // SAFETY: TTBR0 covers only the user half, where the guest has nothing of its own; the
-        // tables are the empty one or a live space's L1 table, which the vmm frees only after
-        // switching away from it.
-        unsafe {
-            cp15::write_ttbr0(empty);
-            cp15::write_contextidr(asid);
-            cp15::write_ttbr0(table);
+        let mut switch = || {
+            // SAFETY: TTBR0 covers only the user half, where the guest has nothing of its
+            // own; the tables are the empty one or a live space's L1 table, which the vmm
+            // frees only after every CPU switched away from it.
+            unsafe {
+                cp15::write_ttbr0(empty);
+                cp15::write_contextidr(asid);
+                cp15::write_ttbr0(table);
+            }
+        };
+        if cpu == Cpu::BOOT {
+            switch();
+        } else {
+            // The vmm refuses CPUs its world lacks, and the guest's worlds have two at most.
+            crate::core1::run(&mut switch);
         }
     }
 

@@ -18,6 +18,7 @@ extern crate alloc;
 
 mod access;
 mod boot;
+mod core1;
 mod cp15;
 mod machine;
 mod matrix;
@@ -97,7 +98,13 @@ extern "C" fn guest_main() -> ! {
             Err(e) => fail(2, format_args!("ops.bin, sequence {seq}: {e:?}")),
         };
         World::clear_device_memory(&sequence.steps);
-        let mut world = match World::boot(blob.defect, sequence.pool_frames, sequence.asids) {
+        let world = World::boot(
+            blob.defect,
+            sequence.pool_frames,
+            sequence.asids,
+            sequence.cpus,
+        );
+        let mut world = match world {
             Ok(w) => w,
             Err(e) => fail(2, format_args!("the vmm does not boot: {e:?}")),
         };

@@ -38,6 +38,23 @@ _start:
     bl guest_main
 2:  wfi
     b 2b
+
+    @ Core 1, started by PSCI CPU_ON (MMU off, SVC mode): its own stacks, the same vectors.
+    .global _secondary_entry
+_secondary_entry:
+    cpsid aif
+    cps #0x17
+    ldr sp, =__stack_abt1_top
+    cps #0x1b
+    ldr sp, =__stack_und1_top
+    cps #0x13
+    ldr sp, =__stack_svc1_top
+    ldr r0, =_vectors         @ VBAR is per core
+    mcr p15, 0, r0, c12, c0, 0
+    isb
+    bl core1_main
+3:  wfi
+    b 3b
     .ltorg
 
     .section .text.vectors, "ax"

@@ -25,23 +25,35 @@ pub struct World {
 }
 
 impl World {
-    /// Boots a vmm on a pool of `pool_frames` frames handing out ASIDs up to `asids`, and
-    /// switches the MMU to its kernel table.
-    pub fn boot(defect: GuestDefect, pool_frames: u32, asids: u8) -> Result<Self, Errno> {
+    /// Boots a vmm of `cpus` CPUs (1 or 2) on a pool of `pool_frames` frames handing out
+    /// ASIDs up to `asids`, and switches the MMU to its kernel table (on both cores with two).
+    pub fn boot(defect: GuestDefect, pool_frames: u32, asids: u8, cpus: u8) -> Result<Self, Errno> {
+        if cpus > 2 {
+            return Err(Errno::EINVAL);
+        }
         let layout = Layout {
             asids,
+            cpus,
             ..Layout::with_pool_frames(pool_frames)
         };
         // SAFETY: the pool and the device window are RAM mapped at VA = PA by the boot table
         // and by the vmm's kernel table, and nothing else of the guest lives there.
-        let machine = unsafe { GuestMachine::new(defect) };
+        let machine = unsafe { GuestMachine::new(defect, cpus) };
         let vm = Vm::new(machine, layout)?;
-        // SAFETY: the vmm's kernel table maps all RAM at VA = PA for PL1 exactly as the boot
-        // table does, so the guest stays mapped; it lives as long as the world.
-        unsafe { cp15::write_ttbr1(vm.kernel().l1_table().as_u32()) };
-        cp15::tlbiall(0);
-        cp15::dsb();
-        cp15::isb();
+        let kernel = vm.kernel().l1_table().as_u32();
+        let mut use_kernel_table = || {
+            // SAFETY: the vmm's kernel table maps all RAM at VA = PA for PL1 exactly as the
+            // boot table does, so the guest stays mapped; it lives as long as the world.
+            unsafe { cp15::write_ttbr1(kernel) };
+            cp15::tlbiall(0);
+            cp15::dsb();
+            cp15::isb();
+        };
+        use_kernel_table();
+        if cpus > 1 {
+            // Core 1 starts the world as core 0 does: the new kernel table, nothing cached.
+            crate::core1::run(&mut use_kernel_table);
+        }
         Ok(Self {
             vm,
             spaces: Vec::new(),
@@ -78,36 +90,45 @@ impl World {
         self.vm.frames().free_count()
     }
 
-    /// Makes `space` current through the vmm (`Vm::switch_to`, which the machine carries out
-    /// on TTBR0 and CONTEXTIDR; nothing when it already is). `None`: the kernel-only state.
-    fn enter(&mut self, space: Option<SpaceId>) {
-        let _ = self.vm.switch_to(Cpu::BOOT, space);
+    /// Makes `space` current on `cpu` through the vmm (`Vm::switch_to`, which the machine
+    /// carries out on that core's TTBR0 and CONTEXTIDR; nothing when it already is). `None`:
+    /// the kernel-only state.
+    fn enter(&mut self, cpu: Cpu, space: Option<SpaceId>) {
+        let _ = self.vm.switch_to(cpu, space);
     }
 
-    /// Runs one step: enter the step's space, prime its primed pages, apply the op, then probe
-    /// every group's pages (entering each group's space), handing the record's words to `out`
-    /// as they come: the header, then one probe at a time.
+    /// Runs one step: enter the step's space, prime the primed pages (core 0's, and core 1's
+    /// in its own TLB), apply the op, then probe every group's pages (entering each group's
+    /// space on its core), handing the record's words to `out` as they come: the header, then
+    /// one probe at a time.
     pub fn step(&mut self, index: u32, s: &ProbedStep, out: &mut impl FnMut(&[u32])) {
         let space_of = |spaces: &[SpaceId], g: Option<&ProbeGroup>| {
             g.and_then(|g| g.space)
                 .and_then(|i| spaces.get(i as usize).copied())
         };
         let own = space_of(&self.spaces, s.groups.first());
-        self.enter(own);
-        let mut primed: Vec<Probe> = s
-            .groups
-            .first()
-            .map_or(&[][..], |g| &g.primed[..])
-            .iter()
-            .map(|&va| {
-                let mut p = Probe {
+        // The step's own space is entered before it on core 0, and on core 1 when a group of
+        // core 1's is planned (the runner plans one only while that space is current there).
+        let mut primed: Vec<Vec<Probe>> = Vec::with_capacity(s.groups.len());
+        for (k, g) in s.groups.iter().enumerate() {
+            if k == 0 || g.cpu == 1 {
+                self.enter(cpu_of(g), own);
+            }
+            let mut probes: Vec<Probe> = g
+                .primed
+                .iter()
+                .map(|&va| Probe {
                     va,
                     ..Probe::default()
-                };
-                prime(&mut p, 0);
-                p
-            })
-            .collect();
+                })
+                .collect();
+            on_core(g.cpu, &mut || {
+                for p in &mut probes {
+                    prime(p, 0);
+                }
+            });
+            primed.push(probes);
+        }
         self.vm.machine_mut().refuse_allocation(s.step.refuse);
         let outcome = op_driver::apply(
             &mut self.vm,
@@ -121,21 +142,21 @@ impl World {
         for (k, g) in s.groups.iter().enumerate() {
             // The step's own space is the one entered before it (it may have exited since:
             // then the pages are probed in no space); the others are indices after it.
-            let space = if k == 0 {
+            let space = if k == 0 || g.cpu == 1 {
                 own.filter(|id| self.spaces.contains(id))
             } else {
                 space_of(&self.spaces, Some(g))
             };
-            self.enter(space);
+            self.enter(cpu_of(g), space);
             for va in g.pages() {
-                let mut p = match primed.iter().position(|p| p.va == va) {
-                    Some(i) if k == 0 => primed.swap_remove(i),
-                    _ => Probe {
+                let mut p = match primed[k].iter().position(|p| p.va == va) {
+                    Some(i) => primed[k].swap_remove(i),
+                    None => Probe {
                         va,
                         ..Probe::default()
                     },
                 };
-                probe(&mut p);
+                on_core(g.cpu, &mut || probe(&mut p));
                 out(&p.words());
             }
         }
@@ -144,7 +165,9 @@ impl World {
     /// Every space exits, every segment is removed, every vmalloc allocation is freed; then
     /// the MMU goes back to the boot tables. Returns the free frames at the end.
     pub fn teardown(mut self) -> u32 {
-        self.enter(None);
+        for cpu in 0..self.vm.cpus() {
+            self.enter(Cpu::new(cpu), None);
+        }
         for id in core::mem::take(&mut self.spaces) {
             let _ = self.vm.exit(id);
         }
@@ -161,7 +184,24 @@ impl World {
         }
         let free = self.free_frames();
         boot::use_boot_tables();
+        if self.vm.cpus() > 1 {
+            crate::core1::run(&mut boot::use_boot_tables);
+        }
         free
+    }
+}
+
+/// The core a group is primed and probed on.
+fn cpu_of(g: &ProbeGroup) -> Cpu {
+    Cpu::new(u8::try_from(g.cpu).unwrap_or(u8::MAX))
+}
+
+/// Runs `call` on core `cpu` (0: here; 1: the second core).
+fn on_core(cpu: u32, call: &mut dyn FnMut()) {
+    if cpu == 0 {
+        call();
+    } else {
+        crate::core1::run(call);
     }
 }
 
@@ -247,21 +287,30 @@ impl Accessor<GuestMachine> for RealAccesses {
     fn attempt(
         &mut self,
         _vm: &mut Vm<GuestMachine>,
-        _cpu: Cpu,
+        cpu: Cpu,
         _space: SpaceId,
         va: u32,
         access: AccessOp,
         mode: Mode,
     ) -> Result<u32, Miss> {
-        let result = match (access, mode) {
-            (AccessOp::Exec, mode) => return fetch(va, mode == Mode::User),
-            (AccessOp::Write(v), Mode::User) => strt(va, v).map(|()| 0),
-            (AccessOp::Write(v), Mode::Kernel) => str(va, v).map(|()| 0),
-            (AccessOp::Read, Mode::User) => ldrt(va),
-            (AccessOp::Read, Mode::Kernel) => ldr(va),
-        };
-        result.map_err(|abort| Miss::Fault(abort.address))
+        let mut result = Err(Miss::Unsupported);
+        on_core(u32::from(cpu.index()), &mut || {
+            result = attempt_here(va, access, mode);
+        });
+        result
     }
+}
+
+/// One attempt at an access on the core that runs it.
+fn attempt_here(va: u32, access: AccessOp, mode: Mode) -> Result<u32, Miss> {
+    let result = match (access, mode) {
+        (AccessOp::Exec, mode) => return fetch(va, mode == Mode::User),
+        (AccessOp::Write(v), Mode::User) => strt(va, v).map(|()| 0),
+        (AccessOp::Write(v), Mode::Kernel) => str(va, v).map(|()| 0),
+        (AccessOp::Read, Mode::User) => ldrt(va),
+        (AccessOp::Read, Mode::Kernel) => ldr(va),
+    };
+    result.map_err(|abort| Miss::Fault(abort.address))
 }
 
 /// An instruction fetch at `va`: the word there is replaced by an `SVC` for the fetch and

@@ -44,6 +44,11 @@ struct Args {
     /// sample: at most 128 pages of the step's own space.
     #[arg(long)]
     probe_all: bool,
+    /// Run every sequence in a world of N CPUs: the random ones with accesses on both, the
+    /// files with their own accesses (QEMU's second core runs CPU 1's accesses and probes its
+    /// TLB). Without it each file runs in its own world and the random ones on one CPU.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
+    smp: Option<u8>,
     /// Sequences per boot of the guest.
     #[arg(long, default_value_t = 250)]
     batch: usize,
@@ -101,19 +106,25 @@ struct Stats {
     qemu_time: Duration,
 }
 
-fn random_sequences(n: usize, seed: u64, length: usize) -> Vec<Sequence> {
+fn random_sequences(n: usize, seed: u64, length: usize, cpus: u8) -> Vec<Sequence> {
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let mut runner = TestRunner::new_with_rng(
         Config::default(),
         TestRng::from_seed(RngAlgorithm::ChaCha, &bytes),
     );
-    let sequence = checker::strategy::sequence(length.saturating_sub(1));
+    let sequence = checker::strategy::sequence_on(length.saturating_sub(1), cpus);
     (0..n)
         .map(|_| {
             sequence
                 .new_tree(&mut runner)
-                .map(|t| Sequence::new(t.current()))
+                .map(|t| Sequence {
+                    config: checker::Config {
+                        cpus,
+                        ..checker::Config::DEFAULT
+                    },
+                    steps: t.current(),
+                })
                 .unwrap_or_default()
         })
         .collect()
@@ -218,19 +229,30 @@ fn suite(args: &Args) -> Result<bool, String> {
         Probing::Sample
     };
     let mut sequences = load_files(&files, flags)?;
+    if let Some(cpus) = args.smp {
+        for (name, sequence) in &mut sequences {
+            if sequence.steps.iter().any(|s| s.op.cpu().is_some_and(|c| c >= cpus)) {
+                return Err(format!("{name}: an access runs on a CPU a world of {cpus} lacks"));
+            }
+            sequence.config.cpus = cpus;
+        }
+    }
     let file_count = sequences.len();
-    for (i, steps) in random_sequences(args.random, args.seed, args.length)
+    let cpus = args.smp.unwrap_or(1);
+    for (i, steps) in random_sequences(args.random, args.seed, args.length, cpus)
         .into_iter()
         .enumerate()
     {
         sequences.push((format!("random #{i} (seed {})", args.seed), steps));
     }
     println!(
-        "qemu: {} files + {} random sequences of {} ops (seed {}), {} per boot, guest {}",
+        "qemu: {} files + {} random sequences of {} ops (seed {}{}), {} per boot, guest {}",
         file_count,
         args.random,
         args.length,
         args.seed,
+        args.smp
+            .map_or_else(String::new, |n| format!(", a world of {n} CPUs")),
         args.batch,
         args.guest.display()
     );

@@ -28,6 +28,8 @@ pub enum Probing {
 pub struct ExpectedPage {
     /// The live space (after the step) it is probed in when that is not the step's own.
     pub other_space: Option<u32>,
+    /// The CPU (core) that primed and probed it.
+    pub cpu: u32,
     /// The page.
     pub va: u32,
     /// What the tables must show.
@@ -36,6 +38,9 @@ pub struct ExpectedPage {
 
 impl fmt::Display for ExpectedPage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.cpu != 0 {
+            write!(f, "cpu={} ", self.cpu)?;
+        }
         if let Some(s) = self.other_space {
             write!(f, "s={s} ")?;
         }
@@ -186,6 +191,9 @@ fn op_pages(op: &ConcreteOp) -> Vec<u32> {
 struct ModelSide {
     model: Model,
     ids: Vec<u32>,
+    /// The space current on CPU 1 (model id), as the vmm keeps it: the space of CPU 1's last
+    /// access, until that space exits.
+    cpu1_space: Option<u32>,
 }
 
 impl ModelSide {
@@ -302,6 +310,7 @@ pub fn plan_with(sequence: &Sequence, probing: Probing) -> Plan {
     let mut side = ModelSide {
         model,
         ids: Vec::new(),
+        cpu1_space: None,
     };
     let (mut probed, mut expected) = (Vec::new(), Vec::new());
     for step in &sequence.steps {
@@ -319,12 +328,26 @@ pub fn plan_with(sequence: &Sequence, probing: Probing) -> Plan {
                 .or((!side.ids.is_empty()).then_some(0)),
         };
         let own = space.is_some_and(|i| i < side.ids.len());
+        let own_id = space.and_then(|i| side.ids.get(i).copied());
+        // Core 1 primes and probes the step's own space too while that space is current there
+        // and stays so through the step (an exit leaves it on every CPU).
+        let on_cpu1 = config.cpus > 1
+            && own_id.is_some()
+            && side.cpu1_space == own_id
+            && !matches!(op, ConcreteOp::Exit { .. });
         let range: Vec<u32> = if own { op_pages(&op) } else { Vec::new() };
         let mut pages = side.present(space);
         pages.extend(&range);
         side.model.refuse_allocation = step.refuse.map(u64::from);
+        let ids_before = side.ids.clone();
         let outcome = apply_model(&mut side.model, &mut side.ids, &op);
         side.model.refuse_allocation = None;
+        if let ConcreteOp::Access { s, cpu: 1, .. } = op {
+            side.cpu1_space = ids_before.get(s as usize).copied();
+        }
+        if side.cpu1_space.is_some_and(|id| !side.ids.contains(&id)) {
+            side.cpu1_space = None;
+        }
         pages.extend(side.present(space));
         pages.sort_unstable();
         pages.dedup();
@@ -347,15 +370,30 @@ pub fn plan_with(sequence: &Sequence, probing: Probing) -> Plan {
             .iter()
             .map(|&va| ExpectedPage {
                 other_space: None,
+                cpu: 0,
                 va,
                 view: side.view(space, va),
             })
             .collect();
         let mut groups = vec![ProbeGroup {
             space: space.map(|s| s as u32),
-            primed,
+            cpu: 0,
+            primed: primed.clone(),
             ranges: ProbeGroup::ranges_of(&pages),
         }];
+        if on_cpu1 {
+            // The same pages through core 1's TLB: what the tables show is the same, so a
+            // stale entry there (an invalidate that did not reach it) is the difference.
+            let own_view: Vec<ExpectedPage> =
+                view.iter().map(|e| ExpectedPage { cpu: 1, ..*e }).collect();
+            view.extend(own_view);
+            groups.push(ProbeGroup {
+                space: space.map(|s| s as u32),
+                cpu: 1,
+                primed,
+                ranges: ProbeGroup::ranges_of(&pages),
+            });
+        }
         if probing == Probing::Everything {
             for other in (0..side.ids.len()).filter(|&i| Some(i) != space) {
                 let mut pages = side.present(Some(other));
@@ -364,11 +402,13 @@ pub fn plan_with(sequence: &Sequence, probing: Probing) -> Plan {
                 pages.sort_unstable();
                 view.extend(pages.iter().map(|&va| ExpectedPage {
                     other_space: Some(other as u32),
+                    cpu: 0,
                     va,
                     view: side.view(Some(other), va),
                 }));
                 groups.push(ProbeGroup {
                     space: Some(other as u32),
+                    cpu: 0,
                     primed: Vec::new(),
                     ranges: ProbeGroup::ranges_of(&pages),
                 });
@@ -415,6 +455,7 @@ impl Plan {
         GuestSequence {
             pool_frames: self.config.pool_frames,
             asids: self.config.asids,
+            cpus: self.config.cpus,
             steps: self.probed.clone(),
         }
     }

@@ -10,12 +10,15 @@ use op_driver::guest::{Record, decode_report_prefix};
 
 use crate::compare::SequenceReport;
 
-/// The machine every run uses (platform-notes.md).
-pub const QEMU_ARGS: [&str; 10] = [
+/// The machine every run uses (platform-notes.md). It has two cores: the second stays
+/// powered off until a sequence of a two-CPU world starts it (PSCI `CPU_ON`).
+pub const QEMU_ARGS: [&str; 12] = [
     "-M",
     "virt",
     "-cpu",
     "cortex-a7",
+    "-smp",
+    "2",
     "-m",
     "256M",
     "-nographic",
