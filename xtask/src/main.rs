@@ -92,8 +92,10 @@ enum Task {
         /// The targets (default: all).
         #[arg(long, value_delimiter = ',', default_values_t = fuzzing::TARGETS.map(String::from))]
         targets: Vec<String>,
-        /// Fuzz `ops` in a world of N CPUs (as `cargo xtask fuzz --smp N`).
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=4))]
+        /// Fuzz `ops` in a world of N CPUs (as `cargo xtask fuzz --smp N`), and run its grown
+        /// corpus and the random sequences on both of QEMU's cores (`cargo xtask qemu --smp
+        /// N`; QEMU's guest has two, hence N is 1 or 2).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
         smp: Option<u8>,
     },
     /// The fuzzing workflow proven end to end: with a defect injected into the simulated
@@ -144,8 +146,8 @@ enum Task {
     },
     /// The QEMU differential suite: builds the bare-metal guest and runs the regression corpus
     /// plus seeded random sequences on a real ARMv7 MMU (qemu-system-arm, installed when
-    /// missing). Arguments go to qemu-runner: `--random N`, `--seed S`, `--prove-defects`,
-    /// `--matrix`, FILES.
+    /// missing). Arguments go to qemu-runner: `--random N`, `--seed S`, `--smp 2` (a second
+    /// core runs CPU 1's accesses), `--probe-all`, `--prove-defects`, `--matrix`, FILES.
     Qemu {
         /// Passed to qemu-runner (`cargo xtask qemu -- --help` lists them).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -477,7 +479,7 @@ enum Action {
     DetectQuick,
 }
 
-const STEPS: [Step; 12] = [
+const STEPS: [Step; 13] = [
     Step {
         name: "rustup target",
         action: Action::EnsureTarget,
@@ -522,6 +524,11 @@ const STEPS: [Step; 12] = [
         name: "qemu suite",
         action: Action::Qemu(&[]),
         hint: "see the FAIL lines above; replay one with `cargo xtask qemu FILE`",
+    },
+    Step {
+        name: "qemu suite, 2 CPUs",
+        action: Action::Qemu(&["--smp", "2"]),
+        hint: "see the FAIL lines above (core 1's probes are marked cpu=1); replay one with `cargo xtask qemu --smp 2 FILE`",
     },
     Step {
         name: "qemu matrix",

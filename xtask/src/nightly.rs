@@ -104,7 +104,11 @@ pub fn nightly(
         }
         nights.push(night);
     }
-    let corpus = qemu.corpus;
+    // In a world of N CPUs the grown corpus is that world's, run on both of QEMU's cores.
+    let corpus = match smp {
+        Some(n) if qemu.corpus == "fuzz/corpus/ops" => format!("{}-smp{n}", qemu.corpus),
+        _ => qemu.corpus.to_string(),
+    };
     let qemu_probe_all = qemu.probe_all;
     let qemu = targets.iter().any(|t| t == "ops").then(|| {
         println!("==> nightly: `{corpus}` on QEMU's ARMv7 MMU");
@@ -113,10 +117,14 @@ pub fn nightly(
             QEMU_RANDOM.into(),
             "--seed".into(),
             qemu.seed.into(),
-            root.join(corpus).into_os_string(),
+            root.join(&corpus).into_os_string(),
         ];
         if qemu.probe_all {
             args.insert(0, "--probe-all".into());
+        }
+        if let Some(n) = smp {
+            args.insert(0, n.to_string().into());
+            args.insert(0, "--smp".into());
         }
         crate::qemu::suite_summarized(root, &args).map_err(|crate::Failure(why)| why)
     });

@@ -14,8 +14,12 @@ pub struct DefectCase {
     pub host: Defect,
     /// The sequence (`.ops` text).
     pub ops: &'static str,
-    /// The kind both must report.
+    /// The kind QEMU must report.
     pub kind: DivergenceKind,
+    /// The kind the host must report, when it is not `kind` (the host sees the machine log:
+    /// a local invalidate on a two-CPU machine is a protocol violation there before any entry
+    /// goes stale).
+    pub host_kind: Option<DivergenceKind>,
 }
 
 /// Every defect case. The pages are written (PL0 TLB entries primed writable) in the space the
@@ -29,6 +33,7 @@ pub fn cases() -> Vec<DefectCase> {
             host: Defect::DropEveryInvalidate,
             ops: "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nread s=0 addr=r0+0p+0w mode=user\nmunmap s=0 addr=mmap+0p len=0x1000\n",
             kind: DivergenceKind::StaleTlb,
+            host_kind: None,
         },
         DefectCase {
             name: "drop the first TLB invalidate (the parent's write-protect at fork)",
@@ -36,6 +41,7 @@ pub fn cases() -> Vec<DefectCase> {
             host: Defect::DropNthInvalidate(0),
             ops: "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+0p+0w value=0x1 mode=user\nfork s=0\n",
             kind: DivergenceKind::StaleTlb,
+            host_kind: None,
         },
         DefectCase {
             name: "read-only user descriptors written read/write (fork)",
@@ -43,6 +49,7 @@ pub fn cases() -> Vec<DefectCase> {
             host: Defect::MakeReadOnlyUserPagesWritable,
             ops: "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+0p+0w value=0x1 mode=user\nfork s=0\n",
             kind: DivergenceKind::State,
+            host_kind: None,
         },
         DefectCase {
             name: "user descriptors written executable (an anonymous read/write page)",
@@ -50,6 +57,15 @@ pub fn cases() -> Vec<DefectCase> {
             host: Defect::MakeUserPagesExecutable,
             ops: "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+0p+0w value=0x1 mode=user\n",
             kind: DivergenceKind::State,
+            host_kind: None,
+        },
+        DefectCase {
+            name: "local invalidates on two CPUs (munmap of a page core 1 read)",
+            guest: GuestDefect::LocalInvalidates,
+            host: Defect::LocalInvalidates,
+            ops: "pool cpus=2\nspawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nread s=0 addr=r0+0p+0w mode=user cpu=1\nmunmap s=0 addr=mmap+0p len=0x1000\n",
+            kind: DivergenceKind::StaleTlb,
+            host_kind: Some(DivergenceKind::HardwareProtocol),
         },
     ]
 }

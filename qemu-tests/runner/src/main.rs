@@ -99,6 +99,9 @@ struct Stats {
     /// Probes with instruction fetches, and fetch steps not run (`Plan::fetches_removed`).
     fetch_probes: usize,
     fetches_removed: usize,
+    /// Probes made on the second core (through CPU 1's TLB), and accesses run there.
+    core1_probes: usize,
+    core1_accesses: usize,
     /// Steps with more pages than `plan::MAX_PROBES`, and the pages left unprobed.
     capped_steps: usize,
     unprobed: usize,
@@ -166,6 +169,14 @@ fn run_items(
                 stats.capped_steps += usize::from(e.unprobed > 0);
                 stats.unprobed += e.unprobed;
             }
+            for (p, _) in item.plan.probed.iter().zip(&report.steps) {
+                let core1 = p.groups.iter().filter(|g| g.cpu == 1);
+                stats.core1_probes += core1.map(|g| g.count() as usize).sum::<usize>();
+                stats.core1_accesses += usize::from(matches!(
+                    p.step.op,
+                    op_driver::ConcreteOp::Access { cpu: 1, .. }
+                ));
+            }
             for r in &report.steps {
                 if let Record::Step { probes, .. } = r {
                     stats.probes += probes.len();
@@ -231,8 +242,14 @@ fn suite(args: &Args) -> Result<bool, String> {
     let mut sequences = load_files(&files, flags)?;
     if let Some(cpus) = args.smp {
         for (name, sequence) in &mut sequences {
-            if sequence.steps.iter().any(|s| s.op.cpu().is_some_and(|c| c >= cpus)) {
-                return Err(format!("{name}: an access runs on a CPU a world of {cpus} lacks"));
+            if sequence
+                .steps
+                .iter()
+                .any(|s| s.op.cpu().is_some_and(|c| c >= cpus))
+            {
+                return Err(format!(
+                    "{name}: an access runs on a CPU a world of {cpus} lacks"
+                ));
             }
             sequence.config.cpus = cpus;
         }
@@ -334,7 +351,7 @@ fn suite(args: &Args) -> Result<bool, String> {
     }
     let secs = stats.qemu_time.as_secs_f64().max(1e-9);
     println!(
-        "SUMMARY: {} sequences ({file_count} from files, {} random of seed {}), {} failed, {} guest crashes; {} ops{}, {} probes ({} with instruction fetches){}; {} boots, {:.1} s in QEMU ({:.0} sequences/min, {:.0} probes/s), {:.1} s wall",
+        "SUMMARY: {} sequences ({file_count} from files, {} random of seed {}), {} failed, {} guest crashes; {} ops{}, {} probes ({} with instruction fetches){}{}; {} boots, {:.1} s in QEMU ({:.0} sequences/min, {:.0} probes/s), {:.1} s wall",
         sequences.len(),
         args.random,
         args.seed,
@@ -359,6 +376,14 @@ fn suite(args: &Args) -> Result<bool, String> {
                 stats.capped_steps,
                 qemu_runner::plan::MAX_PROBES,
                 stats.unprobed
+            )
+        },
+        if stats.core1_probes + stats.core1_accesses == 0 {
+            String::new()
+        } else {
+            format!(
+                "; core 1: {} accesses, {} probes through its TLB",
+                stats.core1_accesses, stats.core1_probes
             )
         },
         stats.boots,
@@ -407,17 +432,22 @@ fn prove_defects(args: &Args) -> Result<bool, String> {
             .err()
             .map(|d| d.kind);
         let (qemu_sound, qemu_broken) = (kind_of(&sound)?, kind_of(&broken)?);
+        let host_kind = case.host_kind.unwrap_or(case.kind);
         let ok = host_sound.is_none()
             && qemu_sound.is_none()
-            && host_broken == Some(case.kind)
+            && host_broken == Some(host_kind)
             && qemu_broken == Some(case.kind);
         all &= ok;
         let show = |k: Option<DivergenceKind>| k.map_or("agrees".to_string(), |k| format!("{k:?}"));
+        let expected = if host_kind == case.kind {
+            format!("{:?}", case.kind)
+        } else {
+            format!("{:?} (host {host_kind:?})", case.kind)
+        };
         println!(
-            "{} {}: expected {:?}; QEMU {} (sound machine: {}), host {} (sound machine: {})",
+            "{} {}: expected {expected}; QEMU {} (sound machine: {}), host {} (sound machine: {})",
             if ok { "PASS" } else { "FAIL" },
             case.name,
-            case.kind,
             show(qemu_broken),
             show(qemu_sound),
             show(host_broken),
