@@ -153,6 +153,18 @@ pub const CATALOGUE: &[Defect] = &[
         "the vmm frees a frame before invalidating the page that mapped it",
         false,
     ),
+    machine(
+        "local-invalidates",
+        "smp",
+        "on two CPUs the vmm issues local invalidates: the other CPU's TLB is never shot down",
+        false,
+    ),
+    machine(
+        "broadcast-stays-local",
+        "smp",
+        "broadcast invalidates reach only the issuing CPU (the log is sound)",
+        false,
+    ),
     patch(
         "buddy-merge-keeps-buddy-listed",
         "buddy",
@@ -279,6 +291,24 @@ pub const CATALOGUE: &[Defect] = &[
         "                        m.replace_word(pa, raw, 0);\n                        batch.push(page(lo)?);\n",
         false,
     ),
+    patch(
+        "smp-maintenance-stays-local",
+        "smp",
+        "the CPU count never selects the inner-shareable forms",
+        "vmm/src/arch/armv7/tlb.rs",
+        "        if cpus > 1 {\n",
+        "        if cpus > 8 {\n",
+        false,
+    ),
+    patch(
+        "exit-leaves-boot-cpu-only",
+        "smp",
+        "exit makes the space not current on CPU 0 only before freeing its table",
+        "vmm/src/vm.rs",
+        "            if *current == Some(id) {\n",
+        "            if *current == Some(id) && index == 0 {\n",
+        false,
+    ),
 ];
 
 #[cfg(test)]
@@ -319,6 +349,7 @@ mod tests {
             "tlb",
             "asids",
             "atomicity",
+            "smp",
         ] {
             assert!(CATALOGUE.iter().any(|d| d.layer == layer), "{layer}");
         }
