@@ -112,21 +112,28 @@ impl Search {
 
 /// Minimizes `sequence`, which must diverge on a machine with `defect` (`None`: a sound
 /// machine); `None` when it does not diverge. A sequence in another world than the default is
-/// moved to the default one first when it diverges the same way there.
+/// moved to the default one first (its accesses to CPU 0) when it diverges the same way there.
 #[must_use]
 pub fn minimize(sequence: &Sequence, defect: Option<Defect>) -> Option<Minimized> {
     let mut divergence = run_both_with_defect(sequence, defect).err()?;
     let mut config = sequence.config;
+    let mut best = sequence.steps.to_vec();
     let mut runs = 1;
     if config != Config::DEFAULT {
         runs += 1;
-        if let Err(d) = run_both_with_defect(&Sequence::new(sequence.steps.clone()), defect)
+        // The default world has one CPU: every access moves to CPU 0.
+        let mut plain = sequence.steps.clone();
+        for step in &mut plain {
+            if let Some(cpu) = step.op.cpu_mut() {
+                *cpu = 0;
+            }
+        }
+        if let Err(d) = run_both_with_defect(&Sequence::new(plain.clone()), defect)
             && d.kind == divergence.kind
         {
-            (config, divergence) = (Config::DEFAULT, d);
+            (config, divergence, best) = (Config::DEFAULT, d, plain);
         }
     }
-    let mut best = sequence.steps.to_vec();
     best.truncate(divergence.at + 1);
     let mut s = Search {
         kind: divergence.kind,

@@ -141,3 +141,31 @@ fn the_regression_file_says_what_diverged_and_replays() {
     );
     assert_eq!(parse_ops(&text).unwrap(), m.steps);
 }
+
+/// A divergence that needs two CPUs (a broadcast invalidate that never reaches CPU 1) keeps its
+/// world and the CPU of its access: moving it to the one-CPU default world loses it, and the
+/// minimized scenario parses back as written.
+#[test]
+fn a_shootdown_divergence_keeps_its_cpus() {
+    let text = "pool cpus=2\nspawn\nmmap s=0 addr=0x0 len=0x3000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+2p+0w value=0x5 mode=user\nread s=0 addr=r0+0p+0w mode=user cpu=1\nspawn\nread s=1 addr=heap+0p mode=user\nmunmap s=0 addr=r0+0p+0w len=0x2000\nread s=0 addr=r0+0p+0w mode=user\n";
+    let sequence = checker::parse_sequence(text).unwrap();
+    let m = minimize(&sequence, Some(Defect::BroadcastStaysLocal)).expect("it diverges");
+    assert_eq!(m.config.cpus, 2);
+    assert!(
+        m.steps.iter().any(|s| s.op.cpu() == Some(1)),
+        "{:?}",
+        m.steps
+    );
+    assert!(m.steps.len() <= 4, "{:?}", m.steps);
+    let written = checker::print_sequence(&Sequence {
+        config: m.config,
+        steps: m.steps.clone(),
+    });
+    assert!(
+        run_with_defect(
+            &checker::parse_sequence(&written).unwrap(),
+            Some(Defect::BroadcastStaysLocal)
+        )
+        .is_err()
+    );
+}

@@ -137,8 +137,8 @@ enum Task {
     },
     /// Replay `.ops` files or fuzzer inputs through the model and the vmm (default: every file
     /// in corpus/regressions/). Arguments go to `checker replay`: `--trace` (model and vmm side
-    /// by side), `--quiet`, `--defect D`, `--text`, `--bytes`, FILES (`cargo xtask replay --
-    /// --help`). Exit status 0 agree, 1 a divergence, 2 a file that cannot be read or parsed.
+    /// by side), `--quiet`, `--defect D`, `--smp N` (a world of N CPUs), `--text`, `--bytes`,
+    /// FILES (`cargo xtask replay -- --help`). Exit status 0 agree, 1 a divergence, 2 a file that cannot be read or parsed.
     Replay {
         /// Passed to `checker replay`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
