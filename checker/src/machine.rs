@@ -1,7 +1,9 @@
 //! The simulated machine `run` gives the vmm: the host machine's RAM and call log, plus one
 //! reference-model TLB and one current space per CPU (semantics.md section 14). A TLB fills on
 //! accesses and forgets only what the vmm invalidates: a local invalidate reaches the CPU that
-//! issues it, a broadcast (IS) one every CPU.
+//! issues it, a broadcast (IS) one every CPU. The vmm's code runs on CPU 0 (its syscalls and
+//! its fault handler alike, as in the QEMU guest, where only the access itself runs on the
+//! second core), so a local invalidate reaches CPU 0's TLB.
 //!
 //! The TLBs also fill speculatively, as hardware may: right after an invalidate of a page, on
 //! every CPU where that page's space is current, the walker walks that page again over the
@@ -136,9 +138,6 @@ pub struct SimMachine {
     /// The space current on each CPU as the vmm last set it (TTBR0's table, ASID); `None`: the
     /// kernel-only state. Accesses walk with these registers, as the hardware would.
     pub current: Vec<Option<(u32, u8)>>,
-    /// The CPU running the vmm's code now: local invalidates reach its TLB only. The checker
-    /// sets it for an access (whose faults the vmm handles there) and puts it back to 0.
-    pub executing: usize,
     /// The kernel's L1 table (TTBR1), for walks of kernel addresses; set once booted.
     pub ttbr1: u32,
     /// Descriptor writes since the last DSB, (address, value before it), in order: table walks
@@ -183,7 +182,6 @@ impl SimMachine {
             tlb_fills: 0,
             invalidates: 0,
             current: vec![None; cpus],
-            executing: 0,
             ttbr1: 0,
             pending: Vec::new(),
             violations: Vec::new(),
@@ -209,13 +207,12 @@ impl SimMachine {
     }
 
     /// The TLBs an invalidate reaches: every CPU's when `broadcast` (unless a defect keeps it
-    /// local), else the executing CPU's.
+    /// local), else CPU 0's, where the vmm runs.
     fn reached(&mut self, broadcast: bool) -> &mut [Tlb] {
         if broadcast && self.defect != Some(Defect::BroadcastStaysLocal) {
             &mut self.tlbs
         } else {
-            let at = self.executing.min(self.tlbs.len() - 1);
-            &mut self.tlbs[at..=at]
+            &mut self.tlbs[..1]
         }
     }
 

@@ -166,8 +166,8 @@ pub(crate) fn space_registers(space: &VmSpace, kernel: Registers) -> (Registers,
 }
 
 /// Accesses on the simulated machine: the access's CPU's TLB model, else a walk of the real
-/// table bytes (filling that TLB); `op_driver::apply` hands faults to the vmm's handler, which
-/// runs on that CPU, and retries. The walk uses the registers the vmm last set on that CPU
+/// table bytes (filling that TLB); `op_driver::apply` hands faults to the vmm's handler (on
+/// CPU 0, where the vmm runs) and retries. The walk uses the registers the vmm last set on that CPU
 /// (TTBR0 and the ASID of the space it made current), not its bookkeeping: a vmm that forgot
 /// to switch walks the wrong table.
 pub(crate) struct HostAccessor;
@@ -186,7 +186,6 @@ impl Accessor<SimMachine> for HostAccessor {
         let Some(&current) = vm.machine().current.get(cpu) else {
             return Err(Miss::Unsupported);
         };
-        vm.machine_mut().executing = cpu;
         let (ttbr0, asid) = current.unwrap_or((0, 0));
         let regs = Registers {
             ttbr0,
@@ -289,8 +288,6 @@ impl Pair {
         let op = (hooks.resolve)(&self.model, &self.model_ids, op);
         let m = concrete::apply_model(&mut self.model, &mut self.model_ids, &op);
         let v = (hooks.apply)(&mut self.vm, &mut self.vmm_ids, &op);
-        // The next op runs on the boot CPU unless it is an access on another.
-        self.vm.machine_mut().executing = 0;
         self.vmm_spaces_read = false;
         (m, v)
     }

@@ -99,17 +99,24 @@ fn edit(sequence: &mut Sequence, rng: &mut Rng) -> bool {
     true
 }
 
-/// The mutant in `data[..size]` moved to a world of `cpus` CPUs (re-encoded; its size), or
-/// left as it is when it already is there or the encoding would not fit.
+/// The mutant in `data[..size]` moved to a world of `cpus` CPUs (re-encoded; its size). When
+/// the encoding does not fit `max_size`, its last steps are dropped until it does: every input
+/// the fuzzer runs and keeps is in that world.
 fn in_world_of(data: &mut [u8], size: usize, max_size: usize, cpus: u8) -> usize {
     let mut sequence = checker::fuzz::decode(&data[..size]);
     if sequence.config.cpus == cpus {
         return size;
     }
     checker::fuzz::set_cpus(&mut sequence, cpus);
-    let bytes = checker::fuzz::encode(&sequence);
-    if bytes.len() > max_size.min(data.len()) {
-        return size;
+    let room = max_size.min(data.len());
+    let mut bytes = checker::fuzz::encode(&sequence);
+    while bytes.len() > room && sequence.steps.len() > 1 {
+        sequence.steps.pop();
+        bytes = checker::fuzz::encode(&sequence);
+    }
+    if bytes.len() > room {
+        // Not even the header fits: the smallest input of that world (its header alone).
+        bytes.truncate(room);
     }
     data[..bytes.len()].copy_from_slice(&bytes);
     bytes.len()

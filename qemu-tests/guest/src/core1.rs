@@ -1,8 +1,8 @@
-//! The second core. It is started once, when the first sequence of a two-CPU world arrives
-//! (PSCI `CPU_ON` through HVC, as `cargo xtask qemu-platform` checks), turns its MMU on with
-//! core 0's registers, and then runs what core 0 hands it ([`run`]), one call at a time, while
-//! core 0 waits: CPU 1's accesses, its space switches, and the priming and probing of pages
-//! through its own TLB.
+//! The second core. It is started when a world of two CPUs needs it (PSCI `CPU_ON` through
+//! HVC, as `cargo xtask qemu-platform` checks), turns its MMU on with core 0's registers, and
+//! then runs what core 0 hands it ([`run`]), one call at a time, while core 0 waits: CPU 1's
+//! accesses, its space switches, and the priming and probing of pages through its own TLB.
+//! At the end of the world it powers itself off ([`stop`], PSCI `CPU_OFF`).
 //!
 //! The two cores never run guest code at the same time, so the state the exception handlers
 //! share (`EXPECT_ABORT`, ...) and the heap need no more than the hand-over's barriers.
@@ -13,8 +13,12 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use crate::cp15;
 
-/// PSCI `CPU_ON` (SMC32).
+/// PSCI `CPU_OFF`, `CPU_ON` and `AFFINITY_INFO` (SMC32).
+const PSCI_CPU_OFF: u32 = 0x8400_0002;
 const PSCI_CPU_ON: u32 = 0x8400_0003;
+const PSCI_AFFINITY_INFO: u32 = 0x8400_0004;
+/// `AFFINITY_INFO`'s answer for a core that is off.
+const AFFINITY_OFF: i32 = 1;
 /// Core 1's MPIDR affinity.
 const CORE1: u32 = 1;
 
@@ -26,6 +30,8 @@ static POSTED: AtomicU32 = AtomicU32::new(0);
 static FINISHED: AtomicU32 = AtomicU32::new(0);
 /// The posted call: the address of a `&mut dyn FnMut()` on core 0's stack.
 static CALL: AtomicUsize = AtomicUsize::new(0);
+/// Set by [`stop`]: the posted request is to power off, not a call.
+static STOP: AtomicU32 = AtomicU32::new(0);
 /// The translation registers core 1 starts with: TTBCR, DACR, TTBR0, TTBR1, SCTLR.
 static mut START_REGISTERS: [u32; 5] = [0; 5];
 
@@ -43,6 +49,20 @@ fn signal() {
 fn wait() {
     // SAFETY: waits for an event; no memory is touched.
     unsafe { asm!("wfe", options(nostack)) }
+}
+
+/// An SMCCC call through HVC #0 (QEMU's PSCI firmware): its result.
+fn psci(function: u32, a1: u32, a2: u32, a3: u32) -> i32 {
+    let result: i32;
+    // SAFETY: QEMU's PSCI firmware answers the call and returns; r0-r3 and r12 may change.
+    // `CPU_ON` starts core 1 at a physical address with its MMU off (the guest runs at
+    // VA = PA); `CPU_OFF`, made by core 1 itself, does not return.
+    unsafe {
+        asm!(".arch_extension virt", "hvc #0",
+             inout("r0") function => result, inout("r1") a1 => _,
+             inout("r2") a2 => _, inout("r3") a3 => _, out("r12") _, options(nostack));
+    }
+    result
 }
 
 /// Starts core 1 when it is not up yet. The guest exits with status 2 when PSCI refuses.
@@ -63,16 +83,16 @@ fn ensure_started() {
             ],
         );
     }
+    // Core 1 reads them with its MMU and caches off: clean them to the point of coherency.
+    let at = addr_of!(START_REGISTERS) as u32;
+    for line in [at, at + 19] {
+        // SAFETY: DCCMVAC writes a cache line back to memory; nothing changes for the guest.
+        unsafe { asm!("mcr p15, 0, {0}, c7, c10, 1", in(reg) line, options(nostack)) };
+    }
+    cp15::dsb();
     set_smp_bit();
     let entry = _secondary_entry as *const () as usize as u32;
-    let result: i32;
-    // SAFETY: an SMCCC call through HVC: QEMU's PSCI firmware starts core 1 at `entry` (a
-    // physical address: the guest runs at VA = PA) with its MMU off; r0-r3 and r12 may change.
-    unsafe {
-        asm!(".arch_extension virt", "hvc #0",
-             inout("r0") PSCI_CPU_ON => result, inout("r1") CORE1 => _,
-             inout("r2") entry => _, inout("r3") 0u32 => _, out("r12") _, options(nostack));
-    }
+    let result = psci(PSCI_CPU_ON, CORE1, entry, 0);
     if result != 0 {
         semihosting::eprintln!("GUEST ERROR: PSCI CPU_ON of core 1 returned {result}");
         semihosting::process::exit(2);
@@ -102,13 +122,32 @@ fn set_smp_bit() {
 pub fn run(call: &mut dyn FnMut()) {
     ensure_started();
     let mut call: &mut dyn FnMut() = call;
-    let n = POSTED.load(Ordering::Relaxed).wrapping_add(1);
     CALL.store(addr_of_mut!(call) as usize, Ordering::Release);
+    post_and_wait();
+}
+
+/// Posts the next request to core 1 and waits until it is done.
+fn post_and_wait() {
+    let n = POSTED.load(Ordering::Relaxed).wrapping_add(1);
     POSTED.store(n, Ordering::Release);
     signal();
     while FINISHED.load(Ordering::Acquire) != n {
         wait();
     }
+}
+
+/// Powers core 1 off (PSCI `CPU_OFF`, made by core 1) and waits until PSCI reports it off;
+/// the next [`run`] starts it again. Nothing happens when it is not up.
+pub fn stop() {
+    if ALIVE.load(Ordering::Acquire) != 1 {
+        return;
+    }
+    STOP.store(1, Ordering::Release);
+    post_and_wait();
+    while psci(PSCI_AFFINITY_INFO, CORE1, 0, 0) != AFFINITY_OFF {
+        core::hint::spin_loop();
+    }
+    STOP.store(0, Ordering::Release);
 }
 
 /// Core 1's Rust entry (from `_secondary_entry`, on its own stacks, vectors set).
@@ -132,14 +171,23 @@ extern "C" fn core1_main() -> ! {
     // SAFETY: as above.
     unsafe { cp15::write_sctlr(sctlr) };
     cp15::isb();
+    // Requests before this start were answered by an earlier one (or there were none).
+    let mut done = POSTED.load(Ordering::Acquire);
     ALIVE.store(1, Ordering::Release);
     signal();
-    let mut done = 0u32;
     loop {
         let n = POSTED.load(Ordering::Acquire);
         if n == done {
             wait();
             continue;
+        }
+        if STOP.load(Ordering::Acquire) == 1 {
+            ALIVE.store(0, Ordering::Release);
+            FINISHED.store(n, Ordering::Release);
+            signal();
+            let result = psci(PSCI_CPU_OFF, 0, 0, 0);
+            semihosting::eprintln!("GUEST ERROR: PSCI CPU_OFF of core 1 returned {result}");
+            semihosting::process::exit(2);
         }
         let at = CALL.load(Ordering::Acquire) as *mut &mut dyn FnMut();
         // SAFETY: core 0 posted the address of a live `&mut dyn FnMut()` on its stack and

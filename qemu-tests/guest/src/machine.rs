@@ -7,7 +7,7 @@ use core::ptr::{read_volatile, write_volatile};
 use op_driver::guest::GuestDefect;
 use vmm::Cpu;
 use vmm::addr::{PhysAddr, PhysFrame, VirtPage};
-use vmm::arch::armv7::{Asid, TlbReach, ttbr0_value};
+use vmm::arch::armv7::{Asid, TlbReach, ttbr_value};
 use vmm::machine::Machine;
 
 use crate::cp15;
@@ -179,7 +179,7 @@ impl Machine for GuestMachine {
         let empty = crate::boot::empty_user_table();
         let reach = self.reach;
         let (table, asid) = space.map_or((empty, 0), |(l1, asid)| {
-            (ttbr0_value(l1, reach), u32::from(asid.value()))
+            (ttbr_value(l1, reach), u32::from(asid.value()))
         });
         let mut switch = || {
             // SAFETY: TTBR0 covers only the user half, where the guest has nothing of its

@@ -8,6 +8,8 @@ use op_driver::guest::{
     fetchable_frame, step_header,
 };
 use op_driver::{AccessOp, Accessor, ConcreteOp, Miss, POOL_FRAMES};
+use vmm::addr::PhysFrame;
+use vmm::arch::armv7::{TlbReach, ttbr_value};
 use vmm::fault::Mode;
 use vmm::space::{ShmId, SpaceId};
 use vmm::{Cpu, Errno, Layout, Vm};
@@ -40,7 +42,8 @@ impl World {
         // and by the vmm's kernel table, and nothing else of the guest lives there.
         let machine = unsafe { GuestMachine::new(defect, cpus) };
         let vm = Vm::new(machine, layout)?;
-        let kernel = vm.kernel().l1_table().as_u32();
+        let reach = TlbReach::for_cpus(cpus);
+        let kernel = ttbr_value(PhysFrame::containing(vm.kernel().l1_table()), reach);
         let mut use_kernel_table = || {
             // SAFETY: the vmm's kernel table maps all RAM at VA = PA for PL1 exactly as the
             // boot table does, so the guest stays mapped; it lives as long as the world.
@@ -185,7 +188,10 @@ impl World {
         let free = self.free_frames();
         boot::use_boot_tables();
         if self.vm.cpus() > 1 {
+            // Powered off until the next world of two CPUs: an idle core would spin (QEMU's
+            // WFE only yields) and take a host core from the one doing the work.
             crate::core1::run(&mut boot::use_boot_tables);
+            crate::core1::stop();
         }
         free
     }

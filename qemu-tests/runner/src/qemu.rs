@@ -10,6 +10,9 @@ use op_driver::guest::{Record, decode_report_prefix};
 
 use crate::compare::SequenceReport;
 
+/// The cores of the machine: worlds of more CPUs cannot run on it.
+pub const GUEST_CPUS: u8 = 2;
+
 /// The machine every run uses (platform-notes.md). It has two cores: the second stays
 /// powered off until a sequence of a two-CPU world starts it (PSCI `CPU_ON`).
 pub const QEMU_ARGS: [&str; 12] = [

@@ -115,7 +115,7 @@ pub trait Machine {
     fn isb(&mut self);
 
     /// Makes a user space current on `cpu`: TTBR0 = its L1 table (with the attributes of
-    /// [`ttbr0_value`](crate::arch::armv7::ttbr0_value)), CONTEXTIDR = its ASID. `None` is the
+    /// [`ttbr_value`](crate::arch::armv7::ttbr_value)), CONTEXTIDR = its ASID. `None` is the
     /// kernel-only state (no user table, ASID 0). A switch invalidates no TLB entry: entries
     /// are tagged with their ASID. For a CPU other than the one running the vmm, the machine
     /// has that CPU make the switch (an IPI on real hardware) and returns once it has.

@@ -15,4 +15,4 @@ pub use asid::{Asid, AsidAllocator, AsidError};
 pub use attributes::{MappingAttrs, MappingFlags, MemoryType};
 pub use descriptor::{AccessPermissions, Domain, L1Descriptor, L2Descriptor, PageAttributes, Tex};
 pub use mmu::{ArchMmu, BlockSize, MapError, SpaceKind, TTBR1_BASE, Translation};
-pub use tlb::{TlbReach, ttbr0_value};
+pub use tlb::{TlbReach, ttbr_value};

@@ -64,12 +64,12 @@ impl TlbReach {
     }
 }
 
-/// TTBR0's value for a space whose L1 table is `table` (LiteOS-A `MMU_TTBRx_FLAGS`): table
+/// The value of TTBR0 or TTBR1 for the L1 table at `table` (LiteOS-A `MMU_TTBRx_FLAGS`): table
 /// walks are inner and outer write-back write-allocate (IRGN = 01, as IRGN[0] = bit 6 and
 /// IRGN[1] = bit 0; RGN = 01), and with more than one CPU inner shareable too (S = 1,
 /// NOS = 1), so every CPU's walker sees the descriptors the others write.
 #[must_use]
-pub const fn ttbr0_value(table: PhysFrame, reach: TlbReach) -> u32 {
+pub const fn ttbr_value(table: PhysFrame, reach: TlbReach) -> u32 {
     const IRGN0: u32 = 1 << 6;
     const RGN_WB_WA: u32 = 0b01 << 3;
     const SHAREABLE: u32 = 1 << 1;
@@ -145,15 +145,15 @@ impl TlbBatch {
 
 #[cfg(test)]
 mod tests {
-    use super::{TlbReach, ttbr0_value};
+    use super::{TlbReach, ttbr_value};
     use crate::addr::{PhysAddr, PhysFrame};
 
     /// LiteOS-A's values: 0x48 on one CPU (IRGN[0] | RGN = 01), 0x6A on SMP (+ S, NOS).
     #[test]
-    fn ttbr0_carries_the_walk_attributes_of_the_cpu_count() {
+    fn ttbr_carries_the_walk_attributes_of_the_cpu_count() {
         let table = PhysFrame::containing(PhysAddr::new(0x4123_4000));
-        assert_eq!(ttbr0_value(table, TlbReach::for_cpus(1)), 0x4123_4048);
-        assert_eq!(ttbr0_value(table, TlbReach::for_cpus(2)), 0x4123_406A);
+        assert_eq!(ttbr_value(table, TlbReach::for_cpus(1)), 0x4123_4048);
+        assert_eq!(ttbr_value(table, TlbReach::for_cpus(2)), 0x4123_406A);
         assert_eq!(TlbReach::for_cpus(4), TlbReach::InnerShareable);
     }
 }
