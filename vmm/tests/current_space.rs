@@ -17,6 +17,31 @@ fn switches(vm: &Vm<HostMachine>) -> Vec<MachineEvent> {
         .collect()
 }
 
+/// Asserts that `log` holds, in this order: `left` (a CPU leaving the space), `invalidated`
+/// (its ASID invalidate) and the free of its L1 table `l1`.
+fn assert_left_then_invalidated_then_freed(
+    log: &[MachineEvent],
+    left: MachineEvent,
+    invalidated: MachineEvent,
+    l1: PhysFrame,
+) {
+    let at = |event: MachineEvent, what: &str| {
+        log.iter()
+            .position(|e| *e == event)
+            .unwrap_or_else(|| panic!("{what}: {log:?}"))
+    };
+    let freed = MachineEvent::FramesFreed {
+        first: l1,
+        count: 1,
+    };
+    let (left, invalidated, freed) = (
+        at(left, "the CPU left the space"),
+        at(invalidated, "its ASID was invalidated"),
+        at(freed, "its L1 table went back"),
+    );
+    assert!(left < invalidated && invalidated < freed, "{log:?}");
+}
+
 fn layout(cpus: u8) -> Layout {
     Layout {
         cpus,
@@ -74,17 +99,12 @@ fn exit_leaves_the_current_space_before_freeing_its_table() {
     vm.exit(a).unwrap();
     assert_eq!(vm.current(Cpu::BOOT), None);
     let log = vm.machine_mut().take_log();
-    let at = |event: MachineEvent| log.iter().position(|e| *e == event);
-    let (left, invalidated, freed) = (
-        at(MachineEvent::SwitchSpace(Cpu::BOOT, None)).expect("the CPU left the space"),
-        at(MachineEvent::TlbInvalidateAsid(asid)).expect("its ASID was invalidated"),
-        at(MachineEvent::FramesFreed {
-            first: l1,
-            count: 1,
-        })
-        .expect("its L1 table went back"),
+    assert_left_then_invalidated_then_freed(
+        &log,
+        MachineEvent::SwitchSpace(Cpu::BOOT, None),
+        MachineEvent::TlbInvalidateAsid(asid),
+        l1,
     );
-    assert!(left < invalidated && invalidated < freed, "{log:?}");
     // A space that is not current exits without a switch.
     vm.exit(b).unwrap();
     assert_eq!(switches(&vm), []);
@@ -106,17 +126,12 @@ fn exit_leaves_the_space_on_every_cpu_that_has_it() {
     vm.exit(a).unwrap();
     assert_eq!((vm.current(Cpu::BOOT), vm.current(one)), (Some(b), None));
     let log = vm.machine_mut().take_log();
-    let at = |event: MachineEvent| log.iter().position(|e| *e == event);
-    let (left, invalidated, freed) = (
-        at(MachineEvent::SwitchSpace(one, None)).expect("CPU 1 left the space"),
-        at(MachineEvent::TlbInvalidateAsidIs(asid)).expect("its ASID was invalidated"),
-        at(MachineEvent::FramesFreed {
-            first: l1,
-            count: 1,
-        })
-        .expect("its L1 table went back"),
+    assert_left_then_invalidated_then_freed(
+        &log,
+        MachineEvent::SwitchSpace(one, None),
+        MachineEvent::TlbInvalidateAsidIs(asid),
+        l1,
     );
-    assert!(left < invalidated && invalidated < freed, "{log:?}");
     let switched: Vec<_> = log
         .iter()
         .filter(|e| matches!(e, MachineEvent::SwitchSpace(..)))
