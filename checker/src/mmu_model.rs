@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use vmm::addr::{PageRange, PhysAddr, PhysFrame, VirtAddr, VirtPage};
 use vmm::arch::armv7::{
-    ArchMmu, AsidAllocator, BlockSize, MapError, MappingAttrs, MappingFlags, MemoryType,
+    ArchMmu, AsidAllocator, BlockSize, MapError, MappingAttrs, MappingFlags, MemoryType, TlbReach,
 };
 use vmm::machine::{AllocationFailure, HostMachine, MachineEvent};
 use vmm::phys::FrameAllocator;
@@ -238,13 +238,13 @@ struct World {
 }
 
 #[inline]
-fn world() -> World {
+fn world(reach: TlbReach) -> World {
     let mut m = HostMachine::default();
     let mut frames = FrameAllocator::new(
         PhysFrame::from_start(PhysAddr::new(0x4000_0000)).unwrap(),
         POOL_FRAMES,
     );
-    let mut asids = AsidAllocator::new();
+    let mut asids = AsidAllocator::new().with_reach(reach);
     let mmu = ArchMmu::new_user(&mut m, &mut frames, &mut asids).unwrap();
     World {
         m,
@@ -644,9 +644,14 @@ fn check_log(
     log: &[MachineEvent],
     before: &Model,
     after: &Model,
-    asid: vmm::arch::armv7::Asid,
+    (asid, reach): (vmm::arch::armv7::Asid, TlbReach),
 ) -> Result<(), String> {
     for e in log {
+        let wrong_reach = match reach {
+            TlbReach::Local => e.is_broadcast_tlb_invalidate(),
+            TlbReach::InnerShareable => e.is_local_tlb_invalidate(),
+        };
+        ensure!(!wrong_reach, "{:?} from a space of reach {:?}", e, reach);
         if let MachineEvent::Write { pa, old, new } = *e {
             ensure!(
                 old & 3 == 0 || new & 3 == 0 || old == new,
@@ -656,13 +661,16 @@ fn check_log(
                 pa
             );
         }
-        if let MachineEvent::TlbInvalidatePage { asid: a, .. } = *e {
+        if let Some((a, _)) = e.page_invalidate() {
             ensure_eq!(a, asid);
         }
         ensure!(
             !matches!(
                 e,
-                MachineEvent::TlbInvalidateAll | MachineEvent::TlbInvalidatePageAllAsids(_)
+                MachineEvent::TlbInvalidateAll
+                    | MachineEvent::TlbInvalidatePageAllAsids(_)
+                    | MachineEvent::TlbInvalidateAllIs
+                    | MachineEvent::TlbInvalidatePageAllAsidsIs(_)
             ),
             "user pages must be invalidated by ASID: {:?}",
             e
@@ -676,10 +684,7 @@ fn check_log(
     };
     let invalidated: BTreeSet<u32> = log[first_write..]
         .iter()
-        .filter_map(|e| match e {
-            MachineEvent::TlbInvalidatePage { page, .. } => Some(page.number()),
-            _ => None,
-        })
+        .filter_map(|e| e.page_invalidate().map(|(_, page)| page.number()))
         .collect();
     for (&p, old) in &before.pages {
         let changed = after.pages.get(&p).is_none_or(|new| {
@@ -701,9 +706,7 @@ fn check_log(
     }
     // A table page goes back to the allocator only after every invalidate of the op and the
     // barrier after it: until then a walk may still read it.
-    let last_invalidate = log
-        .iter()
-        .rposition(|e| matches!(e, MachineEvent::TlbInvalidatePage { .. }));
+    let last_invalidate = log.iter().rposition(|e| e.page_invalidate().is_some());
     let first_free = log
         .iter()
         .position(|e| matches!(e, MachineEvent::FramesFreed { .. }));
@@ -742,7 +745,14 @@ fn check_log(
 /// without coverage counters there (see `run::StepHooks` in the checker).
 #[inline]
 pub fn run_sequence(ops: &[(Op, Option<u8>)]) -> Result<(), String> {
-    let mut w = world();
+    run_sequence_in(ops, TlbReach::Local)
+}
+
+/// [`run_sequence`] on a space whose invalidates have `reach` (broadcast: a machine of several
+/// CPUs), every invalidate of that form.
+#[inline]
+pub fn run_sequence_in(ops: &[(Op, Option<u8>)], reach: TlbReach) -> Result<(), String> {
+    let mut w = world(reach);
     let mut interest: BTreeSet<u32> = BTreeSet::new();
     for (i, (op, fail_at)) in ops.iter().enumerate() {
         run_op(&mut w, &mut interest, op, *fail_at).map_err(|e| {
@@ -783,7 +793,12 @@ fn run_op(
             );
             ensure_eq!(snapshot(w), before, "failed op changed state");
         } else {
-            check_log(&log, &w.model, &model_after, w.mmu.asid())?;
+            check_log(
+                &log,
+                &w.model,
+                &model_after,
+                (w.mmu.asid(), w.asids.reach()),
+            )?;
         }
         w.model = model_after;
         match *op {

@@ -12,9 +12,15 @@ mod model;
 
 use model::{AREA_BASE, AREA_PAGES, Op, PHYS_BASE, USER_WINDOW_PAGES};
 use proptest::prelude::*;
+use vmm::arch::armv7::TlbReach;
 
 fn run_sequence(ops: &[(Op, Option<u8>)]) -> Result<(), TestCaseError> {
     model::run_sequence(ops).map_err(TestCaseError::fail)
+}
+
+/// The same on a space of a machine of several CPUs: every invalidate the broadcast form.
+fn run_sequence_broadcast(ops: &[(Op, Option<u8>)]) -> Result<(), TestCaseError> {
+    model::run_sequence_in(ops, TlbReach::InnerShareable).map_err(TestCaseError::fail)
 }
 
 /// Page numbers biased towards section and group boundaries, with some wild values.
@@ -63,6 +69,13 @@ proptest! {
         ops in prop::collection::vec((op_strategy(), prop::option::weighted(0.3, 0..3u8)), 1..40)
     ) {
         run_sequence(&ops)?;
+    }
+
+    #[test]
+    fn arch_mmu_matches_the_map_model_with_broadcast_maintenance(
+        ops in prop::collection::vec((op_strategy(), prop::option::weighted(0.3, 0..3u8)), 1..40)
+    ) {
+        run_sequence_broadcast(&ops)?;
     }
 }
 
