@@ -55,12 +55,13 @@ a terminal; NO_COLOR turns it off.";
 
 /// `replay --help`: the `.ops` grammar in brief, then the exit statuses.
 const OPS_GRAMMAR: &str = "A .ops file: one step per line, `op key=value ...`, `#` starts a \
-comment; an optional first line `pool frames=N asids=M` sets the world.
+comment; an optional first line `pool frames=N asids=M cpus=K` sets the world.
 Ops: spawn | fork s | exit s | mmap s addr len prot flags | munmap s addr len | mprotect s addr \
 len prot | brk s addr | mremap s addr old_len new_len flags new_addr | shmget key size flags | \
 shmat s id addr flags | shmdt s addr | shmctl id cmd | mapdev s addr page len prot | vmalloc \
 len | vfree addr | read s addr mode | write s addr value mode | exec s addr mode; every op \
-takes refuse=K (its K-th frame allocation fails). mode=user|kernel.
+takes refuse=K (its K-th frame allocation fails). mode=user|kernel; read, write and exec take \
+cpu=K (the CPU they run on, below the world's cpus; 0 by default).
 Addresses: 0x... | rR+Pp+Ww (word W of page P of region R of space s) | heap+Pp | mmap+Pp | \
 vmA+Pp (a vmalloc allocation). Hand-written files are strict: every key known and given once, \
 s=, rR and vmA naming something live, no step that would not run. The full grammar: \
