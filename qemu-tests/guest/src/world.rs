@@ -211,8 +211,11 @@ fn on_core(cpu: u32, call: &mut dyn FnMut()) {
     }
 }
 
-/// After the step: ATS at both levels, the real accesses again, the word the tables point to,
-/// and instruction fetches from the page.
+/// After the step: ATS at both levels, the word the tables point to, the real accesses again,
+/// and instruction fetches from the page. The word is read before the real accesses: QEMU
+/// walks the tables again for an access its TLB entry does not allow, so the write-back of a
+/// value read through a stale read-only entry lands in the frame the tables give now, and the
+/// word read after it would hide the stale read.
 fn probe(p: &mut Probe) {
     p.ats = [
         cp15::ats1cur(p.va),
@@ -220,16 +223,16 @@ fn probe(p: &mut Probe) {
         cp15::ats1cpr(p.va),
         cp15::ats1cpw(p.va),
     ];
-    prime(p, 4);
-    if p.ats[2] & 1 == 0 {
-        let pa = p.ats[2] & !0xFFF;
+    let pa = (p.ats[2] & 1 == 0).then(|| p.ats[2] & !0xFFF);
+    if let Some(pa) = pa {
         p.content = ldr(pa).unwrap_or(0);
-        if let Some([pl0, pl1]) =
-            with_fetchable(p.va, pa, || [fetch_at(p.va, true), fetch_at(p.va, false)])
-        {
-            p.set_access(EXEC_PL0, pl0);
-            p.set_access(EXEC_PL1, pl1);
-        }
+    }
+    prime(p, 4);
+    let fetched = pa
+        .and_then(|pa| with_fetchable(p.va, pa, || [fetch_at(p.va, true), fetch_at(p.va, false)]));
+    if let Some([pl0, pl1]) = fetched {
+        p.set_access(EXEC_PL0, pl0);
+        p.set_access(EXEC_PL1, pl1);
     }
 }
 

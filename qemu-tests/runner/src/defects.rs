@@ -67,7 +67,32 @@ pub fn cases() -> Vec<DefectCase> {
             kind: DivergenceKind::StaleTlb,
             host_kind: Some(DivergenceKind::HardwareProtocol),
         },
+        local_on_two_cpus(
+            "mprotect down of a page core 1 wrote",
+            include_str!("../../../corpus/regressions/smp_shootdown_mprotect_down.ops"),
+        ),
+        local_on_two_cpus(
+            "copy-on-write re-point of a page core 1 read",
+            include_str!("../../../corpus/regressions/smp_shootdown_cow_repoint.ops"),
+        ),
+        local_on_two_cpus(
+            "mremap move of a page core 1 read",
+            include_str!("../../../corpus/regressions/smp_shootdown_mremap_move.ops"),
+        ),
     ]
+}
+
+/// A shootdown scenario (its CPU 1 holds the translation the op changes) under a vmm that
+/// issues local invalidates: core 1 keeps it on QEMU; the host sees the local invalidate.
+fn local_on_two_cpus(what: &'static str, ops: &'static str) -> DefectCase {
+    DefectCase {
+        name: what,
+        guest: GuestDefect::LocalInvalidates,
+        host: Defect::LocalInvalidates,
+        ops,
+        kind: DivergenceKind::StaleTlb,
+        host_kind: Some(DivergenceKind::HardwareProtocol),
+    }
 }
 
 /// A defect of the guest itself (not of its machine) that the runner must report rather than
