@@ -44,6 +44,14 @@ pub fn cases() -> Vec<DefectCase> {
             host_kind: None,
         },
         DefectCase {
+            name: "drop the second TLB invalidate (the copy-on-write re-point of a read page)",
+            guest: GuestDefect::DropNthInvalidate(1),
+            host: Defect::DropNthInvalidate(1),
+            ops: "spawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nwrite s=0 addr=r0+0p+0w value=0x1 mode=user\nfork s=0\nread s=0 addr=r0+0p+0w mode=user\nwrite s=0 addr=r0+0p+0w value=0x2 mode=user\n",
+            kind: DivergenceKind::StaleTlb,
+            host_kind: None,
+        },
+        DefectCase {
             name: "read-only user descriptors written read/write (fork)",
             guest: GuestDefect::MakeReadOnlyUserPagesWritable,
             host: Defect::MakeReadOnlyUserPagesWritable,
