@@ -504,4 +504,48 @@ mod tests {
         // The fork's own step probes the parent's pages and, after it, the child's.
         assert_eq!(p.probed[2].groups.len(), 2);
     }
+
+    /// Core 1 primes and probes the step's own space only while that space is current there:
+    /// from CPU 1's first access in it, and not in the step that exits it; after that exit,
+    /// and in a world of one CPU, never.
+    #[test]
+    fn core_1_probes_the_space_current_on_it() {
+        let text = "pool cpus=2\nspawn\nspawn\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nmunmap s=0 addr=mmap+0p len=0x1000\nread s=0 addr=mmap+0p mode=user cpu=1\nmmap s=1 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\nexit s=0\nmmap s=0 addr=0x0 len=0x1000 prot=0x3 flags=0x22\n";
+        let mut sequence = checker::parse_sequence(text).unwrap();
+        let p = plan(&sequence);
+        let on_core1 = |k: usize| {
+            p.probed[k]
+                .groups
+                .iter()
+                .filter(|g| g.cpu == 1)
+                .map(|g| (g.space, g.ranges.clone(), g.primed.clone()))
+                .collect::<Vec<_>>()
+        };
+        // Before CPU 1's read (step 5) nothing; then space 0's steps only, with the pages
+        // and primed pages of core 0's group, until its exit (step 8) and after it.
+        for k in [0, 1, 2, 3, 4, 5, 7, 8] {
+            assert_eq!(on_core1(k), [], "step {}", k + 1);
+        }
+        let own = &p.probed[6].groups[0];
+        assert_eq!(
+            on_core1(6),
+            [(own.space, own.ranges.clone(), own.primed.clone())]
+        );
+        let expected = &p.expected[6].pages;
+        let (core0, core1) = expected.split_at(expected.len() / 2);
+        assert!(core1.iter().all(|e| e.cpu == 1) && core0.iter().all(|e| e.cpu == 0));
+        assert_eq!(
+            core0.iter().map(|e| (e.va, e.view)).collect::<Vec<_>>(),
+            core1.iter().map(|e| (e.va, e.view)).collect::<Vec<_>>()
+        );
+        assert!(core1[0].to_string().starts_with("cpu=1 "), "{}", core1[0]);
+        // The same steps in a world of one CPU: no access runs on CPU 1 (it is skipped).
+        sequence.config.cpus = 1;
+        let one = plan(&sequence);
+        assert!(
+            one.probed
+                .iter()
+                .all(|s| s.groups.iter().all(|g| g.cpu == 0))
+        );
+    }
 }
