@@ -250,7 +250,8 @@ fn fuzz_one(root: &Path, target: &str, seconds: u64, jobs: u32, smp: Option<u8>)
     if let Err(e) = cargo_fuzz(root, "build", target).status() {
         eprintln!("xtask nightly: cannot run cargo fuzz build: {e}");
     }
-    println!("==> nightly: fuzzing `{target}` for {seconds} s with {jobs} job(s)");
+    let world = smp.map_or_else(String::new, |n| format!(" in a world of {n} CPUs"));
+    println!("==> nightly: fuzzing `{target}`{world} for {seconds} s with {jobs} job(s)");
     let t0 = Instant::now();
     let watch = fuzzing::Progress {
         budget: seconds,
