@@ -7,7 +7,7 @@ pub use op_lang::bytes::{
     text_round_trip,
 };
 
-use op_lang::{Config, Sequence};
+use op_lang::Config;
 
 /// The CPU count `VMM_FUZZ_SMP` asks generated sequences to have (`cargo xtask fuzz --smp N`;
 /// read once; unset means the inputs' own). A value outside 1..=4 panics at the first input,
@@ -24,18 +24,6 @@ pub fn smp_from_env() -> Option<u8> {
             ),
         }
     })
-}
-
-/// `sequence` moved to a world of `cpus` CPUs: each access keeps its CPU modulo the count.
-/// The fuzz target's mutator applies it to every mutant under `VMM_FUZZ_SMP`, so the inputs
-/// it writes carry the count in their header and replay in that world.
-pub fn set_cpus(sequence: &mut Sequence, cpus: u8) {
-    sequence.config.cpus = cpus;
-    for step in &mut sequence.steps {
-        if let Some(cpu) = step.op.cpu_mut() {
-            *cpu %= cpus;
-        }
-    }
 }
 
 /// The defect the `ops` fuzz target injects, named by the `VMM_FUZZ_DEFECT` environment

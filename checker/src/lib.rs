@@ -30,7 +30,9 @@ pub use machine::Defect;
 pub use op::{Addr, Op, Step, parse_ops, print_ops};
 /// The op language (symbolic ops, `.ops` text), from the `op-lang` crate.
 pub use op_lang::op;
-pub use op_lang::{Config, Sequence, parse_sequence, print_sequence};
+pub use op_lang::{
+    Config, Sequence, first_access_beyond, fold_accesses_onto, parse_sequence, print_sequence,
+};
 pub use run::{
     CheckMode, Divergence, DivergenceKind, Outcome, StepHooks, StepRecord, run,
     run_both_with_defect, run_fast, run_fast_with_defect, run_fast_with_hooks, run_or_panic,

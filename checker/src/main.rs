@@ -568,11 +568,7 @@ fn replay(options: Replay, files: &[Input]) -> ExitCode {
             }
         };
         if let Some(cpus) = smp {
-            let beyond = steps
-                .steps
-                .iter()
-                .position(|s| s.op.cpu().is_some_and(|c| c >= cpus));
-            if let Some(at) = beyond {
+            if let Some((at, _)) = checker::first_access_beyond(&steps.steps, cpus) {
                 unreadable += 1;
                 say!(
                     "ERROR {file}: step {} runs on a CPU a world of {cpus} lacks (--smp {cpus})",

@@ -123,11 +123,7 @@ pub fn minimize(sequence: &Sequence, defect: Option<Defect>) -> Option<Minimized
         runs += 1;
         // The default world has one CPU: every access moves to CPU 0.
         let mut plain = sequence.steps.clone();
-        for step in &mut plain {
-            if let Some(cpu) = step.op.cpu_mut() {
-                *cpu = 0;
-            }
-        }
+        crate::fold_accesses_onto(&mut plain, 1);
         if let Err(d) = run_both_with_defect(&Sequence::new(plain.clone()), defect)
             && d.kind == divergence.kind
         {

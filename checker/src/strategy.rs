@@ -4,6 +4,7 @@
 
 use proptest::prelude::*;
 
+use crate::fold_accesses_onto;
 use crate::op::{Addr, Op, Step};
 use crate::run::{Config, Sequence};
 
@@ -105,20 +106,10 @@ pub fn sequence_on(
     len: impl Into<prop::collection::SizeRange>,
     cpus: u8,
 ) -> impl Strategy<Value = Vec<Step>> {
-    let cpus = cpus.max(1);
     sequence_on_cpus(len).prop_map(move |mut steps| {
-        on_cpus(&mut steps, cpus);
+        fold_accesses_onto(&mut steps, cpus);
         steps
     })
-}
-
-/// Keeps every access's CPU below `cpus`.
-fn on_cpus(steps: &mut [Step], cpus: u8) {
-    for step in steps {
-        if let Some(cpu) = step.op.cpu_mut() {
-            *cpu %= cpus;
-        }
-    }
 }
 
 /// [`sequence`] with accesses on CPUs 0 and 1.
@@ -148,8 +139,9 @@ pub fn config() -> impl Strategy<Value = Config> {
 /// A sequence of at most `max` steps (starting with `spawn`) in a generated world; accesses
 /// run on CPUs the world has.
 pub fn sequences(max: usize) -> impl Strategy<Value = Sequence> {
-    (config(), sequence_on_cpus(1..max)).prop_map(|(config, mut steps)| {
-        on_cpus(&mut steps, config.cpus);
-        Sequence { config, steps }
+    (config(), sequence_on_cpus(1..max)).prop_map(|(config, steps)| {
+        let mut sequence = Sequence { config, steps };
+        sequence.set_cpus(config.cpus);
+        sequence
     })
 }

@@ -107,7 +107,7 @@ fn in_world_of(data: &mut [u8], size: usize, max_size: usize, cpus: u8) -> usize
     if sequence.config.cpus == cpus {
         return size;
     }
-    checker::fuzz::set_cpus(&mut sequence, cpus);
+    sequence.set_cpus(cpus);
     let room = max_size.min(data.len());
     let mut bytes = checker::fuzz::encode(&sequence);
     while bytes.len() > room && sequence.steps.len() > 1 {
@@ -135,7 +135,7 @@ fuzz_mutator!(|data: &mut [u8], size: usize, max_size: usize, seed: u32| {
     }
     let mut sequence = checker::fuzz::decode(&data[..size]);
     if let Some(cpus) = smp {
-        checker::fuzz::set_cpus(&mut sequence, cpus);
+        sequence.set_cpus(cpus);
     }
     if !edit(&mut sequence, &mut rng) {
         let size = fuzzer_mutate(data, size, max_size);

@@ -28,7 +28,7 @@
 use arbitrary::{Arbitrary, Unstructured};
 
 use crate::op::{Addr, Op, Step};
-use crate::sequence::{Config, Sequence};
+use crate::sequence::{Config, Sequence, first_access_beyond};
 
 /// The first byte of an input that carries a [`Config`] (format version 1).
 pub const CONFIG_TAG: u8 = 0xC1;
@@ -174,9 +174,7 @@ pub fn round_trips(sequence: &Sequence) -> bool {
     let steps = &sequence.steps;
     sequence.config.is_valid()
         && steps.len() <= MAX_STEPS
-        && steps
-            .iter()
-            .all(|s| s.op.cpu().is_none_or(|c| c < sequence.config.cpus))
+        && first_access_beyond(steps, sequence.config.cpus).is_none()
         && steps.first()
             == Some(&Step {
                 op: Op::Spawn,

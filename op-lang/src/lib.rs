@@ -23,4 +23,6 @@ pub mod op;
 pub mod sequence;
 
 pub use op::{Addr, Op, Step, parse_ops, print_ops};
-pub use sequence::{Config, Sequence, parse_sequence, print_sequence};
+pub use sequence::{
+    Config, Sequence, first_access_beyond, fold_accesses_onto, parse_sequence, print_sequence,
+};

@@ -128,7 +128,34 @@ pub struct Sequence {
     pub steps: Vec<Step>,
 }
 
+/// The first access of `steps` on a CPU a world of `cpus` lacks: its index and its CPU.
+#[must_use]
+pub fn first_access_beyond(steps: &[Step], cpus: u8) -> Option<(usize, u8)> {
+    steps
+        .iter()
+        .enumerate()
+        .find_map(|(n, s)| s.op.cpu().filter(|&c| c >= cpus).map(|c| (n, c)))
+}
+
+/// Moves every access of `steps` to a CPU a world of `cpus` has: its CPU modulo the count
+/// (`cpus` 1: every access on CPU 0).
+pub fn fold_accesses_onto(steps: &mut [Step], cpus: u8) {
+    let cpus = cpus.max(1);
+    for step in steps {
+        if let Some(cpu) = step.op.cpu_mut() {
+            *cpu %= cpus;
+        }
+    }
+}
+
 impl Sequence {
+    /// The sequence moved to a world of `cpus` CPUs, its accesses folded onto them
+    /// ([`fold_accesses_onto`]).
+    pub fn set_cpus(&mut self, cpus: u8) {
+        self.config.cpus = cpus;
+        fold_accesses_onto(&mut self.steps, cpus);
+    }
+
     /// `steps` in the default world.
     #[must_use]
     pub fn new(steps: Vec<Step>) -> Self {
@@ -167,11 +194,7 @@ pub fn parse_sequence(text: &str) -> Result<Sequence, String> {
     let header_lines = text[..body_from].lines().count();
     let steps = parse_ops(&text[body_from..]).map_err(|e| renumber(&e, header_lines))?;
     let config = config.unwrap_or_default();
-    if let Some((n, cpu)) = steps
-        .iter()
-        .enumerate()
-        .find_map(|(n, s)| s.op.cpu().filter(|&c| c >= config.cpus).map(|c| (n, c)))
-    {
+    if let Some((n, cpu)) = first_access_beyond(&steps, config.cpus) {
         return Err(format!(
             "step {}: `cpu={cpu}` but the sequence has {} CPU(s) (a `pool ... cpus=K` line sets it)",
             n + 1,

@@ -245,10 +245,7 @@ fn suite(args: &Args) -> Result<bool, String> {
     let mut skipped = 0;
     sequences.retain_mut(|(name, sequence)| {
         let cpus = args.smp.unwrap_or(sequence.config.cpus);
-        let beyond = sequence
-            .steps
-            .iter()
-            .position(|s| s.op.cpu().is_some_and(|c| c >= cpus));
+        let beyond = checker::first_access_beyond(&sequence.steps, cpus).map(|(at, _)| at);
         let why = if cpus > qemu::GUEST_CPUS {
             Some(format!(
                 "a world of {cpus} CPUs (the guest has {})",
