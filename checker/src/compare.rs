@@ -34,21 +34,22 @@ fn first_content(
     };
     let words = model.frames.get(&id).map(|f| &f.words);
     let want = |offset: u32| words.and_then(|w| w.get(&offset)).copied().unwrap_or(0);
+    // The word at `offset` in RAM (a frame never written reads as zero).
+    let got = |offset: u32| {
+        bytes.map_or(0, |b| {
+            let i = offset as usize;
+            u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
+        })
+    };
     let wrong = match bytes {
         // Never written: all zero.
         None => words.and_then(|w| w.iter().find(|&(_, &v)| v != 0).map(|(&o, _)| o)),
-        Some(bytes) => (0..4096u32).step_by(4).find(|&o| {
-            let i = o as usize;
-            u32::from_le_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]) != want(o)
-        }),
+        Some(_) => (0..4096u32).step_by(4).find(|&o| got(o) != want(o)),
     };
     match wrong {
         None => Ok(()),
         Some(o) => {
-            let got = bytes.map_or(0, |b| {
-                let i = o as usize;
-                u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]])
-            });
+            let got = got(o);
             Err(format!(
                 "memory contents: frame {id} (physical {:#010x}), first mapped now: word {o:#05x} is {got:#x} in RAM, {:#x} in the model\n",
                 pa & !0xFFF,

@@ -4,7 +4,9 @@
 //! entry is what the tables give now, for a live ASID), and the fast mode's claim that its
 //! shadow equals a full read of the tables.
 
-use reference_model::armv7::{PageAttributes, linked_table, permissions, translate};
+use reference_model::armv7::{
+    PageAttributes, Registers, TlbEntry, linked_table, permissions, translate,
+};
 use vmm::Vm;
 use vmm::addr::{PhysAddr, PhysFrame};
 
@@ -164,69 +166,22 @@ impl Pair {
     }
 
     /// INV-8: every TLB entry of every CPU is what a walk of the current tables gives, for a
-    /// live ASID.
+    /// live ASID. A report names the CPU when there are several.
     pub(crate) fn check_tlb(&mut self) -> Result<(), String> {
         self.read_vmm_spaces();
         let kernel = kernel_registers(&self.vm);
-        let live = &self.live_asids;
         let m = self.vm.machine();
         let several = m.cpus() > 1;
         for (cpu, tlb) in m.tlbs.iter().enumerate() {
-            let on = if several {
-                format!(" on CPU {cpu}")
-            } else {
-                String::new()
-            };
             for e in tlb.entries() {
-                let regs = match e.asid {
-                    Some(a) => live.iter().find(|(x, _)| *x == a).map(|(_, r)| *r),
-                    // Global (kernel) entries: the kernel's TTBR1 table translates them.
-                    None => Some(kernel),
-                };
-                let Some(regs) = regs else {
-                    let t = &e.translation;
-                    return Err(format!(
-                        "TLB entry{on} {:#010x} -> {:#010x} ({} KiB block, ASID {}, AP {:#05b}{}) \
-                     belongs to no live space\n",
-                        t.block_va,
-                        t.block_pa,
-                        t.block_size / 1024,
-                        e.asid.unwrap_or(0),
-                        t.ap,
-                        if t.xn { ", XN" } else { "" }
-                    ));
-                };
-                let now = translate(
-                    &mut |a| m.host.peek_word(PhysAddr::new(a)),
-                    regs,
-                    e.translation.block_va,
-                );
-                if now.as_ref().map(block) != Ok(block(&e.translation)) {
-                    let t = &e.translation;
-                    let asid = e
-                        .asid
-                        .map_or_else(|| "global".to_string(), |a| format!("ASID {a}"));
-                    let entry = format!(
-                        "{:#010x} -> {:#010x} ({} KiB block, {asid}) {:?}",
-                        t.block_va,
-                        t.block_pa,
-                        t.block_size / 1024,
-                        reference_model::armv7::PageAttributes::of(regs, t)
-                    );
-                    let tables = match &now {
-                        Ok(n) => format!(
-                            "{:#010x} -> {:#010x} ({} KiB block) {:?}",
-                            n.block_va,
-                            n.block_pa,
-                            n.block_size / 1024,
-                            reference_model::armv7::PageAttributes::of(regs, n)
-                        ),
-                        Err(fault) => format!("{fault:?}"),
+                check_tlb_entry(&m.host, &self.live_asids, kernel, e).map_err(|(what, rest)| {
+                    let on = if several {
+                        format!(" on CPU {cpu}")
+                    } else {
+                        String::new()
                     };
-                    return Err(format!(
-                        "stale TLB entry{on}: {entry}\nthe tables now give: {tables}\n"
-                    ));
-                }
+                    format!("{what}{on}{rest}")
+                })?;
             }
         }
         Ok(())
@@ -262,4 +217,64 @@ impl Pair {
         }
         Ok(())
     }
+}
+
+/// INV-8 for one TLB entry: the walk of the tables it was filled from (the live space of its
+/// ASID, the kernel's for a global entry) gives the same block now. The error is the report
+/// in two parts, the place to name the CPU between them.
+fn check_tlb_entry(
+    host: &vmm::machine::HostMachine,
+    live: &[(u8, Registers)],
+    kernel: Registers,
+    e: &TlbEntry,
+) -> Result<(), (&'static str, String)> {
+    let t = &e.translation;
+    let regs = match e.asid {
+        Some(a) => live.iter().find(|(x, _)| *x == a).map(|(_, r)| *r),
+        // Global (kernel) entries: the kernel's TTBR1 table translates them.
+        None => Some(kernel),
+    };
+    let Some(regs) = regs else {
+        return Err((
+            "TLB entry",
+            format!(
+                " {:#010x} -> {:#010x} ({} KiB block, ASID {}, AP {:#05b}{}) belongs to no live \
+                 space\n",
+                t.block_va,
+                t.block_pa,
+                t.block_size / 1024,
+                e.asid.unwrap_or(0),
+                t.ap,
+                if t.xn { ", XN" } else { "" }
+            ),
+        ));
+    };
+    let now = translate(&mut |a| host.peek_word(PhysAddr::new(a)), regs, t.block_va);
+    if now.as_ref().map(block) == Ok(block(t)) {
+        return Ok(());
+    }
+    let asid = e
+        .asid
+        .map_or_else(|| "global".to_string(), |a| format!("ASID {a}"));
+    let entry = format!(
+        "{:#010x} -> {:#010x} ({} KiB block, {asid}) {:?}",
+        t.block_va,
+        t.block_pa,
+        t.block_size / 1024,
+        PageAttributes::of(regs, t)
+    );
+    let tables = match &now {
+        Ok(n) => format!(
+            "{:#010x} -> {:#010x} ({} KiB block) {:?}",
+            n.block_va,
+            n.block_pa,
+            n.block_size / 1024,
+            PageAttributes::of(regs, n)
+        ),
+        Err(fault) => format!("{fault:?}"),
+    };
+    Err((
+        "stale TLB entry",
+        format!(": {entry}\nthe tables now give: {tables}\n"),
+    ))
 }

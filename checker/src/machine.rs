@@ -194,12 +194,6 @@ impl SimMachine {
         }
     }
 
-    /// A one-CPU machine with RAM at the default place and the given defect.
-    #[must_use]
-    pub fn with_defect(defect: Option<Defect>) -> Self {
-        Self::new(1, defect)
-    }
-
     /// The CPUs.
     #[must_use]
     pub fn cpus(&self) -> usize {
