@@ -110,11 +110,13 @@ impl World {
                 .and_then(|i| spaces.get(i as usize).copied())
         };
         let own = space_of(&self.spaces, s.groups.first());
-        // The step's own space is entered before it on core 0, and on core 1 when a group of
-        // core 1's is planned (the runner plans one only while that space is current there).
+        // The first group and core 1's are the step's own space: entered before it on core 0,
+        // and on core 1 when a group of core 1's is planned (the runner plans one only while
+        // that space is current there).
+        let in_own_space = |k: usize, g: &ProbeGroup| k == 0 || g.cpu == 1;
         let mut primed: Vec<Vec<Probe>> = Vec::with_capacity(s.groups.len());
         for (k, g) in s.groups.iter().enumerate() {
-            if k == 0 || g.cpu == 1 {
+            if in_own_space(k, g) {
                 self.enter(cpu_of(g), own);
             }
             let mut probes: Vec<Probe> = g
@@ -145,7 +147,7 @@ impl World {
         for (k, g) in s.groups.iter().enumerate() {
             // The step's own space is the one entered before it (it may have exited since:
             // then the pages are probed in no space); the others are indices after it.
-            let space = if k == 0 || g.cpu == 1 {
+            let space = if in_own_space(k, g) {
                 own.filter(|id| self.spaces.contains(id))
             } else {
                 space_of(&self.spaces, Some(g))
