@@ -339,11 +339,11 @@ pub fn plan_with(sequence: &Sequence, probing: Probing) -> Plan {
         let mut pages = side.present(space);
         pages.extend(&range);
         side.model.refuse_allocation = step.refuse.map(u64::from);
-        let ids_before = side.ids.clone();
         let outcome = apply_model(&mut side.model, &mut side.ids, &op);
         side.model.refuse_allocation = None;
-        if let ConcreteOp::Access { s, cpu: 1, .. } = op {
-            side.cpu1_space = ids_before.get(s as usize).copied();
+        // An access runs in the step's own space (`own_id`, read before the step).
+        if let ConcreteOp::Access { cpu: 1, .. } = op {
+            side.cpu1_space = own_id;
         }
         if side.cpu1_space.is_some_and(|id| !side.ids.contains(&id)) {
             side.cpu1_space = None;
