@@ -28,10 +28,9 @@ static ALIVE: AtomicU32 = AtomicU32::new(0);
 static POSTED: AtomicU32 = AtomicU32::new(0);
 /// The number of the last call core 1 finished.
 static FINISHED: AtomicU32 = AtomicU32::new(0);
-/// The posted call: the address of a `&mut dyn FnMut()` on core 0's stack.
+/// The posted request: the address of a `&mut dyn FnMut()` on core 0's stack, or 0 to power
+/// off ([`stop`]).
 static CALL: AtomicUsize = AtomicUsize::new(0);
-/// Set by [`stop`]: the posted request is to power off, not a call.
-static STOP: AtomicU32 = AtomicU32::new(0);
 /// The translation registers core 1 starts with: TTBCR, DACR, TTBR0, TTBR1, SCTLR.
 static mut START_REGISTERS: [u32; 5] = [0; 5];
 
@@ -142,12 +141,11 @@ pub fn stop() {
     if ALIVE.load(Ordering::Acquire) != 1 {
         return;
     }
-    STOP.store(1, Ordering::Release);
+    CALL.store(0, Ordering::Release);
     post_and_wait();
     while psci(PSCI_AFFINITY_INFO, CORE1, 0, 0) != AFFINITY_OFF {
         core::hint::spin_loop();
     }
-    STOP.store(0, Ordering::Release);
 }
 
 /// Core 1's Rust entry (from `_secondary_entry`, on its own stacks, vectors set).
@@ -181,7 +179,8 @@ extern "C" fn core1_main() -> ! {
             wait();
             continue;
         }
-        if STOP.load(Ordering::Acquire) == 1 {
+        let at = CALL.load(Ordering::Acquire) as *mut &mut dyn FnMut();
+        if at.is_null() {
             ALIVE.store(0, Ordering::Release);
             FINISHED.store(n, Ordering::Release);
             signal();
@@ -189,7 +188,6 @@ extern "C" fn core1_main() -> ! {
             semihosting::eprintln!("GUEST ERROR: PSCI CPU_OFF of core 1 returned {result}");
             semihosting::process::exit(2);
         }
-        let at = CALL.load(Ordering::Acquire) as *mut &mut dyn FnMut();
         // SAFETY: core 0 posted the address of a live `&mut dyn FnMut()` on its stack and
         // waits, touching nothing, until `FINISHED` says the call returned.
         unsafe { (*at)() };
