@@ -30,6 +30,27 @@ pub fn cargo_fuzz(root: &Path, subcommand: &str, target: &str) -> Command {
     cmd
 }
 
+/// The fuzzer's own corpus of `target` (grown, not committed), relative to the root:
+/// `fuzz/corpus/T`, or `fuzz/corpus/T-smpN` for a world of N CPUs.
+pub fn grown_corpus(target: &str, smp: Option<u8>) -> String {
+    match smp {
+        Some(n) => format!("fuzz/corpus/{target}-smp{n}"),
+        None => format!("fuzz/corpus/{target}"),
+    }
+}
+
+/// `cmd` (a run of the `ops` target) in a world of `smp` CPUs when given (`VMM_FUZZ_SMP`), and
+/// the words a progress line says it with.
+pub fn in_world(cmd: &mut Command, smp: Option<u8>) -> String {
+    match smp {
+        Some(n) => {
+            cmd.env("VMM_FUZZ_SMP", n.to_string());
+            format!(" in a world of {n} CPUs")
+        }
+        None => String::new(),
+    }
+}
+
 /// What a libFuzzer run reported (its stderr), in single-process or fork mode.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct FuzzStats {

@@ -346,19 +346,13 @@ fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32, smp: Option<u8>) -> 
     }
     // New inputs go to the first directory (fuzz/corpus/T, not committed; an SMP world's own
     // fuzz/corpus/T-smpN); the committed seeds in corpus/T are only read.
-    let corpus_name = match smp {
-        Some(n) => format!("{target}-smp{n}"),
-        None => target.to_string(),
-    };
-    let corpus = root.join("fuzz/corpus").join(corpus_name);
+    let corpus = root.join(fuzzing::grown_corpus(target, smp));
     let seeds = root.join("corpus").join(target);
     let artifacts = root.join("fuzz/artifacts").join(target);
     let _ = std::fs::create_dir_all(&corpus);
     let before = fuzzing::files_in(&artifacts).len();
     let mut cmd = fuzzing::cargo_fuzz(root, "run", target);
-    if let Some(n) = smp {
-        cmd.env("VMM_FUZZ_SMP", n.to_string());
-    }
+    let world = fuzzing::in_world(&mut cmd, smp);
     cmd.arg(&corpus);
     if seeds.is_dir() {
         cmd.arg(&seeds);
@@ -389,7 +383,7 @@ fn fuzz(root: &Path, target: &str, seconds: u64, jobs: u32, smp: Option<u8>) -> 
     println!(
         "==> fuzzing `{target}` for {seconds} s with {jobs} job(s){}; corpus {} (seeds {}); \
          Ctrl-C stops it with a summary",
-        smp.map_or_else(String::new, |n| format!(" in a world of {n} CPUs")),
+        world,
         shown(&corpus),
         shown(&seeds)
     );

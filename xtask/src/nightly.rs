@@ -105,9 +105,10 @@ pub fn nightly(
         nights.push(night);
     }
     // In a world of N CPUs the grown corpus is that world's, run on both of QEMU's cores.
-    let corpus = match smp {
-        Some(n) if qemu.corpus == "fuzz/corpus/ops" => format!("{}-smp{n}", qemu.corpus),
-        _ => qemu.corpus.to_string(),
+    let corpus = if qemu.corpus == fuzzing::grown_corpus("ops", None) {
+        fuzzing::grown_corpus("ops", smp)
+    } else {
+        qemu.corpus.to_string()
     };
     let qemu_probe_all = qemu.probe_all;
     let qemu = targets.iter().any(|t| t == "ops").then(|| {
@@ -222,19 +223,14 @@ fn panic_site(cmd: &mut std::process::Command) -> String {
 /// Fuzzes `target` for `seconds` with `jobs` workers (in a world of `smp` CPUs when given),
 /// then merges its corpus down.
 fn fuzz_one(root: &Path, target: &str, seconds: u64, jobs: u32, smp: Option<u8>) -> TargetNight {
-    let corpus = match smp {
-        Some(n) => root.join("fuzz/corpus").join(format!("{target}-smp{n}")),
-        None => root.join("fuzz/corpus").join(target),
-    };
+    let corpus = root.join(fuzzing::grown_corpus(target, smp));
     let seeds = root.join("corpus").join(target);
     let artifacts = root.join("fuzz/artifacts").join(target);
     let _ = std::fs::create_dir_all(&corpus);
     let _ = std::fs::create_dir_all(&artifacts);
     let before = files_in(&artifacts);
     let mut cmd = cargo_fuzz(root, "run", target);
-    if let Some(n) = smp {
-        cmd.env("VMM_FUZZ_SMP", n.to_string());
-    }
+    let world = fuzzing::in_world(&mut cmd, smp);
     cmd.arg(&corpus);
     if seeds.is_dir() {
         cmd.arg(&seeds);
@@ -250,7 +246,6 @@ fn fuzz_one(root: &Path, target: &str, seconds: u64, jobs: u32, smp: Option<u8>)
     if let Err(e) = cargo_fuzz(root, "build", target).status() {
         eprintln!("xtask nightly: cannot run cargo fuzz build: {e}");
     }
-    let world = smp.map_or_else(String::new, |n| format!(" in a world of {n} CPUs"));
     println!("==> nightly: fuzzing `{target}`{world} for {seconds} s with {jobs} job(s)");
     let t0 = Instant::now();
     let watch = fuzzing::Progress {
